@@ -1,0 +1,481 @@
+//! Runs one validated step in the sandbox and turns what came back into a [`StepResult`].
+//!
+//! Data flows one way: validated step → request bytes → container → frames and log → result.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::{
+    BootstrapLimits, BootstrapResult, FrameDecoder, FrameEvent, PROTOCOL_VERSION, RequestHeader,
+    encode_request, parse_result,
+};
+use crate::result::{
+    ErrorDetail, KillReason, LogLine, LogStream, PayloadVerdict, StepResult, StepStatus,
+    TIMEOUT_MESSAGE, apply_payload_rules, aws_failure_message, aws_plain_failure, error_detail,
+    payload_too_large_message,
+};
+use crate::sandbox::{ContainerJob, Engine, Flow, OutputObserver, OutputStream, SandboxError};
+use crate::step::ValidatedStep;
+
+/// Values of the context dict and the AWS environment of a container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsContext {
+    /// `global:ACCOUNT_ID`.
+    pub account_id: String,
+    /// `global:REGION`, and `AWS_REGION` / `AWS_DEFAULT_REGION` in the container.
+    pub region: String,
+    /// `global:AWS_PARTITION`.
+    pub partition: String,
+}
+
+impl Default for AwsContext {
+    fn default() -> Self {
+        Self {
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            partition: "aws".into(),
+        }
+    }
+}
+
+/// Limits of what the executor keeps of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputLimits {
+    /// Bytes of log kept per stream; past it the container is killed and the log marked truncated.
+    pub log_bytes_per_stream: usize,
+    /// Longest log line kept whole; longer lines are split.
+    pub line_bytes: usize,
+    /// Bytes zip attachments may expand to inside the sandbox.
+    pub unzip_bytes: u64,
+    /// Entries zip attachments may hold.
+    pub unzip_entries: u64,
+}
+
+impl Default for OutputLimits {
+    fn default() -> Self {
+        Self {
+            log_bytes_per_stream: 1024 * 1024,
+            line_bytes: 16 * 1024,
+            unzip_bytes: 64 * 1024 * 1024,
+            unzip_entries: 10_000,
+        }
+    }
+}
+
+/// Per-execution options.
+pub struct ExecuteOptions<'a> {
+    /// The execution id; a fresh UUID when `None`.
+    pub execution_id: Option<String>,
+    /// A lower memory limit than the sandbox's.
+    pub memory_bytes: Option<i64>,
+    /// The context values.
+    pub context: &'a AwsContext,
+    /// Output limits.
+    pub limits: &'a OutputLimits,
+    /// Called with each log line as soon as it is complete.
+    pub on_log: Option<&'a mut (dyn FnMut(&LogLine) + Send)>,
+    /// `automation:EXECUTION_ID` when the step is part of a runbook execution.
+    pub automation_execution_id: Option<String>,
+}
+
+/// Builds the context dict a handler receives.
+pub fn context_dict(ctx: &AwsContext, execution_id: &str, now: DateTime<Utc>) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("automation:EXECUTION_ID".into(), execution_id.into());
+    m.insert("global:ACCOUNT_ID".into(), ctx.account_id.clone().into());
+    m.insert("global:REGION".into(), ctx.region.clone().into());
+    m.insert("global:AWS_PARTITION".into(), ctx.partition.clone().into());
+    m.insert("global:DATE".into(), now.format("%Y-%m-%d").to_string().into());
+    m.insert(
+        "global:DATE_TIME".into(),
+        now.format("%Y-%m-%d_%H.%M.%S").to_string().into(),
+    );
+    m
+}
+
+/// Collects the container's output: frames, the log with its caps, and live delivery.
+struct StepObserver<'a> {
+    decoder: FrameDecoder,
+    limits: &'a OutputLimits,
+    log: Vec<LogLine>,
+    partial: [Vec<u8>; 2],
+    kept: [usize; 2],
+    truncated: bool,
+    result: Option<Vec<u8>>,
+    result_too_large: Option<u64>,
+    unframed: bool,
+    on_log: Option<&'a mut (dyn FnMut(&LogLine) + Send)>,
+}
+
+impl<'a> StepObserver<'a> {
+    fn new(limits: &'a OutputLimits, on_log: Option<&'a mut (dyn FnMut(&LogLine) + Send)>) -> Self {
+        Self {
+            decoder: FrameDecoder::default(),
+            limits,
+            log: Vec::new(),
+            partial: [Vec::new(), Vec::new()],
+            kept: [0, 0],
+            truncated: false,
+            result: None,
+            result_too_large: None,
+            unframed: false,
+            on_log,
+        }
+    }
+
+    fn push_line(&mut self, stream: LogStream, bytes: &[u8]) {
+        let mut text = String::from_utf8_lossy(bytes).into_owned();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+        let line = LogLine { stream, text };
+        if let Some(cb) = self.on_log.as_mut() {
+            cb(&line);
+        }
+        self.log.push(line);
+    }
+
+    /// Appends log bytes of one stream; returns false once its cap is passed.
+    fn log_bytes(&mut self, stream: LogStream, mut bytes: &[u8]) -> bool {
+        let idx = usize::from(stream == LogStream::Stderr);
+        if self.kept[idx] >= self.limits.log_bytes_per_stream {
+            self.truncated = true;
+            return false;
+        }
+        let room = self.limits.log_bytes_per_stream - self.kept[idx];
+        let within = bytes.len() <= room;
+        if !within {
+            bytes = &bytes[..room];
+            self.truncated = true;
+        }
+        self.kept[idx] += bytes.len();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let (piece, newline) = match rest.iter().position(|b| *b == b'\n') {
+                Some(p) => (&rest[..p], true),
+                None => (rest, false),
+            };
+            rest = &rest[(piece.len() + usize::from(newline)).min(rest.len())..];
+            let mut pending = std::mem::take(&mut self.partial[idx]);
+            pending.extend_from_slice(piece);
+            // Split very long lines so one line can't hold the whole log hostage.
+            while pending.len() > self.limits.line_bytes {
+                let tail = pending.split_off(self.limits.line_bytes);
+                self.push_line(stream, &pending);
+                pending = tail;
+            }
+            if newline {
+                self.push_line(stream, &pending);
+            } else {
+                self.partial[idx] = pending;
+            }
+        }
+        within
+    }
+
+    fn flush_partials(&mut self) {
+        for (idx, stream) in [(0, LogStream::Stdout), (1, LogStream::Stderr)] {
+            let pending = std::mem::take(&mut self.partial[idx]);
+            if !pending.is_empty() {
+                self.push_line(stream, &pending);
+            }
+        }
+    }
+}
+
+impl OutputObserver for StepObserver<'_> {
+    fn on_output(&mut self, stream: OutputStream, bytes: &[u8]) -> Flow {
+        let mut within = true;
+        match stream {
+            OutputStream::Stderr => within = self.log_bytes(LogStream::Stderr, bytes),
+            OutputStream::Stdout => {
+                let mut events = Vec::new();
+                self.decoder.feed(bytes, &mut |e| events.push(e));
+                for event in events {
+                    match event {
+                        FrameEvent::Stdout(b) => within &= self.log_bytes(LogStream::Stdout, &b),
+                        FrameEvent::Unframed(b) => {
+                            self.unframed = true;
+                            within &= self.log_bytes(LogStream::Stdout, &b);
+                        }
+                        FrameEvent::Result(body) => {
+                            if self.result.is_none() {
+                                self.result = Some(body);
+                            }
+                        }
+                        FrameEvent::ResultTooLarge(n) => self.result_too_large = Some(n),
+                    }
+                }
+            }
+        }
+        if within {
+            Flow::Continue
+        } else {
+            Flow::Kill(KillReason::OutputLimit)
+        }
+    }
+}
+
+/// Errors that stop an execution before it has a result (the engine, not the script).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    /// Building the request failed.
+    #[error(transparent)]
+    Request(#[from] crate::protocol::RequestError),
+    /// Docker failed.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+}
+
+/// Runs a validated step in a fresh container.
+pub async fn execute_step(
+    engine: &Engine,
+    step: &ValidatedStep,
+    options: ExecuteOptions<'_>,
+    cancel: &CancellationToken,
+) -> Result<StepResult, ExecuteError> {
+    let began = Instant::now();
+    let execution_id = options
+        .execution_id
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let now = Utc::now();
+    let automation_id = options
+        .automation_execution_id
+        .unwrap_or_else(|| execution_id.clone());
+    let task_dir = format!(
+        "/tmp/{}-{}",
+        uuid::Uuid::new_v4(),
+        now.format("%Y-%m-%d-%H-%M-%S")
+    );
+    let header = RequestHeader {
+        v: PROTOCOL_VERSION,
+        task_dir,
+        language: step.language.as_str(),
+        entry: step.entry.clone(),
+        payload: step.payload.clone(),
+        context: context_dict(options.context, &automation_id, now),
+        zips: step.zips.clone(),
+        limits: BootstrapLimits {
+            unzip_bytes: options.limits.unzip_bytes,
+            unzip_entries: options.limits.unzip_entries,
+            payload_items: crate::result::MAX_PAYLOAD_ITEMS,
+        },
+        archive_bytes: 0,
+    };
+    let stdin = encode_request(header, &step.files)?;
+    let region = &options.context.region;
+    let job = ContainerJob {
+        execution_id: execution_id.clone(),
+        image: step.image.clone(),
+        runtime: step.runtime.clone(),
+        command: step.command.clone(),
+        env: vec![
+            "HOME=/tmp".into(),
+            "LANG=C.UTF-8".into(),
+            format!("AWS_REGION={region}"),
+            format!("AWS_DEFAULT_REGION={region}"),
+        ],
+        stdin,
+        timeout: step.timeout,
+        memory_bytes: options.memory_bytes,
+    };
+    let mut observer = StepObserver::new(options.limits, options.on_log);
+    let outcome = engine.run(job, &mut observer, cancel).await?;
+    observer.flush_partials();
+
+    let mut result = StepResult {
+        execution_id,
+        runtime: step.runtime.clone(),
+        status: StepStatus::Failed,
+        payload: Value::Null,
+        failure_message: None,
+        error: None,
+        log: Vec::new(),
+        log_truncated: observer.truncated,
+        kill_reason: outcome.kill_reason,
+        exit_code: outcome.exit_code,
+        duration_ms: began.elapsed().as_millis() as u64,
+    };
+    let fail = |result: &mut StepResult, status: StepStatus, kind: &str, message: String| {
+        result.status = status;
+        result.failure_message = Some(if status == StepStatus::TimedOut {
+            format!("{TIMEOUT_MESSAGE} {message}")
+        } else {
+            aws_plain_failure(kind, &message)
+        });
+        result.error = Some(ErrorDetail {
+            error_type: kind.into(),
+            message,
+            stack_trace: vec![],
+        });
+    };
+    let memory_mib = options
+        .memory_bytes
+        .map(|m| m.min(engine.config().memory_bytes))
+        .unwrap_or(engine.config().memory_bytes)
+        / (1024 * 1024);
+    match outcome.kill_reason {
+        Some(KillReason::Cancelled) => fail(
+            &mut result,
+            StepStatus::Cancelled,
+            "Cancelled",
+            "The execution was cancelled; its container was killed.".into(),
+        ),
+        Some(KillReason::Timeout) => fail(
+            &mut result,
+            StepStatus::TimedOut,
+            "Timeout",
+            format!(
+                "The step's timeout of {} seconds passed; its container was killed.",
+                step.timeout.as_secs()
+            ),
+        ),
+        Some(KillReason::OutputLimit) => fail(
+            &mut result,
+            StepStatus::Failed,
+            "OutputLimitExceeded",
+            format!(
+                "The script wrote more output than allowed ({} bytes per stream, {} bytes in all); its container was killed and the log truncated.",
+                options.limits.log_bytes_per_stream,
+                engine.config().output_limit_bytes
+            ),
+        ),
+        Some(KillReason::OutOfMemory) => fail(
+            &mut result,
+            StepStatus::Failed,
+            "OutOfMemory",
+            format!(
+                "The script ran out of memory (limit {memory_mib} MiB); the kernel killed it."
+            ),
+        ),
+        None => match (observer.result.take(), observer.result_too_large) {
+            (_, Some(size)) => fail(
+                &mut result,
+                StepStatus::Failed,
+                "PayloadTooLarge",
+                payload_too_large_message(size as usize, false),
+            ),
+            (Some(body), None) => match parse_result(&body) {
+                Ok(BootstrapResult::Returned {
+                    payload,
+                    original_items,
+                }) => match apply_payload_rules(payload, original_items) {
+                    PayloadVerdict::Keep(payload, note) => {
+                        result.status = StepStatus::Success;
+                        result.payload = payload;
+                        if let Some(note) = note {
+                            observer.log.push(LogLine {
+                                stream: LogStream::Scriptbox,
+                                text: note,
+                            });
+                        }
+                    }
+                    PayloadVerdict::TooLarge(size) => fail(
+                        &mut result,
+                        StepStatus::Failed,
+                        "PayloadTooLarge",
+                        payload_too_large_message(size, true),
+                    ),
+                },
+                Ok(BootstrapResult::Raised(error)) => {
+                    result.failure_message = Some(aws_failure_message(&error));
+                    result.error = Some(error_detail(&error));
+                }
+                Err(why) => fail(
+                    &mut result,
+                    StepStatus::Failed,
+                    "ProtocolError",
+                    format!("The sandbox's result could not be read: {why}"),
+                ),
+            },
+            (None, None) => {
+                let code = outcome
+                    .exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "unknown".into());
+                let mut why = format!(
+                    "The script's process ended (exit code {code}) without returning a result."
+                );
+                if outcome.stdin_incomplete {
+                    why.push_str(" It did not read its whole request.");
+                }
+                if observer.unframed {
+                    why.push_str(" Its bootstrap wrote unexpected output; is the image built for this version of scriptbox?");
+                }
+                fail(&mut result, StepStatus::Failed, "ScriptExited", why);
+            }
+        },
+    }
+    result.log = observer.log;
+    result.duration_ms = began.elapsed().as_millis() as u64;
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::FRAME_STDOUT;
+
+    fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![kind];
+        v.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn context_has_the_documented_keys_and_formats() {
+        let now = DateTime::parse_from_rfc3339("2026-11-27T12:30:05Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let m = context_dict(&AwsContext::default(), "exec-1", now);
+        assert_eq!(m["automation:EXECUTION_ID"], "exec-1");
+        assert_eq!(m["global:ACCOUNT_ID"], "123456789012");
+        assert_eq!(m["global:REGION"], "us-east-1");
+        assert_eq!(m["global:AWS_PARTITION"], "aws");
+        assert_eq!(m["global:DATE"], "2026-11-27");
+        assert_eq!(m["global:DATE_TIME"], "2026-11-27_12.30.05");
+    }
+
+    #[test]
+    fn log_lines_are_split_capped_and_lossy() {
+        let limits = OutputLimits {
+            log_bytes_per_stream: 40,
+            line_bytes: 8,
+            ..Default::default()
+        };
+        let mut seen = Vec::new();
+        let mut cb = |l: &LogLine| seen.push(l.text.clone());
+        let mut o = StepObserver::new(&limits, Some(&mut cb));
+        let mut out = frame(FRAME_STDOUT, b"hi\nthere");
+        out.extend(frame(FRAME_STDOUT, b" you\n"));
+        assert_eq!(o.on_output(OutputStream::Stdout, &out), Flow::Continue);
+        assert_eq!(o.on_output(OutputStream::Stderr, b"bad \xff\x00 bytes\n"), Flow::Continue);
+        assert_eq!(
+            o.on_output(OutputStream::Stderr, &[b'x'; 100]),
+            Flow::Kill(KillReason::OutputLimit)
+        );
+        o.flush_partials();
+        assert!(o.truncated);
+        let texts: Vec<String> = o.log.iter().map(|l| l.text.clone()).collect();
+        assert_eq!(texts[0], "hi");
+        assert_eq!(texts[1], "there yo");
+        assert_eq!(texts[2], "u");
+        assert_eq!(texts[3], "bad \u{fffd}\u{0} b");
+        let stderr_kept: usize = o
+            .log
+            .iter()
+            .filter(|l| l.stream == LogStream::Stderr)
+            .map(|l| l.text.len())
+            .sum();
+        assert!(stderr_kept <= 45, "{stderr_kept}");
+        drop(o);
+        assert_eq!(seen.len(), texts.len());
+    }
+}

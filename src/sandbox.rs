@@ -1,0 +1,829 @@
+//! The sandbox: one fresh, hardened container per execution. The only module that talks to Docker.
+//!
+//! Every setting that matters for safety is fixed here from the operator's [`SandboxConfig`]; a
+//! job can only lower the memory limit and choose its timeout. The container's lifecycle —
+//! create, attach, start, feed stdin, drain output, wait, inspect, remove — has a deadline at
+//! every step, and removal happens on every path: success, error, cancellation, and (through a
+//! drop guard) when the caller abandons the future.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::result::KillReason;
+
+/// Label carrying the execution id, on every container scriptbox creates.
+pub const LABEL_EXECUTION: &str = "scriptbox.execution";
+/// Label naming the scriptbox process that owns the container (`host:pid:start-time`).
+pub const LABEL_OWNER: &str = "scriptbox.daemon";
+/// Label with the Unix time after which the container is certainly abandoned.
+pub const LABEL_DEADLINE: &str = "scriptbox.deadline";
+/// Extra time past a job's timeout before its container counts as abandoned.
+const ABANDON_GRACE: Duration = Duration::from_secs(120);
+/// How long output may keep arriving after the container exited.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+/// How long a killed container may take to be reported as exited.
+const EXIT_AFTER_KILL: Duration = Duration::from_secs(15);
+
+/// The operator's sandbox settings. Requests never choose these; they can only lower memory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// Numeric non-root `uid:gid` the handler runs as.
+    pub user: String,
+    /// OCI runtime: `runc` (default) or `runsc` (gVisor).
+    pub container_runtime: String,
+    /// Docker network; `none` (the default) leaves only a loopback interface.
+    pub network: String,
+    /// Memory limit, bytes; swap is set equal so there is none. tmpfs pages count against it.
+    pub memory_bytes: i64,
+    /// CPU quota in units of 1e-9 CPUs.
+    pub nano_cpus: i64,
+    /// Processes and threads in the container.
+    pub pids_limit: i64,
+    /// Size of the `/tmp` tmpfs.
+    pub tmpfs_bytes: u64,
+    /// Inodes of the `/tmp` tmpfs.
+    pub tmpfs_inodes: u64,
+    /// `/dev/shm` size.
+    pub shm_bytes: i64,
+    /// Open files per process.
+    pub nofile: i64,
+    /// Largest file a process may write.
+    pub fsize_bytes: i64,
+    /// Bytes of stdout plus stderr read before the container is killed.
+    pub output_limit_bytes: u64,
+    /// Deadline of each Docker call (create, attach, start, inspect, remove).
+    pub docker_call_timeout_secs: u64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            user: "10001:10001".into(),
+            container_runtime: "runc".into(),
+            network: "none".into(),
+            memory_bytes: 512 * 1024 * 1024,
+            nano_cpus: 1_000_000_000,
+            pids_limit: 128,
+            tmpfs_bytes: 128 * 1024 * 1024,
+            tmpfs_inodes: 16 * 1024,
+            shm_bytes: 16 * 1024 * 1024,
+            nofile: 1024,
+            fsize_bytes: 128 * 1024 * 1024,
+            output_limit_bytes: 16 * 1024 * 1024,
+            docker_call_timeout_secs: 30,
+        }
+    }
+}
+
+/// Errors of one Docker operation, each with its context.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// No engine answered.
+    #[error(
+        "cannot reach the Docker engine ({endpoint}): {source}. Start dockerd, or set DOCKER_HOST"
+    )]
+    Connect {
+        /// Where we looked.
+        endpoint: String,
+        /// The client's error.
+        source: DockerError,
+    },
+    /// The runtime's image is not in the engine.
+    #[error("image {image} is not present; build it with `scriptbox images build {runtime}`")]
+    ImageMissing {
+        /// The image.
+        image: String,
+        /// The runtime it serves.
+        runtime: String,
+    },
+    /// A Docker call failed.
+    #[error("docker {operation} failed for {subject}: {source}")]
+    Call {
+        /// `create`, `attach`, `start`, `kill`, `inspect`, `remove`, `list`...
+        operation: &'static str,
+        /// The container or image.
+        subject: String,
+        /// The client's error.
+        source: DockerError,
+    },
+    /// A Docker call did not answer within its deadline.
+    #[error("docker {operation} for {subject} did not answer within {seconds} s")]
+    Deadline {
+        /// The operation.
+        operation: &'static str,
+        /// The container or image.
+        subject: String,
+        /// The deadline.
+        seconds: u64,
+    },
+}
+
+/// Which output stream bytes came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    /// The container's stdout (protocol frames).
+    Stdout,
+    /// The container's stderr (raw log).
+    Stderr,
+}
+
+/// What an observer wants after seeing output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep going.
+    Continue,
+    /// Kill the container for this reason.
+    Kill(KillReason),
+}
+
+/// Receives the container's output as it arrives.
+pub trait OutputObserver: Send {
+    /// Called for every chunk, in arrival order.
+    fn on_output(&mut self, stream: OutputStream, bytes: &[u8]) -> Flow;
+}
+
+/// One container run.
+#[derive(Debug, Clone)]
+pub struct ContainerJob {
+    /// The execution id (label and container name).
+    pub execution_id: String,
+    /// The image.
+    pub image: String,
+    /// The runtime name, for messages.
+    pub runtime: String,
+    /// The bootstrap command.
+    pub command: Vec<String>,
+    /// Environment from the allowlist (never the host's).
+    pub env: Vec<String>,
+    /// The full stdin stream.
+    pub stdin: Vec<u8>,
+    /// Time from start until SIGKILL.
+    pub timeout: Duration,
+    /// A lower memory limit than the configured one, if asked for.
+    pub memory_bytes: Option<i64>,
+}
+
+/// What happened to a container, from Docker and the host's clocks.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerOutcome {
+    /// The container id.
+    pub container_id: String,
+    /// Exit code from Docker (inspect).
+    pub exit_code: Option<i64>,
+    /// Docker inspect's `OOMKilled`.
+    pub oom_killed: bool,
+    /// Why scriptbox killed it, if it did.
+    pub kill_reason: Option<KillReason>,
+    /// Bytes read from stdout and stderr.
+    pub output_bytes: u64,
+    /// True when the stdin stream could not be delivered whole (the container did not read it).
+    pub stdin_incomplete: bool,
+    /// Creation to removal.
+    pub total: Duration,
+    /// Start until exit.
+    pub run: Duration,
+}
+
+/// Identifies this scriptbox process on this host, so a sweep can tell dead owners from live ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerId {
+    /// Host identity (`/etc/machine-id` or hostname).
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// The process's start time in clock ticks since boot (guards against pid reuse).
+    pub start_ticks: u64,
+}
+
+impl OwnerId {
+    /// The current process.
+    pub fn current() -> Self {
+        let pid = std::process::id();
+        OwnerId {
+            host: host_identity(),
+            pid,
+            start_ticks: process_start_ticks(pid).unwrap_or(0),
+        }
+    }
+
+    /// The label value.
+    pub fn label(&self) -> String {
+        format!("{}:{}:{}", self.host, self.pid, self.start_ticks)
+    }
+
+    /// Parses a label value.
+    pub fn parse(label: &str) -> Option<Self> {
+        let mut parts = label.rsplitn(3, ':');
+        let start_ticks = parts.next()?.parse().ok()?;
+        let pid = parts.next()?.parse().ok()?;
+        let host = parts.next()?.to_string();
+        Some(OwnerId {
+            host,
+            pid,
+            start_ticks,
+        })
+    }
+
+    /// True when this owner is a process on this host that is still running.
+    /// Owners on other hosts are reported alive: only their deadline can retire them.
+    pub fn is_alive(&self) -> bool {
+        if self.host != host_identity() {
+            return true;
+        }
+        process_start_ticks(self.pid) == Some(self.start_ticks)
+    }
+}
+
+fn host_identity() -> String {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(|| {
+        std::fs::read_to_string("/etc/machine-id")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|s| s.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown-host".into())
+            .replace(':', "_")
+    })
+    .clone()
+}
+
+/// Field 22 of `/proc/<pid>/stat`: the start time in clock ticks after boot.
+fn process_start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: skip past the last ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// What a sweep removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Containers removed.
+    pub removed: Vec<String>,
+    /// Containers still owned by a live scriptbox, left alone.
+    pub kept: usize,
+}
+
+/// A connection to the Docker engine plus the sandbox settings.
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+    config: Arc<SandboxConfig>,
+    owner: Arc<OwnerId>,
+    cleanup: TaskTracker,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs a Docker call under a deadline, mapping both failure kinds to [`SandboxError`].
+async fn call<T>(
+    operation: &'static str,
+    subject: &str,
+    limit: Duration,
+    fut: impl Future<Output = Result<T, DockerError>>,
+) -> Result<T, SandboxError> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(source)) => Err(SandboxError::Call {
+            operation,
+            subject: subject.to_string(),
+            source,
+        }),
+        Err(_) => Err(SandboxError::Deadline {
+            operation,
+            subject: subject.to_string(),
+            seconds: limit.as_secs(),
+        }),
+    }
+}
+
+fn is_not_found(e: &DockerError) -> bool {
+    matches!(
+        e,
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+impl Engine {
+    /// Connects through `DOCKER_HOST` or the default socket and negotiates the API version.
+    pub async fn connect(config: SandboxConfig) -> Result<Self, SandboxError> {
+        let endpoint =
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let docker = Docker::connect_with_defaults().map_err(|source| SandboxError::Connect {
+            endpoint: endpoint.clone(),
+            source,
+        })?;
+        // negotiate_version asks the engine: it is also our liveness check.
+        let docker = tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version())
+            .await
+            .map_err(|_| SandboxError::Deadline {
+                operation: "version",
+                subject: endpoint.clone(),
+                seconds: 10,
+            })?
+            .map_err(|source| SandboxError::Connect {
+                endpoint: endpoint.clone(),
+                source,
+            })?;
+        Ok(Engine {
+            docker,
+            config: Arc::new(config),
+            owner: Arc::new(OwnerId::current()),
+            cleanup: TaskTracker::new(),
+        })
+    }
+
+    /// The sandbox settings in force.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    /// The underlying client, for image building (`images`) only.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn call_limit(&self) -> Duration {
+        Duration::from_secs(self.config.docker_call_timeout_secs.max(1))
+    }
+
+    /// Whether an image is present, and its labels if so.
+    pub async fn image_labels(
+        &self,
+        image: &str,
+    ) -> Result<Option<HashMap<String, String>>, SandboxError> {
+        match tokio::time::timeout(self.call_limit(), self.docker.inspect_image(image)).await {
+            Ok(Ok(found)) => Ok(Some(
+                found.config.and_then(|c| c.labels).unwrap_or_default(),
+            )),
+            Ok(Err(e)) if is_not_found(&e) => Ok(None),
+            Ok(Err(source)) => Err(SandboxError::Call {
+                operation: "inspect image",
+                subject: image.into(),
+                source,
+            }),
+            Err(_) => Err(SandboxError::Deadline {
+                operation: "inspect image",
+                subject: image.into(),
+                seconds: self.call_limit().as_secs(),
+            }),
+        }
+    }
+
+    /// The container create body: every hardening setting of `docs/sandbox.md`.
+    pub fn container_spec(&self, job: &ContainerJob) -> ContainerCreateBody {
+        let c = &self.config;
+        let memory = job
+            .memory_bytes
+            .map(|m| m.min(c.memory_bytes))
+            .unwrap_or(c.memory_bytes);
+        let deadline = SystemTime::now() + job.timeout + ABANDON_GRACE;
+        let deadline = deadline
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let labels = HashMap::from([
+            (LABEL_EXECUTION.to_string(), job.execution_id.clone()),
+            (LABEL_OWNER.to_string(), self.owner.label()),
+            (LABEL_DEADLINE.to_string(), deadline.to_string()),
+            ("scriptbox.runtime".to_string(), job.runtime.clone()),
+        ]);
+        let ulimit = |name: &str, value: i64| ResourcesUlimits {
+            name: Some(name.into()),
+            soft: Some(value),
+            hard: Some(value),
+        };
+        let tmpfs_options = format!(
+            "rw,nosuid,nodev,noexec,size={},nr_inodes={},mode=1777",
+            c.tmpfs_bytes, c.tmpfs_inodes
+        );
+        let host_config = HostConfig {
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([("/tmp".to_string(), tmpfs_options)])),
+            shm_size: Some(c.shm_bytes),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges:true".into()]),
+            privileged: Some(false),
+            network_mode: Some(c.network.clone()),
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            oom_kill_disable: Some(false),
+            nano_cpus: Some(c.nano_cpus),
+            pids_limit: Some(c.pids_limit),
+            init: Some(true),
+            ulimits: Some(vec![
+                ulimit("nofile", c.nofile),
+                ulimit("fsize", c.fsize_bytes),
+                ulimit("core", 0),
+            ]),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("none".into()),
+                config: None,
+            }),
+            auto_remove: Some(false),
+            mounts: Some(vec![]),
+            binds: Some(vec![]),
+            runtime: Some(c.container_runtime.clone()),
+            ipc_mode: Some("private".into()),
+            ..Default::default()
+        };
+        ContainerCreateBody {
+            image: Some(job.image.clone()),
+            cmd: Some(job.command.clone()),
+            entrypoint: Some(vec![]),
+            env: Some(job.env.clone()),
+            user: Some(c.user.clone()),
+            working_dir: Some("/tmp".into()),
+            labels: Some(labels),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            open_stdin: Some(true),
+            // With StdinOnce, shutting our side down delivers EOF to the bootstrap.
+            stdin_once: Some(true),
+            tty: Some(false),
+            network_disabled: Some(c.network == "none"),
+            host_config: Some(host_config),
+            ..Default::default()
+        }
+    }
+
+    /// Runs one job in a fresh container and removes it, whatever happens.
+    pub async fn run(
+        &self,
+        job: ContainerJob,
+        observer: &mut dyn OutputObserver,
+        cancel: &CancellationToken,
+    ) -> Result<ContainerOutcome, SandboxError> {
+        let created_at = Instant::now();
+        let name = format!("scriptbox-{}", job.execution_id);
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = call(
+            "create",
+            &name,
+            self.call_limit(),
+            self.docker
+                .create_container(Some(options), self.container_spec(&job)),
+        )
+        .await
+        .map_err(|e| match e {
+            SandboxError::Call { source, .. } if is_not_found(&source) => {
+                SandboxError::ImageMissing {
+                    image: job.image.clone(),
+                    runtime: job.runtime.clone(),
+                }
+            }
+            other => other,
+        })?;
+        let id = created.id;
+        // If this future is dropped mid-run, the guard still removes the container.
+        let mut guard = RemovalGuard {
+            engine: Some(self.clone()),
+            id: id.clone(),
+        };
+        let driven = self.drive(&id, job, observer, cancel).await;
+        let removed = self.remove(&id).await;
+        if removed.is_ok() {
+            guard.disarm();
+        }
+        let mut outcome = driven?;
+        removed?;
+        outcome.total = created_at.elapsed();
+        Ok(outcome)
+    }
+
+    /// Attach, start, feed stdin, drain output, enforce the deadline, wait, inspect.
+    async fn drive(
+        &self,
+        id: &str,
+        job: ContainerJob,
+        observer: &mut dyn OutputObserver,
+        cancel: &CancellationToken,
+    ) -> Result<ContainerOutcome, SandboxError> {
+        let limit = self.call_limit();
+        let attach_options = AttachContainerOptionsBuilder::default()
+            .stream(true)
+            .stdin(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let attached = call(
+            "attach",
+            id,
+            limit,
+            self.docker.attach_container(id, Some(attach_options)),
+        )
+        .await?;
+        let mut output = attached.output;
+        let mut input = attached.input;
+        call("start", id, limit, self.docker.start_container(id, None)).await?;
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::from_std(started + job.timeout);
+
+        let stdin = job.stdin;
+        let feed = async move {
+            input.write_all(&stdin).await?;
+            input.flush().await?;
+            input.shutdown().await
+        };
+        tokio::pin!(feed);
+        let mut wait = self.docker.wait_container(id, None);
+
+        let mut outcome = ContainerOutcome {
+            container_id: id.to_string(),
+            ..Default::default()
+        };
+        let mut feeding = true;
+        let mut output_open = true;
+        let mut exited_at: Option<tokio::time::Instant> = None;
+        let mut killed_at: Option<tokio::time::Instant> = None;
+        let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+
+        loop {
+            if exited_at.is_some() && !output_open {
+                break;
+            }
+            let drain_until = exited_at.map(|t| t + DRAIN_AFTER_EXIT).unwrap_or(far);
+            let give_up_at = killed_at.map(|t| t + EXIT_AFTER_KILL).unwrap_or(far);
+            let mut kill: Option<KillReason> = None;
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled(), if outcome.kill_reason.is_none() && exited_at.is_none() => {
+                    kill = Some(KillReason::Cancelled);
+                }
+                _ = tokio::time::sleep_until(deadline), if outcome.kill_reason.is_none() && exited_at.is_none() => {
+                    kill = Some(KillReason::Timeout);
+                }
+                chunk = output.next(), if output_open => match chunk {
+                    Some(Ok(LogOutput::StdOut { message })) => {
+                        outcome.output_bytes += message.len() as u64;
+                        if let Flow::Kill(r) = observer.on_output(OutputStream::Stdout, &message) {
+                            kill = Some(r);
+                        }
+                    }
+                    Some(Ok(LogOutput::StdErr { message })) => {
+                        outcome.output_bytes += message.len() as u64;
+                        if let Flow::Kill(r) = observer.on_output(OutputStream::Stderr, &message) {
+                            kill = Some(r);
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => output_open = false,
+                },
+                fed = &mut feed, if feeding => {
+                    feeding = false;
+                    if fed.is_err() {
+                        outcome.stdin_incomplete = true;
+                    }
+                }
+                waited = wait.next(), if exited_at.is_none() => {
+                    exited_at = Some(tokio::time::Instant::now());
+                    outcome.run = started.elapsed();
+                    outcome.exit_code = match waited {
+                        Some(Ok(r)) => Some(r.status_code),
+                        Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Some(code),
+                        _ => None,
+                    };
+                }
+                _ = tokio::time::sleep_until(drain_until), if exited_at.is_some() => {
+                    // The stream normally ends ~30 ms after exit; never wait on it forever.
+                    output_open = false;
+                }
+                _ = tokio::time::sleep_until(give_up_at), if killed_at.is_some() && exited_at.is_none() => {
+                    return Err(SandboxError::Deadline {
+                        operation: "wait after kill",
+                        subject: id.to_string(),
+                        seconds: EXIT_AFTER_KILL.as_secs(),
+                    });
+                }
+            }
+            if outcome.output_bytes > self.config.output_limit_bytes && outcome.kill_reason.is_none()
+            {
+                kill = kill.or(Some(KillReason::OutputLimit));
+            }
+            if let Some(reason) = kill
+                && outcome.kill_reason.is_none()
+                && exited_at.is_none()
+            {
+                outcome.kill_reason = Some(reason);
+                killed_at = Some(tokio::time::Instant::now());
+                self.kill(id).await?;
+            }
+            if outcome.kill_reason.is_some() && exited_at.is_some() {
+                // Nothing after a kill is worth reading.
+                output_open = false;
+            }
+        }
+
+        let inspected = call(
+            "inspect",
+            id,
+            limit,
+            self.docker.inspect_container(id, None),
+        )
+        .await?;
+        if let Some(state) = inspected.state {
+            outcome.oom_killed = state.oom_killed.unwrap_or(false);
+            if state.exit_code.is_some() {
+                outcome.exit_code = state.exit_code;
+            }
+        }
+        if outcome.oom_killed && outcome.kill_reason.is_none() {
+            outcome.kill_reason = Some(KillReason::OutOfMemory);
+        }
+        Ok(outcome)
+    }
+
+    /// SIGKILL, no grace: the bootstrap may have trapped SIGTERM.
+    async fn kill(&self, id: &str) -> Result<(), SandboxError> {
+        let options = KillContainerOptionsBuilder::default().signal("KILL").build();
+        match call(
+            "kill",
+            id,
+            self.call_limit(),
+            self.docker.kill_container(id, Some(options)),
+        )
+        .await
+        {
+            // 409: it already stopped by itself, which is what we wanted.
+            Err(SandboxError::Call {
+                source:
+                    DockerError::DockerResponseServerError {
+                        status_code: 409 | 404,
+                        ..
+                    },
+                ..
+            }) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Force-removes a container; a container that is already gone counts as removed.
+    pub async fn remove(&self, id: &str) -> Result<(), SandboxError> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match call(
+            "remove",
+            id,
+            self.call_limit(),
+            self.docker.remove_container(id, Some(options)),
+        )
+        .await
+        {
+            Err(SandboxError::Call { source, .. }) if is_not_found(&source) => Ok(()),
+            // 409 "removal already in progress": somebody else is removing it.
+            Err(SandboxError::Call {
+                source:
+                    DockerError::DockerResponseServerError {
+                        status_code: 409, ..
+                    },
+                ..
+            }) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Lists every container scriptbox created (by label), running or not.
+    pub async fn labelled_containers(
+        &self,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, SandboxError> {
+        let filters = HashMap::from([("label".to_string(), vec![LABEL_EXECUTION.to_string()])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        call(
+            "list",
+            "containers",
+            self.call_limit(),
+            self.docker.list_containers(Some(options)),
+        )
+        .await
+    }
+
+    /// Removes containers left behind by a dead scriptbox: those whose owner process is gone,
+    /// and those past their deadline label. Decided by labels alone.
+    pub async fn sweep_leftovers(&self) -> Result<SweepReport, SandboxError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut report = SweepReport::default();
+        for c in self.labelled_containers().await? {
+            let labels = c.labels.unwrap_or_default();
+            let owner_dead = labels
+                .get(LABEL_OWNER)
+                .and_then(|l| OwnerId::parse(l))
+                .map(|o| !o.is_alive())
+                .unwrap_or(true);
+            let expired = labels
+                .get(LABEL_DEADLINE)
+                .and_then(|d| d.parse::<u64>().ok())
+                .map(|d| d < now)
+                .unwrap_or(true);
+            let Some(id) = c.id else { continue };
+            if owner_dead || expired {
+                self.remove(&id).await?;
+                report.removed.push(id);
+            } else {
+                report.kept += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Waits (bounded) for removals started by drop guards.
+    pub async fn finish_cleanup(&self, limit: Duration) {
+        self.cleanup.close();
+        let _ = tokio::time::timeout(limit, self.cleanup.wait()).await;
+    }
+}
+
+/// Removes the container if the run future is dropped before it could.
+struct RemovalGuard {
+    engine: Option<Engine>,
+    id: String,
+}
+
+impl RemovalGuard {
+    fn disarm(&mut self) {
+        self.engine = None;
+    }
+}
+
+impl Drop for RemovalGuard {
+    fn drop(&mut self) {
+        if let Some(engine) = self.engine.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            let id = std::mem::take(&mut self.id);
+            let tracker = engine.cleanup.clone();
+            tracker.spawn_on(
+                async move {
+                    if let Err(e) = engine.remove(&id).await {
+                        tracing::warn!("could not remove abandoned container {id}: {e}");
+                    }
+                },
+                &handle,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_labels_round_trip_and_detect_the_living() {
+        let me = OwnerId::current();
+        assert!(me.start_ticks > 0);
+        let parsed = OwnerId::parse(&me.label()).unwrap();
+        assert_eq!(parsed, me);
+        assert!(parsed.is_alive());
+        let reused = OwnerId {
+            start_ticks: me.start_ticks + 1,
+            ..me.clone()
+        };
+        assert!(!reused.is_alive(), "a reused pid must not look alive");
+        let elsewhere = OwnerId {
+            host: "other-host".into(),
+            ..me
+        };
+        assert!(elsewhere.is_alive(), "other hosts are retired by deadline only");
+        assert!(OwnerId::parse("garbage").is_none());
+    }
+}

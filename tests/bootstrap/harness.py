@@ -1,0 +1,172 @@
+"""Drive images/python/bootstrap.py the way scriptbox does, without Docker.
+
+A request is a header line plus a ustar archive built with tarfile from (name, bytes) pairs; the
+bootstrap runs as a subprocess with that request on stdin, and its stdout is split into frames.
+The interpreter is sys.executable unless SCRIPTBOX_TEST_PYTHON names another one (the whole suite
+can so be run under CPython 3.6 ... 3.13).
+"""
+
+import io
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+import zipfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BOOTSTRAP = os.path.join(REPO, "images", "python", "bootstrap.py")
+PYTHON = os.environ.get("SCRIPTBOX_TEST_PYTHON") or sys.executable
+
+DEFAULT_LIMITS = {"unzip_bytes": 256 * 1024 * 1024, "unzip_entries": 10000, "payload_items": 100}
+DEFAULT_CONTEXT = {
+    "automation:EXECUTION_ID": "4f5e1f0c-0000-4000-8000-000000000001",
+    "global:ACCOUNT_ID": "123456789012",
+    "global:REGION": "us-east-1",
+    "global:AWS_PARTITION": "aws",
+    "global:DATE": "2026-11-27",
+    "global:DATE_TIME": "2026-11-27_12.30.05",
+}
+
+
+def new_task_dir():
+    """A fresh task folder name in the protocol's form, unique per call."""
+    return "/tmp/{}-{}".format(uuid.uuid4(), time.strftime("%Y-%m-%d-%H-%M-%S"))
+
+
+def build_tar(files):
+    """A ustar archive (bytes) of regular files from (name, bytes) pairs, or of TarInfo objects
+    given as (TarInfo, bytes-or-None) pairs for hostile members. PAX format: plain ustar headers,
+    plus a pax extended header only for a name that ustar cannot hold (over 100 bytes)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for name, data in files:
+            if isinstance(name, tarfile.TarInfo):
+                info = name
+            else:
+                info = tarfile.TarInfo(name)
+                info.mode = 0o644
+            if data is not None:
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+            else:
+                archive.addfile(info)
+    return buf.getvalue()
+
+
+def build_zip(members):
+    """A zip (bytes) from (name-or-ZipInfo, bytes) pairs, deflated."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members:
+            archive.writestr(name, data)
+    return buf.getvalue()
+
+
+def build_request(task_dir, files=(), script=None, function="handler", module="customer_script",
+                  payload=None, context=None, zips=(), limits=None, header_extra=None,
+                  archive=None):
+    """The bytes scriptbox sends on stdin: header line, then the tar archive."""
+    files = list(files)
+    if script is not None:
+        files.insert(0, ("customer_script.py", script.encode("utf-8")))
+    if archive is None:
+        archive = build_tar(files)
+    header = {
+        "v": 1,
+        "task_dir": task_dir,
+        "language": "python",
+        "entry": {"module": module, "function": function},
+        "payload": {} if payload is None else payload,
+        "context": dict(DEFAULT_CONTEXT) if context is None else context,
+        "zips": list(zips),
+        "limits": dict(DEFAULT_LIMITS, **(limits or {})),
+        "archive_bytes": len(archive),
+    }
+    header.update(header_extra or {})
+    return json.dumps(header).encode("utf-8") + b"\n" + archive
+
+
+def parse_frames(data):
+    """Split stdout into (type, body) frames; raise AssertionError on trailing garbage."""
+    frames = []
+    pos = 0
+    while pos < len(data):
+        if len(data) - pos < 5:
+            raise AssertionError("truncated frame header at byte {}: {!r}".format(pos, data[pos:]))
+        kind = data[pos:pos + 1]
+        (length,) = struct.unpack(">I", data[pos + 1:pos + 5])
+        body = data[pos + 5:pos + 5 + length]
+        if len(body) != length or kind not in (b"O", b"R"):
+            raise AssertionError("bad frame at byte {}: {!r}".format(pos, data[pos:pos + 40]))
+        frames.append((kind, body))
+        pos += 5 + length
+    return frames
+
+
+class Run(object):
+    """What one bootstrap run produced."""
+
+    def __init__(self, result, output, stderr, returncode, frames, task_dir, seconds):
+        """result: the R frame's JSON; output: bytes of all O frames; stderr: text."""
+        self.result = result
+        self.output = output
+        self.stdout_text = output.decode("utf-8", "replace")
+        self.stderr = stderr
+        self.returncode = returncode
+        self.frames = frames
+        self.task_dir = task_dir
+        self.seconds = seconds
+
+    @property
+    def error(self):
+        """The error object of a failed result (AssertionError when the step succeeded)."""
+        assert self.result["ok"] is False, self.result
+        return self.result["error"]
+
+
+def run_bootstrap(request, task_dir, env=None, timeout=60, python=None):
+    """Run the bootstrap with request on stdin; return a Run. Exactly one R frame, last."""
+    child_env = dict(os.environ)
+    child_env.pop("SCRIPTBOX_PREIMPORT", None)
+    child_env.update(env or {})
+    started = time.monotonic()
+    proc = subprocess.Popen([python or PYTHON, BOOTSTRAP], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env,
+                            cwd="/")
+    try:
+        stdout, stderr = proc.communicate(request, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    seconds = time.monotonic() - started
+    frames = parse_frames(stdout)
+    results = [body for kind, body in frames if kind == b"R"]
+    assert len(results) == 1, "expected one R frame, got {}; stderr: {}".format(
+        len(results), stderr.decode("utf-8", "replace"))
+    assert frames[-1][0] == b"R", "the R frame is not the last one"
+    output = b"".join(body for kind, body in frames if kind == b"O")
+    return Run(json.loads(results[0].decode("utf-8")), output,
+               stderr.decode("utf-8", "replace"), proc.returncode, frames, task_dir, seconds)
+
+
+def remove_task_dir(task_dir):
+    """Delete a task folder left by a run (the container's tmpfs would vanish with it)."""
+    if os.path.lexists(task_dir):
+        shutil.rmtree(task_dir, ignore_errors=True)
+
+
+def folder_bytes(path):
+    """Sum of the sizes of the regular files under path."""
+    total = 0
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            full = os.path.join(root, name)
+            if os.path.isfile(full) and not os.path.islink(full):
+                total += os.path.getsize(full)
+    return total
