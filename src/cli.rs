@@ -52,6 +52,8 @@ pub enum Command {
     },
     /// Remove containers left behind by a scriptbox that died (decided by labels alone).
     Sweep,
+    /// Print the settings in force (the defaults, or --config merged over them) as TOML.
+    Config,
 }
 
 /// `scriptbox images ...`
@@ -171,6 +173,12 @@ async fn dispatch(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Cli
         Command::Images {
             command: ImagesCommand::Build { runtimes, force },
         } => build_images(runtimes, force, settings, catalog).await,
+        Command::Config => {
+            let text = toml::to_string_pretty(&settings)
+                .map_err(|e| CliError::Environment(e.into()))?;
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sweep => {
             let engine = Engine::connect(settings.sandbox).await?;
             let report = engine.sweep_leftovers().await?;

@@ -1,0 +1,53 @@
+# scriptbox — every target does its own set-up on a fresh Debian machine (as root):
+# Docker engine, debootstrap, the offline runtime images.
+
+CARGO ?= cargo
+BIN := target/debug/scriptbox
+# Runtimes that can be built offline here (Debian has exactly their CPython).
+TEST_RUNTIMES := python3.9 python3.11
+export SCRIPTBOX_LOG ?= warn
+
+.PHONY: all build engine images demo test test-rust test-bootstrap lint bench clean
+
+all: build
+
+build:
+	$(CARGO) build
+
+engine:
+	scripts/ensure-engine.sh
+
+images: build engine
+	$(BIN) images build $(TEST_RUNTIMES)
+
+## make demo: build, make sure an engine answers, build python3.11 offline, run an example step.
+demo: build engine
+	$(BIN) images build python3.11
+	$(BIN) runtimes
+	@echo
+	$(BIN) invoke --runtime python3.11 --handler script_handler \
+		--script examples/hello.py --payload '{"name": "scriptbox"}'
+
+## make test: the same set-up, then the whole suite against the real engine.
+test: images test-bootstrap test-rust
+
+test-rust:
+	SCRIPTBOX_REQUIRE_ENGINE=1 $(CARGO) test --all-targets
+
+test-bootstrap:
+	@python3 -m vermin --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check vermin
+	python3 -m vermin -t=3.6- --violations --no-tips images/python/bootstrap.py
+	python3 -m unittest discover -s tests/bootstrap -t . -v
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+## make bench: one trivial execution end to end, next to `docker run --rm` with the same flags.
+bench: engine
+	$(CARGO) build --release
+	target/release/scriptbox images build python3.11
+	$(CARGO) run --release --example bench_invoke
+
+clean:
+	$(CARGO) clean

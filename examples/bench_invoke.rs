@@ -1,0 +1,200 @@
+//! Benchmark: one trivial execution end to end, next to `docker run --rm -i` of the same image
+//! with the same sandbox flags and the same request on stdin.
+//!
+//! Run with `make bench` (release build). `BENCH_N` sets the number of runs (default 30).
+//! Prints a Markdown table of p50 / p95 / mean in milliseconds.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use scriptbox::config::Settings;
+use scriptbox::execute::{ExecuteOptions, execute_step};
+use scriptbox::protocol::{BootstrapLimits, Entry, PROTOCOL_VERSION, RequestHeader, encode_request};
+use scriptbox::runtimes::Catalog;
+use scriptbox::sandbox::Engine;
+use scriptbox::step::{self, StepInputs};
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+const RUNTIME: &str = "python3.11";
+const SCRIPT: &str = "def handler(events, context):\n    return {'ok': True}\n";
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx].as_secs_f64() * 1000.0
+}
+
+fn summarize(name: &str, mut samples: Vec<Duration>) -> String {
+    samples.sort();
+    let mean = samples.iter().map(Duration::as_secs_f64).sum::<f64>() / samples.len() as f64 * 1000.0;
+    format!(
+        "| {name} | {} | {:.0} | {:.0} | {:.0} |",
+        samples.len(),
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.95),
+        mean
+    )
+}
+
+/// The `docker run` flags equivalent to scriptbox's container spec (see `sandbox.rs`).
+fn docker_run_args(settings: &Settings, image: &str) -> Vec<String> {
+    let s = &settings.sandbox;
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--rm".into(),
+        "-i".into(),
+        "--read-only".into(),
+        "--tmpfs".into(),
+        format!(
+            "/tmp:rw,nosuid,nodev,noexec,size={},nr_inodes={},mode=1777",
+            s.tmpfs_bytes, s.tmpfs_inodes
+        ),
+        "--user".into(),
+        s.user.clone(),
+        "--cap-drop".into(),
+        "ALL".into(),
+        "--security-opt".into(),
+        "no-new-privileges:true".into(),
+        "--network".into(),
+        "none".into(),
+        "--memory".into(),
+        s.memory_bytes.to_string(),
+        "--memory-swap".into(),
+        s.memory_bytes.to_string(),
+        "--cpus".into(),
+        format!("{}", s.nano_cpus as f64 / 1e9),
+        "--pids-limit".into(),
+        s.pids_limit.to_string(),
+        "--init".into(),
+        "--ulimit".into(),
+        format!("nofile={0}:{0}", s.nofile),
+        "--ulimit".into(),
+        format!("fsize={0}:{0}", s.fsize_bytes),
+        "--ulimit".into(),
+        "core=0:0".into(),
+        "--log-driver".into(),
+        "none".into(),
+        "--shm-size".into(),
+        s.shm_bytes.to_string(),
+        "--ipc".into(),
+        "private".into(),
+        "--runtime".into(),
+        s.container_runtime.clone(),
+        "-e".into(),
+        "HOME=/tmp".into(),
+        "-e".into(),
+        "LANG=C.UTF-8".into(),
+        "-w".into(),
+        "/tmp".into(),
+        image.into(),
+    ];
+    args.extend(["python3".into(), "/opt/scriptbox/bootstrap.py".into()]);
+    args
+}
+
+fn request_bytes() -> Vec<u8> {
+    let header = RequestHeader {
+        v: PROTOCOL_VERSION,
+        task_dir: format!("/tmp/{}-2026-01-01-00-00-00", uuid::Uuid::new_v4()),
+        language: "python",
+        entry: Some(Entry {
+            module: "customer_script".into(),
+            function: "handler".into(),
+        }),
+        payload: Map::new(),
+        context: Map::new(),
+        zips: vec![],
+        limits: BootstrapLimits {
+            unzip_bytes: 1 << 20,
+            unzip_entries: 100,
+            payload_items: 100,
+        },
+        archive_bytes: 0,
+    };
+    encode_request(header, &[("customer_script.py".into(), SCRIPT.as_bytes().to_vec())])
+        .expect("request")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let n: usize = std::env::var("BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    let settings = Settings::default();
+    let catalog = Catalog::builtin();
+    let image = catalog.resolve(RUNTIME).expect("runtime").runtime.image.clone();
+    let engine = Engine::connect(settings.sandbox.clone()).await?;
+    let inputs = StepInputs {
+        runtime: Some(RUNTIME.into()),
+        handler: Some("handler".into()),
+        script: Some(Value::String(SCRIPT.into())),
+        input_payload: Some(json!({})),
+        ..Default::default()
+    };
+    let step = step::validate(&inputs, &catalog, 600).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let exe = std::env::current_exe()?;
+    let cli = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("scriptbox"))
+        .filter(|p| p.exists())
+        .ok_or_else(|| anyhow::anyhow!("build the scriptbox binary first (cargo build --release)"))?;
+    let script_file = std::env::temp_dir().join("scriptbox-bench-handler.py");
+    std::fs::write(&script_file, SCRIPT)?;
+
+    // Warm the engine and page cache once for each path.
+    let mut library = Vec::new();
+    let mut through_cli = Vec::new();
+    let mut docker_run = Vec::new();
+    let run_args = docker_run_args(&settings, &image);
+    let stdin = request_bytes();
+    for i in 0..=n {
+        let began = Instant::now();
+        let options = ExecuteOptions {
+            execution_id: None,
+            memory_bytes: None,
+            context: &settings.context,
+            limits: &settings.output,
+            on_log: None,
+            automation_execution_id: None,
+        };
+        let r = execute_step(&engine, &step, options, &CancellationToken::new()).await?;
+        anyhow::ensure!(r.payload == json!({"ok": true}), "library run failed: {r:?}");
+        let library_time = began.elapsed();
+
+        let began = Instant::now();
+        let out = Command::new(&cli)
+            .args(["invoke", "--runtime", RUNTIME, "--handler", "handler", "--output", "json", "--script"])
+            .arg(&script_file)
+            .output()?;
+        anyhow::ensure!(out.status.success(), "cli run failed: {}", String::from_utf8_lossy(&out.stderr));
+        let cli_time = began.elapsed();
+
+        let began = Instant::now();
+        let mut child = Command::new("docker")
+            .args(&run_args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child.stdin.take().expect("stdin").write_all(&stdin)?;
+        let out = child.wait_with_output()?;
+        anyhow::ensure!(
+            out.status.success() && out.stdout.windows(4).any(|w| w == b"true"),
+            "docker run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let docker_time = began.elapsed();
+        if i > 0 {
+            library.push(library_time);
+            through_cli.push(cli_time);
+            docker_run.push(docker_time);
+        }
+    }
+    println!("Trivial {RUNTIME} handler, {n} runs each, interleaved; milliseconds.\n");
+    println!("| path | runs | p50 | p95 | mean |");
+    println!("|---|---|---|---|---|");
+    println!("{}", summarize("scriptbox library (create → result → removed)", library));
+    println!("{}", summarize("`scriptbox invoke` CLI, whole process", through_cli));
+    println!("{}", summarize("`docker run --rm -i`, same image, flags and request", docker_run));
+    Ok(())
+}

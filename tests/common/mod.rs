@@ -1,0 +1,163 @@
+//! Shared fixtures for tests that run real containers on the real Docker engine.
+//!
+//! A test that needs the engine or an image calls [`engine`] / [`require_image`]. When the
+//! engine or image is missing they print why and skip — unless `SCRIPTBOX_REQUIRE_ENGINE=1`
+//! (set by `make test`), where a missing engine or image is a failure, never a silent pass.
+
+#![allow(dead_code)] // Each test binary uses a different subset of these helpers.
+
+use std::time::Duration;
+
+use scriptbox::config::Settings;
+use scriptbox::execute::{ExecuteOptions, execute_step};
+use scriptbox::images::{self, ImageState};
+use scriptbox::result::StepResult;
+use scriptbox::runtimes::Catalog;
+use scriptbox::sandbox::Engine;
+use scriptbox::step::{self, Attachment, StepInputs};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// True when `make test` demands the engine and images.
+pub fn required() -> bool {
+    std::env::var("SCRIPTBOX_REQUIRE_ENGINE").as_deref() == Ok("1")
+}
+
+/// Settings for tests: the defaults, with the container runtime from `SCRIPTBOX_TEST_RUNTIME`.
+pub fn settings() -> Settings {
+    let mut s = Settings::default();
+    if let Ok(rt) = std::env::var("SCRIPTBOX_TEST_RUNTIME") {
+        s.sandbox.container_runtime = rt;
+    }
+    s
+}
+
+/// Connects to the engine, or explains the skip (or fails under `make test`).
+pub async fn engine() -> Option<Engine> {
+    engine_with(settings()).await
+}
+
+/// Connects with explicit settings.
+pub async fn engine_with(settings: Settings) -> Option<Engine> {
+    match Engine::connect(settings.sandbox).await {
+        Ok(e) => Some(e),
+        Err(e) if required() => panic!("SCRIPTBOX_REQUIRE_ENGINE=1 but no Docker engine: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPED: no Docker engine answered ({e}); run `make test` to set one up");
+            None
+        }
+    }
+}
+
+/// True when the runtime's image is present and current; otherwise explains the skip.
+pub async fn require_image(engine: &Engine, runtime: &str) -> bool {
+    let catalog = Catalog::builtin();
+    let rt = catalog.resolve(runtime).expect("known runtime");
+    let state = images::image_state(engine, &rt).await.expect("inspect image");
+    if state == ImageState::Current {
+        return true;
+    }
+    let why = format!(
+        "image {} for {runtime} is {} (build it with `scriptbox images build {runtime:?}`)",
+        rt.runtime.image,
+        state.as_str()
+    );
+    let offline = rt.runtime.offline.is_some();
+    if required() && offline {
+        panic!("SCRIPTBOX_REQUIRE_ENGINE=1 but {why}");
+    }
+    eprintln!(
+        "SKIPPED: {why}{}",
+        if offline {
+            ""
+        } else {
+            "; it has no offline recipe, so it can only be built where a container registry is reachable"
+        }
+    );
+    false
+}
+
+/// Inputs for an inline Python step.
+pub fn py_step(runtime: &str, handler: &str, script: &str, payload: Value) -> StepInputs {
+    StepInputs {
+        runtime: Some(runtime.into()),
+        handler: Some(handler.into()),
+        input_payload: Some(payload),
+        script: Some(Value::String(script.into())),
+        attachments: vec![],
+        timeout_seconds: None,
+    }
+}
+
+/// An attachment from bytes.
+pub fn attachment(name: &str, bytes: &[u8]) -> Attachment {
+    Attachment {
+        name: name.into(),
+        bytes: bytes.to_vec(),
+    }
+}
+
+/// Validates and runs a step with default options.
+pub async fn run(engine: &Engine, inputs: &StepInputs) -> StepResult {
+    run_with(engine, inputs, None, &CancellationToken::new()).await
+}
+
+/// Validates and runs a step with an execution id and a cancellation token.
+pub async fn run_with(
+    engine: &Engine,
+    inputs: &StepInputs,
+    execution_id: Option<String>,
+    cancel: &CancellationToken,
+) -> StepResult {
+    let settings = settings();
+    let step = step::validate(inputs, &Catalog::builtin(), 600).expect("valid step");
+    let options = ExecuteOptions {
+        execution_id,
+        memory_bytes: None,
+        context: &settings.context,
+        limits: &settings.output,
+        on_log: None,
+        automation_execution_id: None,
+    };
+    execute_step(engine, &step, options, cancel)
+        .await
+        .expect("the engine runs the step")
+}
+
+/// Containers (any state) carrying `scriptbox.execution=<id>`.
+pub async fn containers_of(engine: &Engine, execution_id: &str) -> Vec<String> {
+    engine
+        .labelled_containers()
+        .await
+        .expect("list containers")
+        .into_iter()
+        .filter(|c| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get("scriptbox.execution"))
+                .map(String::as_str)
+                == Some(execution_id)
+        })
+        .filter_map(|c| c.id)
+        .collect()
+}
+
+/// Polls until a container of the execution exists; returns its id.
+pub async fn wait_for_container(engine: &Engine, execution_id: &str) -> String {
+    for _ in 0..200 {
+        if let Some(id) = containers_of(engine, execution_id).await.pop() {
+            return id;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no container appeared for execution {execution_id}");
+}
+
+/// The joined log text.
+pub fn log_text(r: &StepResult) -> String {
+    r.log
+        .iter()
+        .map(|l| l.text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}

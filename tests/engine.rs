@@ -1,0 +1,418 @@
+//! End-to-end tests of one executeScript step against the real Docker engine and the
+//! offline-built python3.9 / python3.11 images.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use scriptbox::result::{KillReason, LogStream, StepStatus};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+const PY: &str = "python3.11";
+
+macro_rules! engine_or_skip {
+    ($rt:expr) => {{
+        let Some(engine) = engine().await else { return };
+        if !require_image(&engine, $rt).await {
+            return;
+        }
+        engine
+    }};
+}
+
+#[tokio::test]
+async fn every_json_type_round_trips_as_the_payload() {
+    let engine = engine_or_skip!(PY);
+    let cases = [
+        ("{'a': 1, 'b': [True, None]}", json!({"a": 1, "b": [true, null]})),
+        ("[1, 'two', 3.5]", json!([1, "two", 3.5])),
+        ("'text'", json!("text")),
+        ("42", json!(42)),
+        ("-1.25", json!(-1.25)),
+        ("True", json!(true)),
+        ("False", json!(false)),
+        ("None", json!(null)),
+        ("{}", json!({})),
+        ("'ünïcødé ✓'", json!("ünïcødé ✓")),
+    ];
+    for (expr, want) in cases {
+        let script = format!("def handler(events, context):\n    return {expr}\n");
+        let r = run(&engine, &py_step(PY, "handler", &script, json!({}))).await;
+        assert_eq!(r.status, StepStatus::Success, "{expr}: {r:?}");
+        assert_eq!(r.payload, want, "{expr}");
+    }
+}
+
+#[tokio::test]
+async fn input_payload_keeps_its_types_and_defaults_to_an_empty_map() {
+    let engine = engine_or_skip!(PY);
+    let script = "def handler(events, context):\n    return {k: type(v).__name__ for k, v in events.items()}\n";
+    let payload = json!({"s": "x", "i": 3, "f": 1.5, "b": true, "l": [1], "m": {"k": "v"}, "n": null});
+    let r = run(&engine, &py_step(PY, "handler", script, payload)).await;
+    assert_eq!(
+        r.payload,
+        json!({"s": "str", "i": "int", "f": "float", "b": "bool", "l": "list", "m": "dict", "n": "NoneType"})
+    );
+    let mut inputs = py_step(PY, "handler", "def handler(e, c):\n    return e\n", json!({}));
+    inputs.input_payload = None;
+    assert_eq!(run(&engine, &inputs).await.payload, json!({}));
+}
+
+#[tokio::test]
+async fn context_has_the_documented_keys() {
+    let engine = engine_or_skip!(PY);
+    let script = "def handler(events, context):\n    return context\n";
+    let r = run_with(
+        &engine,
+        &py_step(PY, "handler", script, json!({})),
+        Some("ctx-test-execution".into()),
+        &CancellationToken::new(),
+    )
+    .await;
+    let ctx = r.payload.as_object().expect("context is a dict");
+    assert_eq!(ctx["automation:EXECUTION_ID"], "ctx-test-execution");
+    assert_eq!(ctx["global:ACCOUNT_ID"], "123456789012");
+    assert_eq!(ctx["global:REGION"], "us-east-1");
+    assert_eq!(ctx["global:AWS_PARTITION"], "aws");
+    let date = ctx["global:DATE"].as_str().unwrap();
+    assert_eq!(date.len(), 10, "{date}");
+    let date_time = ctx["global:DATE_TIME"].as_str().unwrap();
+    assert!(date_time.starts_with(date) && date_time.len() == 19, "{date_time}");
+}
+
+#[tokio::test]
+async fn an_exception_fails_the_step_with_the_services_message() {
+    let engine = engine_or_skip!(PY);
+    let script = "import json\n\ndef handler(events, context):\n    return events['x']\n";
+    let r = run(&engine, &py_step(PY, "handler", script, json!({}))).await;
+    assert_eq!(r.status, StepStatus::Failed);
+    let msg = r.failure_message.clone().unwrap();
+    assert!(
+        msg.starts_with("Step fails when it is Poll action status for completion. Traceback (most recent call last):\n  File \"/tmp/"),
+        "{msg}"
+    );
+    assert!(msg.contains("/customer_script.py\", line 4, in handler\n    return events['x']\n\nKeyError - 'x'. Please refer to Automation Service Troubleshooting Guide for more diagnosis details."), "{msg}");
+    let err = r.error.unwrap();
+    assert_eq!(err.error_type, "KeyError");
+    assert_eq!(err.message, "'x'");
+    assert_eq!(err.stack_trace.len(), 1);
+    // The task folder is /tmp/<uuid>-<yyyy-mm-dd-HH-MM-SS>/, as real tracebacks show.
+    let path = err.stack_trace[0].split('"').nth(1).unwrap().to_string();
+    let folder = path.trim_start_matches("/tmp/").trim_end_matches("/customer_script.py");
+    assert_eq!(folder.len(), 36 + 1 + 19, "{folder}");
+}
+
+#[tokio::test]
+async fn a_missing_handler_is_reported_from_inside_the_sandbox() {
+    let engine = engine_or_skip!(PY);
+    let r = run(&engine, &py_step(PY, "nope", "def handler(e, c):\n    return 1\n", json!({}))).await;
+    assert_eq!(r.status, StepStatus::Failed);
+    let err = r.error.unwrap();
+    assert_eq!(err.error_type, "HandlerNotFound", "{err:?}");
+    assert!(err.message.contains("nope"), "{err:?}");
+    let r = run(&engine, &py_step(PY, "h", "def h(e, c) return 1\n", json!({}))).await;
+    assert_eq!(r.error.unwrap().error_type, "SyntaxError");
+}
+
+#[tokio::test]
+async fn the_timeout_kills_the_container_and_removes_it_promptly() {
+    let engine = engine_or_skip!(PY);
+    let mut inputs = py_step(
+        PY,
+        "handler",
+        "import signal, time\n\ndef handler(e, c):\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n    time.sleep(60)\n",
+        json!({}),
+    );
+    inputs.timeout_seconds = Some(2);
+    let id = format!("timeout-{}", uuid::Uuid::new_v4());
+    let began = Instant::now();
+    let r = run_with(&engine, &inputs, Some(id.clone()), &CancellationToken::new()).await;
+    let elapsed = began.elapsed();
+    assert_eq!(r.status, StepStatus::TimedOut);
+    assert_eq!(r.kill_reason, Some(KillReason::Timeout));
+    assert!(
+        r.failure_message.unwrap().starts_with("Step timed out while step is verifying the script execution status."),
+    );
+    assert!(elapsed < Duration::from_secs(2 + 2), "took {elapsed:?}");
+    assert!(containers_of(&engine, &id).await.is_empty(), "container left behind");
+}
+
+#[tokio::test]
+async fn prints_go_to_the_log_never_the_payload() {
+    let engine = engine_or_skip!(PY);
+    let script = "import sys\n\ndef handler(e, c):\n    print('to stdout')\n    print('to stderr', file=sys.stderr)\n    return 'payload'\n";
+    let r = run(&engine, &py_step(PY, "handler", script, json!({}))).await;
+    assert_eq!(r.payload, json!("payload"));
+    let has = |stream, text: &str| r.log.iter().any(|l| l.stream == stream && l.text == text);
+    assert!(has(LogStream::Stdout, "to stdout"), "{:?}", r.log);
+    assert!(has(LogStream::Stderr, "to stderr"), "{:?}", r.log);
+}
+
+#[tokio::test]
+async fn a_py_attachment_runs_with_file_dot_method() {
+    let engine = engine_or_skip!(PY);
+    let mut inputs = py_step(PY, "process_instance.process", "", json!({"id": "i-1"}));
+    inputs.script = None;
+    inputs.attachments = vec![attachment(
+        "process_instance.py",
+        b"import os\n\ndef process(events, context):\n    return {'id': events['id'], 'cwd_has_me': os.path.exists('process_instance.py')}\n",
+    )];
+    let r = run(&engine, &inputs).await;
+    assert_eq!(r.status, StepStatus::Success, "{r:?}");
+    assert_eq!(r.payload, json!({"id": "i-1", "cwd_has_me": true}));
+}
+
+fn zip_of(files: &[(&str, &str)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, body) in files {
+        w.start_file(*name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        w.write_all(body.as_bytes()).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+#[tokio::test]
+async fn a_zip_attachments_package_is_importable_from_the_inline_script() {
+    let engine = engine_or_skip!(PY);
+    let zip = zip_of(&[
+        ("library/__init__.py", ""),
+        ("library/module.py", "def double(x):\n    return 2 * x\n"),
+    ]);
+    let mut inputs = py_step(
+        PY,
+        "handler",
+        "from library import module\n\ndef handler(e, c):\n    return module.double(e['n'])\n",
+        json!({"n": 21}),
+    );
+    inputs.attachments = vec![attachment("lib.zip", &zip)];
+    let r = run(&engine, &inputs).await;
+    assert_eq!(r.status, StepStatus::Success, "{r:?}");
+    assert_eq!(r.payload, json!(42));
+}
+
+#[tokio::test]
+async fn a_long_list_keeps_its_first_hundred_items_and_the_log_says_so() {
+    let engine = engine_or_skip!(PY);
+    let r = run(
+        &engine,
+        &py_step(PY, "h", "def h(e, c):\n    return list(range(250))\n", json!({})),
+    )
+    .await;
+    assert_eq!(r.status, StepStatus::Success);
+    let items = r.payload.as_array().unwrap();
+    assert_eq!(items.len(), 100);
+    assert_eq!(items[99], json!(99));
+    assert!(
+        r.log.iter().any(|l| l.stream == LogStream::Scriptbox && l.text.contains("250 items")),
+        "{:?}",
+        r.log
+    );
+}
+
+#[tokio::test]
+async fn a_payload_over_100_kb_fails_with_its_size() {
+    let engine = engine_or_skip!(PY);
+    let r = run(
+        &engine,
+        &py_step(PY, "h", "def h(e, c):\n    return 'x' * 200000\n", json!({})),
+    )
+    .await;
+    assert_eq!(r.status, StepStatus::Failed);
+    let err = r.error.unwrap();
+    assert_eq!(err.error_type, "PayloadTooLarge");
+    assert!(err.message.contains("200002 bytes") && err.message.contains("102400"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn a_datetime_return_fails_with_the_encoders_message() {
+    let engine = engine_or_skip!(PY);
+    let r = run(
+        &engine,
+        &py_step(PY, "h", "import datetime\n\ndef h(e, c):\n    return {'at': datetime.datetime(2020, 1, 1)}\n", json!({})),
+    )
+    .await;
+    assert_eq!(r.status, StepStatus::Failed);
+    let err = r.error.unwrap();
+    assert_eq!(err.error_type, "TypeError");
+    assert!(err.message.contains("datetime") && err.message.contains("JSON serializable"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn the_container_is_read_only_non_root_and_offline_as_docker_sees_it() {
+    let engine = engine_or_skip!(PY);
+    let script = r#"
+import os, time
+
+def handler(e, c):
+    time.sleep(2)
+    try:
+        open('/probe', 'w')
+        root_writable = True
+    except OSError:
+        root_writable = False
+    return {'uid': os.getuid(), 'gid': os.getgid(), 'root_writable': root_writable,
+            'interfaces': sorted(os.listdir('/sys/class/net'))}
+"#;
+    let id = format!("inspect-{}", uuid::Uuid::new_v4());
+    let inputs = py_step(PY, "handler", script, json!({}));
+    let run_engine = engine.clone();
+    let run_id = id.clone();
+    let task = tokio::spawn(async move {
+        run_with(&run_engine, &inputs, Some(run_id), &CancellationToken::new()).await
+    });
+    let container = wait_for_container(&engine, &id).await;
+    let seen = engine
+        .docker()
+        .inspect_container(&container, None)
+        .await
+        .expect("inspect while running");
+    let result = task.await.unwrap();
+
+    let config = seen.config.unwrap();
+    let host = seen.host_config.unwrap();
+    assert_eq!(config.user.as_deref(), Some("10001:10001"));
+    assert_eq!(host.readonly_rootfs, Some(true));
+    assert_eq!(host.network_mode.as_deref(), Some("none"));
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+    assert!(host.cap_add.unwrap_or_default().is_empty());
+    assert_eq!(host.privileged, Some(false));
+    assert!(host.security_opt.unwrap().contains(&"no-new-privileges:true".to_string()));
+    assert_eq!(host.memory, host.memory_swap, "no swap");
+    assert!(host.memory.unwrap() > 0);
+    assert!(host.nano_cpus.unwrap() > 0);
+    assert!(host.pids_limit.unwrap() > 0);
+    assert_eq!(host.init, Some(true));
+    assert_eq!(host.log_config.unwrap().typ.as_deref(), Some("none"));
+    assert!(host.binds.unwrap_or_default().is_empty());
+    assert!(seen.mounts.unwrap_or_default().iter().all(|m| m.typ.as_ref().map(|t| t.to_string()) != Some("bind".into())));
+    let tmpfs = host.tmpfs.unwrap();
+    let tmp = &tmpfs["/tmp"];
+    assert!(tmp.contains("size=") && tmp.contains("nr_inodes="), "{tmp}");
+    let ulimits: Vec<String> = host.ulimits.unwrap().into_iter().filter_map(|u| u.name).collect();
+    for name in ["nofile", "fsize", "core"] {
+        assert!(ulimits.contains(&name.to_string()), "{ulimits:?}");
+    }
+    let labels = config.labels.unwrap();
+    for label in ["scriptbox.execution", "scriptbox.daemon", "scriptbox.deadline"] {
+        assert!(labels.contains_key(label), "{label}");
+    }
+    assert_eq!(seen.state.and_then(|s| s.running), Some(true));
+
+    // And from inside, the same facts.
+    assert_eq!(result.status, StepStatus::Success, "{result:?}");
+    assert_eq!(result.payload["uid"], 10001);
+    assert_eq!(result.payload["gid"], 10001);
+    assert_eq!(result.payload["root_writable"], false);
+    assert_eq!(result.payload["interfaces"], json!(["lo"]));
+    assert!(containers_of(&engine, &id).await.is_empty());
+}
+
+#[tokio::test]
+async fn cancelling_kills_and_removes_the_container() {
+    let engine = engine_or_skip!(PY);
+    let id = format!("cancel-{}", uuid::Uuid::new_v4());
+    let cancel = CancellationToken::new();
+    let inputs = py_step(PY, "h", "import time\n\ndef h(e, c):\n    time.sleep(60)\n", json!({}));
+    let (run_engine, run_id, run_cancel) = (engine.clone(), id.clone(), cancel.clone());
+    let task = tokio::spawn(async move { run_with(&run_engine, &inputs, Some(run_id), &run_cancel).await });
+    wait_for_container(&engine, &id).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cancel.cancel();
+    let r = tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+    assert_eq!(r.status, StepStatus::Cancelled);
+    assert_eq!(r.kill_reason, Some(KillReason::Cancelled));
+    assert!(containers_of(&engine, &id).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_memory_bomb_is_an_oom_failure_seen_by_docker() {
+    let engine = engine_or_skip!(PY);
+    let r = run(
+        &engine,
+        &py_step(PY, "h", "def h(e, c):\n    hog = []\n    while True:\n        hog.append(bytearray(16 * 1024 * 1024))\n", json!({})),
+    )
+    .await;
+    assert_eq!(r.status, StepStatus::Failed, "{r:?}");
+    assert_eq!(r.kill_reason, Some(KillReason::OutOfMemory));
+    assert_eq!(r.error.unwrap().error_type, "OutOfMemory");
+}
+
+#[tokio::test]
+async fn both_offline_runtimes_run_their_own_cpython_with_pinned_boto3() {
+    let Some(engine) = engine().await else { return };
+    for (runtime, version) in [("python3.9", "3.9"), ("python3.11", "3.11")] {
+        if !require_image(&engine, runtime).await {
+            continue;
+        }
+        let script = "import sys, boto3\n\ndef h(e, c):\n    return ['%d.%d' % sys.version_info[:2], boto3.__version__]\n";
+        let r = run(&engine, &py_step(runtime, "h", script, json!({}))).await;
+        assert_eq!(r.status, StepStatus::Success, "{runtime}: {r:?}");
+        assert_eq!(r.payload, json!([version, "1.34.162"]), "{runtime}");
+    }
+}
+
+#[tokio::test]
+async fn powershell_runs_when_its_image_exists() {
+    let Some(engine) = engine().await else { return };
+    for runtime in ["PowerShell Core 6.0", "PowerShell 7.0"] {
+        if !require_image(&engine, runtime).await {
+            continue;
+        }
+        let inputs = scriptbox::step::StepInputs {
+            runtime: Some(runtime.into()),
+            script: Some(json!("$in = $env:InputPayload | ConvertFrom-Json\nWrite-Host 'hello'\n@{ doubled = 2 * $in.n }")),
+            input_payload: Some(json!({"n": 21})),
+            ..Default::default()
+        };
+        let r = run(&engine, &inputs).await;
+        assert_eq!(r.status, StepStatus::Success, "{runtime}: {r:?}");
+        assert_eq!(r.payload, json!({"doubled": 42}));
+        assert!(log_text(&r).contains("hello"));
+        let failing = scriptbox::step::StepInputs {
+            runtime: Some(runtime.into()),
+            script: Some(json!("throw 'boom'")),
+            ..Default::default()
+        };
+        let r = run(&engine, &failing).await;
+        assert_eq!(r.status, StepStatus::Failed);
+        assert!(r.failure_message.unwrap().contains("boom"));
+    }
+}
+
+#[tokio::test]
+async fn leftovers_of_a_dead_scriptbox_are_swept_by_label() {
+    let engine = engine_or_skip!(PY);
+    // A container labelled as owned by a process that does not exist (pid 0 start time 1).
+    let id = format!("leftover-{}", uuid::Uuid::new_v4());
+    let dead_owner = scriptbox::sandbox::OwnerId {
+        pid: u32::MAX - 1,
+        start_ticks: 1,
+        ..scriptbox::sandbox::OwnerId::current()
+    };
+    let body = bollard::models::ContainerCreateBody {
+        image: Some("scriptbox-runtime:python3.11".into()),
+        cmd: Some(vec!["sleep".into(), "300".into()]),
+        labels: Some(
+            [
+                ("scriptbox.execution".to_string(), id.clone()),
+                ("scriptbox.daemon".to_string(), dead_owner.label()),
+                ("scriptbox.deadline".to_string(), "99999999999".to_string()),
+            ]
+            .into(),
+        ),
+        host_config: Some(bollard::models::HostConfig {
+            network_mode: Some("none".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    engine.docker().create_container(None, body).await.unwrap();
+    assert_eq!(containers_of(&engine, &id).await.len(), 1);
+    let report = engine.sweep_leftovers().await.unwrap();
+    assert!(!report.removed.is_empty());
+    assert!(containers_of(&engine, &id).await.is_empty());
+}
