@@ -51,6 +51,8 @@ pub struct OutputLimits {
     pub log_bytes_per_stream: usize,
     /// Longest log line kept whole; longer lines are split.
     pub line_bytes: usize,
+    /// Lines of log kept per stream; past it the container is killed and the log marked truncated.
+    pub log_lines_per_stream: usize,
     /// Bytes zip attachments may expand to inside the sandbox.
     pub unzip_bytes: u64,
     /// Entries zip attachments may hold.
@@ -62,6 +64,7 @@ impl Default for OutputLimits {
         Self {
             log_bytes_per_stream: 1024 * 1024,
             line_bytes: 16 * 1024,
+            log_lines_per_stream: 20_000,
             unzip_bytes: 64 * 1024 * 1024,
             unzip_entries: 10_000,
         }
@@ -85,13 +88,20 @@ pub struct ExecuteOptions<'a> {
 }
 
 /// Builds the context dict a handler receives.
-pub fn context_dict(ctx: &AwsContext, execution_id: &str, now: DateTime<Utc>) -> Map<String, Value> {
+pub fn context_dict(
+    ctx: &AwsContext,
+    execution_id: &str,
+    now: DateTime<Utc>,
+) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("automation:EXECUTION_ID".into(), execution_id.into());
     m.insert("global:ACCOUNT_ID".into(), ctx.account_id.clone().into());
     m.insert("global:REGION".into(), ctx.region.clone().into());
     m.insert("global:AWS_PARTITION".into(), ctx.partition.clone().into());
-    m.insert("global:DATE".into(), now.format("%Y-%m-%d").to_string().into());
+    m.insert(
+        "global:DATE".into(),
+        now.format("%Y-%m-%d").to_string().into(),
+    );
     m.insert(
         "global:DATE_TIME".into(),
         now.format("%Y-%m-%d_%H.%M.%S").to_string().into(),
@@ -106,6 +116,7 @@ struct StepObserver<'a> {
     log: Vec<LogLine>,
     partial: [Vec<u8>; 2],
     kept: [usize; 2],
+    lines: [usize; 2],
     truncated: bool,
     result: Option<Vec<u8>>,
     result_too_large: Option<u64>,
@@ -121,6 +132,7 @@ impl<'a> StepObserver<'a> {
             log: Vec::new(),
             partial: [Vec::new(), Vec::new()],
             kept: [0, 0],
+            lines: [0, 0],
             truncated: false,
             result: None,
             result_too_large: None,
@@ -129,7 +141,16 @@ impl<'a> StepObserver<'a> {
         }
     }
 
-    fn push_line(&mut self, stream: LogStream, bytes: &[u8]) {
+    /// Records one complete line; returns false once the stream's line cap is passed.
+    fn push_line(&mut self, stream: LogStream, bytes: &[u8]) -> bool {
+        let idx = usize::from(stream == LogStream::Stderr);
+        if stream != LogStream::Scriptbox {
+            if self.lines[idx] >= self.limits.log_lines_per_stream {
+                self.truncated = true;
+                return false;
+            }
+            self.lines[idx] += 1;
+        }
         let mut text = String::from_utf8_lossy(bytes).into_owned();
         if text.ends_with('\r') {
             text.pop();
@@ -139,6 +160,7 @@ impl<'a> StepObserver<'a> {
             cb(&line);
         }
         self.log.push(line);
+        true
     }
 
     /// Appends log bytes of one stream; returns false once its cap is passed.
@@ -149,7 +171,7 @@ impl<'a> StepObserver<'a> {
             return false;
         }
         let room = self.limits.log_bytes_per_stream - self.kept[idx];
-        let within = bytes.len() <= room;
+        let mut within = bytes.len() <= room;
         if !within {
             bytes = &bytes[..room];
             self.truncated = true;
@@ -167,11 +189,14 @@ impl<'a> StepObserver<'a> {
             // Split very long lines so one line can't hold the whole log hostage.
             while pending.len() > self.limits.line_bytes {
                 let tail = pending.split_off(self.limits.line_bytes);
-                self.push_line(stream, &pending);
+                within &= self.push_line(stream, &pending);
                 pending = tail;
             }
             if newline {
-                self.push_line(stream, &pending);
+                within &= self.push_line(stream, &pending);
+                if !within {
+                    return false;
+                }
             } else {
                 self.partial[idx] = pending;
             }
@@ -209,7 +234,12 @@ impl OutputObserver for StepObserver<'_> {
                                 self.result = Some(body);
                             }
                         }
-                        FrameEvent::ResultTooLarge(n) => self.result_too_large = Some(n),
+                        FrameEvent::ResultTooLarge(n) => {
+                            // The verdict is known from the frame header: stop the container
+                            // rather than read megabytes that will be thrown away.
+                            self.result_too_large = Some(n);
+                            within = false;
+                        }
                     }
                 }
             }
@@ -300,6 +330,7 @@ pub async fn execute_step(
         log_truncated: observer.truncated,
         kill_reason: outcome.kill_reason,
         exit_code: outcome.exit_code,
+        container_id: Some(outcome.container_id.clone()),
         duration_ms: began.elapsed().as_millis() as u64,
     };
     let fail = |result: &mut StepResult, status: StepStatus, kind: &str, message: String| {
@@ -320,7 +351,13 @@ pub async fn execute_step(
         .map(|m| m.min(engine.config().memory_bytes))
         .unwrap_or(engine.config().memory_bytes)
         / (1024 * 1024);
-    match outcome.kill_reason {
+    // A result too large to read was the reason for an output-limit kill: report the payload.
+    let kill_reason = match (outcome.kill_reason, observer.result_too_large) {
+        (Some(KillReason::OutputLimit), Some(_)) => None,
+        (reason, _) => reason,
+    };
+    result.kill_reason = kill_reason;
+    match kill_reason {
         Some(KillReason::Cancelled) => fail(
             &mut result,
             StepStatus::Cancelled,
@@ -350,9 +387,7 @@ pub async fn execute_step(
             &mut result,
             StepStatus::Failed,
             "OutOfMemory",
-            format!(
-                "The script ran out of memory (limit {memory_mib} MiB); the kernel killed it."
-            ),
+            format!("The script ran out of memory (limit {memory_mib} MiB); the kernel killed it."),
         ),
         None => match (observer.result.take(), observer.result_too_large) {
             (_, Some(size)) => fail(
@@ -456,7 +491,10 @@ mod tests {
         let mut out = frame(FRAME_STDOUT, b"hi\nthere");
         out.extend(frame(FRAME_STDOUT, b" you\n"));
         assert_eq!(o.on_output(OutputStream::Stdout, &out), Flow::Continue);
-        assert_eq!(o.on_output(OutputStream::Stderr, b"bad \xff\x00 bytes\n"), Flow::Continue);
+        assert_eq!(
+            o.on_output(OutputStream::Stderr, b"bad \xff\x00 bytes\n"),
+            Flow::Continue
+        );
         assert_eq!(
             o.on_output(OutputStream::Stderr, &[b'x'; 100]),
             Flow::Kill(KillReason::OutputLimit)

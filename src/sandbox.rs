@@ -569,6 +569,11 @@ impl Engine {
         let mut exited_at: Option<tokio::time::Instant> = None;
         let mut killed_at: Option<tokio::time::Instant> = None;
         let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        // The kill call runs *beside* the output drain: dockerd finishes a killed container only
+        // after its output copy is done, so awaiting the kill without reading would deadlock.
+        let mut kill_call: Option<
+            std::pin::Pin<Box<dyn Future<Output = Result<(), SandboxError>> + Send + '_>>,
+        > = None;
 
         loop {
             if exited_at.is_some() && !output_open {
@@ -620,6 +625,15 @@ impl Engine {
                     // The stream normally ends ~30 ms after exit; never wait on it forever.
                     output_open = false;
                 }
+                killed = async {
+                    match kill_call.as_mut() {
+                        Some(call) => call.await,
+                        None => std::future::pending().await,
+                    }
+                }, if kill_call.is_some() => {
+                    kill_call = None;
+                    killed?;
+                }
                 _ = tokio::time::sleep_until(give_up_at), if killed_at.is_some() && exited_at.is_none() => {
                     return Err(SandboxError::Deadline {
                         operation: "wait after kill",
@@ -628,7 +642,8 @@ impl Engine {
                     });
                 }
             }
-            if outcome.output_bytes > self.config.output_limit_bytes && outcome.kill_reason.is_none()
+            if outcome.output_bytes > self.config.output_limit_bytes
+                && outcome.kill_reason.is_none()
             {
                 kill = kill.or(Some(KillReason::OutputLimit));
             }
@@ -638,7 +653,7 @@ impl Engine {
             {
                 outcome.kill_reason = Some(reason);
                 killed_at = Some(tokio::time::Instant::now());
-                self.kill(id).await?;
+                kill_call = Some(Box::pin(self.kill(id)));
             }
             if outcome.kill_reason.is_some() && exited_at.is_some() {
                 // Nothing after a kill is worth reading.
@@ -667,7 +682,9 @@ impl Engine {
 
     /// SIGKILL, no grace: the bootstrap may have trapped SIGTERM.
     async fn kill(&self, id: &str) -> Result<(), SandboxError> {
-        let options = KillContainerOptionsBuilder::default().signal("KILL").build();
+        let options = KillContainerOptionsBuilder::default()
+            .signal("KILL")
+            .build();
         match call(
             "kill",
             id,
@@ -823,7 +840,10 @@ mod tests {
             host: "other-host".into(),
             ..me
         };
-        assert!(elsewhere.is_alive(), "other hosts are retired by deadline only");
+        assert!(
+            elsewhere.is_alive(),
+            "other hosts are retired by deadline only"
+        );
         assert!(OwnerId::parse("garbage").is_none());
     }
 }

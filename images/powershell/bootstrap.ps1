@@ -1,1 +1,670 @@
-# placeholder: being written
+<#
+scriptbox bootstrap for PowerShell runtimes (PowerShell Core 6.0, PowerShell 7.x).
+Protocol version 1: see docs/protocol.md. Run as
+    pwsh -NoLogo -NoProfile -NonInteractive -File /opt/scriptbox/bootstrap.ps1
+
+In order, it:
+ 1. keeps the container's real stdout (a Stream) to itself for frames, and points Console.Out
+    (Write-Host, warnings, verbose, [Console]::Write...) with [Console]::SetOut at a pipe that a
+    pump runspace turns into O frames;
+ 2. reads the request from stdin as bytes: one JSON header line (at most 4 MiB), then exactly
+    archive_bytes of ustar, which it parses itself (regular files with plain names only);
+ 3. expands the zips listed in `zips` with System.IO.Compression, with the checks of the protocol;
+ 4. sets $env:InputPayload to the compact JSON of `payload`, makes the task folder the location,
+    runs the script and collects its output pipeline;
+ 5. writes exactly one R frame and ends with [Environment]::Exit(0).
+
+Choices made here (they cannot be seen from outside, so they are written down):
+ - The script run is customer_script.ps1 (the inline Script). When the request carries no inline
+   script, the single .ps1 file at the top level of the task folder after the zips are expanded is
+   run instead; none or several is a HandlerNotFound failure.
+ - Payload: the last object the script emits to its output pipeline (`return $x` included). A string
+   is the payload as is (a JSON string inside the R frame); anything else goes through
+   ConvertTo-Json -Depth 10 -Compress. An array as the last object (`return ,$list`) is a top-level
+   list: cut to limits.payload_items. Earlier pipeline objects are output only: neither payload nor log.
+ - Log: everything written to Console.Out (Write-Host, Write-Information, warnings, verbose, debug)
+   becomes O frames; stderr stays the container's stderr.
+ - Failure: a terminating error (throw) or any error record reaching the error stream (Write-Error, a
+   cmdlet's non-terminating error). Errors the script handles itself (try/catch, -ErrorAction
+   SilentlyContinue) are not failures. A native program's stderr lines are log, not errors. The
+   first error wins: type is the .NET exception type name, frames come from its ScriptStackTrace.
+ - `exit N` ends the script without failing the step: PowerShell cannot tell it from the exit code
+   of the last native command.
+ - The script runs inside a dynamic module, so the bootstrap's own variables are not visible to it.
+ - Files get .NET's default mode 0666 and folders 0777, less the umask (Docker's 0022 gives 0644 and
+   0755): .NET before 7 cannot chmod, and no exec, setuid or setgid bit is ever set.
+ - Limitation: a process started outside PowerShell's pipeline (Start-Process -NoNewWindow,
+   [Diagnostics.Process]::Start without redirection) inherits the container's real stdout, so its
+   bytes land between frames and the host reports unframed output. Native commands called with `&`
+   or by name are captured by the pipeline and are safe.
+Keep this file compatible with PowerShell 6.0 (.NET Core 2.0): no ternaries, no ?? operators,
+no -Parallel, no ConvertTo-Json -AsArray, no .NET APIs newer than 2.0 without a fallback.
+Never use PowerShell's automatic pipeline-input variable (dollar sign + "input") in this file:
+when a -File script mentions it, pwsh itself reads stdin as pipeline input and eats the request.
+#>
+
+# Everything runs inside this script block: pwsh -File runs a file in the global scope, which the
+# customer's script (in its module) can see. Here the bootstrap's variables and functions stay local.
+& {
+    Set-StrictMode -Off
+    $ErrorActionPreference = 'Stop'   # the bootstrap's own errors are terminating, so caught below
+
+    $MaxHeaderBytes = 4MB
+    $ChunkBytes = 64KB
+    $MaxNameComponentBytes = 255
+    $MaxNameBytes = 1024
+    $FrameResult = 0x52   # 'R'
+    $Utf8 = [System.Text.UTF8Encoding]::new($false)
+    $StrictUtf8 = [System.Text.UTF8Encoding]::new($false, $true)
+    $TaskDirPattern = '^/tmp/[0-9a-f-]{36}-[0-9]{4}-[0-9]{2}-[0-9]{2}-[0-9]{2}-[0-9]{2}-[0-9]{2}\z'   # \z: '$' would accept a trailing newline
+
+    # ------------------------------------------------------------------------------------------------
+    # Failures and frames
+    # ------------------------------------------------------------------------------------------------
+
+    function New-Failure([string]$Type, [string]$Message) {
+        # A failure the bootstrap reports itself (ProtocolError, AttachmentError, HandlerNotFound).
+        $exception = [System.Exception]::new($Message)
+        $exception.Data['scriptbox.type'] = $Type
+        return $exception
+    }
+
+    function Write-ResultFrame([string]$Json) {
+        # The single R frame: 'R', big-endian u32 length, UTF-8 JSON body, written in one call.
+        $body = $Utf8.GetBytes($Json)
+        $frame = New-Object byte[] ($body.Length + 5)
+        $frame[0] = [byte]$FrameResult
+        $frame[1] = [byte](($body.Length -shr 24) -band 0xFF)
+        $frame[2] = [byte](($body.Length -shr 16) -band 0xFF)
+        $frame[3] = [byte](($body.Length -shr 8) -band 0xFF)
+        $frame[4] = [byte]($body.Length -band 0xFF)
+        [Array]::Copy($body, 0, $frame, 5, $body.Length)
+        $RealStdout.Write($frame, 0, $frame.Length)
+        $RealStdout.Flush()
+    }
+
+    # The pump runs in its own runspace (a thread): it reads what Console.Out writes into the pipe and
+    # writes it to the real stdout as O frames, one at a time under the lock shared with the R frame.
+    $PumpScript = {
+        param($Reader, $Output, $Lock, $State)
+        $buffer = New-Object byte[] 65536
+        while ($true) {
+            $count = 0
+            try { $count = $Reader.Read($buffer, 0, $buffer.Length) } catch { $count = 0 }
+            if ($count -le 0) { break }
+            $frame = New-Object byte[] ($count + 5)
+            $frame[0] = [byte]0x4F   # 'O'
+            $frame[1] = [byte](($count -shr 24) -band 0xFF)
+            $frame[2] = [byte](($count -shr 16) -band 0xFF)
+            $frame[3] = [byte](($count -shr 8) -band 0xFF)
+            $frame[4] = [byte]($count -band 0xFF)
+            [Array]::Copy($buffer, 0, $frame, 5, $count)
+            $Lock.Wait()
+            try {
+                if ($State.Closed) { break }   # the R frame is written: nothing may follow it
+                if (-not $State.Broken) {
+                    try { $Output.Write($frame, 0, $frame.Length); $Output.Flush() }
+                    catch { $State.Broken = $true }   # host gone: keep draining, stop writing
+                }
+            }
+            finally { [void]$Lock.Release() }
+        }
+    }
+
+    function Start-OutputPump {
+        # Console.Out -> anonymous pipe (not inheritable) -> pump runspace -> O frames on the real stdout.
+        Add-Type -AssemblyName System.IO.Pipes   # type names resolve only from loaded assemblies
+        $server = [System.IO.Pipes.AnonymousPipeServerStream]::new(
+            [System.IO.Pipes.PipeDirection]::Out, [System.IO.HandleInheritability]::None)
+        # Using ClientSafePipeHandle marks it exposed: disposing the server then closes only the write
+        # end, and the pump reads EOF once everything written is drained.
+        $client = [System.IO.Pipes.AnonymousPipeClientStream]::new(
+            [System.IO.Pipes.PipeDirection]::In, $server.ClientSafePipeHandle)
+        $writer = [System.IO.StreamWriter]::new($server, $Utf8)
+        $writer.AutoFlush = $true   # a line written is a line logged, even if the step is killed later
+        [Console]::SetOut($writer)
+
+        $runspace = [runspacefactory]::CreateRunspace(
+            [System.Management.Automation.Runspaces.InitialSessionState]::CreateDefault2())
+        $runspace.Open()
+        $pump = [powershell]::Create()
+        $pump.Runspace = $runspace
+        [void]$pump.AddScript($PumpScript).AddArgument($client).AddArgument($RealStdout).AddArgument($FrameLock).AddArgument($PumpState)
+        return @{ Async = $pump.BeginInvoke(); Server = $server; Writer = $writer }
+    }
+
+    function Stop-OutputPump($Pump) {
+        # Close the pipe's write end and give the pump a moment to drain it; frames stop after that.
+        try { [Console]::Out.Flush() } catch { }
+        [Console]::SetOut([System.IO.TextWriter]::Null)   # late writes go nowhere, never after R
+        if ($null -eq $Pump) { return }
+        try { $Pump.Writer.Dispose() } catch { }
+        try { $Pump.Server.Dispose() } catch { }
+        [void]$Pump.Async.AsyncWaitHandle.WaitOne(2000)
+    }
+
+    # ------------------------------------------------------------------------------------------------
+    # Request: header
+    # ------------------------------------------------------------------------------------------------
+
+    function Read-RequestHeader($Stdin, $Leftover) {
+        # Read the header line (bounded) from stdin; bytes read past the newline go into $Leftover
+        # (a MemoryStream): they are the start of the archive. Returns the header text.
+        $line = [System.IO.MemoryStream]::new()
+        $chunk = New-Object byte[] $ChunkBytes
+        while ($true) {
+            $count = $Stdin.Read($chunk, 0, $chunk.Length)
+            if ($count -le 0) { throw (New-Failure 'ProtocolError' 'header line missing or not terminated by a newline') }
+            $newline = [Array]::IndexOf($chunk, [byte]10, 0, $count)
+            if ($newline -ge 0) {
+                $line.Write($chunk, 0, $newline)
+                $Leftover.Write($chunk, $newline + 1, $count - $newline - 1)
+                break
+            }
+            $line.Write($chunk, 0, $count)
+            if ($line.Length -gt $MaxHeaderBytes) { break }
+        }
+        if ($line.Length -gt $MaxHeaderBytes) {
+            throw (New-Failure 'ProtocolError' "header line over $MaxHeaderBytes bytes")
+        }
+        try {
+            return $StrictUtf8.GetString($line.ToArray())
+        } catch {
+            throw (New-Failure 'ProtocolError' 'header is not UTF-8')
+        }
+    }
+
+    function Get-JsonString($Object, [string]$Name) {
+        # A string field of a Newtonsoft JObject, or $null when absent or not a string.
+        $token = $Object.GetValue($Name)
+        if ($null -eq $token -or $token.Type -ne 'String') { return $null }
+        return [string]$token.Value
+    }
+
+    function Get-JsonCount($Object, [string]$Name) {
+        # A non-negative integer field of a Newtonsoft JObject, or -1 when absent or not one.
+        $token = $Object.GetValue($Name)
+        if ($null -eq $token -or $token.Type -ne 'Integer') { return -1 }
+        $value = [long]$token.Value
+        if ($value -lt 0) { return -1 }
+        return $value
+    }
+
+    function ConvertFrom-RequestHeader([string]$Text) {
+        # Parse and check the header; return a hashtable of plain values.
+        # Newtonsoft (shipped with pwsh) rather than ConvertFrom-Json: the payload must reach the script
+        # exactly as sent (ConvertFrom-Json turns date-like strings into DateTime and refuses keys that
+        # differ only in case). JTokens are never returned from a function: PowerShell would enumerate them.
+        if ($null -eq ('Newtonsoft.Json.Linq.JToken' -as [type])) {
+            $null = '{}' | ConvertFrom-Json   # ConvertFrom-Json loads Newtonsoft.Json into the session
+        }
+        if ($null -eq ('Newtonsoft.Json.Linq.JToken' -as [type])) {
+            [void][System.Reflection.Assembly]::LoadFrom((Join-Path $PSHOME 'Newtonsoft.Json.dll'))
+        }
+        try {
+            $reader = [Newtonsoft.Json.JsonTextReader]::new([System.IO.StringReader]::new($Text))
+            $reader.DateParseHandling = [Newtonsoft.Json.DateParseHandling]::None
+            $reader.MaxDepth = 1000
+            $root = [Newtonsoft.Json.Linq.JToken]::ReadFrom($reader)
+            if ($reader.Read()) { throw 'trailing data after the JSON value' }
+        } catch {
+            throw (New-Failure 'ProtocolError' ("header is not JSON: " + $_.Exception.Message))
+        }
+        if ($root.Type -ne 'Object') { throw (New-Failure 'ProtocolError' 'header is not a JSON object') }
+
+        $version = Get-JsonCount $root 'v'
+        if ($version -ne 1) { throw (New-Failure 'ProtocolError' 'unsupported protocol version (expected 1)') }
+        $taskDir = Get-JsonString $root 'task_dir'
+        if ($null -eq $taskDir -or $taskDir -cnotmatch $TaskDirPattern) {
+            throw (New-Failure 'ProtocolError' "task_dir '$taskDir' is not /tmp/<uuid>-<yyyy-mm-dd-HH-MM-SS>")
+        }
+        $language = Get-JsonString $root 'language'
+        if ($language -ne 'powershell') { throw (New-Failure 'ProtocolError' "language '$language' is not powershell") }
+        $payload = $root.GetValue('payload')
+        if ($null -eq $payload) { throw (New-Failure 'ProtocolError' 'payload is missing') }
+        $context = $root.GetValue('context')
+        if ($null -eq $context -or $context.Type -ne 'Object') { throw (New-Failure 'ProtocolError' 'context must be an object') }
+
+        $zips = [System.Collections.Generic.List[string]]::new()
+        $zipsToken = $root.GetValue('zips')
+        if ($null -ne $zipsToken) {
+            if ($zipsToken.Type -ne 'Array') { throw (New-Failure 'ProtocolError' 'zips must be a list of names') }
+            foreach ($item in $zipsToken) {
+                if ($item.Type -ne 'String') { throw (New-Failure 'ProtocolError' 'zips must be a list of names') }
+                if ($zips.Contains([string]$item.Value)) { throw (New-Failure 'ProtocolError' 'zips lists a name twice') }
+                $zips.Add([string]$item.Value)
+            }
+        }
+        $limits = $root.GetValue('limits')
+        if ($null -eq $limits -or $limits.Type -ne 'Object') { throw (New-Failure 'ProtocolError' 'limits must be an object') }
+        foreach ($key in 'unzip_bytes', 'unzip_entries', 'payload_items') {
+            if ((Get-JsonCount $limits $key) -lt 0) { throw (New-Failure 'ProtocolError' "limits.$key must be a non-negative integer") }
+        }
+        $archiveBytes = Get-JsonCount $root 'archive_bytes'
+        if ($archiveBytes -lt 0 -or $archiveBytes -gt [int]::MaxValue) {
+            throw (New-Failure 'ProtocolError' 'archive_bytes must be a non-negative integer')
+        }
+        return @{
+            TaskDir      = $taskDir
+            PayloadJson  = $payload.ToString([Newtonsoft.Json.Formatting]::None, [Newtonsoft.Json.JsonConverter[]]@())
+            Zips         = $zips
+            UnzipBytes   = Get-JsonCount $limits 'unzip_bytes'
+            UnzipEntries = Get-JsonCount $limits 'unzip_entries'
+            PayloadItems = Get-JsonCount $limits 'payload_items'
+            ArchiveBytes = $archiveBytes
+        }
+    }
+
+    function Read-Archive($Stdin, $Leftover, [long]$Size) {
+        # Exactly $Size bytes of archive: what followed the header line, then the rest of stdin.
+        # `return ,` keeps PowerShell from unrolling the byte array into the pipeline.
+        $archive = New-Object byte[] ([int]$Size)
+        $have = [int][Math]::Min($Leftover.Length, $Size)
+        [Array]::Copy($Leftover.ToArray(), 0, $archive, 0, $have)
+        while ($have -lt $Size) {
+            $count = $Stdin.Read($archive, $have, [int]($Size - $have))
+            if ($count -le 0) { throw (New-Failure 'ProtocolError' "archive truncated: $($Size - $have) of $Size bytes missing") }
+            $have += $count
+        }
+        return , $archive
+    }
+
+    # ------------------------------------------------------------------------------------------------
+    # Request: the ustar archive (parsed here: no tar program, no extraction library)
+    # ------------------------------------------------------------------------------------------------
+
+    function Test-PlainName([string]$Name) {
+        # Why a name is not a plain file name of the task folder, or $null when it is one.
+        if ([string]::IsNullOrEmpty($Name) -or $Name -eq '.' -or $Name -eq '..') { return 'not a plain file name' }
+        if ($Name.Contains('/') -or $Name.Contains([string][char]0)) { return "name holds '/' or NUL" }
+        if ($Utf8.GetByteCount($Name) -gt $MaxNameComponentBytes) { return "name longer than $MaxNameComponentBytes bytes" }
+        return $null
+    }
+
+    function Read-TarText([byte[]]$Data, [int]$Offset, [int]$Length) {
+        # A NUL-terminated field, decoded as strict UTF-8.
+        $end = $Offset
+        while ($end -lt $Offset + $Length -and $Data[$end] -ne 0) { $end++ }
+        return $StrictUtf8.GetString($Data, $Offset, $end - $Offset)
+    }
+
+    function Read-TarNumber([byte[]]$Data, [int]$Offset, [int]$Length) {
+        # An octal field (NUL/space padded). Base-256 sizes (over 8 GiB) are refused.
+        if (($Data[$Offset] -band 0x80) -ne 0) { throw (New-Failure 'ProtocolError' 'archive uses base-256 numbers') }
+        $text = [System.Text.Encoding]::ASCII.GetString($Data, $Offset, $Length).Trim([char[]]@([char]0, [char]32))
+        if ($text -notmatch '^[0-7]+$') { throw (New-Failure 'ProtocolError' 'archive header has a bad number field') }
+        return [Convert]::ToInt64($text, 8)
+    }
+
+    function Test-ZeroBlock([byte[]]$Data, [int]$Offset) {
+        # True for the all-zero block that ends an archive.
+        for ($i = $Offset; $i -lt $Offset + 512; $i++) { if ($Data[$i] -ne 0) { return $false } }
+        return $true
+    }
+
+    function Write-NewFile([string]$Path, [byte[]]$Data, [int]$Offset, [int]$Count) {
+        # CreateNew: never overwrite, and never write through a symbolic link (O_CREAT|O_EXCL).
+        $stream = [System.IO.File]::Open($Path, [System.IO.FileMode]::CreateNew, [System.IO.FileAccess]::Write, [System.IO.FileShare]::None)
+        try { $stream.Write($Data, $Offset, $Count) } finally { $stream.Dispose() }
+    }
+
+    function Write-ArchiveFiles([byte[]]$Archive, [string]$TaskDir, $Written) {
+        # Write every member (regular files with plain names) into the task folder; names go to $Written.
+        # GNU long-name entries ('L', what the host's tar writer emits for names over 100 bytes) are read.
+        $offset = 0
+        $longName = $null
+        while ($offset -lt $Archive.Length) {
+            if ($offset + 512 -gt $Archive.Length) { throw (New-Failure 'ProtocolError' 'archive truncated inside a header') }
+            if (Test-ZeroBlock $Archive $offset) { break }
+            if ([System.Text.Encoding]::ASCII.GetString($Archive, $offset + 257, 5) -ne 'ustar') {
+                throw (New-Failure 'ProtocolError' 'archive is not a valid ustar stream (bad magic)')
+            }
+            $checksum = 0
+            for ($i = 0; $i -lt 512; $i++) {
+                if ($i -ge 148 -and $i -lt 156) { $checksum += 32 } else { $checksum += $Archive[$offset + $i] }
+            }
+            if ($checksum -ne (Read-TarNumber $Archive ($offset + 148) 8)) {
+                throw (New-Failure 'ProtocolError' 'archive is not a valid ustar stream (bad checksum)')
+            }
+            $size = Read-TarNumber $Archive ($offset + 124) 12
+            $dataStart = $offset + 512
+            if ($dataStart + $size -gt $Archive.Length) { throw (New-Failure 'ProtocolError' 'archive truncated inside a member') }
+            $type = $Archive[$offset + 156]
+            $name = $longName
+            $longName = $null
+            if ($null -eq $name) {
+                $name = Read-TarText $Archive $offset 100
+                $prefix = Read-TarText $Archive ($offset + 345) 155
+                if ($prefix) { $name = "$prefix/$name" }
+            }
+            if ($type -eq 76) {
+                # 'L': the data is the name of the next member.
+                $longName = Read-TarText $Archive $dataStart ([int]$size)
+            } elseif ($type -eq 48 -or $type -eq 0) {
+                # '0' or NUL: a regular file.
+                $problem = Test-PlainName $name
+                if ($problem) { throw (New-Failure 'ProtocolError' "archive member '$name': $problem") }
+                if ($Written.Contains($name)) { throw (New-Failure 'ProtocolError' "archive member '$name' appears twice") }
+                try {
+                    Write-NewFile "$TaskDir/$name" $Archive $dataStart ([int]$size)
+                } catch {
+                    throw (New-Failure 'ProtocolError' ("cannot write archive member '$name': " + $_.Exception.Message))
+                }
+                [void]$Written.Add($name)
+            } else {
+                throw (New-Failure 'ProtocolError' "archive member '$name' is not a regular file")
+            }
+            $offset = $dataStart + [int]([Math]::Ceiling($size / 512.0) * 512)
+        }
+    }
+
+    # ------------------------------------------------------------------------------------------------
+    # Zip attachments
+    # ------------------------------------------------------------------------------------------------
+
+    function Get-ZipEntryMode($Entry) {
+        # The Unix mode bits of a zip entry (external attributes >> 16), 0 when none are recorded.
+        # ExternalAttributes is public from .NET Core 2.1 (PowerShell 6.1); 6.0 has only the field.
+        $attributes = 0
+        if ($null -ne $Entry.PSObject.Properties['ExternalAttributes']) {
+            $attributes = [int]$Entry.ExternalAttributes
+        } else {
+            $field = $Entry.GetType().GetField('_externalFileAttr', [System.Reflection.BindingFlags]'NonPublic,Instance')
+            if ($null -ne $field) { $attributes = [int64]$field.GetValue($Entry) }
+        }
+        return (([int64]$attributes -shr 16) -band 0xFFFF)
+    }
+
+    function Test-ZipMemberName([string]$Name) {
+        # Why a zip member name breaks the rules, or $null; components are checked one by one.
+        if ($Name.Contains([string][char]0)) { return 'name holds NUL' }
+        if ($Name.Contains('\')) { return 'name holds a backslash' }
+        if ($Name.StartsWith('/')) { return 'absolute path' }
+        if ($Utf8.GetByteCount($Name) -gt $MaxNameBytes) { return "name longer than $MaxNameBytes bytes" }
+        $body = $Name
+        if ($body.EndsWith('/')) { $body = $body.Substring(0, $body.Length - 1) }
+        foreach ($component in $body.Split('/')) {
+            if ($component -eq '..') { return "path has a '..' component" }
+            if ($component -eq '' -or $component -eq '.') { return "path has an empty or '.' component" }
+            if ($Utf8.GetByteCount($component) -gt $MaxNameComponentBytes) { return "path component longer than $MaxNameComponentBytes bytes" }
+        }
+        return $null
+    }
+
+    function New-ZipDirectories([string]$TaskDir, [string[]]$Components, $Files, $Dirs) {
+        # Create each missing folder of a relative path; a file in the way is an error.
+        for ($depth = 1; $depth -le $Components.Length; $depth++) {
+            $relative = [string]::Join('/', $Components, 0, $depth)
+            if ($Dirs.Contains($relative)) { continue }
+            if ($Files.Contains($relative)) { return "'$relative' is already a file" }
+            [void][System.IO.Directory]::CreateDirectory("$TaskDir/$relative")
+            [void]$Dirs.Add($relative)
+        }
+        return $null
+    }
+
+    function Expand-ZipAttachment([string]$ZipName, [string]$TaskDir, $Files, $Dirs, $Budget) {
+        # Expand one zip attachment with the protocol's checks; bytes and entries are counted as written.
+        $fail = { param($member, $rule) New-Failure 'AttachmentError' "zip '$ZipName', member '$member': $rule" }
+        try {
+            $file = [System.IO.File]::OpenRead("$TaskDir/$ZipName")
+            $zip = [System.IO.Compression.ZipArchive]::new($file, [System.IO.Compression.ZipArchiveMode]::Read)
+        } catch {
+            throw (& $fail '' ("not a valid zip file: " + $_.Exception.Message))
+        }
+        $buffer = New-Object byte[] $ChunkBytes
+        try {
+            foreach ($entry in $zip.Entries) {
+                $member = $entry.FullName
+                $Budget.Entries += 1
+                if ($Budget.Entries -gt $Budget.MaxEntries) { throw (& $fail $member "more than limits.unzip_entries ($($Budget.MaxEntries)) entries") }
+                $problem = Test-ZipMemberName $member
+                if ($problem) { throw (& $fail $member $problem) }
+                $isDir = $member.EndsWith('/')
+                $mode = Get-ZipEntryMode $entry
+                $fileType = $mode -band 0xF000
+                if ($fileType -eq 0xA000) { throw (& $fail $member 'symbolic links are refused') }
+                if ($fileType -ne 0 -and $fileType -ne 0x8000 -and $fileType -ne 0x4000) {
+                    throw (& $fail $member 'special files (devices, fifos, sockets) are refused')
+                }
+                if ($fileType -ne 0 -and (($fileType -eq 0x4000) -ne $isDir)) { throw (& $fail $member 'entry type does not match its name') }
+                $relative = $member.TrimEnd('/')
+                $components = $relative.Split('/')
+                if ($Files.Contains($relative)) { throw (& $fail $member 'a file of that name was already written') }
+                if ($isDir) {
+                    $problem = New-ZipDirectories $TaskDir $components $Files $Dirs
+                    if ($problem) { throw (& $fail $member $problem) }
+                    continue
+                }
+                if ($Dirs.Contains($relative)) { throw (& $fail $member 'a directory of that name was already written') }
+                if ($components.Length -gt 1) {
+                    $problem = New-ZipDirectories $TaskDir ($components[0..($components.Length - 2)]) $Files $Dirs
+                    if ($problem) { throw (& $fail $member $problem) }
+                }
+                try {
+                    $source = $entry.Open()
+                    $target = [System.IO.File]::Open("$TaskDir/$relative", [System.IO.FileMode]::CreateNew, [System.IO.FileAccess]::Write, [System.IO.FileShare]::None)
+                } catch {
+                    throw (& $fail $member $_.Exception.Message)
+                }
+                try {
+                    while (($count = $source.Read($buffer, 0, $buffer.Length)) -gt 0) {
+                        # Counted while decompressing, not from the zip's headers; over the limit,
+                        # the chunk is not written.
+                        if ($Budget.Bytes + $count -gt $Budget.MaxBytes) {
+                            throw (& $fail $member "expanded size over limits.unzip_bytes ($($Budget.MaxBytes) bytes)")
+                        }
+                        $Budget.Bytes += $count
+                        $target.Write($buffer, 0, $count)
+                    }
+                } catch {
+                    if ($_.Exception.Data['scriptbox.type']) { throw }
+                    throw (& $fail $member $_.Exception.Message)
+                } finally {
+                    $target.Dispose()
+                    $source.Dispose()
+                }
+                [void]$Files.Add($relative)
+            }
+        } catch {
+            if ($_.Exception.Data['scriptbox.type']) { throw }
+            throw (& $fail '' ("cannot read the zip: " + $_.Exception.Message))   # e.g. a corrupt central directory
+        } finally {
+            $zip.Dispose()
+            $file.Dispose()
+        }
+    }
+
+    # ------------------------------------------------------------------------------------------------
+    # Running the script
+    # ------------------------------------------------------------------------------------------------
+
+    function Get-CustomerFrames($ErrorRecord, [string]$TaskDir) {
+        # The error's frames inside the task folder, outermost first (ScriptStackTrace is innermost
+        # first); the error's own position when there is no stack trace.
+        $frames = [System.Collections.Generic.List[object]]::new()
+        $prefix = "$TaskDir/"
+        $trace = [string]$ErrorRecord.ScriptStackTrace
+        foreach ($line in ($trace -split "`r?`n")) {
+            if ($line -match '^at (?<function>.*?), (?<file>.*): line (?<line>\d+)$' -and $Matches['file'].StartsWith($prefix)) {
+                $frames.Insert(0, (New-Frame $Matches['file'] ([int]$Matches['line']) $Matches['function']))
+            }
+        }
+        $info = $ErrorRecord.InvocationInfo
+        if ($frames.Count -eq 0 -and $null -ne $info -and ([string]$info.ScriptName).StartsWith($prefix)) {
+            $frames.Add((New-Frame $info.ScriptName $info.ScriptLineNumber '<ScriptBlock>'))
+        }
+        return , $frames.ToArray()
+    }
+
+    function New-Frame([string]$File, [int]$Line, [string]$Function) {
+        # One frame, with the source line read back from the file.
+        $code = ''
+        try {
+            $lines = [System.IO.File]::ReadAllLines($File)
+            if ($Line -ge 1 -and $Line -le $lines.Length) { $code = $lines[$Line - 1].Trim() }
+        } catch { }
+        return [ordered]@{ 'file' = $File; 'line' = $Line; 'function' = $Function; 'code' = $code }
+    }
+
+    function ConvertTo-FailureBody([string]$Type, [string]$Message, $Frames) {
+        # The R frame body of a failed step.
+        $details = [ordered]@{ 'type' = $Type; 'message' = $Message; 'frames' = @($Frames | Where-Object { $null -ne $_ }) }
+        return (ConvertTo-Json -InputObject ([ordered]@{ 'ok' = $false; 'error' = $details }) -Depth 5 -Compress)
+    }
+
+    function ConvertTo-ErrorBody($ErrorRecord, [string]$TaskDir) {
+        # Describe a script error: .NET exception type name, its message, the customer's frames.
+        $typeName = $ErrorRecord.Exception.GetType().Name
+        $message = $ErrorRecord.Exception.Message
+        $frames = Get-CustomerFrames $ErrorRecord $TaskDir
+        return ConvertTo-FailureBody $typeName $message $frames
+    }
+
+    function ConvertTo-PayloadBody($Value, [int]$MaxItems) {
+        # The R frame body of a successful step: the last pipeline object as a JSON value.
+        $originalItems = $null
+        if ($null -eq $Value) {
+            $json = 'null'
+        } elseif ($Value -is [string]) {
+            # Newtonsoft directly: ConvertTo-Json would also serialize note properties that PowerShell
+            # attaches to strings (PSPath... of Get-Content lines).
+            $json = [Newtonsoft.Json.JsonConvert]::ToString([string]$Value)
+        } else {
+            if ($Value -is [System.Collections.IList] -and $Value.Count -gt $MaxItems) {
+                $originalItems = $Value.Count
+                $cut = [System.Collections.Generic.List[object]]::new()
+                for ($i = 0; $i -lt $MaxItems; $i++) { $cut.Add($Value[$i]) }
+                $Value = $cut
+            }
+            $json = ConvertTo-Json -InputObject $Value -Depth 10 -Compress
+        }
+        $body = '{"ok":true,"payload":' + $json
+        if ($null -ne $originalItems) { $body += ',"payload_items":' + $originalItems }
+        return $body + '}'
+    }
+
+    function Find-ScriptToRun([string]$TaskDir) {
+        # customer_script.ps1, else the single top-level .ps1 (from the attachment).
+        $inline = "$TaskDir/customer_script.ps1"
+        if ([System.IO.File]::Exists($inline)) { return $inline }
+        $candidates = @([System.IO.Directory]::GetFiles($TaskDir) | Where-Object { $_.EndsWith('.ps1') })
+        if ($candidates.Count -eq 1) { return $candidates[0] }
+        throw (New-Failure 'HandlerNotFound' "no inline Script, and the task folder holds $($candidates.Count) .ps1 files at its top level (exactly one is needed)")
+    }
+
+    function Invoke-CustomerScript([string]$ScriptPath, [string]$TaskDir, [int]$MaxItems) {
+        # Run the script in a dynamic module (a scope of its own), capture its pipeline and its error
+        # stream (2>&1), and turn the outcome into an R frame body.
+        $state = @{ Last = $null; Errors = [System.Collections.Generic.List[object]]::new() }
+        $terminating = $null
+        $sandbox = New-Module -Name ScriptboxCustomer -ScriptBlock { Set-StrictMode -Off }
+        $ErrorActionPreference = 'Continue'
+        try {
+            do {
+                # The do/while(false) loop catches a stray `break`/`continue` of the script, which
+                # would otherwise unwind through the bootstrap.
+                & $sandbox {
+                    $InformationPreference = 'Continue'   # Write-Information reaches the log
+                    $ProgressPreference = 'SilentlyContinue'   # no progress bars in a log
+                    & ($args[0])
+                } $ScriptPath 2>&1 | ForEach-Object {
+                    if ($_ -is [System.Management.Automation.ErrorRecord]) {
+                        if ([string]$_.FullyQualifiedErrorId -like 'NativeCommandError*') {
+                            [Console]::Error.WriteLine([string]$_.Exception.Message)   # a native program's stderr
+                        } else {
+                            $state.Errors.Add($_)
+                        }
+                    } else {
+                        $state.Last = $_
+                    }
+                }
+            } while ($false)
+        } catch {
+            $terminating = $_
+        }
+        try { [Console]::Out.Flush() } catch { }
+        if ($null -ne $terminating) { return ConvertTo-ErrorBody $terminating $TaskDir }
+        if ($state.Errors.Count -gt 0) { return ConvertTo-ErrorBody $state.Errors[0] $TaskDir }
+        try {
+            return ConvertTo-PayloadBody $state.Last $MaxItems
+        } catch {
+            return ConvertTo-ErrorBody $_ $TaskDir
+        }
+    }
+
+    function Invoke-Request {
+        # Read the request, prepare the task folder, run the script; return the R frame body.
+        $stdin = [Console]::OpenStandardInput()
+        $leftover = [System.IO.MemoryStream]::new()
+        $header = ConvertFrom-RequestHeader (Read-RequestHeader $stdin $leftover)
+        $taskDir = $header.TaskDir
+        if ([System.IO.Directory]::Exists($taskDir) -or [System.IO.File]::Exists($taskDir)) {
+            throw (New-Failure 'ProtocolError' 'cannot create task_dir: it already exists')
+        }
+        try {
+            [void][System.IO.Directory]::CreateDirectory($taskDir)
+        } catch {
+            throw (New-Failure 'ProtocolError' ("cannot create task_dir: " + $_.Exception.Message))
+        }
+
+        $archive = Read-Archive $stdin $leftover $header.ArchiveBytes
+        $written = [System.Collections.Generic.HashSet[string]]::new([System.StringComparer]::Ordinal)
+        try {
+            if ($archive.Length -gt 0) { Write-ArchiveFiles $archive $taskDir $written }
+        } catch {
+            if ($_.Exception.Data['scriptbox.type']) { throw }
+            throw (New-Failure 'ProtocolError' ("archive is not a valid ustar stream: " + $_.Exception.Message))
+        }
+        $archive = $null
+
+        Add-Type -AssemblyName System.IO.Compression
+        $dirs = [System.Collections.Generic.HashSet[string]]::new([System.StringComparer]::Ordinal)
+        $files = [System.Collections.Generic.HashSet[string]]::new([System.StringComparer]::Ordinal)
+        foreach ($name in $written) { [void]$files.Add($name) }
+        $budget = @{ Bytes = [long]0; Entries = [long]0; MaxBytes = $header.UnzipBytes; MaxEntries = $header.UnzipEntries }
+        foreach ($zipName in $header.Zips) {
+            if (-not $written.Contains($zipName)) { throw (New-Failure 'ProtocolError' "zips names '$zipName', which is not in the archive") }
+            Expand-ZipAttachment $zipName $taskDir $files $dirs $budget
+        }
+
+        $scriptPath = Find-ScriptToRun $taskDir
+        $env:InputPayload = $header.PayloadJson
+        Set-Location -LiteralPath $taskDir
+        [Environment]::CurrentDirectory = $taskDir   # for .NET calls with relative paths
+        return Invoke-CustomerScript $scriptPath $taskDir ([int]$header.PayloadItems)
+    }
+
+    # ------------------------------------------------------------------------------------------------
+    # Main
+    # ------------------------------------------------------------------------------------------------
+
+    # The real stdout, kept for frames. (.NET duplicates fd 1 close-on-exec for this stream.)
+    $RealStdout = [Console]::OpenStandardOutput()
+    $FrameLock = [System.Threading.SemaphoreSlim]::new(1, 1)   # one frame at a time on the real stdout
+    $PumpState = [hashtable]::Synchronized(@{ Closed = $false; Broken = $false })
+    $pump = $null
+    $body = $null
+    try {
+        $pump = Start-OutputPump
+        $body = Invoke-Request
+    } catch {
+        $type = $_.Exception.Data['scriptbox.type']
+        if ($type) {
+            $body = ConvertTo-FailureBody $type $_.Exception.Message @()
+        } else {
+            $body = ConvertTo-FailureBody 'BootstrapError' ("scriptbox bootstrap failed: " + $_.Exception.GetType().Name + ": " + $_.Exception.Message) @()
+        }
+    }
+    Stop-OutputPump $pump
+    $FrameLock.Wait()
+    try {
+        $PumpState.Closed = $true
+        Write-ResultFrame $body
+    } catch {
+        # Nobody is listening: the host reports the missing result itself.
+    } finally {
+        [void]$FrameLock.Release()
+    }
+    [Environment]::Exit(0)
+}

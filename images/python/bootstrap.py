@@ -533,12 +533,10 @@ def load_handler(module_name, function_name, task_dir):
     try:
         module = importlib.import_module(module_name)
     except BaseException as exc:  # SyntaxError, a failing import, even SystemExit at top level
-        if isinstance(exc, ImportError):
-            detail = exception_message(exc)
-        else:
-            detail = "{}: {}".format(type(exc).__name__, exception_message(exc))
-        raise failure_from_exception(exc, task_dir, "ModuleNotFound",
-                                     "Unable to import module {!r}: {}".format(module_name, detail))
+        # The real exception type (SyntaxError, ModuleNotFoundError, KeyError...), as AWS shows it.
+        raise failure_from_exception(
+            exc, task_dir, type(exc).__name__,
+            "Unable to import module {!r}: {}".format(module_name, exception_message(exc)))
     function = getattr(module, function_name, None)
     if function is None:
         raise StepFailure("HandlerNotFound", "Handler {!r} not found in module {!r}".format(

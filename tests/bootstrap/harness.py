@@ -122,6 +122,10 @@ class Run(object):
         self.task_dir = task_dir
         self.seconds = seconds
 
+    def __iter__(self):
+        """Unpack as (result dict, stdout text from O frames, stderr text, exit code)."""
+        return iter((self.result, self.stdout_text, self.stderr, self.returncode))
+
     @property
     def error(self):
         """The error object of a failed result (AssertionError when the step succeeded)."""

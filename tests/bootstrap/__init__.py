@@ -1,0 +1,1 @@
+"""Tests of the in-container bootstraps (images/); see test_bootstrap.py."""
