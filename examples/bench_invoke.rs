@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use scriptbox::config::Settings;
 use scriptbox::execute::{ExecuteOptions, execute_step};
-use scriptbox::protocol::{BootstrapLimits, Entry, PROTOCOL_VERSION, RequestHeader, encode_request};
+use scriptbox::protocol::{
+    BootstrapLimits, Entry, PROTOCOL_VERSION, RequestHeader, encode_request,
+};
 use scriptbox::runtimes::Catalog;
 use scriptbox::sandbox::Engine;
 use scriptbox::step::{self, StepInputs};
@@ -27,7 +29,8 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 fn summarize(name: &str, mut samples: Vec<Duration>) -> String {
     samples.sort();
-    let mean = samples.iter().map(Duration::as_secs_f64).sum::<f64>() / samples.len() as f64 * 1000.0;
+    let mean =
+        samples.iter().map(Duration::as_secs_f64).sum::<f64>() / samples.len() as f64 * 1000.0;
     format!(
         "| {name} | {} | {:.0} | {:.0} | {:.0} |",
         samples.len(),
@@ -112,16 +115,27 @@ fn request_bytes() -> Vec<u8> {
         },
         archive_bytes: 0,
     };
-    encode_request(header, &[("customer_script.py".into(), SCRIPT.as_bytes().to_vec())])
-        .expect("request")
+    encode_request(
+        header,
+        &[("customer_script.py".into(), SCRIPT.as_bytes().to_vec())],
+    )
+    .expect("request")
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::var("BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    let n: usize = std::env::var("BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
     let settings = Settings::default();
     let catalog = Catalog::builtin();
-    let image = catalog.resolve(RUNTIME).expect("runtime").runtime.image.clone();
+    let image = catalog
+        .resolve(RUNTIME)
+        .expect("runtime")
+        .runtime
+        .image
+        .clone();
     let engine = Engine::connect(settings.sandbox.clone()).await?;
     let inputs = StepInputs {
         runtime: Some(RUNTIME.into()),
@@ -137,7 +151,9 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|p| p.parent())
         .map(|p| p.join("scriptbox"))
         .filter(|p| p.exists())
-        .ok_or_else(|| anyhow::anyhow!("build the scriptbox binary first (cargo build --release)"))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!("build the scriptbox binary first (cargo build --release)")
+        })?;
     let script_file = std::env::temp_dir().join("scriptbox-bench-handler.py");
     std::fs::write(&script_file, SCRIPT)?;
 
@@ -158,15 +174,31 @@ async fn main() -> anyhow::Result<()> {
             automation_execution_id: None,
         };
         let r = execute_step(&engine, &step, options, &CancellationToken::new()).await?;
-        anyhow::ensure!(r.payload == json!({"ok": true}), "library run failed: {r:?}");
+        anyhow::ensure!(
+            r.payload == json!({"ok": true}),
+            "library run failed: {r:?}"
+        );
         let library_time = began.elapsed();
 
         let began = Instant::now();
         let out = Command::new(&cli)
-            .args(["invoke", "--runtime", RUNTIME, "--handler", "handler", "--output", "json", "--script"])
+            .args([
+                "invoke",
+                "--runtime",
+                RUNTIME,
+                "--handler",
+                "handler",
+                "--output",
+                "json",
+                "--script",
+            ])
             .arg(&script_file)
             .output()?;
-        anyhow::ensure!(out.status.success(), "cli run failed: {}", String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(
+            out.status.success(),
+            "cli run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let cli_time = began.elapsed();
 
         let began = Instant::now();
@@ -193,8 +225,20 @@ async fn main() -> anyhow::Result<()> {
     println!("Trivial {RUNTIME} handler, {n} runs each, interleaved; milliseconds.\n");
     println!("| path | runs | p50 | p95 | mean |");
     println!("|---|---|---|---|---|");
-    println!("{}", summarize("scriptbox library (create → result → removed)", library));
-    println!("{}", summarize("`scriptbox invoke` CLI, whole process", through_cli));
-    println!("{}", summarize("`docker run --rm -i`, same image, flags and request", docker_run));
+    println!(
+        "{}",
+        summarize("scriptbox library (create → result → removed)", library)
+    );
+    println!(
+        "{}",
+        summarize("`scriptbox invoke` CLI, whole process", through_cli)
+    );
+    println!(
+        "{}",
+        summarize(
+            "`docker run --rm -i`, same image, flags and request",
+            docker_run
+        )
+    );
     Ok(())
 }

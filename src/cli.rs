@@ -30,7 +30,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "SCRIPTBOX_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// A runtime catalog to use instead of the built-in runtimes.toml.
-    #[arg(long = "runtimes-file", global = true, env = "SCRIPTBOX_RUNTIMES", value_name = "FILE")]
+    #[arg(
+        long = "runtimes-file",
+        global = true,
+        env = "SCRIPTBOX_RUNTIMES",
+        value_name = "FILE"
+    )]
     pub runtimes_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
@@ -158,8 +163,9 @@ fn load_settings(cli: &Cli) -> Result<Settings, CliError> {
 
 fn load_catalog(cli: &Cli) -> Result<Catalog, CliError> {
     match &cli.runtimes_file {
-        Some(path) => Catalog::load(path)
-            .map_err(|e| CliError::Invalid(format!("--runtimes-file: {e}"))),
+        Some(path) => {
+            Catalog::load(path).map_err(|e| CliError::Invalid(format!("--runtimes-file: {e}")))
+        }
         None => Ok(Catalog::builtin()),
     }
 }
@@ -174,8 +180,8 @@ async fn dispatch(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Cli
             command: ImagesCommand::Build { runtimes, force },
         } => build_images(runtimes, force, settings, catalog).await,
         Command::Config => {
-            let text = toml::to_string_pretty(&settings)
-                .map_err(|e| CliError::Environment(e.into()))?;
+            let text =
+                toml::to_string_pretty(&settings).map_err(|e| CliError::Environment(e.into()))?;
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }

@@ -164,10 +164,26 @@ mod tests {
             s.check().map_err(|e| e.to_string())?;
             Ok(s)
         };
-        assert!(parse("[sandbox]\nuser = \"0:0\"").unwrap_err().contains("sandbox.user"));
-        assert!(parse("[sandbox]\nnetwork = \"host\"").unwrap_err().contains("sandbox.network"));
-        assert!(parse("[sandbox]\ncontainer_runtime = \"kata\"").unwrap_err().contains("runc or runsc"));
-        assert!(parse("[sandbox]\nprivileged = true").unwrap_err().contains("privileged"));
+        assert!(
+            parse("[sandbox]\nuser = \"0:0\"")
+                .unwrap_err()
+                .contains("sandbox.user")
+        );
+        assert!(
+            parse("[sandbox]\nnetwork = \"host\"")
+                .unwrap_err()
+                .contains("sandbox.network")
+        );
+        assert!(
+            parse("[sandbox]\ncontainer_runtime = \"kata\"")
+                .unwrap_err()
+                .contains("runc or runsc")
+        );
+        assert!(
+            parse("[sandbox]\nprivileged = true")
+                .unwrap_err()
+                .contains("privileged")
+        );
         let raised = parse("[limits]\nmax_timeout_seconds = 3600").unwrap();
         assert_eq!(raised.limits.max_timeout_seconds, 3600);
     }

@@ -85,13 +85,20 @@ pub struct ExecuteOptions<'a> {
 }
 
 /// Builds the context dict a handler receives.
-pub fn context_dict(ctx: &AwsContext, execution_id: &str, now: DateTime<Utc>) -> Map<String, Value> {
+pub fn context_dict(
+    ctx: &AwsContext,
+    execution_id: &str,
+    now: DateTime<Utc>,
+) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("automation:EXECUTION_ID".into(), execution_id.into());
     m.insert("global:ACCOUNT_ID".into(), ctx.account_id.clone().into());
     m.insert("global:REGION".into(), ctx.region.clone().into());
     m.insert("global:AWS_PARTITION".into(), ctx.partition.clone().into());
-    m.insert("global:DATE".into(), now.format("%Y-%m-%d").to_string().into());
+    m.insert(
+        "global:DATE".into(),
+        now.format("%Y-%m-%d").to_string().into(),
+    );
     m.insert(
         "global:DATE_TIME".into(),
         now.format("%Y-%m-%d_%H.%M.%S").to_string().into(),
@@ -350,9 +357,7 @@ pub async fn execute_step(
             &mut result,
             StepStatus::Failed,
             "OutOfMemory",
-            format!(
-                "The script ran out of memory (limit {memory_mib} MiB); the kernel killed it."
-            ),
+            format!("The script ran out of memory (limit {memory_mib} MiB); the kernel killed it."),
         ),
         None => match (observer.result.take(), observer.result_too_large) {
             (_, Some(size)) => fail(
@@ -456,7 +461,10 @@ mod tests {
         let mut out = frame(FRAME_STDOUT, b"hi\nthere");
         out.extend(frame(FRAME_STDOUT, b" you\n"));
         assert_eq!(o.on_output(OutputStream::Stdout, &out), Flow::Continue);
-        assert_eq!(o.on_output(OutputStream::Stderr, b"bad \xff\x00 bytes\n"), Flow::Continue);
+        assert_eq!(
+            o.on_output(OutputStream::Stderr, b"bad \xff\x00 bytes\n"),
+            Flow::Continue
+        );
         assert_eq!(
             o.on_output(OutputStream::Stderr, &[b'x'; 100]),
             Flow::Kill(KillReason::OutputLimit)

@@ -27,14 +27,23 @@ const FAMILY_FILES: &[(&str, &[(&str, &[u8])])] = &[
         "images/python",
         &[
             ("Dockerfile", include_bytes!("../images/python/Dockerfile")),
-            ("bootstrap.py", include_bytes!("../images/python/bootstrap.py")),
+            (
+                "bootstrap.py",
+                include_bytes!("../images/python/bootstrap.py"),
+            ),
         ],
     ),
     (
         "images/powershell",
         &[
-            ("Dockerfile", include_bytes!("../images/powershell/Dockerfile")),
-            ("bootstrap.ps1", include_bytes!("../images/powershell/bootstrap.ps1")),
+            (
+                "Dockerfile",
+                include_bytes!("../images/powershell/Dockerfile"),
+            ),
+            (
+                "bootstrap.ps1",
+                include_bytes!("../images/powershell/bootstrap.ps1"),
+            ),
         ],
     ),
 ];
@@ -159,7 +168,10 @@ pub async fn build_runtime(
     {
         return Ok(BuildOutcome::UpToDate);
     }
-    progress.phase(&format!("{name}: building {image} from {}/Dockerfile", rt.family.dockerfile));
+    progress.phase(&format!(
+        "{name}: building {image} from {}/Dockerfile",
+        rt.family.dockerfile
+    ));
     let dockerfile_error = match build_from_dockerfile(engine, rt, &recipe, progress).await {
         Ok(()) => return Ok(BuildOutcome::BuiltFromDockerfile),
         Err(e) => e,
@@ -232,7 +244,12 @@ async fn build_from_dockerfile(
                 if let Some(err) = info.error_detail.and_then(|d| d.message) {
                     return Err(err);
                 }
-                if let Some(line) = info.stream.as_deref().map(str::trim).filter(|l| l.starts_with("Step ")) {
+                if let Some(line) = info
+                    .stream
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|l| l.starts_with("Step "))
+                {
                     progress.phase(&format!("{}: {line}", rt.runtime.name));
                 }
             }
@@ -275,21 +292,34 @@ fn which(program: &str) -> Option<PathBuf> {
 }
 
 /// Runs a command to completion under a deadline, returning the end of its output on failure.
-async fn run_command(mut cmd: tokio::process::Command, limit: Duration, what: &str) -> Result<(), String> {
+async fn run_command(
+    mut cmd: tokio::process::Command,
+    limit: Duration,
+    what: &str,
+) -> Result<(), String> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let child = cmd.spawn().map_err(|e| format!("cannot start {what}: {e}"))?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {what}: {e}"))?;
     match tokio::time::timeout(limit, child.wait_with_output()).await {
-        Err(_) => Err(format!("{what} did not finish within {} s", limit.as_secs())),
+        Err(_) => Err(format!(
+            "{what} did not finish within {} s",
+            limit.as_secs()
+        )),
         Ok(Err(e)) => Err(format!("{what} failed: {e}")),
         Ok(Ok(out)) if out.status.success() => Ok(()),
         Ok(Ok(out)) => {
             let text = String::from_utf8_lossy(&out.stderr);
             let tail: Vec<&str> = text.lines().rev().take(5).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            Err(format!("{what} exited with {}: {}", out.status, tail.join(" | ")))
+            Err(format!(
+                "{what} exited with {}: {}",
+                out.status,
+                tail.join(" | ")
+            ))
         }
     }
 }
@@ -299,50 +329,78 @@ async fn debootstrap(suite: &str, progress: &mut dyn Progress) -> Result<PathBuf
     let root = cache_dir().join("rootfs");
     let done = root.join(suite);
     if done.join("usr/bin/python3").exists() {
-        progress.phase(&format!("Debian {suite} root filesystem: cached at {}", done.display()));
+        progress.phase(&format!(
+            "Debian {suite} root filesystem: cached at {}",
+            done.display()
+        ));
         return Ok(done);
     }
     if !is_root() {
-        return Err("debootstrap needs root; run as root or build the image where a registry is reachable".into());
+        return Err(
+            "debootstrap needs root; run as root or build the image where a registry is reachable"
+                .into(),
+        );
     }
     let Some(debootstrap) = which("debootstrap") else {
         return Err("debootstrap is not installed (apt-get install -y debootstrap)".into());
     };
     let partial = root.join(format!("{suite}.partial"));
     if partial.exists() {
-        std::fs::remove_dir_all(&partial).map_err(|e| format!("cannot clear {}: {e}", partial.display()))?;
+        std::fs::remove_dir_all(&partial)
+            .map_err(|e| format!("cannot clear {}: {e}", partial.display()))?;
     }
     std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
-    progress.phase(&format!("Debian {suite}: debootstrap --variant=minbase --include=python3 (about a minute)"));
+    progress.phase(&format!(
+        "Debian {suite}: debootstrap --variant=minbase --include=python3 (about a minute)"
+    ));
     let mut cmd = tokio::process::Command::new(debootstrap);
     cmd.args(["--variant=minbase", "--include=python3", suite])
         .arg(&partial);
     run_command(cmd, Duration::from_secs(1200), "debootstrap").await?;
-    std::fs::rename(&partial, &done).map_err(|e| format!("cannot move {} into place: {e}", partial.display()))?;
+    std::fs::rename(&partial, &done)
+        .map_err(|e| format!("cannot move {} into place: {e}", partial.display()))?;
     Ok(done)
 }
 
 /// Installs the pinned boto3 for a CPython version into the cache, once.
-async fn pinned_boto3(python: &str, version: &str, progress: &mut dyn Progress) -> Result<PathBuf, String> {
-    let dir = cache_dir().join("pip").join(format!("boto3-{version}-py{python}"));
+async fn pinned_boto3(
+    python: &str,
+    version: &str,
+    progress: &mut dyn Progress,
+) -> Result<PathBuf, String> {
+    let dir = cache_dir()
+        .join("pip")
+        .join(format!("boto3-{version}-py{python}"));
     if dir.join("boto3/__init__.py").exists() {
         progress.phase(&format!("boto3=={version} for CPython {python}: cached"));
         return Ok(dir);
     }
     let partial = dir.with_extension("partial");
     let _ = std::fs::remove_dir_all(&partial);
-    std::fs::create_dir_all(&partial).map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
-    progress.phase(&format!("pip install boto3=={version} for CPython {python}"));
-    let python_bin = which("python3").ok_or("python3 with pip is needed on the host to fetch boto3")?;
+    std::fs::create_dir_all(&partial)
+        .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+    progress.phase(&format!(
+        "pip install boto3=={version} for CPython {python}"
+    ));
+    let python_bin =
+        which("python3").ok_or("python3 with pip is needed on the host to fetch boto3")?;
     let mut cmd = tokio::process::Command::new(python_bin);
-    cmd.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile"])
-        .arg("--target")
-        .arg(&partial)
-        .args(["--python-version", python, "--only-binary=:all:"])
-        .arg(format!("boto3=={version}"));
+    cmd.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-compile",
+    ])
+    .arg("--target")
+    .arg(&partial)
+    .args(["--python-version", python, "--only-binary=:all:"])
+    .arg(format!("boto3=={version}"));
     run_command(cmd, Duration::from_secs(600), "pip install boto3").await?;
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&partial, &dir).map_err(|e| format!("cannot move {} into place: {e}", partial.display()))?;
+    std::fs::rename(&partial, &dir)
+        .map_err(|e| format!("cannot move {} into place: {e}", partial.display()))?;
     Ok(dir)
 }
 
@@ -369,7 +427,11 @@ async fn build_offline(
         .get("BOTO3_VERSION")
         .ok_or("the runtime pins no BOTO3_VERSION")?;
     let boto3 = pinned_boto3(&offline.python, boto3_version, progress).await?;
-    let site = rt.family.site_packages.clone().unwrap_or_else(|| "/opt/python".into());
+    let site = rt
+        .family
+        .site_packages
+        .clone()
+        .unwrap_or_else(|| "/opt/python".into());
 
     // A staging tree holding only what we add on top of Debian: the bootstrap and boto3.
     let stage = tempdir_in(&cache_dir().join("stage"))?;
@@ -384,12 +446,20 @@ async fn build_offline(
     let site_parent = Path::new(site_rel).parent().unwrap_or(Path::new(""));
     std::fs::create_dir_all(stage.path().join(site_parent)).map_err(|e| e.to_string())?;
 
-    progress.phase(&format!("{}: importing the image into the engine", rt.runtime.name));
+    progress.phase(&format!(
+        "{}: importing the image into the engine",
+        rt.runtime.name
+    ));
     let mut cmd = tokio::process::Command::new(tar_bin);
     // One stream: Debian's tree minus the kernel filesystems, our staging tree, boto3 at `site`.
     // --mode=ug-s strips every setuid/setgid bit on the way in.
     cmd.args(["--create", "--file=-", "--numeric-owner", "--mode=ug-s"])
-        .args(["--exclude=./dev/*", "--exclude=./proc/*", "--exclude=./sys/*", "--exclude=./run/*"])
+        .args([
+            "--exclude=./dev/*",
+            "--exclude=./proc/*",
+            "--exclude=./sys/*",
+            "--exclude=./run/*",
+        ])
         .arg("-C")
         .arg(&rootfs)
         .arg(".")
@@ -440,7 +510,11 @@ async fn build_offline(
         "CMD {}",
         serde_json::to_string(&rt.family.command).map_err(|e| e.to_string())?
     ));
-    let (repo, tag) = rt.runtime.image.rsplit_once(':').unwrap_or((&rt.runtime.image, "latest"));
+    let (repo, tag) = rt
+        .runtime
+        .image
+        .rsplit_once(':')
+        .unwrap_or((&rt.runtime.image, "latest"));
     let options = CreateImageOptionsBuilder::default()
         .from_src("-")
         .repo(repo)
@@ -448,7 +522,9 @@ async fn build_offline(
         .changes(changes)
         .build();
     let body = bollard::body_stream(tokio_stream_from(rx));
-    let mut stream = engine.docker().create_image(Some(options), Some(body), None);
+    let mut stream = engine
+        .docker()
+        .create_image(Some(options), Some(body), None);
     let mut import_error = None;
     while let Some(item) = stream.next().await {
         if let Err(e) = item {
@@ -509,7 +585,8 @@ impl Drop for TempDir {
 }
 
 fn tempdir_in(parent: &Path) -> Result<TempDir, String> {
-    std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    std::fs::create_dir_all(parent)
+        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     let dir = parent.join(uuid::Uuid::new_v4().to_string());
     std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     Ok(TempDir(dir))
@@ -536,6 +613,9 @@ mod tests {
         let a = recipe_hash(&catalog.resolve("python3.9").unwrap()).unwrap();
         let b = recipe_hash(&catalog.resolve("python3.11").unwrap()).unwrap();
         assert_ne!(a, b);
-        assert_eq!(a, recipe_hash(&catalog.resolve("python3.9").unwrap()).unwrap());
+        assert_eq!(
+            a,
+            recipe_hash(&catalog.resolve("python3.9").unwrap()).unwrap()
+        );
     }
 }

@@ -102,10 +102,12 @@ pub fn encode_request(
                 source,
             })?;
     }
-    let archive = builder.into_inner().map_err(|source| RequestError::Archive {
-        name: "(end of archive)".into(),
-        source,
-    })?;
+    let archive = builder
+        .into_inner()
+        .map_err(|source| RequestError::Archive {
+            name: "(end of archive)".into(),
+            source,
+        })?;
     header.archive_bytes = archive.len() as u64;
     let mut out = serde_json::to_vec(&header)?;
     out.push(b'\n');
@@ -196,8 +198,15 @@ pub enum FrameEvent {
 
 #[derive(Debug)]
 enum DecoderState {
-    Header { have: [u8; 5], len: usize },
-    Body { kind: u8, remaining: usize, buffer: Option<Vec<u8>> },
+    Header {
+        have: [u8; 5],
+        len: usize,
+    },
+    Body {
+        kind: u8,
+        remaining: usize,
+        buffer: Option<Vec<u8>>,
+    },
     Raw,
 }
 
@@ -389,7 +398,9 @@ mod tests {
             br#"{"ok":false,"error":{"type":"KeyError","message":"'x'","frames":[{"file":"f","line":3,"function":"h","code":"x"}]}}"#,
         )
         .unwrap();
-        assert!(matches!(err, BootstrapResult::Raised(e) if e.error_type == "KeyError" && e.frames.len() == 1));
+        assert!(
+            matches!(err, BootstrapResult::Raised(e) if e.error_type == "KeyError" && e.frames.len() == 1)
+        );
         assert!(parse_result(b"{").is_err());
         assert!(parse_result(br#"{"ok":false}"#).is_err());
     }
@@ -416,13 +427,19 @@ mod tests {
         };
         let bytes = encode_request(
             header,
-            &[("customer_script.py".into(), b"def h(e, c):\n  return 1\n".to_vec())],
+            &[(
+                "customer_script.py".into(),
+                b"def h(e, c):\n  return 1\n".to_vec(),
+            )],
         )
         .unwrap();
         let nl = bytes.iter().position(|b| *b == b'\n').unwrap();
         let head: Value = serde_json::from_slice(&bytes[..nl]).unwrap();
         let archive = &bytes[nl + 1..];
-        assert_eq!(head["archive_bytes"].as_u64().unwrap() as usize, archive.len());
+        assert_eq!(
+            head["archive_bytes"].as_u64().unwrap() as usize,
+            archive.len()
+        );
         let mut ar = tar::Archive::new(archive);
         let entries: Vec<_> = ar
             .entries()
@@ -438,7 +455,11 @@ mod tests {
             .collect();
         assert_eq!(
             entries,
-            vec![("customer_script.py".to_string(), 0o644, tar::EntryType::Regular)]
+            vec![(
+                "customer_script.py".to_string(),
+                0o644,
+                tar::EntryType::Regular
+            )]
         );
     }
 }

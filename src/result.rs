@@ -197,7 +197,9 @@ pub fn apply_payload_rules(payload: Value, original_items: Option<u64>) -> Paylo
     let mut note = None;
     let payload = match payload {
         Value::Array(mut items) => {
-            let original = original_items.unwrap_or(items.len() as u64).max(items.len() as u64);
+            let original = original_items
+                .unwrap_or(items.len() as u64)
+                .max(items.len() as u64);
             items.truncate(MAX_PAYLOAD_ITEMS);
             if original > MAX_PAYLOAD_ITEMS as u64 {
                 note = Some(format!(
@@ -208,7 +210,9 @@ pub fn apply_payload_rules(payload: Value, original_items: Option<u64>) -> Paylo
         }
         other => other,
     };
-    let size = serde_json::to_vec(&payload).map(|v| v.len()).unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(&payload)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
     if size > MAX_PAYLOAD_BYTES {
         PayloadVerdict::TooLarge(size)
     } else {
@@ -278,7 +282,10 @@ mod tests {
     #[test]
     fn payload_over_100_kb_fails_with_its_size() {
         let exactly = Value::String("x".repeat(MAX_PAYLOAD_BYTES - 2));
-        assert!(matches!(apply_payload_rules(exactly, None), PayloadVerdict::Keep(..)));
+        assert!(matches!(
+            apply_payload_rules(exactly, None),
+            PayloadVerdict::Keep(..)
+        ));
         let over = Value::String("x".repeat(MAX_PAYLOAD_BYTES - 1));
         assert_eq!(
             apply_payload_rules(over, None),

@@ -282,7 +282,12 @@ mod tests {
         let catalog = Catalog::builtin();
         let offline: Vec<_> = catalog
             .runtimes()
-            .filter_map(|r| r.runtime.offline.as_ref().map(|o| (r.runtime.name.as_str(), o)))
+            .filter_map(|r| {
+                r.runtime
+                    .offline
+                    .as_ref()
+                    .map(|o| (r.runtime.name.as_str(), o))
+            })
             .collect();
         assert_eq!(offline.len(), 2);
         for (name, recipe) in offline {
@@ -327,7 +332,10 @@ build = {}
 
     #[test]
     fn unknown_keys_are_refused() {
-        let text = BUILTIN_CATALOG.replace("aws_status = \"supported\"", "aws_status = \"supported\"\ncolour = 1");
+        let text = BUILTIN_CATALOG.replace(
+            "aws_status = \"supported\"",
+            "aws_status = \"supported\"\ncolour = 1",
+        );
         let err = Catalog::parse(&text, "t").unwrap_err().to_string();
         assert!(err.contains("colour"), "{err}");
     }

@@ -628,7 +628,8 @@ impl Engine {
                     });
                 }
             }
-            if outcome.output_bytes > self.config.output_limit_bytes && outcome.kill_reason.is_none()
+            if outcome.output_bytes > self.config.output_limit_bytes
+                && outcome.kill_reason.is_none()
             {
                 kill = kill.or(Some(KillReason::OutputLimit));
             }
@@ -667,7 +668,9 @@ impl Engine {
 
     /// SIGKILL, no grace: the bootstrap may have trapped SIGTERM.
     async fn kill(&self, id: &str) -> Result<(), SandboxError> {
-        let options = KillContainerOptionsBuilder::default().signal("KILL").build();
+        let options = KillContainerOptionsBuilder::default()
+            .signal("KILL")
+            .build();
         match call(
             "kill",
             id,
@@ -823,7 +826,10 @@ mod tests {
             host: "other-host".into(),
             ..me
         };
-        assert!(elsewhere.is_alive(), "other hosts are retired by deadline only");
+        assert!(
+            elsewhere.is_alive(),
+            "other hosts are retired by deadline only"
+        );
         assert!(OwnerId::parse("garbage").is_none());
     }
 }

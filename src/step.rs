@@ -179,7 +179,9 @@ pub fn validate(
     let payload = match &inputs.input_payload {
         None | Some(Value::Null) => Some(Map::new()),
         Some(Value::Object(map)) => {
-            let size = serde_json::to_vec(map).map(|v| v.len()).unwrap_or(usize::MAX);
+            let size = serde_json::to_vec(map)
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX);
             let depth = json_depth(&inputs.input_payload.clone().unwrap_or_default());
             if size > MAX_PAYLOAD_BYTES {
                 problem(
@@ -209,7 +211,9 @@ pub fn validate(
         }
     };
 
-    let timeout_secs = inputs.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECS as i64);
+    let timeout_secs = inputs
+        .timeout_seconds
+        .unwrap_or(DEFAULT_TIMEOUT_SECS as i64);
     if timeout_secs < 1 || timeout_secs as u64 > max_timeout_secs {
         problem(
             "timeoutSeconds",
@@ -230,7 +234,9 @@ pub fn validate(
     if total > MAX_ATTACHMENT_BYTES {
         problem(
             "Attachment",
-            format!("attachments total {total} bytes, over the limit of {MAX_ATTACHMENT_BYTES} bytes"),
+            format!(
+                "attachments total {total} bytes, over the limit of {MAX_ATTACHMENT_BYTES} bytes"
+            ),
         );
     }
     let language = resolved.map(|r| r.language());
@@ -515,7 +521,10 @@ mod tests {
     #[test]
     fn unknown_runtime_lists_the_known_ones() {
         let p = problems(&inputs("python2.7"));
-        assert!(p[0].starts_with("Runtime: unknown runtime \"python2.7\"; known runtimes: python3.6"), "{p:?}");
+        assert!(
+            p[0].starts_with("Runtime: unknown runtime \"python2.7\"; known runtimes: python3.6"),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -563,7 +572,13 @@ mod tests {
 
     #[test]
     fn timeout_range_is_enforced() {
-        for (t, ok) in [(0, false), (1, true), (600, true), (601, false), (-5, false)] {
+        for (t, ok) in [
+            (0, false),
+            (1, true),
+            (600, true),
+            (601, false),
+            (-5, false),
+        ] {
             let mut i = inputs("python3.11");
             i.handler = Some("h".into());
             i.script = Some(json!("def h(e, c): pass"));
@@ -583,7 +598,10 @@ mod tests {
         i.handler = Some("h".into());
         i.script = Some(json!("def h(e, c): pass"));
         i.input_payload = Some(json!([1, 2]));
-        assert_eq!(problems(&i), vec!["InputPayload: must be a map (a JSON or YAML object), not a list"]);
+        assert_eq!(
+            problems(&i),
+            vec!["InputPayload: must be a map (a JSON or YAML object), not a list"]
+        );
         let mut deep = json!(1);
         for _ in 0..100 {
             deep = json!({ "a": deep });
@@ -621,7 +639,13 @@ mod tests {
 
     #[test]
     fn attachment_names_are_plain() {
-        for bad in ["../x.py", "/etc/x.py", "a/b.py", ".hidden.py", "customer_script.py"] {
+        for bad in [
+            "../x.py",
+            "/etc/x.py",
+            "a/b.py",
+            ".hidden.py",
+            "customer_script.py",
+        ] {
             let mut i = inputs("python3.11");
             i.handler = Some("f".into());
             i.script = Some(json!("def f(e, c): pass"));
@@ -631,7 +655,10 @@ mod tests {
         let mut i = inputs("python3.11");
         i.handler = Some("f".into());
         i.script = Some(json!("def f(e, c): pass"));
-        i.attachments = vec![Attachment { name: "x.zip".into(), bytes: b"not a zip".to_vec() }];
+        i.attachments = vec![Attachment {
+            name: "x.zip".into(),
+            bytes: b"not a zip".to_vec(),
+        }];
         assert!(problems(&i)[0].contains("not a zip archive"));
         i.attachments = (0..6).map(|n| py(&format!("m{n}.py"))).collect();
         assert!(problems(&i)[0].contains("at most 5"));

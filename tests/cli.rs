@@ -39,31 +39,138 @@ fn bad_input_exits_2_naming_the_field_before_any_container_exists() {
     let script = temp_file("s.py", "def h(e, c):\n    return 1\n");
     let script = script.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--runtime", "python2.7", "--handler", "h", "--script", script], "Runtime: unknown runtime \"python2.7\""),
-        (vec!["--runtime", "python3.11", "--script", script], "Handler: is required"),
-        (vec!["--runtime", "PowerShell 7.0", "--handler", "h", "--script", script], "Handler: is not supported for PowerShell"),
-        (vec!["--runtime", "python3.11", "--handler", "h", "--script", script, "--timeout", "601"], "timeoutSeconds: must be between 1 and 600"),
-        (vec!["--runtime", "python3.11", "--handler", "h", "--script", script, "--payload", "[1]"], "InputPayload: must be a map"),
-        (vec!["--runtime", "python3.11", "--handler", "h", "--script", script, "--payload", "{nope"], "--payload: InputPayload is not valid JSON"),
-        (vec!["--runtime", "python3.11", "--handler", "h", "--script", "/nonexistent/x.py"], "--script: cannot read /nonexistent/x.py"),
-        (vec!["--runtime", "python3.11", "--handler", "h", "--script", script, "--attachment", "/nonexistent/a.zip"], "--attachment: cannot read"),
-        (vec!["--runtime", "python3.11", "--handler", "h", "--script", script, "--memory", "999999"], "--memory:"),
+        (
+            vec![
+                "--runtime",
+                "python2.7",
+                "--handler",
+                "h",
+                "--script",
+                script,
+            ],
+            "Runtime: unknown runtime \"python2.7\"",
+        ),
+        (
+            vec!["--runtime", "python3.11", "--script", script],
+            "Handler: is required",
+        ),
+        (
+            vec![
+                "--runtime",
+                "PowerShell 7.0",
+                "--handler",
+                "h",
+                "--script",
+                script,
+            ],
+            "Handler: is not supported for PowerShell",
+        ),
+        (
+            vec![
+                "--runtime",
+                "python3.11",
+                "--handler",
+                "h",
+                "--script",
+                script,
+                "--timeout",
+                "601",
+            ],
+            "timeoutSeconds: must be between 1 and 600",
+        ),
+        (
+            vec![
+                "--runtime",
+                "python3.11",
+                "--handler",
+                "h",
+                "--script",
+                script,
+                "--payload",
+                "[1]",
+            ],
+            "InputPayload: must be a map",
+        ),
+        (
+            vec![
+                "--runtime",
+                "python3.11",
+                "--handler",
+                "h",
+                "--script",
+                script,
+                "--payload",
+                "{nope",
+            ],
+            "--payload: InputPayload is not valid JSON",
+        ),
+        (
+            vec![
+                "--runtime",
+                "python3.11",
+                "--handler",
+                "h",
+                "--script",
+                "/nonexistent/x.py",
+            ],
+            "--script: cannot read /nonexistent/x.py",
+        ),
+        (
+            vec![
+                "--runtime",
+                "python3.11",
+                "--handler",
+                "h",
+                "--script",
+                script,
+                "--attachment",
+                "/nonexistent/a.zip",
+            ],
+            "--attachment: cannot read",
+        ),
+        (
+            vec![
+                "--runtime",
+                "python3.11",
+                "--handler",
+                "h",
+                "--script",
+                script,
+                "--memory",
+                "999999",
+            ],
+            "--memory:",
+        ),
     ];
     for (args, want) in cases {
         let mut full = vec!["invoke"];
         full.extend(args.iter());
         let out = scriptbox_without_engine(&full);
         assert_eq!(out.status.code(), Some(2), "{full:?}: {}", stderr(&out));
-        assert!(stderr(&out).contains(want), "{full:?}: want {want:?} in {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(want),
+            "{full:?}: want {want:?} in {}",
+            stderr(&out)
+        );
     }
     let gz = temp_file("a.gz", "\u{1f}\u{8b}");
     let ps_py = temp_file("a.py", "x");
     for (runtime, file, want) in [
         ("python3.11", gz.to_str().unwrap(), "gzip is not supported"),
-        ("PowerShell 7.0", ps_py.to_str().unwrap(), "PowerShell attachment must be a .zip"),
+        (
+            "PowerShell 7.0",
+            ps_py.to_str().unwrap(),
+            "PowerShell attachment must be a .zip",
+        ),
     ] {
         let out = scriptbox_without_engine(&[
-            "invoke", "--runtime", runtime, "--script", script, "--attachment", file,
+            "invoke",
+            "--runtime",
+            runtime,
+            "--script",
+            script,
+            "--attachment",
+            file,
         ]);
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
         assert!(stderr(&out).contains(want), "{}", stderr(&out));
@@ -74,22 +181,46 @@ fn bad_input_exits_2_naming_the_field_before_any_container_exists() {
 fn no_engine_is_an_environment_error_with_exit_3() {
     let script = temp_file("s.py", "def h(e, c):\n    return 1\n");
     let out = scriptbox_without_engine(&[
-        "invoke", "--runtime", "python3.11", "--handler", "h", "--script", script.to_str().unwrap(),
+        "invoke",
+        "--runtime",
+        "python3.11",
+        "--handler",
+        "h",
+        "--script",
+        script.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stderr(&out).contains("cannot reach the Docker engine"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot reach the Docker engine"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test]
 async fn json_output_and_exit_codes_follow_the_status() {
-    let Some(engine) = common::engine().await else { return };
+    let Some(engine) = common::engine().await else {
+        return;
+    };
     if !common::require_image(&engine, "python3.11").await {
         return;
     }
-    let ok = temp_file("ok.py", "def h(e, c):\n    print('logged')\n    return {'n': e['n'] + 1}\n");
+    let ok = temp_file(
+        "ok.py",
+        "def h(e, c):\n    print('logged')\n    return {'n': e['n'] + 1}\n",
+    );
     let out = scriptbox(&[
-        "invoke", "--runtime", "python3.11", "--handler", "h",
-        "--script", ok.to_str().unwrap(), "--payload", "{\"n\": 1}", "--output", "json",
+        "invoke",
+        "--runtime",
+        "python3.11",
+        "--handler",
+        "h",
+        "--script",
+        ok.to_str().unwrap(),
+        "--payload",
+        "{\"n\": 1}",
+        "--output",
+        "json",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
@@ -101,18 +232,37 @@ async fn json_output_and_exit_codes_follow_the_status() {
 
     let bad = temp_file("bad.py", "def h(e, c):\n    raise ValueError('nope')\n");
     let out = scriptbox(&[
-        "invoke", "--runtime", "python3.11", "--handler", "h",
-        "--script", bad.to_str().unwrap(), "--output", "json",
+        "invoke",
+        "--runtime",
+        "python3.11",
+        "--handler",
+        "h",
+        "--script",
+        bad.to_str().unwrap(),
+        "--output",
+        "json",
     ]);
     assert_eq!(out.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["Status"], "Failed");
-    assert!(v["FailureMessage"].as_str().unwrap().contains("ValueError - nope."));
+    assert!(
+        v["FailureMessage"]
+            .as_str()
+            .unwrap()
+            .contains("ValueError - nope.")
+    );
 
     // Text output: status and payload on stdout, the log streamed on stderr.
     let out = scriptbox(&[
-        "invoke", "--runtime", "python3.11", "--handler", "h",
-        "--script", ok.to_str().unwrap(), "--payload", "{\"n\": 41}",
+        "invoke",
+        "--runtime",
+        "python3.11",
+        "--handler",
+        "h",
+        "--script",
+        ok.to_str().unwrap(),
+        "--payload",
+        "{\"n\": 41}",
     ]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -129,9 +279,15 @@ async fn runtimes_lists_every_runtime_with_image_state_and_aws_status() {
     let find = |n: &str| rows.iter().find(|r| r["Name"] == n).cloned().unwrap();
     assert_eq!(find("python3.6")["AwsStatus"], "retired");
     assert_eq!(find("python3.11")["AwsStatus"], "supported");
-    assert_eq!(find("PowerShell Core 6.0")["Aliases"], serde_json::json!(["dotnetcore2.1"]));
+    assert_eq!(
+        find("PowerShell Core 6.0")["Aliases"],
+        serde_json::json!(["dotnetcore2.1"])
+    );
     for r in &rows {
-        assert!(["present", "missing", "stale", "no engine", "unknown"].contains(&r["ImageState"].as_str().unwrap()));
+        assert!(
+            ["present", "missing", "stale", "no engine", "unknown"]
+                .contains(&r["ImageState"].as_str().unwrap())
+        );
     }
     let text = scriptbox(&["runtimes"]);
     let text = String::from_utf8_lossy(&text.stdout);

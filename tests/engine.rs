@@ -26,7 +26,10 @@ macro_rules! engine_or_skip {
 async fn every_json_type_round_trips_as_the_payload() {
     let engine = engine_or_skip!(PY);
     let cases = [
-        ("{'a': 1, 'b': [True, None]}", json!({"a": 1, "b": [true, null]})),
+        (
+            "{'a': 1, 'b': [True, None]}",
+            json!({"a": 1, "b": [true, null]}),
+        ),
         ("[1, 'two', 3.5]", json!([1, "two", 3.5])),
         ("'text'", json!("text")),
         ("42", json!(42)),
@@ -49,13 +52,19 @@ async fn every_json_type_round_trips_as_the_payload() {
 async fn input_payload_keeps_its_types_and_defaults_to_an_empty_map() {
     let engine = engine_or_skip!(PY);
     let script = "def handler(events, context):\n    return {k: type(v).__name__ for k, v in events.items()}\n";
-    let payload = json!({"s": "x", "i": 3, "f": 1.5, "b": true, "l": [1], "m": {"k": "v"}, "n": null});
+    let payload =
+        json!({"s": "x", "i": 3, "f": 1.5, "b": true, "l": [1], "m": {"k": "v"}, "n": null});
     let r = run(&engine, &py_step(PY, "handler", script, payload)).await;
     assert_eq!(
         r.payload,
         json!({"s": "str", "i": "int", "f": "float", "b": "bool", "l": "list", "m": "dict", "n": "NoneType"})
     );
-    let mut inputs = py_step(PY, "handler", "def handler(e, c):\n    return e\n", json!({}));
+    let mut inputs = py_step(
+        PY,
+        "handler",
+        "def handler(e, c):\n    return e\n",
+        json!({}),
+    );
     inputs.input_payload = None;
     assert_eq!(run(&engine, &inputs).await.payload, json!({}));
 }
@@ -79,7 +88,10 @@ async fn context_has_the_documented_keys() {
     let date = ctx["global:DATE"].as_str().unwrap();
     assert_eq!(date.len(), 10, "{date}");
     let date_time = ctx["global:DATE_TIME"].as_str().unwrap();
-    assert!(date_time.starts_with(date) && date_time.len() == 19, "{date_time}");
+    assert!(
+        date_time.starts_with(date) && date_time.len() == 19,
+        "{date_time}"
+    );
 }
 
 #[tokio::test]
@@ -100,19 +112,29 @@ async fn an_exception_fails_the_step_with_the_services_message() {
     assert_eq!(err.stack_trace.len(), 1);
     // The task folder is /tmp/<uuid>-<yyyy-mm-dd-HH-MM-SS>/, as real tracebacks show.
     let path = err.stack_trace[0].split('"').nth(1).unwrap().to_string();
-    let folder = path.trim_start_matches("/tmp/").trim_end_matches("/customer_script.py");
+    let folder = path
+        .trim_start_matches("/tmp/")
+        .trim_end_matches("/customer_script.py");
     assert_eq!(folder.len(), 36 + 1 + 19, "{folder}");
 }
 
 #[tokio::test]
 async fn a_missing_handler_is_reported_from_inside_the_sandbox() {
     let engine = engine_or_skip!(PY);
-    let r = run(&engine, &py_step(PY, "nope", "def handler(e, c):\n    return 1\n", json!({}))).await;
+    let r = run(
+        &engine,
+        &py_step(PY, "nope", "def handler(e, c):\n    return 1\n", json!({})),
+    )
+    .await;
     assert_eq!(r.status, StepStatus::Failed);
     let err = r.error.unwrap();
     assert_eq!(err.error_type, "HandlerNotFound", "{err:?}");
     assert!(err.message.contains("nope"), "{err:?}");
-    let r = run(&engine, &py_step(PY, "h", "def h(e, c) return 1\n", json!({}))).await;
+    let r = run(
+        &engine,
+        &py_step(PY, "h", "def h(e, c) return 1\n", json!({})),
+    )
+    .await;
     assert_eq!(r.error.unwrap().error_type, "SyntaxError");
 }
 
@@ -128,15 +150,26 @@ async fn the_timeout_kills_the_container_and_removes_it_promptly() {
     inputs.timeout_seconds = Some(2);
     let id = format!("timeout-{}", uuid::Uuid::new_v4());
     let began = Instant::now();
-    let r = run_with(&engine, &inputs, Some(id.clone()), &CancellationToken::new()).await;
+    let r = run_with(
+        &engine,
+        &inputs,
+        Some(id.clone()),
+        &CancellationToken::new(),
+    )
+    .await;
     let elapsed = began.elapsed();
     assert_eq!(r.status, StepStatus::TimedOut);
     assert_eq!(r.kill_reason, Some(KillReason::Timeout));
     assert!(
-        r.failure_message.unwrap().starts_with("Step timed out while step is verifying the script execution status."),
+        r.failure_message
+            .unwrap()
+            .starts_with("Step timed out while step is verifying the script execution status."),
     );
     assert!(elapsed < Duration::from_secs(2 + 2), "took {elapsed:?}");
-    assert!(containers_of(&engine, &id).await.is_empty(), "container left behind");
+    assert!(
+        containers_of(&engine, &id).await.is_empty(),
+        "container left behind"
+    );
 }
 
 #[tokio::test]
@@ -199,7 +232,12 @@ async fn a_long_list_keeps_its_first_hundred_items_and_the_log_says_so() {
     let engine = engine_or_skip!(PY);
     let r = run(
         &engine,
-        &py_step(PY, "h", "def h(e, c):\n    return list(range(250))\n", json!({})),
+        &py_step(
+            PY,
+            "h",
+            "def h(e, c):\n    return list(range(250))\n",
+            json!({}),
+        ),
     )
     .await;
     assert_eq!(r.status, StepStatus::Success);
@@ -207,7 +245,9 @@ async fn a_long_list_keeps_its_first_hundred_items_and_the_log_says_so() {
     assert_eq!(items.len(), 100);
     assert_eq!(items[99], json!(99));
     assert!(
-        r.log.iter().any(|l| l.stream == LogStream::Scriptbox && l.text.contains("250 items")),
+        r.log
+            .iter()
+            .any(|l| l.stream == LogStream::Scriptbox && l.text.contains("250 items")),
         "{:?}",
         r.log
     );
@@ -218,13 +258,22 @@ async fn a_payload_over_100_kb_fails_with_its_size() {
     let engine = engine_or_skip!(PY);
     let r = run(
         &engine,
-        &py_step(PY, "h", "def h(e, c):\n    return 'x' * 200000\n", json!({})),
+        &py_step(
+            PY,
+            "h",
+            "def h(e, c):\n    return 'x' * 200000\n",
+            json!({}),
+        ),
     )
     .await;
     assert_eq!(r.status, StepStatus::Failed);
     let err = r.error.unwrap();
     assert_eq!(err.error_type, "PayloadTooLarge");
-    assert!(err.message.contains("200002 bytes") && err.message.contains("102400"), "{}", err.message);
+    assert!(
+        err.message.contains("200002 bytes") && err.message.contains("102400"),
+        "{}",
+        err.message
+    );
 }
 
 #[tokio::test]
@@ -232,13 +281,22 @@ async fn a_datetime_return_fails_with_the_encoders_message() {
     let engine = engine_or_skip!(PY);
     let r = run(
         &engine,
-        &py_step(PY, "h", "import datetime\n\ndef h(e, c):\n    return {'at': datetime.datetime(2020, 1, 1)}\n", json!({})),
+        &py_step(
+            PY,
+            "h",
+            "import datetime\n\ndef h(e, c):\n    return {'at': datetime.datetime(2020, 1, 1)}\n",
+            json!({}),
+        ),
     )
     .await;
     assert_eq!(r.status, StepStatus::Failed);
     let err = r.error.unwrap();
     assert_eq!(err.error_type, "TypeError");
-    assert!(err.message.contains("datetime") && err.message.contains("JSON serializable"), "{}", err.message);
+    assert!(
+        err.message.contains("datetime") && err.message.contains("JSON serializable"),
+        "{}",
+        err.message
+    );
 }
 
 #[tokio::test]
@@ -262,7 +320,13 @@ def handler(e, c):
     let run_engine = engine.clone();
     let run_id = id.clone();
     let task = tokio::spawn(async move {
-        run_with(&run_engine, &inputs, Some(run_id), &CancellationToken::new()).await
+        run_with(
+            &run_engine,
+            &inputs,
+            Some(run_id),
+            &CancellationToken::new(),
+        )
+        .await
     });
     let container = wait_for_container(&engine, &id).await;
     let seen = engine
@@ -280,7 +344,11 @@ def handler(e, c):
     assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
     assert!(host.cap_add.unwrap_or_default().is_empty());
     assert_eq!(host.privileged, Some(false));
-    assert!(host.security_opt.unwrap().contains(&"no-new-privileges:true".to_string()));
+    assert!(
+        host.security_opt
+            .unwrap()
+            .contains(&"no-new-privileges:true".to_string())
+    );
     assert_eq!(host.memory, host.memory_swap, "no swap");
     assert!(host.memory.unwrap() > 0);
     assert!(host.nano_cpus.unwrap() > 0);
@@ -288,16 +356,30 @@ def handler(e, c):
     assert_eq!(host.init, Some(true));
     assert_eq!(host.log_config.unwrap().typ.as_deref(), Some("none"));
     assert!(host.binds.unwrap_or_default().is_empty());
-    assert!(seen.mounts.unwrap_or_default().iter().all(|m| m.typ.as_ref().map(|t| t.to_string()) != Some("bind".into())));
+    assert!(
+        seen.mounts
+            .unwrap_or_default()
+            .iter()
+            .all(|m| m.typ.as_ref().map(|t| t.to_string()) != Some("bind".into()))
+    );
     let tmpfs = host.tmpfs.unwrap();
     let tmp = &tmpfs["/tmp"];
     assert!(tmp.contains("size=") && tmp.contains("nr_inodes="), "{tmp}");
-    let ulimits: Vec<String> = host.ulimits.unwrap().into_iter().filter_map(|u| u.name).collect();
+    let ulimits: Vec<String> = host
+        .ulimits
+        .unwrap()
+        .into_iter()
+        .filter_map(|u| u.name)
+        .collect();
     for name in ["nofile", "fsize", "core"] {
         assert!(ulimits.contains(&name.to_string()), "{ulimits:?}");
     }
     let labels = config.labels.unwrap();
-    for label in ["scriptbox.execution", "scriptbox.daemon", "scriptbox.deadline"] {
+    for label in [
+        "scriptbox.execution",
+        "scriptbox.daemon",
+        "scriptbox.deadline",
+    ] {
         assert!(labels.contains_key(label), "{label}");
     }
     assert_eq!(seen.state.and_then(|s| s.running), Some(true));
@@ -316,13 +398,24 @@ async fn cancelling_kills_and_removes_the_container() {
     let engine = engine_or_skip!(PY);
     let id = format!("cancel-{}", uuid::Uuid::new_v4());
     let cancel = CancellationToken::new();
-    let inputs = py_step(PY, "h", "import time\n\ndef h(e, c):\n    time.sleep(60)\n", json!({}));
+    let inputs = py_step(
+        PY,
+        "h",
+        "import time\n\ndef h(e, c):\n    time.sleep(60)\n",
+        json!({}),
+    );
     let (run_engine, run_id, run_cancel) = (engine.clone(), id.clone(), cancel.clone());
-    let task = tokio::spawn(async move { run_with(&run_engine, &inputs, Some(run_id), &run_cancel).await });
+    let task =
+        tokio::spawn(
+            async move { run_with(&run_engine, &inputs, Some(run_id), &run_cancel).await },
+        );
     wait_for_container(&engine, &id).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     cancel.cancel();
-    let r = tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(r.status, StepStatus::Cancelled);
     assert_eq!(r.kill_reason, Some(KillReason::Cancelled));
     assert!(containers_of(&engine, &id).await.is_empty());
@@ -364,7 +457,9 @@ async fn powershell_runs_when_its_image_exists() {
         }
         let inputs = scriptbox::step::StepInputs {
             runtime: Some(runtime.into()),
-            script: Some(json!("$in = $env:InputPayload | ConvertFrom-Json\nWrite-Host 'hello'\n@{ doubled = 2 * $in.n }")),
+            script: Some(json!(
+                "$in = $env:InputPayload | ConvertFrom-Json\nWrite-Host 'hello'\n@{ doubled = 2 * $in.n }"
+            )),
             input_payload: Some(json!({"n": 21})),
             ..Default::default()
         };

@@ -53,7 +53,9 @@ pub async fn engine_with(settings: Settings) -> Option<Engine> {
 pub async fn require_image(engine: &Engine, runtime: &str) -> bool {
     let catalog = Catalog::builtin();
     let rt = catalog.resolve(runtime).expect("known runtime");
-    let state = images::image_state(engine, &rt).await.expect("inspect image");
+    let state = images::image_state(engine, &rt)
+        .await
+        .expect("inspect image");
     if state == ImageState::Current {
         return true;
     }
