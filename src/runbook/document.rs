@@ -279,6 +279,8 @@ pub fn load_str(
     };
     let mut checker = Checker {
         problems,
+        all_steps: Vec::new(),
+        declared_files: Vec::new(),
         format,
         options,
     };
@@ -293,6 +295,11 @@ pub fn load_str(
 
 struct Checker<'o> {
     problems: Vec<Problem>,
+    /// Every step's name by index, including steps refused (unsupported action...), so that
+    /// references to them are not reported a second time.
+    all_steps: Vec<String>,
+    /// Every name under `files`, including those with problems.
+    declared_files: Vec<String>,
     format: Format,
     options: &'o LoadOptions<'o>,
 }
@@ -384,6 +391,17 @@ impl Checker<'_> {
         let files = self.files(root.get("files"));
         let attachments = self.attachments(&files, dir);
 
+        if let Some(Kind::Seq(items)) = root.get("mainSteps").map(|n| &n.kind) {
+            self.all_steps = items
+                .iter()
+                .map(|i| {
+                    i.get("name")
+                        .and_then(Node::as_str)
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .collect();
+        }
         let mut steps = Vec::new();
         match root.get("mainSteps").map(|n| (n, &n.kind)) {
             None => self.invalid(root.pos, "mainSteps", "is required"),
@@ -438,6 +456,7 @@ impl Checker<'_> {
             return out;
         };
         for (name, pos, decl) in entries {
+            self.declared_files.push(name.clone());
             let ctx = format!("files.{name}");
             let sha = decl.get("checksums").and_then(|c| c.get("sha256"));
             let sha256 = match sha.map(|s| (s, &s.kind)) {
@@ -726,9 +745,9 @@ impl Checker<'_> {
                 .map(StepKind::Branch),
             _ => None,
         };
-        if self.problems.len() > before {
-            return None;
-        }
+        // A step with problems in its properties is kept (the document is refused anyway), so
+        // that its inputs are checked too and every problem is reported.
+        let _ = before;
         Some(StepDecl {
             index,
             name,
@@ -786,9 +805,6 @@ impl Checker<'_> {
                 self.invalid(item.pos, &octx, "Name is required (a string)");
                 continue;
             };
-            if name == "Payload" || name == "OutputPayload" {
-                self.invalid(item.pos, &octx, format!("{name:?} is the name of the output every executeScript step has; choose another"));
-            }
             if out.iter().any(|o: &OutputDecl| o.name == name) {
                 self.invalid(
                     item.pos,
@@ -895,11 +911,12 @@ impl Checker<'_> {
                     .find("%%")
                     .map(|e| e + start + 4)
                     .unwrap_or(s.len());
-                self.invalid(
+                self.problems.push(Problem::unsupported(
                     pos_of("Script"),
                     format!("{ctx}: inputs.Script"),
+                    "%%SCRIPT=...%% build placeholder",
                     format!("is a build-time placeholder {:?}: substitute the script's text before running the document", &s[start..end]),
-                );
+                ));
             }
         }
         let attachment = match inputs.get("Attachment") {
@@ -1009,12 +1026,17 @@ impl Checker<'_> {
                 self.invalid(item.pos, &ctx, format!("{text:?} is not \"step.Output\""));
                 continue;
             };
-            match steps.iter().find(|s| s.name == step) {
-                None => self.invalid(
+            if !self.all_steps.iter().any(|n| n == step) {
+                self.invalid(
                     item.pos,
                     &ctx,
                     format!("{text:?}: there is no step {step:?}"),
-                ),
+                );
+                continue;
+            }
+            match steps.iter().find(|s| s.name == step) {
+                // The step itself was refused; its problem is reported there.
+                None => {}
                 Some(s) if !has_output(s, output) => self.invalid(
                     item.pos,
                     &ctx,
@@ -1062,19 +1084,22 @@ impl Checker<'_> {
                 Ok(Ref::System(_)) => {}
                 Ok(Ref::Output { step, output }) => {
                     let earlier = this_step.unwrap_or(usize::MAX);
-                    match steps.iter().find(|s| s.name == step) {
+                    match self.all_steps.iter().position(|n| *n == step) {
                         None => self.invalid(pos, ctx, format!("{{{{ {step}.{output} }}}}: there is no step {step:?}")),
-                        Some(s) if s.index >= earlier => self.invalid(
+                        Some(i) if i >= earlier => self.invalid(
                             pos,
                             ctx,
                             format!("{{{{ {step}.{output} }}}}: step {step:?} comes at or after this step; only outputs of earlier steps can be read"),
                         ),
-                        Some(s) if !has_output(s, &output) => self.invalid(
-                            pos,
-                            ctx,
-                            format!("{{{{ {step}.{output} }}}}: step {step:?} has no output {output:?}{}", declared_list(s)),
-                        ),
-                        Some(_) => {}
+                        Some(_) => match steps.iter().find(|s| s.name == step) {
+                            Some(s) if !has_output(s, &output) => self.invalid(
+                                pos,
+                                ctx,
+                                format!("{{{{ {step}.{output} }}}}: step {step:?} has no output {output:?}{}", declared_list(s)),
+                            ),
+                            // A refused step reports its own problem.
+                            _ => {}
+                        },
                     }
                 }
             }
@@ -1159,7 +1184,7 @@ impl Checker<'_> {
                             .and_then(|n| n.get("Attachment"))
                             .map(|n| n.pos)
                             .unwrap_or(s.pos);
-                        if !files.iter().any(|f| &f.name == a) {
+                        if !files.iter().any(|f| &f.name == a) && !self.declared_files.contains(a) {
                             self.invalid(
                                 p,
                                 format!("{ctx}: inputs.Attachment"),
@@ -1316,5 +1341,292 @@ fn declared_list(s: &StepDecl) -> String {
         String::new()
     } else {
         format!(" (it has: {})", names.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, format: Format, dir: &Path) -> Result<Runbook, Vec<String>> {
+        let catalog = Catalog::builtin();
+        let options = LoadOptions {
+            catalog: &catalog,
+            max_timeout_secs: 600,
+            attachments_dir: None,
+        };
+        load_str(text, "doc", format, dir, &options)
+            .map_err(|r| r.problems.iter().map(ToString::to_string).collect())
+    }
+
+    fn yaml(text: &str) -> Result<Runbook, Vec<String>> {
+        load(text, Format::Yaml, Path::new("."))
+    }
+
+    const STEP: &str = "  - name: s1\n    action: aws:executeScript\n    inputs:\n      Runtime: python3.11\n      Handler: h\n      Script: 'def h(e, c): return {\"a\": 1}'\n    outputs:\n      - {Name: A, Selector: $.Payload.a, Type: Integer}\n";
+
+    /// The seed page's two "Tag an instance" documents, as printed: their indentation under
+    /// `parameters:` and `mainSteps:` is broken (keys and their `type:` at the same indent), so
+    /// they are refused with the line and column of the problem.
+    const SEED_AS_PRINTED: &str = "description: Tag an instance\nschemaVersion: '0.3'\nassumeRole: '{{AutomationAssumeRole}}'\nparameters:\n    AutomationAssumeRole:\n    type: String\n    description: 'role'\n    InstanceId:\n    type: String\n    description: (Required) The ID of the EC2 instance you want to tag.\nmainSteps:\n    - name: tagInstance\n    action: 'aws:executeScript'\n    inputs:\n        Runtime: python3.8\n";
+
+    fn seed_indented(runtime: &str, body: &str, handler: bool) -> String {
+        format!(
+            "description: Tag an instance\nschemaVersion: '0.3'\nassumeRole: '{{{{AutomationAssumeRole}}}}'\nparameters:\n    AutomationAssumeRole:\n        type: String\n        description: '(Required) The ARN of the role.'\n    InstanceId:\n        type: String\n        description: (Required) The ID of the EC2 instance you want to tag.\nmainSteps:\n    - name: tagInstance\n      action: 'aws:executeScript'\n      inputs:\n          Runtime: {runtime}\n{}          InputPayload:\n            instanceId: '{{{{InstanceId}}}}'\n          Script: |-\n{}",
+            if handler {
+                "          Handler: tagInstance\n"
+            } else {
+                ""
+            },
+            body.lines()
+                .map(|l| format!("            {l}\n"))
+                .collect::<String>()
+        )
+    }
+
+    /// "Parse" for the seed's documents means: as printed they give a clear line/column error
+    /// (the broken indentation), and the same documents correctly indented parse and validate.
+    #[test]
+    fn the_seed_documents_as_printed_and_indented() {
+        let e = yaml(SEED_AS_PRINTED).unwrap_err();
+        assert!(
+            e[0].starts_with("line 13, column 5: YAML syntax error"),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|p| p.contains("line 9, column 5: duplicate key \"type\"")),
+            "{e:?}"
+        );
+        let py = seed_indented(
+            "python3.8",
+            "def tagInstance(events,context):\n  import boto3\n\n  #Initialize client\n  ec2 = boto3.client('ec2')\n  instanceId = events['instanceId']\n  tag = {\n      \"Key\": \"Env\",\n      \"Value\": \"Example\"\n  }\n  ec2.create_tags(\n      Resources=[instanceId],\n      Tags=[tag]\n  )",
+            true,
+        );
+        let rb = yaml(&py).unwrap_or_else(|e| panic!("{e:?}\n{py}"));
+        assert_eq!(rb.parameters.len(), 2);
+        assert_eq!(rb.steps[0].name, "tagInstance");
+        let ps = seed_indented(
+            "PowerShell 7.0",
+            "Install-Module AWS.Tools.EC2 -Force\nImport-Module AWS.Tools.EC2\n\n$input = $env:InputPayload | ConvertFrom-Json\n\n$tag = New-Object Amazon.EC2.Model.Tag\n$tag.Key = \"Env\"\n$tag.Value = \"Example\"\n\nNew-EC2Tag -Resource $input.instanceId -Tag $tag",
+            false,
+        );
+        yaml(&ps).unwrap_or_else(|e| panic!("{e:?}\n{ps}"));
+    }
+
+    #[test]
+    fn a_valid_document_loads() {
+        let rb = yaml(&format!(
+            "schemaVersion: '0.3'\ndescription: d\nmainSteps:\n{STEP}outputs: [s1.A, s1.Payload]\n"
+        ))
+        .unwrap();
+        assert_eq!(rb.outputs.len(), 2);
+        assert!(matches!(
+            &rb.steps[0].kind,
+            StepKind::Script { validated: Some(_) }
+        ));
+        assert!(rb.steps[0].is_critical);
+        // A bare 0.3 is accepted (ours).
+        yaml(&format!("schemaVersion: 0.3\nmainSteps:\n{STEP}")).unwrap();
+    }
+
+    #[test]
+    fn every_problem_has_its_position_step_and_field() {
+        let e = yaml(&format!(
+            "schemaVersion: '0.3'\ncolour: red\nmainSteps:\n{STEP}  - name: s2\n    action: aws:executeScript\n    isEnd: yes\n    inputs:\n      Runtime: python2.7\n      Handler: h\n      Script: x\n  - name: s3\n    action: aws:executeAwsApi\n    inputs: {{Service: ec2}}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.len(), 4, "{e:?}");
+        assert_eq!(
+            e[0],
+            "line 2, column 1: unknown top-level key \"colour\"; known keys: schemaVersion, description, assumeRole, parameters, mainSteps, outputs, files"
+        );
+        assert_eq!(
+            e[1],
+            "line 14, column 12: mainSteps[1] (step \"s2\"): isEnd: must be true or false, not \"yes\""
+        );
+        assert!(e[2].starts_with("line 16, column 16: mainSteps[1] (step \"s2\"): inputs.Runtime: unknown runtime \"python2.7\""), "{e:?}");
+        assert_eq!(
+            e[3],
+            "line 20, column 13: mainSteps[2] (step \"s3\"): action aws:executeAwsApi is not supported by scriptbox (supported: aws:executeScript, aws:sleep, aws:branch)"
+        );
+    }
+
+    #[test]
+    fn malformed_documents_are_refused_with_a_position() {
+        let e = yaml("schemaVersion: '0.3'\nmainSteps:\n  - name: a\n   action: x\n").unwrap_err();
+        assert!(
+            e[0].starts_with("line 4, column 4: YAML syntax error"),
+            "{e:?}"
+        );
+        let e = load(
+            "{\"schemaVersion\": \"0.3\",\n \"mainSteps\": [}\n",
+            Format::Json,
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(
+            e[0].starts_with("line 2, column 16: not valid JSON"),
+            "{e:?}"
+        );
+        let e = yaml("schemaVersion: '2.2'\nmainSteps: []\n").unwrap_err();
+        assert!(e[0].contains("scriptbox runs schemaVersion '0.3'"), "{e:?}");
+        assert!(
+            e[1].contains("mainSteps: must be a non-empty list"),
+            "{e:?}"
+        );
+        assert!(yaml("").unwrap_err()[0].contains("empty"));
+    }
+
+    #[test]
+    fn cloudformation_tags_are_named() {
+        let e = yaml(&format!("schemaVersion: '0.3'\nassumeRole: !GetAtt Role.Arn\nparameters:\n  P:\n    type: String\n    default: !Sub '${{AWS::Region}}'\nmainSteps:\n{STEP}")).unwrap_err();
+        assert!(
+            e[0].starts_with("line 2, column 13: CloudFormation tag !GetAtt is not supported"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with("line 6, column 14: CloudFormation tag !Sub is not supported"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_json_runbook_with_script_is_refused() {
+        let j = r#"{"schemaVersion": "0.3", "mainSteps": [{"name": "s", "action": "aws:executeScript",
+  "inputs": {"Runtime": "python3.11", "Handler": "h", "Script": "def h(e, c): pass"}}]}"#;
+        let e = load(j, Format::Json, Path::new(".")).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("line 2, column 65: mainSteps[0] (step \"s\"): inputs.Script: a JSON runbook cannot use Script"), "{e:?}");
+    }
+
+    #[test]
+    fn references_are_checked() {
+        let e = yaml(&format!(
+            "schemaVersion: '0.3'\nparameters:\n  P: {{type: String, default: x}}\nmainSteps:\n{STEP}  - name: s2\n    action: aws:executeScript\n    nextStep: nowhere\n    onFailure: step:missing\n    inputs:\n      Runtime: python3.11\n      Handler: h\n      Script: 'def h(e, c): pass'\n      InputPayload:\n        a: '{{{{ P }}}}'\n        b: '{{{{ Q }}}}'\n        c: '{{{{ s1.A.x }}}}'\n        d: '{{{{ s1.Nope }}}}'\n        e: '{{{{ s3.X }}}}'\n        f: '{{{{ s2.Payload }}}}'\n        g: '{{{{ ssm:/x }}}}'\n        h: '{{{{ global:REGION }}}} {{{{ automation:EXECUTION_ID }}}}'\noutputs: [s1.B]\n"
+        ))
+        .unwrap_err();
+        let all = e.join("\n");
+        assert!(
+            all.contains("nextStep: there is no step \"nowhere\""),
+            "{all}"
+        );
+        assert!(
+            all.contains("onFailure: there is no step \"missing\""),
+            "{all}"
+        );
+        assert!(
+            all.contains("{{ Q }} refers to parameter \"Q\", which is not declared"),
+            "{all}"
+        );
+        assert!(
+            all.contains("drilling into an output is not supported"),
+            "{all}"
+        );
+        assert!(
+            all.contains("step \"s1\" has no output \"Nope\" (it has: A, Payload)"),
+            "{all}"
+        );
+        assert!(all.contains("{{ s3.X }}: there is no step \"s3\""), "{all}");
+        assert!(
+            all.contains("{{ s2.Payload }}: step \"s2\" comes at or after this step"),
+            "{all}"
+        );
+        assert!(
+            all.contains("reads ssm:/x, which scriptbox cannot reach locally"),
+            "{all}"
+        );
+        assert!(
+            all.contains("outputs[0]: \"s1.B\": step \"s1\" has no output \"B\""),
+            "{all}"
+        );
+        assert_eq!(e.len(), 9, "{all}");
+    }
+
+    #[test]
+    fn attachments_are_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = b"def run(e, c):\n    return 1\n";
+        std::fs::write(dir.path().join("lib.py"), body).unwrap();
+        let sha = hex(&Sha256::digest(body));
+        let doc = |sha: &str, size: &str, attachment: &str| {
+            format!(
+                "schemaVersion: '0.3'\nfiles:\n  lib.py:\n    checksums:\n      sha256: '{sha}'\n{size}mainSteps:\n  - name: s\n    action: aws:executeScript\n    inputs:\n      Runtime: python3.11\n      Handler: lib.run\n      Attachment: {attachment}\n"
+            )
+        };
+        let rb = load(&doc(&sha, "", "lib.py"), Format::Yaml, dir.path()).unwrap();
+        assert_eq!(rb.attachments["lib.py"], body);
+        load(
+            &doc(&sha, &format!("    size: {}\n", body.len()), "lib.py"),
+            Format::Yaml,
+            dir.path(),
+        )
+        .unwrap();
+        let e = load(
+            &doc(&sha, "    size: 3\n", "lib.py"),
+            Format::Yaml,
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(e[0].contains("size mismatch"), "{e:?}");
+        let e = load(
+            &doc(&"0".repeat(64), "", "lib.py"),
+            Format::Yaml,
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(e[0].contains("files.lib.py: checksum mismatch"), "{e:?}");
+        let e = load(
+            &doc("sampleETagValue", "", "lib.py"),
+            Format::Yaml,
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(
+            e[0].contains("is not a SHA-256 (64 hex digits); it looks like a placeholder"),
+            "{e:?}"
+        );
+        let e = load(&doc(&sha, "", "other.py"), Format::Yaml, dir.path()).unwrap_err();
+        assert!(
+            e[0].contains("\"other.py\" is not declared in the document's `files` section"),
+            "{e:?}"
+        );
+        let e = load(
+            &doc(&sha, "", "lib.py"),
+            Format::Yaml,
+            Path::new("/nonexistent"),
+        )
+        .unwrap_err();
+        assert!(e[0].contains("attachment not found"), "{e:?}");
+    }
+
+    #[test]
+    fn step_rules() {
+        let e = yaml("schemaVersion: '0.3'\nmainSteps:\n  - name: bad-name\n    action: aws:sleep\n    inputs: {Duration: PT1S}\n  - name: z\n    action: aws:sleep\n    maxAttempts: 0\n    onFailure: Retry\n    inputs: {Duration: 10 seconds}\n  - name: z\n    action: aws:sleep\n    inputs: {Duration: PT1S}\n    outputs: [{Name: X, Selector: $.Payload, Type: String}]\n").unwrap_err();
+        let all = e.join("\n");
+        assert!(
+            all.contains("name: \"bad-name\" must be letters, digits and underscores"),
+            "{all}"
+        );
+        assert!(
+            all.contains("maxAttempts: must be a whole number ≥ 1"),
+            "{all}"
+        );
+        assert!(
+            all.contains("onFailure: \"Retry\" is not Abort, Continue or step:<name>"),
+            "{all}"
+        );
+        assert!(
+            all.contains("inputs.Duration: \"10 seconds\" is not an ISO 8601 duration"),
+            "{all}"
+        );
+        assert!(all.contains("the name is used twice"), "{all}");
+        assert!(all.contains("aws:sleep has no declared outputs"), "{all}");
+        let e = yaml(&format!(
+            "schemaVersion: '0.3'\nmainSteps:\n{}",
+            STEP.replace("$.Payload.a, Type: Integer", "$.Payload..a, Type: String")
+        ))
+        .unwrap_err();
+        assert!(e[0].contains("always gives a list"), "{e:?}");
     }
 }

@@ -219,24 +219,14 @@ pub fn declare(
     Some(decl)
 }
 
-/// Compiles an allowedPattern. Java accepts a `-` right after a class escape inside `[...]`
-/// (`[\w-_]`) as a literal; so does this, by escaping it first.
+/// Compiles an allowedPattern with Java's meaning: `\w` and `\d` are ASCII (as in Java, and
+/// small: a Unicode `\w{1,253}` is too large to compile), and a `-` right after a class escape
+/// inside `[...]` (`[\w-_]`) is a literal.
 pub fn compile_pattern(p: &str) -> Result<fancy_regex::Regex, String> {
-    match fancy_regex::Regex::new(p) {
-        Ok(re) => Ok(re),
-        Err(first) => {
-            let fixed = java_class_dashes(p);
-            if fixed != p {
-                if let Ok(re) = fancy_regex::Regex::new(&fixed) {
-                    return Ok(re);
-                }
-            }
-            Err(first.to_string())
-        }
-    }
+    fancy_regex::Regex::new(&java_to_rust(p)).map_err(|e| e.to_string())
 }
 
-fn java_class_dashes(p: &str) -> String {
+fn java_to_rust(p: &str) -> String {
     let chars: Vec<char> = p.chars().collect();
     let mut out = String::new();
     let mut in_class = false;
@@ -244,10 +234,20 @@ fn java_class_dashes(p: &str) -> String {
     while i < chars.len() {
         let c = chars[i];
         if c == '\\' && i + 1 < chars.len() {
-            out.push(c);
-            out.push(chars[i + 1]);
-            let class_escape = "wWdDsS".contains(chars[i + 1]);
+            let e = chars[i + 1];
             i += 2;
+            match (e, in_class) {
+                ('w', true) => out.push_str("A-Za-z0-9_"),
+                ('w', false) => out.push_str("[A-Za-z0-9_]"),
+                ('d', true) => out.push_str("0-9"),
+                ('d', false) => out.push_str("[0-9]"),
+                ('/', _) => out.push('/'),
+                _ => {
+                    out.push('\\');
+                    out.push(e);
+                }
+            }
+            let class_escape = "wWdDsS".contains(e);
             if in_class
                 && class_escape
                 && chars.get(i) == Some(&'-')
@@ -260,6 +260,14 @@ fn java_class_dashes(p: &str) -> String {
         }
         if c == '[' && !in_class {
             in_class = true;
+            out.push(c);
+            // A `]` or `^]` right after `[` is a literal.
+            if chars.get(i + 1) == Some(&'^') {
+                out.push('^');
+                i += 1;
+            }
+            i += 1;
+            continue;
         } else if c == ']' && in_class {
             in_class = false;
         }
@@ -730,7 +738,14 @@ mod tests {
     #[test]
     fn java_class_dashes_are_literal() {
         let re = compile_pattern(r"^[\w-_+=.@\/]*$").unwrap();
-        assert!(re.is_match("a-b_c").unwrap());
+        assert!(re.is_match("a-b_c/d").unwrap());
         assert!(!re.is_match("a b").unwrap());
+        let re =
+            compile_pattern(r"^arn:aws[a-z0-9-]*:iam::\d{12}:role\/[\w-\/.@+=,]{1,1017}$").unwrap();
+        assert!(re.is_match("arn:aws:iam::123456789012:role/a-b/c").unwrap());
+        // ASCII \w as in Java, and large repetitions compile.
+        let re = compile_pattern(r"^[A-Za-z\d][\w.-]{1,253}[A-Za-z\d]$").unwrap();
+        assert!(re.is_match("my-bucket.name").unwrap());
+        assert!(!re.is_match("bücket").unwrap());
     }
 }

@@ -215,7 +215,8 @@ impl Selector {
                 ));
             }
         }
-        if segs.first() != Some(&Seg::Child("Payload".into())) {
+        // `$` alone is the step's whole output object, `{"Payload": ...}` (ours).
+        if !segs.is_empty() && segs.first() != Some(&Seg::Child("Payload".into())) {
             return Err(format!(
                 "{text:?} must start with `$.Payload` (an executeScript step's output is its Payload)"
             ));
