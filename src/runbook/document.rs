@@ -458,7 +458,14 @@ impl Checker<'_> {
         for (name, pos, decl) in entries {
             self.declared_files.push(name.clone());
             let ctx = format!("files.{name}");
-            let sha = decl.get("checksums").and_then(|c| c.get("sha256"));
+            // AWS's own documents spell the key `sha256` and `SHA256`.
+            let sha = decl.get("checksums").and_then(|c| match &c.kind {
+                Kind::Map(keys) => keys
+                    .iter()
+                    .find(|(k, _, _)| k.eq_ignore_ascii_case("sha256"))
+                    .map(|(_, _, v)| v),
+                _ => None,
+            });
             let sha256 = match sha.map(|s| (s, &s.kind)) {
                 Some((_, Kind::Str(s)))
                     if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) =>
@@ -483,7 +490,7 @@ impl Checker<'_> {
             };
             if let Some(Kind::Map(keys)) = decl.get("checksums").map(|c| &c.kind) {
                 for (k, kpos, _) in keys {
-                    if k != "sha256" {
+                    if !k.eq_ignore_ascii_case("sha256") {
                         self.invalid(
                             *kpos,
                             format!("{ctx}.checksums"),

@@ -65,6 +65,16 @@ pub fn find(s: &str) -> Vec<Found> {
             break;
         };
         let text = &s[open..close + 2];
+        // Only what could be a reference is one: `{{{}}` or `{{ x['k'] }}` in a script's code
+        // is text (ours; AWS leaves such text alone).
+        let looks_like_ref =
+            s[open + 2..close].trim().chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '/' | '-' | ' ')
+            }) && !s[open + 2..close].trim().is_empty();
+        if !looks_like_ref {
+            at = open + 1;
+            continue;
+        }
         out.push(Found {
             range: open..close + 2,
             parsed: parse(text, &s[open + 2..close]),
@@ -291,6 +301,9 @@ mod tests {
             })
         );
         assert!(find("no {{ closing").is_empty());
+        // Code that only looks like braces is text.
+        assert!(find("d = {{{}}; f'{{x[0]}}'").is_empty());
+        assert_eq!(find("{{{ Name }}}").len(), 1);
     }
 
     #[test]
