@@ -989,5 +989,28 @@ fn conformance(
         verdicts.len(),
         verdicts.len() - valid
     );
+    let mut by_reason: Vec<(String, usize)> = Vec::new();
+    for v in verdicts.iter().filter(|v| !v.valid) {
+        let mut reasons: Vec<String> = v.problems.iter().filter_map(|p| p.what.clone()).collect();
+        if v.problems
+            .iter()
+            .any(|p| p.kind != ProblemKind::Unsupported)
+        {
+            reasons.push("a document defect (see its reason)".into());
+        }
+        reasons.sort();
+        reasons.dedup();
+        for r in reasons {
+            match by_reason.iter_mut().find(|(k, _)| *k == r) {
+                Some((_, n)) => *n += 1,
+                None => by_reason.push((r, 1)),
+            }
+        }
+    }
+    by_reason.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    println!("refusals by reason (a document may have several):");
+    for (r, n) in by_reason {
+        println!("  {n:>3}  {r}");
+    }
     Ok(ExitCode::SUCCESS)
 }
