@@ -7,7 +7,7 @@ BIN := target/debug/scriptbox
 TEST_RUNTIMES := python3.9 python3.11
 export SCRIPTBOX_LOG ?= warn
 
-.PHONY: all build engine images demo test test-rust test-bootstrap lint bench clean
+.PHONY: all build engine images demo test test-rust test-bootstrap lint bench clean conformance
 
 all: build
 
@@ -49,6 +49,12 @@ bench: engine
 	$(CARGO) build --release
 	target/release/scriptbox images build python3.11
 	$(CARGO) run --release --example bench_invoke
+
+## make conformance: validate every real runbook in ../shared/conformance/runbooks and print the
+## tally (file, valid / refused, the reason naming what is unsupported).
+CONFORMANCE_DIR ?= ../shared/conformance/runbooks
+conformance: build
+	$(BIN) conformance $(CONFORMANCE_DIR)
 
 clean:
 	$(CARGO) clean

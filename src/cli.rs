@@ -59,6 +59,14 @@ pub enum Command {
     Sweep,
     /// Print the settings in force (the defaults, or --config merged over them) as TOML.
     Config,
+    /// Run an Automation runbook (schema 0.3, YAML or JSON) locally, each executeScript step in a
+    /// fresh container.
+    Run(RunArgs),
+    /// Check a runbook: exit 0 when it is valid and everything in it can run, 2 otherwise,
+    /// listing every problem.
+    Validate(ValidateArgs),
+    /// Validate every runbook of a folder and print a tally: file, verdict, reason.
+    Conformance(ConformanceArgs),
 }
 
 /// `scriptbox images ...`
@@ -179,6 +187,9 @@ async fn dispatch(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Cli
         Command::Images {
             command: ImagesCommand::Build { runtimes, force },
         } => build_images(runtimes, force, settings, catalog).await,
+        Command::Run(args) => run_runbook(args, settings, catalog, shutdown).await,
+        Command::Validate(args) => validate_runbook(args, settings, catalog),
+        Command::Conformance(args) => conformance(args, settings, catalog),
         Command::Config => {
             let text =
                 toml::to_string_pretty(&settings).map_err(|e| CliError::Environment(e.into()))?;
@@ -478,4 +489,528 @@ async fn build_images(
             failures.join("\n")
         )))
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runbooks: `scriptbox run`, `scriptbox validate`, `scriptbox conformance`.
+
+/// `scriptbox run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The runbook (.yaml, .yml or .json).
+    pub document: PathBuf,
+    /// A parameter value, `Name=Value`; repeat for several.
+    #[arg(short = 'p', long = "parameter", value_name = "NAME=VALUE")]
+    pub parameters: Vec<String>,
+    /// Parameter values from a JSON or YAML map (typed values, or lists of strings as AWS's API).
+    #[arg(long, value_name = "FILE")]
+    pub parameters_file: Option<PathBuf>,
+    /// Where the document's `files` are (default: the document's folder).
+    #[arg(long, value_name = "DIR")]
+    pub attachments: Option<PathBuf>,
+    /// Output format: text (live progress on stderr) or one GetAutomationExecution-shaped JSON object.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// `scriptbox validate`
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The runbook.
+    pub document: PathBuf,
+    /// Parameter values to check too, `Name=Value` (without them, required ones are not reported).
+    #[arg(short = 'p', long = "parameter", value_name = "NAME=VALUE")]
+    pub parameters: Vec<String>,
+    /// Parameter values from a JSON or YAML map, checked too.
+    #[arg(long, value_name = "FILE")]
+    pub parameters_file: Option<PathBuf>,
+    /// Where the document's `files` are (default: the document's folder).
+    #[arg(long, value_name = "DIR")]
+    pub attachments: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// `scriptbox conformance`
+#[derive(Debug, Args)]
+pub struct ConformanceArgs {
+    /// A folder of runbooks (INDEX.tsv and other non-runbook files are skipped).
+    pub folder: PathBuf,
+    /// Where attachments are (default: each document's folder).
+    #[arg(long, value_name = "DIR")]
+    pub attachments: Option<PathBuf>,
+}
+
+use crate::runbook::{self as rb, Problem, ProblemKind, Refused};
+
+fn load_options<'a>(
+    settings: &Settings,
+    catalog: &'a Catalog,
+    attachments: &Option<PathBuf>,
+) -> rb::document::LoadOptions<'a> {
+    rb::document::LoadOptions {
+        catalog,
+        max_timeout_secs: settings.limits.max_timeout_seconds,
+        attachments_dir: attachments.clone(),
+    }
+}
+
+/// Reads `-p Name=Value` flags and a parameters file.
+pub fn supplied_parameters(
+    flags: &[String],
+    file: &Option<PathBuf>,
+) -> Result<Vec<(String, rb::parameters::Supplied)>, CliError> {
+    use rb::parameters::Supplied;
+    let mut out = Vec::new();
+    if let Some(path) = file {
+        let bytes = read_file("--parameters-file", path)?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            CliError::Invalid(format!(
+                "--parameters-file: {} is not UTF-8",
+                path.display()
+            ))
+        })?;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let (node, problems) = rb::yaml::read(&text, rb::yaml::Format::detect(name, &text));
+        if let Some(p) = problems.first() {
+            return Err(CliError::Invalid(format!(
+                "--parameters-file {}: {}: {}",
+                path.display(),
+                p.pos,
+                p.message
+            )));
+        }
+        match node.map(|n| n.to_json()) {
+            Some(Value::Object(m)) => {
+                out.extend(m.into_iter().map(|(k, v)| (k, Supplied::Typed(v))));
+            }
+            _ => {
+                return Err(CliError::Invalid(format!(
+                    "--parameters-file {}: must be a map of parameter name → value",
+                    path.display()
+                )));
+            }
+        }
+    }
+    for flag in flags {
+        let (name, value) = flag
+            .split_once('=')
+            .ok_or_else(|| CliError::Invalid(format!("-p {flag:?}: expected Name=Value")))?;
+        out.retain(|(n, _)| n != name);
+        out.push((name.trim().to_string(), Supplied::Text(value.to_string())));
+    }
+    Ok(out)
+}
+
+fn problems_json(problems: &[Problem]) -> Value {
+    Value::Array(
+        problems
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "Line": p.pos.line,
+                    "Column": p.pos.col,
+                    "Context": p.context,
+                    "Message": p.message,
+                    "Kind": format!("{:?}", p.kind),
+                    "Unsupported": p.what,
+                    "Text": p.to_string(),
+                })
+            })
+            .collect(),
+    )
+}
+
+fn refuse(doc: &Path, what: &str, refused: &Refused, format: OutputFormat) -> ExitCode {
+    if format == OutputFormat::Json {
+        println!(
+            "{}",
+            serde_json::json!({ "Valid": false, "Document": doc.display().to_string(), "Problems": problems_json(&refused.problems) })
+        );
+    } else {
+        eprintln!(
+            "error: {} {what} ({} problem{}):",
+            doc.display(),
+            refused.problems.len(),
+            if refused.problems.len() == 1 { "" } else { "s" }
+        );
+        for p in &refused.problems {
+            eprintln!("  {p}");
+        }
+    }
+    ExitCode::from(2)
+}
+
+fn validate_runbook(
+    args: ValidateArgs,
+    settings: Settings,
+    catalog: Catalog,
+) -> Result<ExitCode, CliError> {
+    let options = load_options(&settings, &catalog, &args.attachments);
+    let supplied = supplied_parameters(&args.parameters, &args.parameters_file)?;
+    let doc = match rb::document::load_file(&args.document, &options) {
+        Ok(d) => d,
+        Err(refused) => {
+            return Ok(refuse(
+                &args.document,
+                "is not valid",
+                &refused,
+                args.output,
+            ));
+        }
+    };
+    if !supplied.is_empty() {
+        if let Err(problems) = rb::parameters::resolve(&doc.parameters, &supplied) {
+            // Without every value, only the values given are judged.
+            let problems: Vec<Problem> = problems
+                .into_iter()
+                .filter(|p| !p.message.starts_with("is required"))
+                .collect();
+            if !problems.is_empty() {
+                return Ok(refuse(
+                    &args.document,
+                    "parameters are not valid",
+                    &Refused { problems },
+                    args.output,
+                ));
+            }
+        }
+    }
+    if args.output == OutputFormat::Json {
+        println!(
+            "{}",
+            serde_json::json!({ "Valid": true, "Document": args.document.display().to_string(), "Problems": [] })
+        );
+    } else {
+        println!(
+            "{} is valid: {} step{}, {} parameter{}",
+            args.document.display(),
+            doc.steps.len(),
+            if doc.steps.len() == 1 { "" } else { "s" },
+            doc.parameters.len(),
+            if doc.parameters.len() == 1 { "" } else { "s" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A runner for documents without executeScript steps (no engine needed).
+struct NoEngine;
+
+impl rb::executor::StepRunner for NoEngine {
+    fn run<'a>(
+        &'a self,
+        _step: &'a step::ValidatedStep,
+        _ctx: rb::executor::RunContext<'a>,
+    ) -> futures::future::BoxFuture<'a, Result<StepResult, String>> {
+        Box::pin(async { Err("no container engine is connected".to_string()) })
+    }
+}
+
+async fn run_runbook(
+    args: RunArgs,
+    settings: Settings,
+    catalog: Catalog,
+    shutdown: CancellationToken,
+) -> Result<ExitCode, CliError> {
+    let options = load_options(&settings, &catalog, &args.attachments);
+    let supplied = supplied_parameters(&args.parameters, &args.parameters_file)?;
+    let doc = match rb::document::load_file(&args.document, &options) {
+        Ok(d) => d,
+        Err(refused) => {
+            return Ok(refuse(
+                &args.document,
+                "is not valid",
+                &refused,
+                args.output,
+            ));
+        }
+    };
+    let params = match rb::parameters::resolve(&doc.parameters, &supplied) {
+        Ok(p) => p,
+        Err(problems) => {
+            return Ok(refuse(
+                &args.document,
+                "cannot run with these parameters",
+                &Refused { problems },
+                args.output,
+            ));
+        }
+    };
+    let needs_engine = doc.steps.iter().any(|s| s.action == "aws:executeScript");
+    let engine = if needs_engine {
+        let engine = Engine::connect(settings.sandbox.clone()).await?;
+        if let Err(e) = engine.sweep_leftovers().await {
+            tracing::warn!("sweep of leftover containers failed: {e}");
+        }
+        Some(engine)
+    } else {
+        None
+    };
+    let text = args.output == OutputFormat::Text;
+    let mut started = std::time::Instant::now();
+    let mut observer = |event: rb::executor::RunEvent<'_>| {
+        if !text {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = match event {
+            rb::executor::RunEvent::StepStarted { step, attempt } => {
+                started = std::time::Instant::now();
+                if attempt > 1 {
+                    writeln!(
+                        err,
+                        "▶ {} ({}) attempt {attempt} of {}",
+                        step.name, step.action, step.max_attempts
+                    )
+                } else {
+                    writeln!(err, "▶ {} ({})", step.name, step.action)
+                }
+            }
+            rb::executor::RunEvent::Log { line, .. } => match line.stream {
+                LogStream::Stdout => writeln!(err, "    | {}", line.text),
+                LogStream::Stderr => writeln!(err, "    ! {}", line.text),
+                LogStream::Scriptbox => writeln!(err, "    * {}", line.text),
+            },
+            rb::executor::RunEvent::StepFinished { record } => {
+                let ms = (record.end - record.start).num_milliseconds().max(0);
+                let _ = started;
+                let mark = if record.status == StepStatus::Success {
+                    "✔"
+                } else {
+                    "✘"
+                };
+                let mut line = format!("{mark} {} {} ms", record.status, ms);
+                if let Some(next) = &record.next_step {
+                    if record.action == "aws:branch" {
+                        line.push_str(&format!(" → {next}"));
+                    }
+                }
+                let r = writeln!(err, "{line}");
+                if let Some(f) = &record.failure_message {
+                    for l in f.lines() {
+                        let _ = writeln!(err, "    {l}");
+                    }
+                }
+                r
+            }
+        };
+    };
+    let exec_options = rb::executor::ExecOptions {
+        execution_id: None,
+        context: &settings.context,
+        catalog: &catalog,
+        max_timeout_secs: settings.limits.max_timeout_seconds,
+    };
+    let execution = match &engine {
+        Some(engine) => {
+            let runner = rb::executor::EngineRunner {
+                engine,
+                settings: &settings,
+            };
+            rb::executor::execute(
+                &doc,
+                params,
+                &runner,
+                &exec_options,
+                &mut observer,
+                &shutdown,
+            )
+            .await
+        }
+        None => {
+            rb::executor::execute(
+                &doc,
+                params,
+                &NoEngine,
+                &exec_options,
+                &mut observer,
+                &shutdown,
+            )
+            .await
+        }
+    };
+    if let Some(engine) = &engine {
+        engine.finish_cleanup(Duration::from_secs(30)).await;
+    }
+    let mut out = std::io::stdout().lock();
+    let io = |e: std::io::Error| CliError::Environment(e.into());
+    if args.output == OutputFormat::Json {
+        writeln!(out, "{}", rb::output::execution_json(&execution)).map_err(io)?;
+    } else {
+        writeln!(
+            out,
+            "{} ({} step{} run, execution {})",
+            execution.status,
+            execution.steps.len(),
+            if execution.steps.len() == 1 { "" } else { "s" },
+            execution.id
+        )
+        .map_err(io)?;
+        if let Some(f) = &execution.failure_message {
+            writeln!(out, "{f}").map_err(io)?;
+        }
+        if !execution.outputs.is_empty() {
+            writeln!(out, "Outputs:").map_err(io)?;
+            for (name, v) in &execution.outputs {
+                let shown = match v {
+                    Some(v) => serde_json::to_string(&rb::output::strings(v)).unwrap_or_default(),
+                    None => format!("[{:?}]", rb::output::NO_OUTPUT),
+                };
+                writeln!(out, "  {name} = {shown}").map_err(io)?;
+            }
+        }
+    }
+    if let Some(e) = execution.engine_error {
+        return Err(CliError::Environment(anyhow::anyhow!(e)));
+    }
+    Ok(if execution.status == StepStatus::Success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The verdict of one conformance document.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// The file name.
+    pub file: String,
+    /// True when the document validated.
+    pub valid: bool,
+    /// Every problem (empty when valid).
+    pub problems: Vec<Problem>,
+}
+
+impl Verdict {
+    /// A one-line reason: the unsupported features named, else the first problem.
+    pub fn reason(&self) -> String {
+        let mut whats: Vec<String> = Vec::new();
+        for p in &self.problems {
+            if let Some(w) = &p.what {
+                if !whats.contains(w) {
+                    whats.push(w.clone());
+                }
+            }
+        }
+        let others = self
+            .problems
+            .iter()
+            .filter(|p| p.kind != ProblemKind::Unsupported)
+            .count();
+        let mut reason = if whats.is_empty() {
+            String::new()
+        } else {
+            format!("unsupported: {}", whats.join(", "))
+        };
+        if others > 0 {
+            let first = self
+                .problems
+                .iter()
+                .find(|p| p.kind != ProblemKind::Unsupported)
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            if !reason.is_empty() {
+                reason.push_str("; ");
+            }
+            reason.push_str(&first);
+            if others > 1 {
+                reason.push_str(&format!(" (+{} more)", others - 1));
+            }
+        }
+        reason
+    }
+}
+
+/// Validates every runbook file of a folder, sorted by name.
+pub fn conformance_verdicts(
+    folder: &Path,
+    options: &rb::document::LoadOptions<'_>,
+) -> std::io::Result<Vec<Verdict>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(folder)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let n = p.to_string_lossy().to_ascii_lowercase();
+            n.ends_with(".yaml") || n.ends_with(".yml") || n.ends_with(".json")
+        })
+        .collect();
+    files.sort();
+    Ok(files
+        .iter()
+        .map(|path| {
+            let file = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            match rb::document::load_file(path, options) {
+                Ok(_) => Verdict {
+                    file,
+                    valid: true,
+                    problems: vec![],
+                },
+                Err(r) => Verdict {
+                    file,
+                    valid: false,
+                    problems: r.problems,
+                },
+            }
+        })
+        .collect())
+}
+
+fn conformance(
+    args: ConformanceArgs,
+    settings: Settings,
+    catalog: Catalog,
+) -> Result<ExitCode, CliError> {
+    let options = load_options(&settings, &catalog, &args.attachments);
+    let verdicts = conformance_verdicts(&args.folder, &options)
+        .map_err(|e| CliError::Invalid(format!("cannot read {}: {e}", args.folder.display())))?;
+    let width = verdicts
+        .iter()
+        .map(|v| v.file.len())
+        .max()
+        .unwrap_or(4)
+        .min(100);
+    println!("{:<width$}  {:<7}  REASON", "FILE", "VERDICT");
+    for v in &verdicts {
+        println!(
+            "{:<width$}  {:<7}  {}",
+            v.file,
+            if v.valid { "valid" } else { "refused" },
+            v.reason()
+        );
+    }
+    let valid = verdicts.iter().filter(|v| v.valid).count();
+    println!(
+        "\n{} documents: {valid} valid, {} refused",
+        verdicts.len(),
+        verdicts.len() - valid
+    );
+    let mut by_reason: Vec<(String, usize)> = Vec::new();
+    for v in verdicts.iter().filter(|v| !v.valid) {
+        let mut reasons: Vec<String> = v.problems.iter().filter_map(|p| p.what.clone()).collect();
+        if v.problems
+            .iter()
+            .any(|p| p.kind != ProblemKind::Unsupported)
+        {
+            reasons.push("a document defect (see its reason)".into());
+        }
+        reasons.sort();
+        reasons.dedup();
+        for r in reasons {
+            match by_reason.iter_mut().find(|(k, _)| *k == r) {
+                Some((_, n)) => *n += 1,
+                None => by_reason.push((r, 1)),
+            }
+        }
+    }
+    by_reason.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    println!("refusals by reason (a document may have several):");
+    for (r, n) in by_reason {
+        println!("  {n:>3}  {r}");
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -21,8 +21,11 @@ use crate::sandbox::Engine;
 /// The label holding an image's recipe hash.
 pub const LABEL_RECIPE: &str = "scriptbox.recipe";
 
+/// One file of a build context: its name and bytes.
+type ContextFile = (&'static str, &'static [u8]);
+
 /// The files of each family's build context, compiled in so the binary builds images anywhere.
-const FAMILY_FILES: &[(&str, &[(&str, &[u8])])] = &[
+const FAMILY_FILES: &[(&str, &[ContextFile])] = &[
     (
         "images/python",
         &[

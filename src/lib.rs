@@ -10,6 +10,7 @@ pub mod execute;
 pub mod images;
 pub mod protocol;
 pub mod result;
+pub mod runbook;
 pub mod runtimes;
 pub mod sandbox;
 pub mod step;

@@ -287,11 +287,10 @@ impl FrameDecoder {
                     data = &data[take..];
                     *remaining -= take;
                     match (*kind, buffer.as_mut()) {
-                        (FRAME_STDOUT, _) => {
-                            if !chunk.is_empty() {
-                                emit(FrameEvent::Stdout(chunk.to_vec()))
-                            }
+                        (FRAME_STDOUT, _) if !chunk.is_empty() => {
+                            emit(FrameEvent::Stdout(chunk.to_vec()))
                         }
+                        (FRAME_STDOUT, _) => {}
                         (_, Some(buf)) => buf.extend_from_slice(chunk),
                         _ => {}
                     }

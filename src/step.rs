@@ -400,7 +400,7 @@ fn resolve_entry(
     let has_zip = attachments.iter().any(|a| a.name.ends_with(".zip"));
     if let Some((module, function)) = handler.rsplit_once('.') {
         let top = module.split('.').next().unwrap_or(module);
-        if !has_zip && !py_modules.contains(&top) && !(has_script && top == "customer_script") {
+        if !(has_zip || py_modules.contains(&top) || has_script && top == "customer_script") {
             let known = if py_modules.is_empty() {
                 "no .py or .zip attachment is given".to_string()
             } else {

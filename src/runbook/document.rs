@@ -1,0 +1,1639 @@
+//! A schema 0.3 runbook: read from YAML or JSON, checked in full before anything runs.
+//!
+//! `load` collects every problem (syntax, schema, references, attachments, each executeScript
+//! step's inputs) and refuses the document with all of them, or returns a [`Runbook`] whose
+//! steps are known to be runnable (apart from what only run time can tell: values of `{{ }}`).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::branch::{self, BranchSpec};
+use super::interpolate::{self, Ref};
+use super::parameters::{self, ParamDecl};
+use super::selector::{Selector, ValueType, short};
+use super::sleep;
+use super::yaml::{self, Format, Kind, Node, Pos};
+use super::{Problem, ProblemKind, Refused, step_context};
+use crate::runtimes::Catalog;
+use crate::step::{self, Attachment, StepInputs, ValidatedStep};
+
+/// The actions scriptbox runs.
+pub const SUPPORTED_ACTIONS: [&str; 3] = ["aws:executeScript", "aws:sleep", "aws:branch"];
+
+const TOP_KEYS: [&str; 7] = [
+    "schemaVersion",
+    "description",
+    "assumeRole",
+    "parameters",
+    "mainSteps",
+    "outputs",
+    "files",
+];
+
+const STEP_KEYS: [&str; 12] = [
+    "name",
+    "action",
+    "inputs",
+    "outputs",
+    "maxAttempts",
+    "timeoutSeconds",
+    "onFailure",
+    "onCancel",
+    "isEnd",
+    "nextStep",
+    "isCritical",
+    "description",
+];
+
+const SCRIPT_INPUTS: [&str; 5] = ["Runtime", "Handler", "InputPayload", "Script", "Attachment"];
+
+/// What a step does when it fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Stop the execution (default).
+    Abort,
+    /// Go on with the next step.
+    Continue,
+    /// Go to the named step.
+    Step(String),
+}
+
+impl OnFailure {
+    /// AWS's spelling.
+    pub fn as_string(&self) -> String {
+        match self {
+            OnFailure::Abort => "Abort".into(),
+            OnFailure::Continue => "Continue".into(),
+            OnFailure::Step(s) => format!("step:{s}"),
+        }
+    }
+}
+
+/// What a step does when it is cancelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnCancel {
+    /// Stop the execution (default).
+    Abort,
+    /// Run the named step (and what follows it).
+    Step(String),
+}
+
+/// A declared output of an executeScript step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputDecl {
+    /// `Name`.
+    pub name: String,
+    /// `Selector`.
+    pub selector: Selector,
+    /// `Type`.
+    pub ty: ValueType,
+}
+
+/// What a step does.
+#[derive(Debug, Clone)]
+pub enum StepKind {
+    /// `aws:executeScript`; `validated` when its inputs hold no `{{ }}` (checked at load).
+    Script {
+        /// The inputs validated at load time, when they are fully known.
+        validated: Option<Box<ValidatedStep>>,
+    },
+    /// `aws:sleep`.
+    Sleep,
+    /// `aws:branch`.
+    Branch(BranchSpec),
+}
+
+/// One step.
+#[derive(Debug, Clone)]
+pub struct StepDecl {
+    /// Position in `mainSteps`.
+    pub index: usize,
+    /// `name`.
+    pub name: String,
+    /// Where the step starts.
+    pub pos: Pos,
+    /// `action`.
+    pub action: String,
+    /// What it does.
+    pub kind: StepKind,
+    /// `inputs`, as written (with `{{ }}`).
+    pub inputs: Map<String, Value>,
+    /// `outputs`.
+    pub outputs: Vec<OutputDecl>,
+    /// `maxAttempts` (default 1).
+    pub max_attempts: u32,
+    /// `timeoutSeconds`.
+    pub timeout_seconds: Option<i64>,
+    /// `onFailure`.
+    pub on_failure: OnFailure,
+    /// `onCancel`.
+    pub on_cancel: OnCancel,
+    /// `isEnd`.
+    pub is_end: bool,
+    /// `nextStep`.
+    pub next_step: Option<String>,
+    /// `isCritical` (default true; false when onFailure is Continue).
+    pub is_critical: bool,
+}
+
+/// A declared attachment (`files`).
+#[derive(Debug, Clone)]
+pub struct FileDecl {
+    /// The file name.
+    pub name: String,
+    /// `checksums.sha256`, lower-case hex.
+    pub sha256: String,
+    /// `size`, if given.
+    pub size: Option<u64>,
+    /// Where it is declared.
+    pub pos: Pos,
+}
+
+/// A document-level output (`step.Output`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocOutput {
+    /// As written.
+    pub text: String,
+    /// The step.
+    pub step: String,
+    /// The output.
+    pub output: String,
+}
+
+/// A checked runbook, ready to run.
+#[derive(Debug, Clone)]
+pub struct Runbook {
+    /// The document's name (its file name without extension).
+    pub name: String,
+    /// YAML or JSON.
+    pub format: Format,
+    /// `description`.
+    pub description: Option<String>,
+    /// `assumeRole`, as written (not used locally: scriptbox has no AWS credentials).
+    pub assume_role: Option<Value>,
+    /// `parameters`.
+    pub parameters: Vec<ParamDecl>,
+    /// `mainSteps`.
+    pub steps: Vec<StepDecl>,
+    /// `outputs`.
+    pub outputs: Vec<DocOutput>,
+    /// `files`.
+    pub files: Vec<FileDecl>,
+    /// The attachments' bytes, verified against `files`.
+    pub attachments: HashMap<String, Vec<u8>>,
+}
+
+impl Runbook {
+    /// The index of a step by name.
+    pub fn step_index(&self, name: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.name == name)
+    }
+}
+
+/// What `load` needs besides the text.
+#[derive(Debug, Clone)]
+pub struct LoadOptions<'a> {
+    /// The runtime catalog.
+    pub catalog: &'a Catalog,
+    /// The operator's ceiling for `timeoutSeconds`.
+    pub max_timeout_secs: u64,
+    /// Where attachments are looked for (default: the document's folder).
+    pub attachments_dir: Option<PathBuf>,
+}
+
+/// Reads and checks a runbook file.
+pub fn load_file(path: &Path, options: &LoadOptions<'_>) -> Result<Runbook, Refused> {
+    let bytes = std::fs::read(path).map_err(|e| Refused {
+        problems: vec![Problem::invalid(
+            Pos::default(),
+            "",
+            format!("cannot read {}: {e}", path.display()),
+        )],
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| Refused {
+        problems: vec![Problem {
+            pos: Pos::default(),
+            context: String::new(),
+            message: format!("{} is not UTF-8 text", path.display()),
+            kind: ProblemKind::Syntax,
+            what: None,
+        }],
+    })?;
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let name = file_name
+        .rsplit_once('.')
+        .map(|(stem, _)| stem)
+        .unwrap_or(file_name)
+        .to_string();
+    let dir = options
+        .attachments_dir
+        .clone()
+        .or_else(|| path.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."));
+    load_str(
+        &text,
+        &name,
+        Format::detect(file_name, &text),
+        &dir,
+        options,
+    )
+}
+
+/// Reads and checks a runbook from text; attachments are looked for in `attachments_dir`.
+pub fn load_str(
+    text: &str,
+    name: &str,
+    format: Format,
+    attachments_dir: &Path,
+    options: &LoadOptions<'_>,
+) -> Result<Runbook, Refused> {
+    let (node, read_problems) = yaml::read(text, format);
+    let mut problems: Vec<Problem> = read_problems
+        .into_iter()
+        .map(|p| Problem {
+            pos: p.pos,
+            context: String::new(),
+            kind: if p.unsupported_tag.is_some() {
+                ProblemKind::Unsupported
+            } else if node.is_none() {
+                ProblemKind::Syntax
+            } else {
+                ProblemKind::Invalid
+            },
+            what: p.unsupported_tag,
+            message: p.message,
+        })
+        .collect();
+    let Some(root) = node else {
+        if problems.is_empty() {
+            problems.push(Problem::invalid(
+                Pos::default(),
+                "",
+                "the document is empty",
+            ));
+        }
+        return Err(Refused { problems });
+    };
+    let mut checker = Checker {
+        problems,
+        all_steps: Vec::new(),
+        declared_files: Vec::new(),
+        format,
+        options,
+    };
+    let runbook = checker.document(&root, name, attachments_dir);
+    let mut problems = checker.problems;
+    problems.sort_by_key(|p| (p.pos.line == 0, p.pos));
+    match runbook {
+        Some(r) if problems.is_empty() => Ok(r),
+        _ => Err(Refused { problems }),
+    }
+}
+
+struct Checker<'o> {
+    problems: Vec<Problem>,
+    /// Every step's name by index, including steps refused (unsupported action...), so that
+    /// references to them are not reported a second time.
+    all_steps: Vec<String>,
+    /// Every name under `files`, including those with problems.
+    declared_files: Vec<String>,
+    format: Format,
+    options: &'o LoadOptions<'o>,
+}
+
+impl Checker<'_> {
+    fn invalid(&mut self, pos: Pos, ctx: impl Into<String>, msg: impl Into<String>) {
+        self.problems.push(Problem::invalid(pos, ctx, msg));
+    }
+
+    fn document(&mut self, root: &Node, name: &str, dir: &Path) -> Option<Runbook> {
+        let Kind::Map(entries) = &root.kind else {
+            self.invalid(
+                root.pos,
+                "",
+                format!(
+                    "a runbook is a map (schemaVersion, mainSteps, ...), not {}",
+                    root.type_name()
+                ),
+            );
+            return None;
+        };
+        for (k, pos, _) in entries {
+            if !TOP_KEYS.contains(&k.as_str()) {
+                self.invalid(
+                    *pos,
+                    "",
+                    format!(
+                        "unknown top-level key {k:?}; known keys: {}",
+                        TOP_KEYS.join(", ")
+                    ),
+                );
+            }
+        }
+        match root.get("schemaVersion") {
+            None => self.invalid(
+                root.pos,
+                "schemaVersion",
+                "is required: '0.3' for an Automation runbook",
+            ),
+            Some(n) => match &n.kind {
+                Kind::Str(s) if s == "0.3" => {}
+                // A bare 0.3 is a YAML number; its meaning is not in doubt (ours: accepted).
+                Kind::Float(f) if (*f - 0.3).abs() < 1e-9 => {}
+                _ => {
+                    let shown = short(&n.to_json());
+                    self.problems.push(Problem::unsupported(
+                        n.pos,
+                        "schemaVersion",
+                        format!("schemaVersion {shown}"),
+                        format!(
+                            "{shown} is not an Automation runbook's schema; scriptbox runs schemaVersion '0.3' (Command documents use 2.x)"
+                        ),
+                    ));
+                }
+            },
+        }
+        let description = root.get("description").and_then(|n| match &n.kind {
+            Kind::Str(s) => Some(s.clone()),
+            _ => {
+                self.invalid(n.pos, "description", "must be a string");
+                None
+            }
+        });
+        let assume_role = root.get("assumeRole").map(Node::to_json);
+
+        let mut params = Vec::new();
+        match root.get("parameters").map(|n| (n, &n.kind)) {
+            None | Some((_, Kind::Null)) => {}
+            Some((_, Kind::Map(entries))) => {
+                for (k, pos, v) in entries {
+                    if let Some(d) = parameters::declare(k, *pos, v, &mut self.problems) {
+                        params.push(d);
+                    }
+                }
+            }
+            Some((n, _)) => self.invalid(
+                n.pos,
+                "parameters",
+                "must be a map of parameter name → declaration",
+            ),
+        }
+        // Names are known even for declarations with problems, so references are not
+        // reported twice.
+        let param_names: HashSet<String> = match root.get("parameters").map(|n| &n.kind) {
+            Some(Kind::Map(entries)) => entries.iter().map(|(k, _, _)| k.clone()).collect(),
+            _ => HashSet::new(),
+        };
+
+        let files = self.files(root.get("files"));
+        let attachments = self.attachments(&files, dir);
+
+        if let Some(Kind::Seq(items)) = root.get("mainSteps").map(|n| &n.kind) {
+            self.all_steps = items
+                .iter()
+                .map(|i| {
+                    i.get("name")
+                        .and_then(Node::as_str)
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .collect();
+        }
+        let mut steps = Vec::new();
+        match root.get("mainSteps").map(|n| (n, &n.kind)) {
+            None => self.invalid(root.pos, "mainSteps", "is required"),
+            Some((_, Kind::Seq(items))) if !items.is_empty() => {
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(s) = self.step(i, item) {
+                        steps.push(s);
+                    }
+                }
+            }
+            Some((n, _)) => self.invalid(n.pos, "mainSteps", "must be a non-empty list of steps"),
+        }
+        let step_nodes: Vec<&Node> = match root.get("mainSteps").map(|n| &n.kind) {
+            Some(Kind::Seq(items)) => items.iter().collect(),
+            _ => vec![],
+        };
+        self.cross_check(&steps, &step_nodes, &param_names, &files, &attachments);
+        self.prevalidate(&mut steps, &step_nodes, &attachments);
+        if let Some(role) = root.get("assumeRole") {
+            self.check_refs(
+                &role.to_json(),
+                role.pos,
+                "assumeRole",
+                &param_names,
+                &steps,
+                None,
+            );
+        }
+        let outputs = self.doc_outputs(root.get("outputs"), &steps);
+        Some(Runbook {
+            name: name.to_string(),
+            format: self.format,
+            description,
+            assume_role,
+            parameters: params,
+            steps,
+            outputs,
+            files,
+            attachments,
+        })
+    }
+
+    fn files(&mut self, node: Option<&Node>) -> Vec<FileDecl> {
+        let mut out = Vec::new();
+        let Some(node) = node else { return out };
+        let Kind::Map(entries) = &node.kind else {
+            self.invalid(
+                node.pos,
+                "files",
+                "must be a map of file name → {checksums: {sha256: ...}}",
+            );
+            return out;
+        };
+        for (name, pos, decl) in entries {
+            self.declared_files.push(name.clone());
+            let ctx = format!("files.{name}");
+            // AWS's own documents spell the key `sha256` and `SHA256`.
+            let sha = decl.get("checksums").and_then(|c| match &c.kind {
+                Kind::Map(keys) => keys
+                    .iter()
+                    .find(|(k, _, _)| k.eq_ignore_ascii_case("sha256"))
+                    .map(|(_, _, v)| v),
+                _ => None,
+            });
+            let sha256 = match sha.map(|s| (s, &s.kind)) {
+                Some((_, Kind::Str(s)))
+                    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) =>
+                {
+                    s.to_ascii_lowercase()
+                }
+                Some((n, _)) => {
+                    self.invalid(
+                        n.pos,
+                        format!("{ctx}.checksums.sha256"),
+                        format!(
+                            "{} is not a SHA-256 (64 hex digits); it looks like a placeholder: put the file's real checksum (`sha256sum {name}`)",
+                            short(&n.to_json())
+                        ),
+                    );
+                    continue;
+                }
+                None => {
+                    self.invalid(*pos, &ctx, "checksums.sha256 is required");
+                    continue;
+                }
+            };
+            if let Some(Kind::Map(keys)) = decl.get("checksums").map(|c| &c.kind) {
+                for (k, kpos, _) in keys {
+                    if !k.eq_ignore_ascii_case("sha256") {
+                        self.invalid(
+                            *kpos,
+                            format!("{ctx}.checksums"),
+                            format!("unknown checksum {k:?} (only sha256)"),
+                        );
+                    }
+                }
+            }
+            let size = match decl.get("size").map(|n| (n, &n.kind)) {
+                None => None,
+                Some((_, Kind::Int(i))) if *i >= 0 => Some(*i as u64),
+                Some((n, _)) => {
+                    self.invalid(
+                        n.pos,
+                        format!("{ctx}.size"),
+                        "must be a whole number of bytes",
+                    );
+                    None
+                }
+            };
+            out.push(FileDecl {
+                name: name.clone(),
+                sha256,
+                size,
+                pos: *pos,
+            });
+        }
+        if out.len() > step::MAX_ATTACHMENTS {
+            self.invalid(
+                node.pos,
+                "files",
+                format!("at most {} attachments per document", step::MAX_ATTACHMENTS),
+            );
+        }
+        out
+    }
+
+    fn attachments(&mut self, files: &[FileDecl], dir: &Path) -> HashMap<String, Vec<u8>> {
+        let mut out = HashMap::new();
+        for f in files {
+            let ctx = format!("files.{}", f.name);
+            if f.name.contains(['/', '\\']) || f.name.starts_with('.') {
+                self.invalid(f.pos, &ctx, "an attachment name is a plain file name");
+                continue;
+            }
+            let path = dir.join(&f.name);
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.invalid(
+                        f.pos,
+                        &ctx,
+                        format!("attachment not found: cannot read {}: {e} (give the folder with --attachments DIR)", path.display()),
+                    );
+                    continue;
+                }
+            };
+            let actual = hex(&Sha256::digest(&bytes));
+            if actual != f.sha256 {
+                self.invalid(
+                    f.pos,
+                    &ctx,
+                    format!(
+                        "checksum mismatch: {} has sha256 {actual}, the document declares {}",
+                        path.display(),
+                        f.sha256
+                    ),
+                );
+                continue;
+            }
+            if let Some(size) = f.size {
+                if size != bytes.len() as u64 {
+                    self.invalid(
+                        f.pos,
+                        &ctx,
+                        format!(
+                            "size mismatch: {} is {} bytes, the document declares {size}",
+                            path.display(),
+                            bytes.len()
+                        ),
+                    );
+                    continue;
+                }
+            }
+            out.insert(f.name.clone(), bytes);
+        }
+        out
+    }
+
+    fn step(&mut self, index: usize, node: &Node) -> Option<StepDecl> {
+        let Kind::Map(entries) = &node.kind else {
+            self.invalid(
+                node.pos,
+                format!("mainSteps[{index}]"),
+                format!("a step is a map, not {}", node.type_name()),
+            );
+            return None;
+        };
+        let name = node
+            .get("name")
+            .and_then(Node::as_str)
+            .unwrap_or("")
+            .to_string();
+        let ctx = step_context(index, &name);
+        let before = self.problems.len();
+        for (k, pos, _) in entries {
+            if !STEP_KEYS.contains(&k.as_str()) {
+                self.invalid(
+                    *pos,
+                    &ctx,
+                    format!("unknown key {k:?}; known keys: {}", STEP_KEYS.join(", ")),
+                );
+            }
+        }
+        match node.get("name") {
+            None => self.invalid(node.pos, &ctx, "name is required"),
+            Some(n) => {
+                let ok =
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !ok {
+                    self.invalid(
+                        n.pos,
+                        format!("{ctx}: name"),
+                        format!(
+                            "{} must be letters, digits and underscores ([a-zA-Z0-9_]+)",
+                            short(&n.to_json())
+                        ),
+                    );
+                }
+            }
+        }
+        let action = node
+            .get("action")
+            .and_then(Node::as_str)
+            .unwrap_or("")
+            .to_string();
+        let action_pos = node.get("action").map(|n| n.pos).unwrap_or(node.pos);
+        if node.get("action").is_none() {
+            self.invalid(node.pos, &ctx, "action is required");
+        } else if !SUPPORTED_ACTIONS.contains(&action.as_str()) {
+            self.problems.push(Problem::unsupported(
+                action_pos,
+                &ctx,
+                &action,
+                format!(
+                    "action {action} is not supported by scriptbox (supported: {})",
+                    SUPPORTED_ACTIONS.join(", ")
+                ),
+            ));
+            return None;
+        }
+        let inputs_node = node.get("inputs");
+        let inputs = match inputs_node.map(|n| (n, n.to_json())) {
+            Some((_, Value::Object(m))) => m,
+            Some((n, _)) => {
+                self.invalid(n.pos, format!("{ctx}: inputs"), "must be a map");
+                Map::new()
+            }
+            None => {
+                self.invalid(node.pos, &ctx, "inputs is required");
+                Map::new()
+            }
+        };
+        let int = |key: &str, min: i64, this: &mut Self| -> Option<i64> {
+            let n = node.get(key)?;
+            match &n.kind {
+                Kind::Int(i) if *i >= min => Some(*i),
+                _ => {
+                    this.invalid(
+                        n.pos,
+                        format!("{ctx}: {key}"),
+                        format!(
+                            "must be a whole number ≥ {min}, not {}",
+                            short(&n.to_json())
+                        ),
+                    );
+                    None
+                }
+            }
+        };
+        let max_attempts = int("maxAttempts", 1, self).unwrap_or(1) as u32;
+        let timeout_seconds = int("timeoutSeconds", 1, self);
+        let boolean = |key: &str, this: &mut Self| -> Option<bool> {
+            let n = node.get(key)?;
+            match &n.kind {
+                Kind::Bool(b) => Some(*b),
+                // JSON documents from AWS's API sometimes carry "true"/"false" as strings.
+                Kind::Str(s) if s == "true" || s == "false" => Some(s == "true"),
+                _ => {
+                    this.invalid(
+                        n.pos,
+                        format!("{ctx}: {key}"),
+                        format!("must be true or false, not {}", short(&n.to_json())),
+                    );
+                    None
+                }
+            }
+        };
+        let is_end = boolean("isEnd", self).unwrap_or(false);
+        let explicit_critical = boolean("isCritical", self);
+        let target = |key: &str, this: &mut Self| -> Option<(String, Pos)> {
+            let n = node.get(key)?;
+            match n.as_str() {
+                Some(s) => Some((s.to_string(), n.pos)),
+                None => {
+                    this.invalid(n.pos, format!("{ctx}: {key}"), "must be a string");
+                    None
+                }
+            }
+        };
+        let next_step = target("nextStep", self).map(|(s, _)| s);
+        let on_failure = match target("onFailure", self) {
+            None => OnFailure::Abort,
+            Some((s, pos)) => match s.as_str() {
+                "Abort" => OnFailure::Abort,
+                "Continue" => OnFailure::Continue,
+                _ => match s.strip_prefix("step:") {
+                    Some(t) if !t.is_empty() => OnFailure::Step(t.to_string()),
+                    _ => {
+                        self.invalid(
+                            pos,
+                            format!("{ctx}: onFailure"),
+                            format!("{s:?} is not Abort, Continue or step:<name>"),
+                        );
+                        OnFailure::Abort
+                    }
+                },
+            },
+        };
+        let on_cancel = match target("onCancel", self) {
+            None => OnCancel::Abort,
+            Some((s, pos)) => match (s.as_str(), s.strip_prefix("step:")) {
+                ("Abort", _) => OnCancel::Abort,
+                (_, Some(t)) if !t.is_empty() => OnCancel::Step(t.to_string()),
+                _ => {
+                    self.invalid(
+                        pos,
+                        format!("{ctx}: onCancel"),
+                        format!("{s:?} is not Abort or step:<name>"),
+                    );
+                    OnCancel::Abort
+                }
+            },
+        };
+        let is_critical = explicit_critical.unwrap_or(on_failure != OnFailure::Continue);
+
+        let outputs = self.step_outputs(node.get("outputs"), &ctx, &action);
+        let kind = match action.as_str() {
+            "aws:executeScript" => {
+                let known = inputs_node.map(|n| n.pos).unwrap_or(node.pos);
+                self.script_inputs(&inputs, inputs_node, known, &ctx, timeout_seconds)
+            }
+            "aws:sleep" => {
+                self.sleep_inputs(&inputs, inputs_node, &ctx);
+                Some(StepKind::Sleep)
+            }
+            "aws:branch" => inputs_node
+                .and_then(|n| branch::parse(n, &ctx, &mut self.problems))
+                .map(StepKind::Branch),
+            _ => None,
+        };
+        // A step with problems in its properties is kept (the document is refused anyway), so
+        // that its inputs are checked too and every problem is reported.
+        let _ = before;
+        Some(StepDecl {
+            index,
+            name,
+            pos: node.pos,
+            action,
+            kind: kind?,
+            inputs,
+            outputs,
+            max_attempts,
+            timeout_seconds,
+            on_failure,
+            on_cancel,
+            is_end,
+            next_step,
+            is_critical,
+        })
+    }
+
+    fn step_outputs(&mut self, node: Option<&Node>, ctx: &str, action: &str) -> Vec<OutputDecl> {
+        let mut out = Vec::new();
+        let Some(node) = node else { return out };
+        if action != "aws:executeScript" {
+            self.invalid(
+                node.pos,
+                format!("{ctx}: outputs"),
+                format!("{action} has no declared outputs"),
+            );
+            return out;
+        }
+        let Kind::Seq(items) = &node.kind else {
+            self.invalid(
+                node.pos,
+                format!("{ctx}: outputs"),
+                "must be a list of {Name, Selector, Type}",
+            );
+            return out;
+        };
+        for (i, item) in items.iter().enumerate() {
+            let octx = format!("{ctx}: outputs[{i}]");
+            if let Kind::Map(entries) = &item.kind {
+                for (k, kpos, _) in entries {
+                    if !["Name", "Selector", "Type"].contains(&k.as_str()) {
+                        self.invalid(
+                            *kpos,
+                            &octx,
+                            format!("unknown key {k:?} (known: Name, Selector, Type)"),
+                        );
+                    }
+                }
+            }
+            let name = item.get("Name").and_then(Node::as_str);
+            let selector = item.get("Selector").and_then(Node::as_str);
+            let ty = item.get("Type").and_then(Node::as_str);
+            let Some(name) = name else {
+                self.invalid(item.pos, &octx, "Name is required (a string)");
+                continue;
+            };
+            if out.iter().any(|o: &OutputDecl| o.name == name) {
+                self.invalid(
+                    item.pos,
+                    &octx,
+                    format!("output {name:?} is declared twice"),
+                );
+            }
+            let selector = match selector.map(Selector::parse) {
+                None => {
+                    self.invalid(
+                        item.pos,
+                        &octx,
+                        "Selector is required (e.g. $.Payload.field)",
+                    );
+                    None
+                }
+                Some(Err(e)) => {
+                    let pos = item.get("Selector").map(|n| n.pos).unwrap_or(item.pos);
+                    self.invalid(pos, format!("{octx}.Selector"), e);
+                    None
+                }
+                Some(Ok(s)) => Some(s),
+            };
+            let ty = match ty {
+                None => {
+                    self.invalid(
+                        item.pos,
+                        &octx,
+                        format!("Type is required ({})", ValueType::NAMES.join(", ")),
+                    );
+                    None
+                }
+                Some(t) => match ValueType::parse(t) {
+                    Some(t) => Some(t),
+                    None => {
+                        let pos = item.get("Type").map(|n| n.pos).unwrap_or(item.pos);
+                        self.invalid(
+                            pos,
+                            format!("{octx}.Type"),
+                            format!("unknown type {t:?}; known: {}", ValueType::NAMES.join(", ")),
+                        );
+                        None
+                    }
+                },
+            };
+            if let (Some(selector), Some(ty)) = (selector, ty) {
+                if selector.is_multi() && !matches!(ty, ValueType::StringList | ValueType::MapList)
+                {
+                    self.invalid(
+                        item.pos,
+                        &octx,
+                        format!("selector {selector} (with `..` or `*`) always gives a list; its Type must be StringList or MapList, not {ty}"),
+                    );
+                    continue;
+                }
+                out.push(OutputDecl {
+                    name: name.to_string(),
+                    selector,
+                    ty,
+                });
+            }
+        }
+        out
+    }
+
+    fn script_inputs(
+        &mut self,
+        inputs: &Map<String, Value>,
+        node: Option<&Node>,
+        step_pos: Pos,
+        ctx: &str,
+        timeout_seconds: Option<i64>,
+    ) -> Option<StepKind> {
+        let pos_of = |key: &str| {
+            node.and_then(|n| n.get(key))
+                .map(|n| n.pos)
+                .unwrap_or(step_pos)
+        };
+        if let Some(Kind::Map(entries)) = node.map(|n| &n.kind) {
+            for (k, kpos, _) in entries {
+                if !SCRIPT_INPUTS.contains(&k.as_str()) {
+                    self.invalid(
+                        *kpos,
+                        format!("{ctx}: inputs"),
+                        format!(
+                            "unknown input {k:?} of aws:executeScript (known: {})",
+                            SCRIPT_INPUTS.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        if self.format == Format::Json && inputs.contains_key("Script") {
+            self.problems.push(Problem::unsupported(
+                pos_of("Script"),
+                format!("{ctx}: inputs.Script"),
+                "Script in a JSON runbook",
+                "a JSON runbook cannot use Script (AWS: JSON runbooks must provide the script as an Attachment); write the runbook in YAML, or move the script to an attachment",
+            ));
+        }
+        if let Some(Value::String(s)) = inputs.get("Script") {
+            if let Some(start) = s.find("%%SCRIPT=") {
+                let end = s[start + 2..]
+                    .find("%%")
+                    .map(|e| e + start + 4)
+                    .unwrap_or(s.len());
+                self.problems.push(Problem::unsupported(
+                    pos_of("Script"),
+                    format!("{ctx}: inputs.Script"),
+                    "%%SCRIPT=...%% build placeholder",
+                    format!("is a build-time placeholder {:?}: substitute the script's text before running the document", &s[start..end]),
+                ));
+            }
+        }
+        let attachment = match inputs.get("Attachment") {
+            None => None,
+            Some(Value::String(a)) if interpolate::has_refs(&Value::String(a.clone())) => None,
+            Some(Value::String(a)) => Some(a.clone()),
+            Some(other) => {
+                self.invalid(
+                    pos_of("Attachment"),
+                    format!("{ctx}: inputs.Attachment"),
+                    format!(
+                        "must be a file name (a string), not {}",
+                        crate::step::json_type_name(other)
+                    ),
+                );
+                None
+            }
+        };
+        for key in ["Runtime", "Handler"] {
+            if let Some(v) = inputs.get(key) {
+                if !v.is_string() {
+                    self.invalid(
+                        pos_of(key),
+                        format!("{ctx}: inputs.{key}"),
+                        format!("must be a string, not {}", crate::step::json_type_name(v)),
+                    );
+                }
+            }
+        }
+        let _ = (attachment, timeout_seconds);
+        Some(StepKind::Script { validated: None })
+    }
+
+    fn sleep_inputs(&mut self, inputs: &Map<String, Value>, node: Option<&Node>, ctx: &str) {
+        let pos = |key: &str| {
+            node.and_then(|n| n.get(key))
+                .map(|n| n.pos)
+                .unwrap_or_default()
+        };
+        for k in inputs.keys() {
+            if k != "Duration" && k != "Timestamp" {
+                self.invalid(
+                    pos(k),
+                    format!("{ctx}: inputs"),
+                    format!("unknown input {k:?} of aws:sleep (known: Duration, Timestamp)"),
+                );
+            }
+        }
+        match (inputs.get("Duration"), inputs.get("Timestamp")) {
+            (Some(_), Some(_)) => self.invalid(
+                pos("Duration"),
+                format!("{ctx}: inputs"),
+                "give Duration or Timestamp, not both",
+            ),
+            (None, None) => self.invalid(
+                node.map(|n| n.pos).unwrap_or_default(),
+                format!("{ctx}: inputs"),
+                "Duration or Timestamp is required",
+            ),
+            (Some(v), None) | (None, Some(v)) => {
+                let key = if inputs.contains_key("Duration") {
+                    "Duration"
+                } else {
+                    "Timestamp"
+                };
+                match v {
+                    Value::String(s) if interpolate::has_refs(v) => {
+                        let _ = s;
+                    }
+                    Value::String(s) => {
+                        let r = if key == "Duration" {
+                            sleep::parse_duration(s).map(|_| ())
+                        } else {
+                            sleep::parse_timestamp(s).map(|_| ())
+                        };
+                        if let Err(e) = r {
+                            self.invalid(pos(key), format!("{ctx}: inputs.{key}"), e);
+                        }
+                    }
+                    other => self.invalid(
+                        pos(key),
+                        format!("{ctx}: inputs.{key}"),
+                        format!(
+                            "must be a string, not {}",
+                            crate::step::json_type_name(other)
+                        ),
+                    ),
+                }
+            }
+        }
+    }
+
+    fn doc_outputs(&mut self, node: Option<&Node>, steps: &[StepDecl]) -> Vec<DocOutput> {
+        let mut out = Vec::new();
+        let Some(node) = node else { return out };
+        let Kind::Seq(items) = &node.kind else {
+            self.invalid(node.pos, "outputs", "must be a list of \"step.Output\"");
+            return out;
+        };
+        for (i, item) in items.iter().enumerate() {
+            let ctx = format!("outputs[{i}]");
+            let Some(text) = item.as_str() else {
+                self.invalid(item.pos, &ctx, "must be a string \"step.Output\"");
+                continue;
+            };
+            let Some((step, output)) = text.split_once('.') else {
+                self.invalid(item.pos, &ctx, format!("{text:?} is not \"step.Output\""));
+                continue;
+            };
+            if !self.all_steps.iter().any(|n| n == step) {
+                self.invalid(
+                    item.pos,
+                    &ctx,
+                    format!("{text:?}: there is no step {step:?}"),
+                );
+                continue;
+            }
+            match steps.iter().find(|s| s.name == step) {
+                // The step itself was refused; its problem is reported there.
+                None => {}
+                Some(s) if !has_output(s, output) => self.invalid(
+                    item.pos,
+                    &ctx,
+                    format!(
+                        "{text:?}: step {step:?} has no output {output:?}{}",
+                        declared_list(s)
+                    ),
+                ),
+                Some(_) => out.push(DocOutput {
+                    text: text.to_string(),
+                    step: step.to_string(),
+                    output: output.to_string(),
+                }),
+            }
+        }
+        out
+    }
+
+    /// Checks the references in a value: parameters declared, outputs of earlier steps.
+    fn check_refs(
+        &mut self,
+        v: &Value,
+        pos: Pos,
+        ctx: &str,
+        params: &HashSet<String>,
+        steps: &[StepDecl],
+        this_step: Option<usize>,
+    ) {
+        for found in interpolate::refs_in(v) {
+            match found.parsed {
+                Err(e) => match e.unsupported {
+                    Some(what) => self.problems.push(Problem::unsupported(
+                        pos,
+                        ctx,
+                        what,
+                        format!("{}: {}", e.text, e.message),
+                    )),
+                    None => self.invalid(pos, ctx, format!("{}: {}", e.text, e.message)),
+                },
+                Ok(Ref::Param(name)) => {
+                    if !params.contains(&name) {
+                        self.invalid(pos, ctx, format!("{{{{ {name} }}}} refers to parameter {name:?}, which is not declared in `parameters`"));
+                    }
+                }
+                Ok(Ref::System(_)) => {}
+                Ok(Ref::Output { step, output }) => {
+                    let earlier = this_step.unwrap_or(usize::MAX);
+                    match self.all_steps.iter().position(|n| *n == step) {
+                        None => self.invalid(pos, ctx, format!("{{{{ {step}.{output} }}}}: there is no step {step:?}")),
+                        Some(i) if i >= earlier => self.invalid(
+                            pos,
+                            ctx,
+                            format!("{{{{ {step}.{output} }}}}: step {step:?} comes at or after this step; only outputs of earlier steps can be read"),
+                        ),
+                        Some(_) => match steps.iter().find(|s| s.name == step) {
+                            Some(s) if !has_output(s, &output) => self.invalid(
+                                pos,
+                                ctx,
+                                format!("{{{{ {step}.{output} }}}}: step {step:?} has no output {output:?}{}", declared_list(s)),
+                            ),
+                            // A refused step reports its own problem.
+                            _ => {}
+                        },
+                    }
+                }
+            }
+        }
+    }
+
+    fn cross_check(
+        &mut self,
+        steps: &[StepDecl],
+        nodes: &[&Node],
+        params: &HashSet<String>,
+        files: &[FileDecl],
+        attachments: &HashMap<String, Vec<u8>>,
+    ) {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (idx, node) in nodes.iter().enumerate() {
+            if let Some(n) = node.get("name") {
+                if let Some(name) = n.as_str() {
+                    if let Some(first) = seen.get(name) {
+                        self.invalid(
+                            n.pos,
+                            format!("step {name:?}"),
+                            format!("the name is used twice (first by mainSteps[{first}])"),
+                        );
+                    }
+                    seen.entry(name).or_insert(idx);
+                }
+            }
+        }
+        let exists = |name: &str| {
+            nodes
+                .iter()
+                .any(|n| n.get("name").and_then(Node::as_str) == Some(name))
+        };
+        for s in steps {
+            let ctx = step_context(s.index, &s.name);
+            let node = nodes[s.index];
+            let pos = |key: &str| node.get(key).map(|n| n.pos).unwrap_or(s.pos);
+            let mut targets: Vec<(String, &str, Pos)> = Vec::new();
+            if let Some(n) = &s.next_step {
+                targets.push((n.clone(), "nextStep", pos("nextStep")));
+            }
+            if let OnFailure::Step(n) = &s.on_failure {
+                targets.push((n.clone(), "onFailure", pos("onFailure")));
+            }
+            if let OnCancel::Step(n) = &s.on_cancel {
+                targets.push((n.clone(), "onCancel", pos("onCancel")));
+            }
+            if let StepKind::Branch(b) = &s.kind {
+                for (t, p) in b.targets() {
+                    targets.push((t.to_string(), "inputs", p));
+                }
+            }
+            for (t, key, p) in targets {
+                if !exists(&t) {
+                    self.invalid(
+                        p,
+                        format!("{ctx}: {key}"),
+                        format!("there is no step {t:?}"),
+                    );
+                }
+            }
+            let inputs_node = node.get("inputs");
+            for (k, v) in &s.inputs {
+                let p = inputs_node
+                    .and_then(|n| n.get(k))
+                    .map(|n| n.pos)
+                    .unwrap_or(s.pos);
+                self.check_refs(
+                    v,
+                    p,
+                    &format!("{ctx}: inputs.{k}"),
+                    params,
+                    steps,
+                    Some(s.index),
+                );
+            }
+            if s.action == "aws:executeScript" {
+                if let Some(Value::String(a)) = s.inputs.get("Attachment") {
+                    if !interpolate::has_refs(&Value::String(a.clone())) {
+                        let p = inputs_node
+                            .and_then(|n| n.get("Attachment"))
+                            .map(|n| n.pos)
+                            .unwrap_or(s.pos);
+                        if !files.iter().any(|f| &f.name == a) && !self.declared_files.contains(a) {
+                            self.invalid(
+                                p,
+                                format!("{ctx}: inputs.Attachment"),
+                                format!("{a:?} is not declared in the document's `files` section"),
+                            );
+                        } else if !attachments.contains_key(a) {
+                            // Its own problem is already reported under `files`.
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Checker<'_> {
+    /// Validates each executeScript step's inputs with `step::validate` when they are known now
+    /// (no `{{ }}` in Runtime, Handler, Script, Attachment; refs inside InputPayload stand in as
+    /// null), so a bad step refuses the whole document before anything runs.
+    fn prevalidate(
+        &mut self,
+        steps: &mut [StepDecl],
+        nodes: &[&Node],
+        attachments: &HashMap<String, Vec<u8>>,
+    ) {
+        for s in steps.iter_mut() {
+            if s.action != "aws:executeScript" {
+                continue;
+            }
+            let fixed = ["Runtime", "Handler", "Script", "Attachment"]
+                .iter()
+                .all(|k| s.inputs.get(*k).is_none_or(|v| !interpolate::has_refs(v)));
+            if !fixed {
+                continue;
+            }
+            if let Some(Value::String(a)) = s.inputs.get("Attachment") {
+                if !attachments.contains_key(a) {
+                    continue;
+                }
+            }
+            let payload_has_refs = s
+                .inputs
+                .get("InputPayload")
+                .is_some_and(interpolate::has_refs);
+            let mut inputs = s.inputs.clone();
+            if let Some(p) = inputs.get_mut("InputPayload") {
+                *p = blank_refs(p);
+            }
+            let step_inputs = match script_step_inputs(&inputs, s.timeout_seconds, attachments) {
+                Ok(i) => i,
+                Err(_) => continue,
+            };
+            let ctx = step_context(s.index, &s.name);
+            let node = nodes[s.index];
+            match step::validate(
+                &step_inputs,
+                self.options.catalog,
+                self.options.max_timeout_secs,
+            ) {
+                Ok(v) => {
+                    if !payload_has_refs {
+                        s.kind = StepKind::Script {
+                            validated: Some(Box::new(v)),
+                        };
+                    }
+                }
+                Err(invalid) => {
+                    for p in invalid.problems {
+                        let (field, pos) = if p.field == "timeoutSeconds" {
+                            (
+                                "timeoutSeconds".to_string(),
+                                node.get("timeoutSeconds").map(|n| n.pos),
+                            )
+                        } else {
+                            (
+                                format!("inputs.{}", p.field),
+                                node.get("inputs")
+                                    .and_then(|i| i.get(&p.field))
+                                    .map(|n| n.pos),
+                            )
+                        };
+                        self.invalid(pos.unwrap_or(node.pos), format!("{ctx}: {field}"), p.rule);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Replaces each string holding a `{{ }}` by null (a stand-in whose value only run time knows).
+fn blank_refs(v: &Value) -> Value {
+    match v {
+        Value::String(_) if interpolate::has_refs(v) => Value::Null,
+        Value::Array(items) => Value::Array(items.iter().map(blank_refs).collect()),
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), blank_refs(v))).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+/// The inputs of an executeScript step (after substitution) as `StepInputs`, with the
+/// attachment's verified bytes.
+pub fn script_step_inputs(
+    inputs: &Map<String, Value>,
+    timeout_seconds: Option<i64>,
+    attachments: &HashMap<String, Vec<u8>>,
+) -> Result<StepInputs, String> {
+    let string = |key: &str| -> Result<Option<String>, String> {
+        match inputs.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(format!(
+                "inputs.{key} must be a string, not {}",
+                crate::step::json_type_name(other)
+            )),
+        }
+    };
+    let mut files = Vec::new();
+    if let Some(name) = string("Attachment")? {
+        let bytes = attachments.get(&name).ok_or_else(|| {
+            format!("inputs.Attachment: {name:?} is not a verified attachment of the document")
+        })?;
+        files.push(Attachment {
+            name,
+            bytes: bytes.clone(),
+        });
+    }
+    Ok(StepInputs {
+        runtime: string("Runtime")?,
+        handler: string("Handler")?,
+        input_payload: inputs.get("InputPayload").cloned(),
+        script: inputs.get("Script").cloned(),
+        attachments: files,
+        timeout_seconds,
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn has_output(s: &StepDecl, output: &str) -> bool {
+    (s.action == "aws:executeScript" && output == "Payload")
+        || s.outputs.iter().any(|o| o.name == output)
+}
+
+fn declared_list(s: &StepDecl) -> String {
+    let mut names: Vec<&str> = s.outputs.iter().map(|o| o.name.as_str()).collect();
+    if s.action == "aws:executeScript" {
+        names.push("Payload");
+    }
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(" (it has: {})", names.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, format: Format, dir: &Path) -> Result<Runbook, Vec<String>> {
+        let catalog = Catalog::builtin();
+        let options = LoadOptions {
+            catalog: &catalog,
+            max_timeout_secs: 600,
+            attachments_dir: None,
+        };
+        load_str(text, "doc", format, dir, &options)
+            .map_err(|r| r.problems.iter().map(ToString::to_string).collect())
+    }
+
+    fn yaml(text: &str) -> Result<Runbook, Vec<String>> {
+        load(text, Format::Yaml, Path::new("."))
+    }
+
+    const STEP: &str = "  - name: s1\n    action: aws:executeScript\n    inputs:\n      Runtime: python3.11\n      Handler: h\n      Script: 'def h(e, c): return {\"a\": 1}'\n    outputs:\n      - {Name: A, Selector: $.Payload.a, Type: Integer}\n";
+
+    /// The seed page's two "Tag an instance" documents, as printed: their indentation under
+    /// `parameters:` and `mainSteps:` is broken (keys and their `type:` at the same indent), so
+    /// they are refused with the line and column of the problem.
+    const SEED_AS_PRINTED: &str = "description: Tag an instance\nschemaVersion: '0.3'\nassumeRole: '{{AutomationAssumeRole}}'\nparameters:\n    AutomationAssumeRole:\n    type: String\n    description: 'role'\n    InstanceId:\n    type: String\n    description: (Required) The ID of the EC2 instance you want to tag.\nmainSteps:\n    - name: tagInstance\n    action: 'aws:executeScript'\n    inputs:\n        Runtime: python3.8\n";
+
+    fn seed_indented(runtime: &str, body: &str, handler: bool) -> String {
+        format!(
+            "description: Tag an instance\nschemaVersion: '0.3'\nassumeRole: '{{{{AutomationAssumeRole}}}}'\nparameters:\n    AutomationAssumeRole:\n        type: String\n        description: '(Required) The ARN of the role.'\n    InstanceId:\n        type: String\n        description: (Required) The ID of the EC2 instance you want to tag.\nmainSteps:\n    - name: tagInstance\n      action: 'aws:executeScript'\n      inputs:\n          Runtime: {runtime}\n{}          InputPayload:\n            instanceId: '{{{{InstanceId}}}}'\n          Script: |-\n{}",
+            if handler {
+                "          Handler: tagInstance\n"
+            } else {
+                ""
+            },
+            body.lines()
+                .map(|l| format!("            {l}\n"))
+                .collect::<String>()
+        )
+    }
+
+    /// "Parse" for the seed's documents means: as printed they give a clear line/column error
+    /// (the broken indentation), and the same documents correctly indented parse and validate.
+    #[test]
+    fn the_seed_documents_as_printed_and_indented() {
+        let e = yaml(SEED_AS_PRINTED).unwrap_err();
+        assert!(
+            e[0].starts_with("line 13, column 5: YAML syntax error"),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|p| p.contains("line 9, column 5: duplicate key \"type\"")),
+            "{e:?}"
+        );
+        let py = seed_indented(
+            "python3.8",
+            "def tagInstance(events,context):\n  import boto3\n\n  #Initialize client\n  ec2 = boto3.client('ec2')\n  instanceId = events['instanceId']\n  tag = {\n      \"Key\": \"Env\",\n      \"Value\": \"Example\"\n  }\n  ec2.create_tags(\n      Resources=[instanceId],\n      Tags=[tag]\n  )",
+            true,
+        );
+        let rb = yaml(&py).unwrap_or_else(|e| panic!("{e:?}\n{py}"));
+        assert_eq!(rb.parameters.len(), 2);
+        assert_eq!(rb.steps[0].name, "tagInstance");
+        let ps = seed_indented(
+            "PowerShell 7.0",
+            "Install-Module AWS.Tools.EC2 -Force\nImport-Module AWS.Tools.EC2\n\n$input = $env:InputPayload | ConvertFrom-Json\n\n$tag = New-Object Amazon.EC2.Model.Tag\n$tag.Key = \"Env\"\n$tag.Value = \"Example\"\n\nNew-EC2Tag -Resource $input.instanceId -Tag $tag",
+            false,
+        );
+        yaml(&ps).unwrap_or_else(|e| panic!("{e:?}\n{ps}"));
+    }
+
+    #[test]
+    fn a_valid_document_loads() {
+        let rb = yaml(&format!(
+            "schemaVersion: '0.3'\ndescription: d\nmainSteps:\n{STEP}outputs: [s1.A, s1.Payload]\n"
+        ))
+        .unwrap();
+        assert_eq!(rb.outputs.len(), 2);
+        assert!(matches!(
+            &rb.steps[0].kind,
+            StepKind::Script { validated: Some(_) }
+        ));
+        assert!(rb.steps[0].is_critical);
+        // A bare 0.3 is accepted (ours).
+        yaml(&format!("schemaVersion: 0.3\nmainSteps:\n{STEP}")).unwrap();
+    }
+
+    #[test]
+    fn every_problem_has_its_position_step_and_field() {
+        let e = yaml(&format!(
+            "schemaVersion: '0.3'\ncolour: red\nmainSteps:\n{STEP}  - name: s2\n    action: aws:executeScript\n    isEnd: yes\n    inputs:\n      Runtime: python2.7\n      Handler: h\n      Script: x\n  - name: s3\n    action: aws:executeAwsApi\n    inputs: {{Service: ec2}}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.len(), 4, "{e:?}");
+        assert_eq!(
+            e[0],
+            "line 2, column 1: unknown top-level key \"colour\"; known keys: schemaVersion, description, assumeRole, parameters, mainSteps, outputs, files"
+        );
+        assert_eq!(
+            e[1],
+            "line 14, column 12: mainSteps[1] (step \"s2\"): isEnd: must be true or false, not \"yes\""
+        );
+        assert!(e[2].starts_with("line 16, column 16: mainSteps[1] (step \"s2\"): inputs.Runtime: unknown runtime \"python2.7\""), "{e:?}");
+        assert_eq!(
+            e[3],
+            "line 20, column 13: mainSteps[2] (step \"s3\"): action aws:executeAwsApi is not supported by scriptbox (supported: aws:executeScript, aws:sleep, aws:branch)"
+        );
+    }
+
+    #[test]
+    fn malformed_documents_are_refused_with_a_position() {
+        let e = yaml("schemaVersion: '0.3'\nmainSteps:\n  - name: a\n   action: x\n").unwrap_err();
+        assert!(
+            e[0].starts_with("line 4, column 4: YAML syntax error"),
+            "{e:?}"
+        );
+        let e = load(
+            "{\"schemaVersion\": \"0.3\",\n \"mainSteps\": [}\n",
+            Format::Json,
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(
+            e[0].starts_with("line 2, column 16: not valid JSON"),
+            "{e:?}"
+        );
+        let e = yaml("schemaVersion: '2.2'\nmainSteps: []\n").unwrap_err();
+        assert!(e[0].contains("scriptbox runs schemaVersion '0.3'"), "{e:?}");
+        assert!(
+            e[1].contains("mainSteps: must be a non-empty list"),
+            "{e:?}"
+        );
+        assert!(yaml("").unwrap_err()[0].contains("empty"));
+    }
+
+    #[test]
+    fn cloudformation_tags_are_named() {
+        let e = yaml(&format!("schemaVersion: '0.3'\nassumeRole: !GetAtt Role.Arn\nparameters:\n  P:\n    type: String\n    default: !Sub '${{AWS::Region}}'\nmainSteps:\n{STEP}")).unwrap_err();
+        assert!(
+            e[0].starts_with("line 2, column 13: CloudFormation tag !GetAtt is not supported"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with("line 6, column 14: CloudFormation tag !Sub is not supported"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_json_runbook_with_script_is_refused() {
+        let j = r#"{"schemaVersion": "0.3", "mainSteps": [{"name": "s", "action": "aws:executeScript",
+  "inputs": {"Runtime": "python3.11", "Handler": "h", "Script": "def h(e, c): pass"}}]}"#;
+        let e = load(j, Format::Json, Path::new(".")).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("line 2, column 65: mainSteps[0] (step \"s\"): inputs.Script: a JSON runbook cannot use Script"), "{e:?}");
+    }
+
+    #[test]
+    fn references_are_checked() {
+        let e = yaml(&format!(
+            "schemaVersion: '0.3'\nparameters:\n  P: {{type: String, default: x}}\nmainSteps:\n{STEP}  - name: s2\n    action: aws:executeScript\n    nextStep: nowhere\n    onFailure: step:missing\n    inputs:\n      Runtime: python3.11\n      Handler: h\n      Script: 'def h(e, c): pass'\n      InputPayload:\n        a: '{{{{ P }}}}'\n        b: '{{{{ Q }}}}'\n        c: '{{{{ s1.A.x }}}}'\n        d: '{{{{ s1.Nope }}}}'\n        e: '{{{{ s3.X }}}}'\n        f: '{{{{ s2.Payload }}}}'\n        g: '{{{{ ssm:/x }}}}'\n        h: '{{{{ global:REGION }}}} {{{{ automation:EXECUTION_ID }}}}'\noutputs: [s1.B]\n"
+        ))
+        .unwrap_err();
+        let all = e.join("\n");
+        assert!(
+            all.contains("nextStep: there is no step \"nowhere\""),
+            "{all}"
+        );
+        assert!(
+            all.contains("onFailure: there is no step \"missing\""),
+            "{all}"
+        );
+        assert!(
+            all.contains("{{ Q }} refers to parameter \"Q\", which is not declared"),
+            "{all}"
+        );
+        assert!(
+            all.contains("drilling into an output is not supported"),
+            "{all}"
+        );
+        assert!(
+            all.contains("step \"s1\" has no output \"Nope\" (it has: A, Payload)"),
+            "{all}"
+        );
+        assert!(all.contains("{{ s3.X }}: there is no step \"s3\""), "{all}");
+        assert!(
+            all.contains("{{ s2.Payload }}: step \"s2\" comes at or after this step"),
+            "{all}"
+        );
+        assert!(
+            all.contains("reads ssm:/x, which scriptbox cannot reach locally"),
+            "{all}"
+        );
+        assert!(
+            all.contains("outputs[0]: \"s1.B\": step \"s1\" has no output \"B\""),
+            "{all}"
+        );
+        assert_eq!(e.len(), 9, "{all}");
+    }
+
+    #[test]
+    fn attachments_are_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = b"def run(e, c):\n    return 1\n";
+        std::fs::write(dir.path().join("lib.py"), body).unwrap();
+        let sha = hex(&Sha256::digest(body));
+        let doc = |sha: &str, size: &str, attachment: &str| {
+            format!(
+                "schemaVersion: '0.3'\nfiles:\n  lib.py:\n    checksums:\n      sha256: '{sha}'\n{size}mainSteps:\n  - name: s\n    action: aws:executeScript\n    inputs:\n      Runtime: python3.11\n      Handler: lib.run\n      Attachment: {attachment}\n"
+            )
+        };
+        let rb = load(&doc(&sha, "", "lib.py"), Format::Yaml, dir.path()).unwrap();
+        assert_eq!(rb.attachments["lib.py"], body);
+        load(
+            &doc(&sha, &format!("    size: {}\n", body.len()), "lib.py"),
+            Format::Yaml,
+            dir.path(),
+        )
+        .unwrap();
+        let e = load(
+            &doc(&sha, "    size: 3\n", "lib.py"),
+            Format::Yaml,
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(e[0].contains("size mismatch"), "{e:?}");
+        let e = load(
+            &doc(&"0".repeat(64), "", "lib.py"),
+            Format::Yaml,
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(e[0].contains("files.lib.py: checksum mismatch"), "{e:?}");
+        let e = load(
+            &doc("sampleETagValue", "", "lib.py"),
+            Format::Yaml,
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(
+            e[0].contains("is not a SHA-256 (64 hex digits); it looks like a placeholder"),
+            "{e:?}"
+        );
+        let e = load(&doc(&sha, "", "other.py"), Format::Yaml, dir.path()).unwrap_err();
+        assert!(
+            e[0].contains("\"other.py\" is not declared in the document's `files` section"),
+            "{e:?}"
+        );
+        let e = load(
+            &doc(&sha, "", "lib.py"),
+            Format::Yaml,
+            Path::new("/nonexistent"),
+        )
+        .unwrap_err();
+        assert!(e[0].contains("attachment not found"), "{e:?}");
+    }
+
+    #[test]
+    fn step_rules() {
+        let e = yaml("schemaVersion: '0.3'\nmainSteps:\n  - name: bad-name\n    action: aws:sleep\n    inputs: {Duration: PT1S}\n  - name: z\n    action: aws:sleep\n    maxAttempts: 0\n    onFailure: Retry\n    inputs: {Duration: 10 seconds}\n  - name: z\n    action: aws:sleep\n    inputs: {Duration: PT1S}\n    outputs: [{Name: X, Selector: $.Payload, Type: String}]\n").unwrap_err();
+        let all = e.join("\n");
+        assert!(
+            all.contains("name: \"bad-name\" must be letters, digits and underscores"),
+            "{all}"
+        );
+        assert!(
+            all.contains("maxAttempts: must be a whole number ≥ 1"),
+            "{all}"
+        );
+        assert!(
+            all.contains("onFailure: \"Retry\" is not Abort, Continue or step:<name>"),
+            "{all}"
+        );
+        assert!(
+            all.contains("inputs.Duration: \"10 seconds\" is not an ISO 8601 duration"),
+            "{all}"
+        );
+        assert!(all.contains("the name is used twice"), "{all}");
+        assert!(all.contains("aws:sleep has no declared outputs"), "{all}");
+        let e = yaml(&format!(
+            "schemaVersion: '0.3'\nmainSteps:\n{}",
+            STEP.replace("$.Payload.a, Type: Integer", "$.Payload..a, Type: String")
+        ))
+        .unwrap_err();
+        assert!(e[0].contains("always gives a list"), "{e:?}");
+    }
+}

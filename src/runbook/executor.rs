@@ -1,0 +1,905 @@
+//! Runs a checked runbook: steps in order, `nextStep`, `isEnd`, `onFailure`, `onCancel`,
+//! `isCritical`, `maxAttempts`, per-step timeouts; outputs by selector; events as they happen.
+//!
+//! Decisions where AWS is silent **(ours)**:
+//! - `onFailure: Abort` ends the execution `Failed` (`TimedOut` when the step timed out) even when
+//!   the step is not critical; `Continue` and `step:name` go on, and the execution's status is
+//!   then decided by the critical steps.
+//! - `isEnd` ends the execution after the step whether it succeeded or failed with `Continue`;
+//!   `onFailure: step:name` wins over `isEnd`.
+//! - Steps that never ran are not listed (as AWS lists only executed steps).
+//! - Cancelled during a step: the step is `Cancelled`; with `onCancel: step:name` that step (and
+//!   what follows it) runs with a fresh cancellation token; the execution ends `Cancelled`.
+//! - A step execution can repeat through branches; past 1000 step executions the execution fails.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::branch;
+use super::document::{OnCancel, OnFailure, Runbook, StepDecl, StepKind, script_step_inputs};
+use super::interpolate::Scope;
+use super::selector::{ValueType, output_value};
+use super::sleep::{self, SleepEnd};
+use crate::config::Settings;
+use crate::execute::{AwsContext, ExecuteOptions, context_dict, execute_step};
+use crate::result::{LogLine, LogStream, StepResult, StepStatus, aws_plain_failure};
+use crate::runtimes::Catalog;
+use crate::sandbox::Engine;
+use crate::step::{self, ValidatedStep};
+
+/// The most step executions one execution may have (loops through branches end here).
+pub const MAX_STEP_EXECUTIONS: usize = 1000;
+
+/// What a runner gets besides the step.
+pub struct RunContext<'a> {
+    /// The runbook execution's id (`automation:EXECUTION_ID`).
+    pub automation_execution_id: &'a str,
+    /// This step execution's id (the container's label).
+    pub step_execution_id: String,
+    /// Called with each log line as it arrives.
+    pub on_log: &'a mut (dyn FnMut(&LogLine) + Send),
+    /// Cancels the step.
+    pub cancel: &'a CancellationToken,
+}
+
+/// Runs one validated executeScript step. `Err` is a failure of the engine, not of the script.
+pub trait StepRunner: Send + Sync {
+    /// Runs the step.
+    fn run<'a>(
+        &'a self,
+        step: &'a ValidatedStep,
+        ctx: RunContext<'a>,
+    ) -> BoxFuture<'a, Result<StepResult, String>>;
+}
+
+/// The real runner: a fresh container per step.
+pub struct EngineRunner<'e> {
+    /// The engine.
+    pub engine: &'e Engine,
+    /// Context values and output limits.
+    pub settings: &'e Settings,
+}
+
+impl StepRunner for EngineRunner<'_> {
+    fn run<'a>(
+        &'a self,
+        step: &'a ValidatedStep,
+        ctx: RunContext<'a>,
+    ) -> BoxFuture<'a, Result<StepResult, String>> {
+        Box::pin(async move {
+            let options = ExecuteOptions {
+                execution_id: Some(ctx.step_execution_id),
+                memory_bytes: None,
+                context: &self.settings.context,
+                limits: &self.settings.output,
+                on_log: Some(ctx.on_log),
+                automation_execution_id: Some(ctx.automation_execution_id.to_string()),
+            };
+            execute_step(self.engine, step, options, ctx.cancel)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// What happens during an execution, as it happens.
+#[derive(Debug)]
+pub enum RunEvent<'a> {
+    /// A step (or a new attempt of it) starts.
+    StepStarted {
+        /// The step.
+        step: &'a StepDecl,
+        /// 1-based attempt.
+        attempt: u32,
+    },
+    /// A log line of the running step.
+    Log {
+        /// The step.
+        step: &'a StepDecl,
+        /// The line.
+        line: &'a LogLine,
+    },
+    /// A step finished (after its last attempt).
+    StepFinished {
+        /// Its record.
+        record: &'a StepRecord,
+    },
+}
+
+/// One executed step.
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    /// `name`.
+    pub name: String,
+    /// `action`.
+    pub action: String,
+    /// A fresh id per step execution.
+    pub step_execution_id: String,
+    /// Its status.
+    pub status: StepStatus,
+    /// Start.
+    pub start: DateTime<Utc>,
+    /// End.
+    pub end: DateTime<Utc>,
+    /// The inputs after substitution (as written when substitution failed).
+    pub inputs: Map<String, Value>,
+    /// Declared outputs, typed, in declaration order (only on success).
+    pub outputs: Vec<(String, ValueType, Value)>,
+    /// The executeScript Payload (on success).
+    pub payload: Option<Value>,
+    /// The failure, AWS-shaped.
+    pub failure_message: Option<String>,
+    /// The step's log, every attempt.
+    pub log: Vec<LogLine>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// `onFailure`.
+    pub on_failure: String,
+    /// `maxAttempts`.
+    pub max_attempts: u32,
+    /// `timeoutSeconds`.
+    pub timeout_seconds: Option<i64>,
+    /// `isCritical`.
+    pub is_critical: bool,
+    /// `isEnd`.
+    pub is_end: bool,
+    /// The step that ran next (or the declared nextStep).
+    pub next_step: Option<String>,
+}
+
+/// The whole execution.
+#[derive(Debug, Clone)]
+pub struct Execution {
+    /// The execution id.
+    pub id: String,
+    /// The document's name.
+    pub document_name: String,
+    /// Success, Failed, TimedOut or Cancelled.
+    pub status: StepStatus,
+    /// Start.
+    pub start: DateTime<Utc>,
+    /// End.
+    pub end: DateTime<Utc>,
+    /// The parameters, typed.
+    pub parameters: Map<String, Value>,
+    /// The executed steps, in order.
+    pub steps: Vec<StepRecord>,
+    /// Document outputs: name → value when the step succeeded.
+    pub outputs: Vec<(String, Option<Value>)>,
+    /// Why it did not succeed.
+    pub failure_message: Option<String>,
+    /// Set when the engine itself failed (Docker down, image missing): the CLI exits 3.
+    pub engine_error: Option<String>,
+}
+
+/// Options of an execution.
+pub struct ExecOptions<'a> {
+    /// The execution id; a fresh UUID when `None`.
+    pub execution_id: Option<String>,
+    /// The context values (`global:*`).
+    pub context: &'a AwsContext,
+    /// For validating steps whose inputs are known only now.
+    pub catalog: &'a Catalog,
+    /// The operator's timeout ceiling.
+    pub max_timeout_secs: u64,
+}
+
+/// Runs a runbook with resolved parameters.
+pub async fn execute(
+    rb: &Runbook,
+    params: Map<String, Value>,
+    runner: &dyn StepRunner,
+    options: &ExecOptions<'_>,
+    observer: &mut (dyn FnMut(RunEvent<'_>) + Send),
+    cancel: &CancellationToken,
+) -> Execution {
+    let id = options
+        .execution_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let start = Utc::now();
+    let mut scope = Scope {
+        params: params.clone(),
+        system: context_dict(options.context, &id, start),
+        outputs: HashMap::new(),
+        unsuccessful: HashMap::new(),
+    };
+    let mut token = cancel.clone();
+    let mut records: Vec<StepRecord> = Vec::new();
+    let mut next = if rb.steps.is_empty() { None } else { Some(0) };
+    let mut cancelled = false;
+    let mut status = StepStatus::Success;
+    let mut failure_message = None;
+    let mut engine_error = None;
+    while let Some(i) = next {
+        if records.len() >= MAX_STEP_EXECUTIONS {
+            status = StepStatus::Failed;
+            failure_message = Some(format!(
+                "The execution ran {MAX_STEP_EXECUTIONS} steps; a loop through nextStep or aws:branch is assumed and the execution stopped."
+            ));
+            break;
+        }
+        if token.is_cancelled() {
+            cancelled = true;
+            break;
+        }
+        let step = &rb.steps[i];
+        let (mut record, branch_target, engine_failed) =
+            run_step(rb, step, &id, runner, options, &mut scope, observer, &token).await;
+        let successor = |target: Option<String>| -> Option<usize> {
+            match target.or_else(|| step.next_step.clone()) {
+                Some(t) => rb.step_index(&t),
+                None if i + 1 < rb.steps.len() => Some(i + 1),
+                None => None,
+            }
+        };
+        match record.status {
+            StepStatus::Success => {
+                let mut outs = Map::new();
+                for (name, _, v) in &record.outputs {
+                    outs.insert(name.clone(), v.clone());
+                }
+                if let Some(p) = &record.payload {
+                    outs.insert("Payload".into(), p.clone());
+                }
+                scope.outputs.insert(step.name.clone(), outs);
+                scope.unsuccessful.remove(&step.name);
+                next = if step.is_end {
+                    None
+                } else {
+                    successor(branch_target)
+                };
+            }
+            StepStatus::Cancelled => {
+                cancelled = true;
+                scope.outputs.remove(&step.name);
+                scope
+                    .unsuccessful
+                    .insert(step.name.clone(), "Cancelled".into());
+                next = match &step.on_cancel {
+                    OnCancel::Abort => None,
+                    OnCancel::Step(t) => {
+                        token = CancellationToken::new();
+                        rb.step_index(t)
+                    }
+                };
+            }
+            StepStatus::Failed | StepStatus::TimedOut => {
+                scope.outputs.remove(&step.name);
+                scope
+                    .unsuccessful
+                    .insert(step.name.clone(), record.status.to_string());
+                let aborts = engine_failed || step.on_failure == OnFailure::Abort;
+                if (step.is_critical || aborts) && status == StepStatus::Success {
+                    status = record.status;
+                    failure_message = record.failure_message.clone();
+                }
+                if engine_failed {
+                    engine_error = record.failure_message.clone();
+                }
+                next = match &step.on_failure {
+                    _ if aborts => None,
+                    OnFailure::Step(t) => rb.step_index(t),
+                    OnFailure::Continue if step.is_end => None,
+                    _ => successor(None),
+                };
+            }
+        }
+        record.next_step = next.map(|n| rb.steps[n].name.clone());
+        observer(RunEvent::StepFinished { record: &record });
+        records.push(record);
+    }
+    if cancelled {
+        status = StepStatus::Cancelled;
+        failure_message.get_or_insert_with(|| "The execution was cancelled.".into());
+    }
+    let outputs = rb
+        .outputs
+        .iter()
+        .map(|o| {
+            let v = scope
+                .outputs
+                .get(&o.step)
+                .and_then(|m| m.get(&o.output))
+                .cloned();
+            (o.text.clone(), v)
+        })
+        .collect();
+    Execution {
+        id,
+        document_name: rb.name.clone(),
+        status,
+        start,
+        end: Utc::now(),
+        parameters: params,
+        steps: records,
+        outputs,
+        failure_message,
+        engine_error,
+    }
+}
+
+fn base_record(step: &StepDecl, inputs: Map<String, Value>) -> StepRecord {
+    let now = Utc::now();
+    StepRecord {
+        name: step.name.clone(),
+        action: step.action.clone(),
+        step_execution_id: uuid::Uuid::new_v4().to_string(),
+        status: StepStatus::Failed,
+        start: now,
+        end: now,
+        inputs,
+        outputs: Vec::new(),
+        payload: None,
+        failure_message: None,
+        log: Vec::new(),
+        attempts: 1,
+        on_failure: step.on_failure.as_string(),
+        max_attempts: step.max_attempts,
+        timeout_seconds: step.timeout_seconds,
+        is_critical: step.is_critical,
+        is_end: step.is_end,
+        next_step: None,
+    }
+}
+
+/// Runs one step (all its attempts). Returns its record, a branch's chosen step, and whether
+/// the engine itself failed.
+#[allow(clippy::too_many_arguments)] // Reason: the executor's state, passed explicitly.
+async fn run_step(
+    rb: &Runbook,
+    step: &StepDecl,
+    automation_id: &str,
+    runner: &dyn StepRunner,
+    options: &ExecOptions<'_>,
+    scope: &mut Scope,
+    observer: &mut (dyn FnMut(RunEvent<'_>) + Send),
+    cancel: &CancellationToken,
+) -> (StepRecord, Option<String>, bool) {
+    observer(RunEvent::StepStarted { step, attempt: 1 });
+    let resolved = scope.substitute(&Value::Object(step.inputs.clone()));
+    let mut record = base_record(step, step.inputs.clone());
+    let fail = |record: &mut StepRecord, kind: &str, message: String| {
+        record.status = StepStatus::Failed;
+        record.failure_message = Some(aws_plain_failure(kind, &message));
+        record.end = Utc::now();
+    };
+    let inputs = match resolved {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => Map::new(),
+        Err(e) => {
+            fail(
+                &mut record,
+                "InvalidInput",
+                format!("The step's inputs could not be resolved: {e}"),
+            );
+            return (record, None, false);
+        }
+    };
+    record.inputs = inputs.clone();
+    match &step.kind {
+        StepKind::Branch(spec) => match branch::choose(spec, scope) {
+            Ok(target) => {
+                record.status = StepStatus::Success;
+                record.end = Utc::now();
+                (record, target, false)
+            }
+            Err(e) => {
+                fail(&mut record, "InvalidChoice", e);
+                (record, None, false)
+            }
+        },
+        StepKind::Sleep => {
+            let wait = match sleep::how_long(&inputs, Utc::now()) {
+                Ok(d) => d,
+                Err(e) => {
+                    fail(&mut record, "InvalidInput", e);
+                    return (record, None, false);
+                }
+            };
+            let timeout = step
+                .timeout_seconds
+                .map(|t| Duration::from_secs(t.max(0) as u64));
+            match sleep::sleep(wait, timeout, cancel).await {
+                SleepEnd::Slept => record.status = StepStatus::Success,
+                SleepEnd::TimedOut => {
+                    record.status = StepStatus::TimedOut;
+                    record.failure_message = Some(format!(
+                        "Step timed out: timeoutSeconds {} passed before the sleep of {} s ended.",
+                        step.timeout_seconds.unwrap_or_default(),
+                        wait.as_secs_f64()
+                    ));
+                }
+                SleepEnd::Cancelled => {
+                    record.status = StepStatus::Cancelled;
+                    record.failure_message = Some("The step was cancelled.".into());
+                }
+            }
+            record.end = Utc::now();
+            (record, None, false)
+        }
+        StepKind::Script { validated } => {
+            let fresh;
+            let vstep: &ValidatedStep = match validated {
+                Some(v) => v,
+                None => {
+                    let checked =
+                        script_step_inputs(&inputs, step.timeout_seconds, &rb.attachments)
+                            .and_then(|i| {
+                                step::validate(&i, options.catalog, options.max_timeout_secs)
+                                    .map_err(|e| e.to_string().replace('\n', "; "))
+                            });
+                    match checked {
+                        Ok(v) => {
+                            fresh = v;
+                            &fresh
+                        }
+                        Err(e) => {
+                            fail(
+                                &mut record,
+                                "InvalidInput",
+                                format!("The step's inputs, once resolved, are invalid: {e}"),
+                            );
+                            return (record, None, false);
+                        }
+                    }
+                }
+            };
+            let mut attempt = 1;
+            loop {
+                if attempt > 1 {
+                    observer(RunEvent::StepStarted { step, attempt });
+                    record.log.push(LogLine {
+                        stream: LogStream::Scriptbox,
+                        text: format!("attempt {attempt} of {}", step.max_attempts),
+                    });
+                }
+                record.attempts = attempt;
+                let mut on_log = |line: &LogLine| observer(RunEvent::Log { step, line });
+                let ctx = RunContext {
+                    automation_execution_id: automation_id,
+                    step_execution_id: record.step_execution_id.clone(),
+                    on_log: &mut on_log,
+                    cancel,
+                };
+                let result = match runner.run(vstep, ctx).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        fail(
+                            &mut record,
+                            "EngineFailure",
+                            format!("The container engine failed: {e}"),
+                        );
+                        return (record, None, true);
+                    }
+                };
+                record.log.extend(result.log.iter().cloned());
+                record.status = result.status;
+                record.failure_message = result.failure_message.clone();
+                if result.status == StepStatus::Success {
+                    record.payload = Some(result.payload.clone());
+                    let mut outputs = Vec::new();
+                    let mut problems = Vec::new();
+                    for o in &step.outputs {
+                        match output_value(&o.name, &o.selector, o.ty, &result.payload) {
+                            Ok(v) => outputs.push((o.name.clone(), o.ty, v)),
+                            Err(e) => problems.push(e),
+                        }
+                    }
+                    if problems.is_empty() {
+                        record.outputs = outputs;
+                    } else {
+                        record.status = StepStatus::Failed;
+                        record.failure_message =
+                            Some(aws_plain_failure("InvalidOutput", &problems.join("; ")));
+                    }
+                }
+                let retry = matches!(record.status, StepStatus::Failed | StepStatus::TimedOut)
+                    && attempt < step.max_attempts
+                    && !cancel.is_cancelled();
+                if !retry {
+                    break;
+                }
+                attempt += 1;
+            }
+            record.end = Utc::now();
+            (record, None, false)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runbook::document::{LoadOptions, load_str};
+    use crate::runbook::yaml::Format;
+    use std::sync::Mutex;
+
+    /// A fake runner: each handler name maps to a scripted outcome; records what ran.
+    struct Fake {
+        /// handler → list of outcomes per attempt (the last repeats).
+        outcomes: HashMap<String, Vec<(StepStatus, Value)>>,
+        ran: Mutex<Vec<String>>,
+        /// Handlers that block until cancelled.
+        blocking: Vec<String>,
+    }
+
+    impl Fake {
+        fn new(outcomes: &[(&str, &[(StepStatus, Value)])]) -> Fake {
+            Fake {
+                outcomes: outcomes
+                    .iter()
+                    .map(|(h, o)| (h.to_string(), o.to_vec()))
+                    .collect(),
+                ran: Mutex::new(Vec::new()),
+                blocking: Vec::new(),
+            }
+        }
+    }
+
+    impl StepRunner for Fake {
+        fn run<'a>(
+            &'a self,
+            step: &'a ValidatedStep,
+            ctx: RunContext<'a>,
+        ) -> BoxFuture<'a, Result<StepResult, String>> {
+            Box::pin(async move {
+                let handler = step.entry.as_ref().unwrap().function.clone();
+                let n = {
+                    let mut ran = self.ran.lock().unwrap();
+                    ran.push(handler.clone());
+                    ran.iter().filter(|h| **h == handler).count()
+                };
+                (ctx.on_log)(&LogLine {
+                    stream: LogStream::Stdout,
+                    text: format!("{handler} ran ({})", ctx.automation_execution_id),
+                });
+                let (mut status, payload) = if self.blocking.contains(&handler) {
+                    ctx.cancel.cancelled().await;
+                    (StepStatus::Cancelled, Value::Null)
+                } else {
+                    let list = self.outcomes.get(&handler).cloned().unwrap_or_default();
+                    list.get(n - 1)
+                        .or(list.last())
+                        .cloned()
+                        .unwrap_or((StepStatus::Success, Value::Null))
+                };
+                if ctx.cancel.is_cancelled() {
+                    status = StepStatus::Cancelled;
+                }
+                Ok(StepResult {
+                    execution_id: ctx.step_execution_id,
+                    runtime: step.runtime.clone(),
+                    status,
+                    payload,
+                    failure_message: (status != StepStatus::Success)
+                        .then(|| format!("{handler} {status}")),
+                    error: None,
+                    log: vec![],
+                    log_truncated: false,
+                    kill_reason: None,
+                    exit_code: Some(0),
+                    duration_ms: 1,
+                })
+            })
+        }
+    }
+
+    /// A YAML runbook of script steps: each `(name, extra step YAML)`; handler = name.
+    fn doc(steps: &[(&str, &str)], extra: &str) -> Runbook {
+        let mut y = String::from("schemaVersion: '0.3'\n");
+        y.push_str(extra);
+        y.push_str("mainSteps:\n");
+        for (name, more) in steps {
+            if more.starts_with("action:") {
+                y.push_str(&format!(
+                    "  - name: {name}\n    {}\n",
+                    more.replace('\n', "\n    ")
+                ));
+                continue;
+            }
+            y.push_str(&format!(
+                "  - name: {name}\n    action: aws:executeScript\n    inputs:\n      Runtime: python3.11\n      Handler: {name}\n      Script: 'def {name}(e, c): pass'\n"
+            ));
+            if !more.is_empty() {
+                y.push_str(&format!("    {}\n", more.replace('\n', "\n    ")));
+            }
+        }
+        let catalog = Catalog::builtin();
+        let options = LoadOptions {
+            catalog: &catalog,
+            max_timeout_secs: 600,
+            attachments_dir: None,
+        };
+        load_str(
+            &y,
+            "test",
+            Format::Yaml,
+            std::path::Path::new("."),
+            &options,
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{y}"))
+    }
+
+    async fn run_with(
+        rb: &Runbook,
+        fake: &Fake,
+        cancel: &CancellationToken,
+    ) -> (Execution, Vec<String>) {
+        let catalog = Catalog::builtin();
+        let ctx = AwsContext::default();
+        let options = ExecOptions {
+            execution_id: Some("exec-1".into()),
+            context: &ctx,
+            catalog: &catalog,
+            max_timeout_secs: 600,
+        };
+        let mut events = Vec::new();
+        let params = crate::runbook::parameters::resolve(&rb.parameters, &[]).unwrap();
+        let e = execute(
+            rb,
+            params,
+            fake,
+            &options,
+            &mut |ev| {
+                events.push(match ev {
+                    RunEvent::StepStarted { step, attempt } => {
+                        format!("start {} {attempt}", step.name)
+                    }
+                    RunEvent::Log { step, line } => format!("log {} {}", step.name, line.text),
+                    RunEvent::StepFinished { record } => {
+                        format!("end {} {}", record.name, record.status)
+                    }
+                })
+            },
+            cancel,
+        )
+        .await;
+        (e, events)
+    }
+
+    async fn run(rb: &Runbook, fake: &Fake) -> Execution {
+        run_with(rb, fake, &CancellationToken::new()).await.0
+    }
+
+    fn names(e: &Execution) -> Vec<String> {
+        e.steps
+            .iter()
+            .map(|s| format!("{}:{}", s.name, s.status))
+            .collect()
+    }
+
+    const FAIL: &[(StepStatus, Value)] = &[(StepStatus::Failed, Value::Null)];
+
+    #[tokio::test]
+    async fn steps_run_in_order_and_events_stream() {
+        let rb = doc(&[("a", ""), ("b", "")], "");
+        let (e, events) = run_with(&rb, &Fake::new(&[]), &CancellationToken::new()).await;
+        assert_eq!(names(&e), ["a:Success", "b:Success"]);
+        assert_eq!(e.status, StepStatus::Success);
+        assert_eq!(
+            events,
+            [
+                "start a 1",
+                "log a a ran (exec-1)",
+                "end a Success",
+                "start b 1",
+                "log b b ran (exec-1)",
+                "end b Success"
+            ]
+        );
+        assert_eq!(e.steps[0].next_step.as_deref(), Some("b"));
+    }
+
+    #[tokio::test]
+    async fn abort_is_the_default() {
+        let rb = doc(&[("a", ""), ("b", "")], "");
+        let e = run(&rb, &Fake::new(&[("a", FAIL)])).await;
+        assert_eq!(names(&e), ["a:Failed"]);
+        assert_eq!(e.status, StepStatus::Failed);
+        assert_eq!(e.failure_message.as_deref(), Some("a Failed"));
+    }
+
+    #[tokio::test]
+    async fn continue_goes_on_and_is_not_critical() {
+        let rb = doc(&[("a", "onFailure: Continue"), ("b", "")], "");
+        let e = run(&rb, &Fake::new(&[("a", FAIL)])).await;
+        assert_eq!(names(&e), ["a:Failed", "b:Success"]);
+        assert!(!e.steps[0].is_critical);
+        assert_eq!(e.status, StepStatus::Success);
+        // Continue with isCritical: true: goes on, but the execution fails.
+        let rb = doc(
+            &[("a", "onFailure: Continue\nisCritical: true"), ("b", "")],
+            "",
+        );
+        let e = run(&rb, &Fake::new(&[("a", FAIL)])).await;
+        assert_eq!(names(&e), ["a:Failed", "b:Success"]);
+        assert_eq!(e.status, StepStatus::Failed);
+    }
+
+    #[tokio::test]
+    async fn on_failure_step_jumps() {
+        let rb = doc(
+            &[
+                ("a", "onFailure: step:rollback"),
+                ("b", "isEnd: true"),
+                ("rollback", ""),
+            ],
+            "",
+        );
+        let e = run(&rb, &Fake::new(&[("a", FAIL)])).await;
+        assert_eq!(names(&e), ["a:Failed", "rollback:Success"]);
+        assert_eq!(e.status, StepStatus::Failed);
+        let e = run(&rb, &Fake::new(&[])).await;
+        assert_eq!(names(&e), ["a:Success", "b:Success"]);
+        assert_eq!(e.status, StepStatus::Success);
+        // isCritical false with a jump: the execution succeeds.
+        let rb = doc(
+            &[
+                ("a", "onFailure: step:fix\nisCritical: false"),
+                ("b", "isEnd: true"),
+                ("fix", ""),
+            ],
+            "",
+        );
+        let e = run(&rb, &Fake::new(&[("a", FAIL)])).await;
+        assert_eq!(names(&e), ["a:Failed", "fix:Success"]);
+        assert_eq!(e.status, StepStatus::Success);
+    }
+
+    #[tokio::test]
+    async fn timed_out_critical_step_times_out_the_execution() {
+        let rb = doc(&[("a", "")], "");
+        let e = run(
+            &rb,
+            &Fake::new(&[("a", &[(StepStatus::TimedOut, Value::Null)])]),
+        )
+        .await;
+        assert_eq!(e.status, StepStatus::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn max_attempts_retries() {
+        let rb = doc(&[("a", "maxAttempts: 3")], "");
+        let fake = Fake::new(&[(
+            "a",
+            &[
+                (StepStatus::Failed, Value::Null),
+                (StepStatus::Failed, Value::Null),
+                (StepStatus::Success, Value::Null),
+            ],
+        )]);
+        let (e, events) = run_with(&rb, &fake, &CancellationToken::new()).await;
+        assert_eq!(names(&e), ["a:Success"]);
+        assert_eq!(e.steps[0].attempts, 3);
+        assert!(events.contains(&"start a 3".to_string()));
+        let fake = Fake::new(&[("a", FAIL)]);
+        let e = run(&rb, &fake).await;
+        assert_eq!(e.steps[0].attempts, 3);
+        assert_eq!(e.status, StepStatus::Failed);
+        assert_eq!(fake.ran.lock().unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn next_step_and_is_end() {
+        let rb = doc(
+            &[
+                ("a", "nextStep: c"),
+                ("b", ""),
+                ("c", "isEnd: true"),
+                ("d", ""),
+            ],
+            "",
+        );
+        let e = run(&rb, &Fake::new(&[])).await;
+        assert_eq!(names(&e), ["a:Success", "c:Success"]);
+    }
+
+    #[tokio::test]
+    async fn typed_outputs_flow_and_selector_failures_fail_the_step() {
+        let rb = doc(
+            &[
+                (
+                    "a",
+                    "outputs:\n  - {Name: N, Selector: $.Payload.n, Type: Integer}\n  - {Name: M, Selector: $.Payload, Type: StringMap}",
+                ),
+                (
+                    "b",
+                    "onFailure: Continue\noutputs:\n  - {Name: X, Selector: $.Payload.missing, Type: String}",
+                ),
+            ],
+            "outputs: [a.N, a.M, b.X]\n",
+        );
+        let fake = Fake::new(&[("a", &[(StepStatus::Success, serde_json::json!({"n": 4}))])]);
+        let e = run(&rb, &fake).await;
+        assert_eq!(e.steps[0].outputs[0].2, serde_json::json!(4));
+        assert_eq!(e.steps[1].status, StepStatus::Failed);
+        assert!(
+            e.steps[1]
+                .failure_message
+                .as_ref()
+                .unwrap()
+                .contains("selector $.Payload.missing matched nothing")
+        );
+        assert_eq!(
+            e.outputs[0],
+            ("a.N".to_string(), Some(serde_json::json!(4)))
+        );
+        assert_eq!(e.outputs[2], ("b.X".to_string(), None));
+    }
+
+    #[tokio::test]
+    async fn branch_and_sleep_steps() {
+        let rb = doc(
+            &[
+                (
+                    "check",
+                    "action: aws:branch\ninputs:\n  Choices:\n    - NextStep: big\n      Variable: '{{ N }}'\n      NumericGreater: 10\n  Default: small",
+                ),
+                ("big", "isEnd: true"),
+                ("small", "nextStep: nap"),
+                ("nap", "action: aws:sleep\ninputs:\n  Duration: PT0.01S"),
+            ],
+            "parameters:\n  N: {type: Integer, default: 3}\n",
+        );
+        let e = run(&rb, &Fake::new(&[])).await;
+        assert_eq!(names(&e), ["check:Success", "small:Success", "nap:Success"]);
+        assert_eq!(e.steps[0].next_step.as_deref(), Some("small"));
+    }
+
+    #[tokio::test]
+    async fn sleep_times_out() {
+        let rb = doc(
+            &[(
+                "nap",
+                "action: aws:sleep\ntimeoutSeconds: 1\ninputs:\n  Duration: PT1H",
+            )],
+            "",
+        );
+        let e = run(&rb, &Fake::new(&[])).await;
+        assert_eq!(e.status, StepStatus::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn cancel_stops_and_on_cancel_runs_its_step() {
+        let rb = doc(
+            &[
+                ("a", "onCancel: step:cleanup"),
+                ("b", "isEnd: true"),
+                ("cleanup", ""),
+            ],
+            "",
+        );
+        let mut fake = Fake::new(&[]);
+        fake.blocking = vec!["a".into()];
+        let cancel = CancellationToken::new();
+        let c2 = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c2.cancel();
+        });
+        let (e, _) = run_with(&rb, &fake, &cancel).await;
+        assert_eq!(names(&e), ["a:Cancelled", "cleanup:Success"]);
+        assert_eq!(e.status, StepStatus::Cancelled);
+        // Without onCancel: the execution stops.
+        let rb = doc(&[("a", ""), ("b", "")], "");
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let (e, _) = run_with(&rb, &Fake::new(&[]), &cancel).await;
+        assert!(e.steps.is_empty());
+        assert_eq!(e.status, StepStatus::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn branch_loops_are_bounded() {
+        let rb = doc(&[("a", "nextStep: a")], "");
+        let e = run(&rb, &Fake::new(&[])).await;
+        assert_eq!(e.steps.len(), MAX_STEP_EXECUTIONS);
+        assert_eq!(e.status, StepStatus::Failed);
+    }
+}

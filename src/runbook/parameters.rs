@@ -1,0 +1,751 @@
+//! Runbook parameters: declarations, the values given for a run, and their rules.
+//!
+//! Every value is checked before any step runs; every problem is reported.
+//!
+//! Decisions where AWS is silent **(ours)**:
+//! - `allowedPattern` is searched in the value (like Java's `Matcher.find`), so anchor it with
+//!   `^...$` to constrain the whole value, as AWS's own documents do. Lookarounds are supported
+//!   (fancy-regex), as in Java.
+//! - Types `AWS::...` (e.g. `AWS::IAM::Role::Arn`) are Strings locally: nothing checks that the
+//!   resource exists.
+//! - From the command line every value is text: a StringList is a JSON list or comma-separated;
+//!   a StringMap / MapList is JSON. From a parameters file values may be typed, or lists of
+//!   strings as AWS's API takes them (`{"Name": ["v"]}`).
+
+use serde_json::{Map, Value};
+
+use super::selector::{ValueType, short};
+use super::yaml::{Kind, Node, Pos};
+use super::{Problem, interpolate};
+use crate::step::json_type_name;
+
+/// One declared parameter.
+#[derive(Debug, Clone)]
+pub struct ParamDecl {
+    /// Its name.
+    pub name: String,
+    /// Where it is declared.
+    pub pos: Pos,
+    /// Its type (AWS resource types are Strings).
+    pub ty: ValueType,
+    /// The type as written.
+    pub type_name: String,
+    /// `description`.
+    pub description: Option<String>,
+    /// `default`, typed (or a `{{ssm:...}}` string).
+    pub default: Option<Value>,
+    /// `allowedValues`.
+    pub allowed_values: Option<Vec<Value>>,
+    /// `allowedPattern`, compiled.
+    pub allowed_pattern: Option<(String, fancy_regex::Regex)>,
+    /// `minItems`.
+    pub min_items: Option<u64>,
+    /// `maxItems`.
+    pub max_items: Option<u64>,
+    /// `minChars`.
+    pub min_chars: Option<u64>,
+    /// `maxChars`.
+    pub max_chars: Option<u64>,
+    /// `displayType`.
+    pub display_type: Option<String>,
+}
+
+const KEYS: [&str; 10] = [
+    "type",
+    "description",
+    "default",
+    "allowedValues",
+    "allowedPattern",
+    "minItems",
+    "maxItems",
+    "minChars",
+    "maxChars",
+    "displayType",
+];
+
+/// Reads one declaration, reporting every problem.
+pub fn declare(
+    name: &str,
+    name_pos: Pos,
+    node: &Node,
+    problems: &mut Vec<Problem>,
+) -> Option<ParamDecl> {
+    let ctx = format!("parameters.{name}");
+    let before = problems.len();
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || name.is_empty() {
+        problems.push(Problem::invalid(
+            name_pos,
+            &ctx,
+            "a parameter name may hold only letters, digits and underscores",
+        ));
+    }
+    let Kind::Map(entries) = &node.kind else {
+        problems.push(Problem::invalid(
+            node.pos,
+            &ctx,
+            format!(
+                "must be a map with at least `type`, not {} (check the indentation under `parameters:`)",
+                node.type_name()
+            ),
+        ));
+        return None;
+    };
+    for (k, kpos, _) in entries {
+        if !KEYS.contains(&k.as_str()) {
+            problems.push(Problem::invalid(
+                *kpos,
+                &ctx,
+                format!("unknown key {k:?}; known keys: {}", KEYS.join(", ")),
+            ));
+        }
+    }
+    let type_node = node.get("type");
+    let type_name = type_node.and_then(Node::as_str).unwrap_or("").to_string();
+    let ty = match type_node {
+        None => {
+            problems.push(Problem::invalid(node.pos, &ctx, "`type` is required"));
+            None
+        }
+        Some(t) => match ValueType::parse(&type_name) {
+            Some(ty) => Some(ty),
+            None if type_name.starts_with("AWS::") => Some(ValueType::String),
+            None => {
+                problems.push(Problem::invalid(
+                    t.pos,
+                    format!("{ctx}.type"),
+                    format!(
+                        "unknown type {}; known types: {}",
+                        short(&t.to_json()),
+                        ValueType::NAMES.join(", ")
+                    ),
+                ));
+                None
+            }
+        },
+    };
+    let string = |key: &str, problems: &mut Vec<Problem>| -> Option<String> {
+        let n = node.get(key)?;
+        match &n.kind {
+            Kind::Str(s) => Some(s.clone()),
+            _ => {
+                problems.push(Problem::invalid(
+                    n.pos,
+                    format!("{ctx}.{key}"),
+                    format!("must be a string, not {}", n.type_name()),
+                ));
+                None
+            }
+        }
+    };
+    let count = |key: &str, problems: &mut Vec<Problem>| -> Option<u64> {
+        let n = node.get(key)?;
+        match &n.kind {
+            Kind::Int(i) if *i >= 0 => Some(*i as u64),
+            _ => {
+                problems.push(Problem::invalid(
+                    n.pos,
+                    format!("{ctx}.{key}"),
+                    format!("must be a whole number ≥ 0, not {}", short(&n.to_json())),
+                ));
+                None
+            }
+        }
+    };
+    let description = string("description", problems);
+    let display_type = string("displayType", problems);
+    let pattern_text = string("allowedPattern", problems);
+    let allowed_pattern = pattern_text.and_then(|p| match compile_pattern(&p) {
+        Ok(re) => Some((p, re)),
+        Err(e) => {
+            problems.push(Problem::unsupported(
+                node.get("allowedPattern")
+                    .map(|n| n.pos)
+                    .unwrap_or_default(),
+                format!("{ctx}.allowedPattern"),
+                "allowedPattern syntax",
+                format!("the regular expression {p:?} cannot be compiled by scriptbox: {e}"),
+            ));
+            None
+        }
+    });
+    let allowed_values = node.get("allowedValues").and_then(|n| match &n.kind {
+        Kind::Seq(items) => Some(items.iter().map(Node::to_json).collect()),
+        _ => {
+            problems.push(Problem::invalid(
+                n.pos,
+                format!("{ctx}.allowedValues"),
+                format!("must be a list, not {}", n.type_name()),
+            ));
+            None
+        }
+    });
+    let min_items = count("minItems", problems);
+    let max_items = count("maxItems", problems);
+    let min_chars = count("minChars", problems);
+    let max_chars = count("maxChars", problems);
+    let mut decl = ParamDecl {
+        name: name.to_string(),
+        pos: name_pos,
+        ty: ty.unwrap_or(ValueType::String),
+        type_name,
+        description,
+        default: None,
+        allowed_values,
+        allowed_pattern,
+        min_items,
+        max_items,
+        min_chars,
+        max_chars,
+        display_type,
+    };
+    if let (Some(ty), Some(d)) = (ty, node.get("default")) {
+        let raw = d.to_json();
+        if is_external_reference(&raw) {
+            decl.default = Some(raw);
+        } else {
+            match coerce(ty, &raw) {
+                Ok(v) => decl.default = Some(v),
+                Err(e) => problems.push(Problem::invalid(
+                    d.pos,
+                    format!("{ctx}.default"),
+                    format!("is not a valid {ty}: {e}"),
+                )),
+            }
+        }
+    }
+    if problems.len() > before || ty.is_none() {
+        return None;
+    }
+    Some(decl)
+}
+
+/// Compiles an allowedPattern with Java's meaning: `\w` and `\d` are ASCII (as in Java, and
+/// small: a Unicode `\w{1,253}` is too large to compile), and a `-` right after a class escape
+/// inside `[...]` (`[\w-_]`) is a literal.
+pub fn compile_pattern(p: &str) -> Result<fancy_regex::Regex, String> {
+    fancy_regex::Regex::new(&java_to_rust(p)).map_err(|e| e.to_string())
+}
+
+fn java_to_rust(p: &str) -> String {
+    let chars: Vec<char> = p.chars().collect();
+    let mut out = String::new();
+    let mut in_class = false;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\\' && i + 1 < chars.len() {
+            let e = chars[i + 1];
+            i += 2;
+            match (e, in_class) {
+                ('w', true) => out.push_str("A-Za-z0-9_"),
+                ('w', false) => out.push_str("[A-Za-z0-9_]"),
+                ('d', true) => out.push_str("0-9"),
+                ('d', false) => out.push_str("[0-9]"),
+                ('/', _) => out.push('/'),
+                _ => {
+                    out.push('\\');
+                    out.push(e);
+                }
+            }
+            let class_escape = "wWdDsS".contains(e);
+            if in_class
+                && class_escape
+                && chars.get(i) == Some(&'-')
+                && chars.get(i + 1) != Some(&']')
+            {
+                out.push_str("\\-");
+                i += 1;
+            }
+            continue;
+        }
+        if c == '[' && !in_class {
+            in_class = true;
+            out.push(c);
+            // A `]` or `^]` right after `[` is a literal.
+            if chars.get(i + 1) == Some(&'^') {
+                out.push('^');
+                i += 1;
+            }
+            i += 1;
+            continue;
+        } else if c == ']' && in_class {
+            in_class = false;
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
+/// True when a default reads Parameter Store or another external source (`{{ssm:...}}`).
+pub fn is_external_reference(v: &Value) -> bool {
+    interpolate::refs_in(v)
+        .iter()
+        .any(|f| matches!(&f.parsed, Err(e) if e.unsupported.is_some()))
+}
+
+/// A value given for a run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Supplied {
+    /// From `-p Name=Value`: text, converted by the parameter's type.
+    Text(String),
+    /// From a parameters file: typed, or AWS's list-of-strings form.
+    Typed(Value),
+}
+
+/// Converts a typed value (a default, a parameters-file value) to the parameter's type.
+pub fn coerce(ty: ValueType, v: &Value) -> Result<Value, String> {
+    // AWS's API form: every value is a list of strings; one-item lists hold scalars and maps.
+    if let Value::Array(items) = v {
+        if items.len() == 1
+            && items[0].is_string()
+            && matches!(
+                ty,
+                ValueType::String | ValueType::Integer | ValueType::Boolean | ValueType::StringMap
+            )
+        {
+            return coerce(ty, &items[0]);
+        }
+    }
+    match (ty, v) {
+        (_, Value::String(s)) => coerce_text(ty, s),
+        (ValueType::String, Value::Number(n)) => Ok(Value::String(n.to_string())),
+        (ValueType::String, Value::Bool(b)) => Ok(Value::String(b.to_string())),
+        (ValueType::Integer, Value::Number(n)) => n
+            .as_i64()
+            .map(Value::from)
+            .ok_or_else(|| format!("{n} is not an integer (decimals are not allowed)")),
+        (ValueType::Boolean, Value::Bool(b)) => Ok(Value::Bool(*b)),
+        (ValueType::StringList, Value::Array(items)) => {
+            if let Some(bad) = items.iter().find(|i| !i.is_string()) {
+                return Err(format!(
+                    "a StringList holds strings only, found {}",
+                    json_type_name(bad)
+                ));
+            }
+            Ok(v.clone())
+        }
+        (ValueType::StringMap, Value::Object(_)) => Ok(v.clone()),
+        (ValueType::MapList, Value::Array(items)) => {
+            let mut out = Vec::new();
+            for item in items {
+                match item {
+                    Value::Object(_) => out.push(item.clone()),
+                    // The API form: each map JSON-encoded.
+                    Value::String(s) => match serde_json::from_str::<Value>(s) {
+                        Ok(m @ Value::Object(_)) => out.push(m),
+                        _ => return Err(format!("a MapList holds maps, found the string {s:?}")),
+                    },
+                    other => {
+                        return Err(format!(
+                            "a MapList holds maps, found {}",
+                            json_type_name(other)
+                        ));
+                    }
+                }
+            }
+            Ok(Value::Array(out))
+        }
+        (_, other) => Err(format!("expected {ty}, found {}", json_type_name(other))),
+    }
+}
+
+/// Converts text (`-p Name=Value`) to the parameter's type.
+pub fn coerce_text(ty: ValueType, s: &str) -> Result<Value, String> {
+    match ty {
+        ValueType::String => Ok(Value::String(s.to_string())),
+        ValueType::Integer => s.trim().parse::<i64>().map(Value::from).map_err(|_| {
+            if s.contains('.') {
+                format!("{s:?} is not an integer (decimals are not allowed)")
+            } else {
+                format!("{s:?} is not an integer")
+            }
+        }),
+        ValueType::Boolean => match s.trim() {
+            "true" => Ok(Value::Bool(true)),
+            "false" => Ok(Value::Bool(false)),
+            _ => Err(format!("{s:?} is not a Boolean (only true or false)")),
+        },
+        ValueType::StringList => {
+            let t = s.trim();
+            if t.starts_with('[') {
+                let v: Value = serde_json::from_str(t)
+                    .map_err(|e| format!("{s:?} is not a JSON list: {e}"))?;
+                coerce(ty, &v)
+            } else if t.is_empty() {
+                Ok(Value::Array(vec![]))
+            } else {
+                Ok(Value::Array(
+                    t.split(',')
+                        .map(|i| Value::String(i.trim().to_string()))
+                        .collect(),
+                ))
+            }
+        }
+        ValueType::StringMap | ValueType::MapList => {
+            let v: Value =
+                serde_json::from_str(s).map_err(|e| format!("{s:?} is not JSON: {e}"))?;
+            if v.is_string() {
+                return Err(format!("expected {ty} as JSON, found a string"));
+            }
+            coerce(ty, &v)
+        }
+    }
+}
+
+/// Checks a typed value against the declaration's rules; returns every broken rule.
+pub fn check_rules(d: &ParamDecl, v: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let items: Vec<&Value> = match v {
+        Value::Array(items) if d.ty == ValueType::StringList => items.iter().collect(),
+        _ => vec![v],
+    };
+    let text = |v: &Value| interpolate::as_text(v);
+    if let Some(allowed) = &d.allowed_values {
+        if matches!(
+            d.ty,
+            ValueType::String | ValueType::Integer | ValueType::Boolean | ValueType::StringList
+        ) {
+            let allowed_text: Vec<String> = allowed.iter().map(text).collect();
+            for item in &items {
+                if !allowed_text.contains(&text(item)) {
+                    out.push(format!(
+                        "{} is not one of the allowedValues: {}",
+                        short(item),
+                        allowed_text.join(", ")
+                    ));
+                }
+            }
+        } else if !allowed.contains(v) {
+            out.push(format!("{} is not one of the allowedValues", short(v)));
+        }
+    }
+    if let Some((p, re)) = &d.allowed_pattern {
+        if matches!(
+            d.ty,
+            ValueType::String | ValueType::Integer | ValueType::StringList
+        ) {
+            for item in &items {
+                let t = text(item);
+                match re.is_match(&t) {
+                    Ok(true) => {}
+                    Ok(false) => out.push(format!("{t:?} does not match the allowedPattern {p:?}")),
+                    Err(e) => out.push(format!("allowedPattern {p:?} could not be applied: {e}")),
+                }
+            }
+        }
+    }
+    if let Value::Array(list) = v {
+        let n = list.len() as u64;
+        if let Some(min) = d.min_items {
+            if n < min {
+                out.push(format!("has {n} items, fewer than minItems {min}"));
+            }
+        }
+        if let Some(max) = d.max_items {
+            if n > max {
+                out.push(format!("has {n} items, more than maxItems {max}"));
+            }
+        }
+    }
+    if matches!(d.ty, ValueType::String | ValueType::StringList) {
+        for item in &items {
+            let n = text(item).chars().count() as u64;
+            if let Some(min) = d.min_chars {
+                if n < min {
+                    out.push(format!(
+                        "{} has {n} characters, fewer than minChars {min}",
+                        short(item)
+                    ));
+                }
+            }
+            if let Some(max) = d.max_chars {
+                if n > max {
+                    out.push(format!(
+                        "{} has {n} characters, more than maxChars {max}",
+                        short(item)
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Resolves the values of a run: every supplied name declared, every required one given, each
+/// value converted to its type and checked against its rules. Every problem is reported.
+pub fn resolve(
+    decls: &[ParamDecl],
+    supplied: &[(String, Supplied)],
+) -> Result<Map<String, Value>, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut values = Map::new();
+    for (i, (name, _)) in supplied.iter().enumerate() {
+        if supplied[..i].iter().any(|(n, _)| n == name) {
+            problems.push(Problem::invalid(
+                Pos::default(),
+                format!("parameter {name}"),
+                "is given more than once",
+            ));
+        }
+        if !decls.iter().any(|d| &d.name == name) {
+            let known: Vec<&str> = decls.iter().map(|d| d.name.as_str()).collect();
+            problems.push(Problem::invalid(
+                Pos::default(),
+                format!("parameter {name}"),
+                format!(
+                    "is not declared by the document (declared: {})",
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+    }
+    for d in decls {
+        let ctx = format!("parameter {}", d.name);
+        let given = supplied.iter().find(|(n, _)| n == &d.name).map(|(_, v)| v);
+        let value = match given {
+            Some(Supplied::Text(t)) => coerce_text(d.ty, t),
+            Some(Supplied::Typed(v)) => coerce(d.ty, v),
+            None => match &d.default {
+                None => {
+                    problems.push(Problem::invalid(
+                        d.pos,
+                        &ctx,
+                        format!(
+                            "is required (it has no default); give it with -p {}=VALUE",
+                            d.name
+                        ),
+                    ));
+                    continue;
+                }
+                Some(v) if is_external_reference(v) => {
+                    problems.push(Problem::unsupported(
+                        d.pos,
+                        &ctx,
+                        "{{ssm:...}}",
+                        format!(
+                            "its default {} reads Parameter Store, which scriptbox cannot reach locally; give the value with -p {}=VALUE",
+                            short(v),
+                            d.name
+                        ),
+                    ));
+                    continue;
+                }
+                Some(v) => Ok(v.clone()),
+            },
+        };
+        match value {
+            Err(e) => problems.push(Problem::invalid(
+                d.pos,
+                &ctx,
+                format!("is not a valid {}: {e}", d.ty),
+            )),
+            Ok(v) => {
+                let source = if given.is_some() {
+                    ""
+                } else {
+                    " (its default)"
+                };
+                for rule in check_rules(d, &v) {
+                    problems.push(Problem::invalid(d.pos, &ctx, format!("{rule}{source}")));
+                }
+                values.insert(d.name.clone(), v);
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(values)
+    } else {
+        Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runbook::yaml::{Format, read};
+    use serde_json::json;
+
+    fn decls(yaml: &str) -> (Vec<ParamDecl>, Vec<Problem>) {
+        let (n, p) = read(yaml, Format::Yaml);
+        assert!(p.is_empty(), "{p:?}");
+        let n = n.unwrap();
+        let mut problems = Vec::new();
+        let mut out = Vec::new();
+        if let Kind::Map(entries) = &n.kind {
+            for (k, pos, v) in entries {
+                if let Some(d) = declare(k, *pos, v, &mut problems) {
+                    out.push(d);
+                }
+            }
+        }
+        (out, problems)
+    }
+
+    fn one(yaml: &str, given: Option<Supplied>) -> Result<Value, Vec<String>> {
+        let (d, p) = decls(yaml);
+        assert!(p.is_empty(), "{p:?}");
+        let supplied: Vec<(String, Supplied)> =
+            given.into_iter().map(|g| ("P".to_string(), g)).collect();
+        resolve(&d, &supplied)
+            .map(|m| m["P"].clone())
+            .map_err(|e| e.iter().map(ToString::to_string).collect())
+    }
+
+    fn text(s: &str) -> Option<Supplied> {
+        Some(Supplied::Text(s.into()))
+    }
+
+    #[test]
+    fn each_type_converts_from_text() {
+        assert_eq!(one("P: {type: String}", text("a,b")).unwrap(), json!("a,b"));
+        assert_eq!(one("P: {type: Integer}", text("42")).unwrap(), json!(42));
+        assert!(
+            one("P: {type: Integer}", text("4.2")).unwrap_err()[0]
+                .contains("decimals are not allowed")
+        );
+        assert_eq!(
+            one("P: {type: Boolean}", text("false")).unwrap(),
+            json!(false)
+        );
+        assert!(
+            one("P: {type: Boolean}", text("yes")).unwrap_err()[0].contains("only true or false")
+        );
+        assert_eq!(
+            one("P: {type: StringList}", text("a, b")).unwrap(),
+            json!(["a", "b"])
+        );
+        assert_eq!(
+            one("P: {type: StringList}", text("[\"a\",\"b,c\"]")).unwrap(),
+            json!(["a", "b,c"])
+        );
+        assert_eq!(
+            one("P: {type: StringMap}", text("{\"k\":\"v\"}")).unwrap(),
+            json!({"k": "v"})
+        );
+        assert!(one("P: {type: StringMap}", text("k=v")).is_err());
+        assert_eq!(
+            one("P: {type: MapList}", text("[{\"a\":1}]")).unwrap(),
+            json!([{"a": 1}])
+        );
+        assert!(one("P: {type: MapList}", text("[1]")).is_err());
+    }
+
+    #[test]
+    fn typed_and_api_forms_are_accepted() {
+        let typed = |v: Value| Some(Supplied::Typed(v));
+        assert_eq!(
+            one("P: {type: Integer}", typed(json!(["7"]))).unwrap(),
+            json!(7)
+        );
+        assert_eq!(
+            one("P: {type: String}", typed(json!(["x"]))).unwrap(),
+            json!("x")
+        );
+        assert_eq!(
+            one("P: {type: StringList}", typed(json!(["x", "y"]))).unwrap(),
+            json!(["x", "y"])
+        );
+        assert_eq!(
+            one("P: {type: MapList}", typed(json!(["{\"a\":1}"]))).unwrap(),
+            json!([{"a": 1}])
+        );
+        assert_eq!(
+            one("P: {type: StringMap}", typed(json!({"a": 1}))).unwrap(),
+            json!({"a": 1})
+        );
+        assert_eq!(
+            one("P: {type: Boolean}", typed(json!(true))).unwrap(),
+            json!(true)
+        );
+        assert!(one("P: {type: Integer}", typed(json!(1.5))).is_err());
+    }
+
+    #[test]
+    fn defaults_required_and_undeclared() {
+        assert_eq!(
+            one("P: {type: String, default: d}", None).unwrap(),
+            json!("d")
+        );
+        assert!(one("P: {type: String}", None).unwrap_err()[0].contains("is required"));
+        let (d, _) = decls("P: {type: String, default: x}");
+        let e = resolve(&d, &[("Q".into(), Supplied::Text("1".into()))]).unwrap_err();
+        assert!(
+            e[0].to_string()
+                .contains("parameter Q: is not declared by the document (declared: P)")
+        );
+        let (_, p) = decls(
+            "P: {type: Integer, default: 1.5}\nQ: {type: Wat}\nR: {type: String, colour: red}\nS:\n",
+        );
+        let p: Vec<String> = p.iter().map(ToString::to_string).collect();
+        assert_eq!(p.len(), 4, "{p:?}");
+        assert!(p[0].contains("parameters.P.default: is not a valid Integer"));
+        assert!(p[1].contains("unknown type \"Wat\""));
+        assert!(p[2].contains("unknown key \"colour\""));
+        assert!(p[3].contains("must be a map"));
+    }
+
+    #[test]
+    fn rules_apply() {
+        let y = "P: {type: String, allowedValues: [a, b]}";
+        assert!(one(y, text("a")).is_ok());
+        assert!(one(y, text("c")).unwrap_err()[0].contains("not one of the allowedValues: a, b"));
+        let y = "P: {type: StringList, allowedValues: [a, b]}";
+        assert!(one(y, text("a,b")).is_ok());
+        assert!(one(y, text("a,z")).unwrap_err()[0].contains("\"z\" is not one"));
+        let y = "P: {type: Integer, allowedValues: [1, 2]}";
+        assert!(one(y, text("2")).is_ok());
+        assert!(one(y, text("3")).is_err());
+        let y = "P: {type: String, allowedPattern: '^i-[a-f0-9]{8}$'}";
+        assert!(one(y, text("i-0123abcd")).is_ok());
+        assert!(
+            one(y, text("i-0123abcdX")).unwrap_err()[0]
+                .contains("does not match the allowedPattern")
+        );
+        // Unanchored patterns are searched (ours).
+        assert!(one("P: {type: String, allowedPattern: 'sg-'}", text("x-sg-1")).is_ok());
+        // Java-style lookarounds work.
+        let y = "P: {type: String, allowedPattern: '^(?!.*--)[a-z][a-z0-9-]{0,62}(?<!-)$'}";
+        assert!(one(y, text("ok-name")).is_ok());
+        assert!(one(y, text("bad--name")).is_err());
+        assert!(one(y, text("bad-")).is_err());
+        let y = "P: {type: StringList, minItems: 2, maxItems: 3}";
+        assert!(one(y, text("a")).unwrap_err()[0].contains("fewer than minItems 2"));
+        assert!(one(y, text("a,b,c,d")).unwrap_err()[0].contains("more than maxItems 3"));
+        assert!(one(y, text("a,b")).is_ok());
+        let y = "P: {type: String, minChars: 2, maxChars: 4}";
+        assert!(one(y, text("a")).unwrap_err()[0].contains("fewer than minChars 2"));
+        assert!(one(y, text("abcde")).unwrap_err()[0].contains("more than maxChars 4"));
+        // A default must obey the rules too (when it is used).
+        assert!(
+            one("P: {type: String, default: c, allowedValues: [a]}", None).unwrap_err()[0]
+                .contains("(its default)")
+        );
+    }
+
+    #[test]
+    fn ssm_defaults_need_a_value() {
+        let y = "P: {type: String, default: '{{ssm:/a/b}}'}";
+        let e = one(y, None).unwrap_err();
+        assert!(e[0].contains("reads Parameter Store"), "{e:?}");
+        assert_eq!(one(y, text("given")).unwrap(), json!("given"));
+    }
+
+    #[test]
+    fn java_class_dashes_are_literal() {
+        let re = compile_pattern(r"^[\w-_+=.@\/]*$").unwrap();
+        assert!(re.is_match("a-b_c/d").unwrap());
+        assert!(!re.is_match("a b").unwrap());
+        let re =
+            compile_pattern(r"^arn:aws[a-z0-9-]*:iam::\d{12}:role\/[\w-\/.@+=,]{1,1017}$").unwrap();
+        assert!(re.is_match("arn:aws:iam::123456789012:role/a-b/c").unwrap());
+        // ASCII \w as in Java, and large repetitions compile.
+        let re = compile_pattern(r"^[A-Za-z\d][\w.-]{1,253}[A-Za-z\d]$").unwrap();
+        assert!(re.is_match("my-bucket.name").unwrap());
+        assert!(!re.is_match("bücket").unwrap());
+    }
+}

@@ -1,0 +1,391 @@
+//! Output selectors (a JSONPath subset: `.name`, `..name`, `[n]`, `['name']`) and output types.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::step::json_type_name;
+
+/// The declared `Type` of an output (and of a parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueType {
+    /// `String`.
+    String,
+    /// `Integer`.
+    Integer,
+    /// `Boolean`.
+    Boolean,
+    /// `StringList`.
+    StringList,
+    /// `StringMap`.
+    StringMap,
+    /// `MapList`.
+    MapList,
+}
+
+impl ValueType {
+    /// Every type, as AWS spells them.
+    pub const NAMES: [&'static str; 6] = [
+        "String",
+        "StringList",
+        "Integer",
+        "Boolean",
+        "StringMap",
+        "MapList",
+    ];
+
+    /// Parses AWS's spelling.
+    pub fn parse(s: &str) -> Option<ValueType> {
+        Some(match s {
+            "String" => ValueType::String,
+            "Integer" => ValueType::Integer,
+            "Boolean" => ValueType::Boolean,
+            "StringList" => ValueType::StringList,
+            "StringMap" => ValueType::StringMap,
+            "MapList" => ValueType::MapList,
+            _ => return None,
+        })
+    }
+
+    /// AWS's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValueType::String => "String",
+            ValueType::Integer => "Integer",
+            ValueType::Boolean => "Boolean",
+            ValueType::StringList => "StringList",
+            ValueType::StringMap => "StringMap",
+            ValueType::MapList => "MapList",
+        }
+    }
+
+    /// Checks a JSON value is of this type (no conversion): the step fails otherwise.
+    pub fn check(self, v: &Value) -> Result<(), String> {
+        let ok = match self {
+            ValueType::String => v.is_string(),
+            ValueType::Integer => v.as_i64().is_some(),
+            ValueType::Boolean => v.is_boolean(),
+            ValueType::StringList => v
+                .as_array()
+                .map(|a| a.iter().all(Value::is_string))
+                .unwrap_or(false),
+            ValueType::StringMap => v.is_object(),
+            ValueType::MapList => v
+                .as_array()
+                .map(|a| a.iter().all(Value::is_object))
+                .unwrap_or(false),
+        };
+        if ok {
+            return Ok(());
+        }
+        let found = match v {
+            Value::Array(items) if matches!(self, ValueType::StringList | ValueType::MapList) => {
+                let bad = items
+                    .iter()
+                    .find(|i| {
+                        if self == ValueType::StringList {
+                            !i.is_string()
+                        } else {
+                            !i.is_object()
+                        }
+                    })
+                    .map(json_type_name)
+                    .unwrap_or("?");
+                format!("a list holding {bad}")
+            }
+            Value::Number(_) if self == ValueType::Integer => "a number with decimals".into(),
+            other => json_type_name(other).into(),
+        };
+        Err(format!(
+            "expected {}, found {found}: {}",
+            self.as_str(),
+            short(v)
+        ))
+    }
+}
+
+impl fmt::Display for ValueType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A value shortened for a message.
+pub fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 120 {
+        let cut: String = s.chars().take(117).collect();
+        format!("{cut}...")
+    } else {
+        s
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Child(String),
+    Descend(String),
+    Index(usize),
+    All,
+}
+
+/// A parsed selector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selector {
+    /// As written.
+    pub text: String,
+    segs: Vec<Seg>,
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Selector {
+    /// Parses `$.Payload...`.
+    pub fn parse(text: &str) -> Result<Selector, String> {
+        let rest = text
+            .strip_prefix('$')
+            .ok_or_else(|| format!("{text:?} must start with `$.Payload`"))?;
+        let b = rest.as_bytes();
+        let mut i = 0;
+        let mut segs = Vec::new();
+        let name_end = |from: usize| {
+            let mut j = from;
+            while j < b.len() && b[j] != b'.' && b[j] != b'[' {
+                j += 1;
+            }
+            j
+        };
+        while i < b.len() {
+            if rest[i..].starts_with("..") {
+                let end = name_end(i + 2);
+                let name = &rest[i + 2..end];
+                if name.is_empty() {
+                    return Err(format!("{text:?}: `..` must be followed by a name"));
+                }
+                segs.push(if name == "*" {
+                    Seg::All
+                } else {
+                    Seg::Descend(name.into())
+                });
+                i = end;
+            } else if b[i] == b'.' {
+                let end = name_end(i + 1);
+                let name = &rest[i + 1..end];
+                if name.is_empty() {
+                    return Err(format!("{text:?}: empty name after `.`"));
+                }
+                segs.push(if name == "*" {
+                    Seg::All
+                } else {
+                    Seg::Child(name.into())
+                });
+                i = end;
+            } else if b[i] == b'[' {
+                let close = rest[i..]
+                    .find(']')
+                    .map(|j| j + i)
+                    .ok_or_else(|| format!("{text:?}: `[` without `]`"))?;
+                let inner = rest[i + 1..close].trim();
+                if inner == "*" {
+                    segs.push(Seg::All);
+                } else if let Some(q) = inner
+                    .strip_prefix('\'')
+                    .and_then(|s| s.strip_suffix('\''))
+                    .or_else(|| inner.strip_prefix('"').and_then(|s| s.strip_suffix('"')))
+                {
+                    segs.push(Seg::Child(q.into()));
+                } else {
+                    let n: usize = inner.parse().map_err(|_| {
+                        format!(
+                            "{text:?}: `[{inner}]` is not supported (only `[n]` with n ≥ 0, `[*]` and `['name']`)"
+                        )
+                    })?;
+                    segs.push(Seg::Index(n));
+                }
+                i = close + 1;
+            } else {
+                return Err(format!(
+                    "{text:?}: unexpected {:?} at {}",
+                    b[i] as char,
+                    i + 1
+                ));
+            }
+        }
+        // `$` alone is the step's whole output object, `{"Payload": ...}` (ours).
+        if !segs.is_empty() && segs.first() != Some(&Seg::Child("Payload".into())) {
+            return Err(format!(
+                "{text:?} must start with `$.Payload` (an executeScript step's output is its Payload)"
+            ));
+        }
+        Ok(Selector {
+            text: text.into(),
+            segs,
+        })
+    }
+
+    /// True when the selector can match several values (`..`, `*`): the result is a list.
+    pub fn is_multi(&self) -> bool {
+        self.segs
+            .iter()
+            .any(|s| matches!(s, Seg::Descend(_) | Seg::All))
+    }
+
+    /// Evaluates against a step's payload. `None`: nothing matched (never for a multi selector,
+    /// which gives a list, possibly empty).
+    pub fn select(&self, payload: &Value) -> Option<Value> {
+        let mut root = Map::new();
+        root.insert("Payload".into(), payload.clone());
+        let root = Value::Object(root);
+        let mut current: Vec<&Value> = vec![&root];
+        for seg in &self.segs {
+            let mut next = Vec::new();
+            for v in current {
+                match seg {
+                    Seg::Child(name) => next.extend(v.get(name.as_str())),
+                    Seg::Index(n) => next.extend(v.as_array().and_then(|a| a.get(*n))),
+                    Seg::All => match v {
+                        Value::Array(a) => next.extend(a.iter()),
+                        Value::Object(m) => next.extend(m.values()),
+                        _ => {}
+                    },
+                    Seg::Descend(name) => descend(v, name, &mut next),
+                }
+            }
+            current = next;
+        }
+        if self.is_multi() {
+            Some(Value::Array(current.into_iter().cloned().collect()))
+        } else {
+            current.first().map(|v| (*v).clone())
+        }
+    }
+}
+
+fn descend<'v>(v: &'v Value, name: &str, out: &mut Vec<&'v Value>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(x) = m.get(name) {
+                out.push(x);
+            }
+            for child in m.values() {
+                descend(child, name, out);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| descend(i, name, out)),
+        _ => {}
+    }
+}
+
+/// Computes one declared output from a payload: the selected value, checked against the Type.
+pub fn output_value(
+    name: &str,
+    selector: &Selector,
+    ty: ValueType,
+    payload: &Value,
+) -> Result<Value, String> {
+    let Some(found) = selector.select(payload) else {
+        return Err(format!(
+            "output {name:?}: selector {selector} matched nothing in the payload {}",
+            short(payload)
+        ));
+    };
+    ty.check(&found)
+        .map_err(|e| format!("output {name:?}: selector {selector}: {e}"))?;
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sel(s: &str) -> Selector {
+        Selector::parse(s).unwrap()
+    }
+
+    #[test]
+    fn the_subset_selects() {
+        let p = json!({"a": {"b": 1}, "list": [{"name": "x"}, {"name": "y", "in": {"name": "z"}}]});
+        assert_eq!(sel("$.Payload").select(&p), Some(p.clone()));
+        assert_eq!(sel("$.Payload.a.b").select(&p), Some(json!(1)));
+        assert_eq!(sel("$.Payload.list[1].name").select(&p), Some(json!("y")));
+        assert_eq!(sel("$.Payload['a'].b").select(&p), Some(json!(1)));
+        assert_eq!(
+            sel("$.Payload..name").select(&p),
+            Some(json!(["x", "y", "z"]))
+        );
+        assert_eq!(sel("$.Payload..nothing").select(&p), Some(json!([])));
+        assert_eq!(
+            sel("$.Payload.list[*].name").select(&p),
+            Some(json!(["x", "y"]))
+        );
+        assert_eq!(sel("$.Payload.missing").select(&p), None);
+        assert_eq!(sel("$.Payload.list[7]").select(&p), None);
+        // A bare value returned by the handler.
+        assert_eq!(sel("$.Payload").select(&json!(5)), Some(json!(5)));
+    }
+
+    #[test]
+    fn bad_selectors_are_refused() {
+        assert!(
+            Selector::parse("Payload.a")
+                .unwrap_err()
+                .contains("must start with")
+        );
+        assert!(
+            Selector::parse("$.Reservations..Id")
+                .unwrap_err()
+                .contains("$.Payload")
+        );
+        assert!(
+            Selector::parse("$.Payload[-1]")
+                .unwrap_err()
+                .contains("not supported")
+        );
+        assert!(Selector::parse("$.Payload.a[0").is_err());
+    }
+
+    #[test]
+    fn outputs_are_checked_against_their_type() {
+        let p = json!({"s": "x", "i": 4, "f": 1.5, "b": false, "l": ["a"], "m": {"k": 1}, "ml": [{"a": 1}], "mix": ["a", 1]});
+        let out = |s: &str, t| output_value("O", &sel(s), t, &p);
+        assert_eq!(out("$.Payload.s", ValueType::String).unwrap(), json!("x"));
+        assert_eq!(out("$.Payload.i", ValueType::Integer).unwrap(), json!(4));
+        assert_eq!(
+            out("$.Payload.b", ValueType::Boolean).unwrap(),
+            json!(false)
+        );
+        assert_eq!(
+            out("$.Payload.l", ValueType::StringList).unwrap(),
+            json!(["a"])
+        );
+        assert_eq!(
+            out("$.Payload.m", ValueType::StringMap).unwrap(),
+            json!({"k": 1})
+        );
+        assert_eq!(
+            out("$.Payload.ml", ValueType::MapList).unwrap(),
+            json!([{"a": 1}])
+        );
+        let e = out("$.Payload.f", ValueType::Integer).unwrap_err();
+        assert!(
+            e.contains(
+                "output \"O\": selector $.Payload.f: expected Integer, found a number with decimals"
+            ),
+            "{e}"
+        );
+        let e = out("$.Payload.mix", ValueType::StringList).unwrap_err();
+        assert!(e.contains("a list holding a number"), "{e}");
+        let e = out("$.Payload.zz", ValueType::String).unwrap_err();
+        assert!(e.contains("matched nothing"), "{e}");
+        assert!(
+            out("$.Payload..s", ValueType::String)
+                .unwrap_err()
+                .contains("found a list")
+        );
+    }
+}

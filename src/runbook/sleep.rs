@@ -1,0 +1,181 @@
+//! `aws:sleep`: an ISO 8601 `Duration` or an RFC 3339 `Timestamp`, cancellable.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// Parses an ISO 8601 duration: `PT10S`, `PT1M30S`, `PT0.5S`, `P1D`, `P1DT2H`, `P2W`.
+/// Years and months are refused: their length depends on the calendar.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad =
+        |why: &str| format!("{s:?} is not an ISO 8601 duration ({why}), e.g. PT10S, PT1M30S, P1D");
+    let body = s
+        .strip_prefix('P')
+        .ok_or_else(|| bad("it must start with P"))?;
+    if body.is_empty() || body == "T" {
+        return Err(bad("no amount is given"));
+    }
+    let mut secs = 0f64;
+    let mut in_time = false;
+    let mut number = String::new();
+    let mut seen_any = false;
+    for c in body.chars() {
+        match c {
+            'T' if !in_time && number.is_empty() => in_time = true,
+            '0'..='9' | '.' | ',' => number.push(if c == ',' { '.' } else { c }),
+            unit => {
+                if number.is_empty() {
+                    return Err(bad(&format!("{unit:?} has no number before it")));
+                }
+                let n: f64 = number.parse().map_err(|_| bad("a number is malformed"))?;
+                let factor = match (in_time, unit) {
+                    (false, 'W') => 7.0 * 86400.0,
+                    (false, 'D') => 86400.0,
+                    (true, 'H') => 3600.0,
+                    (true, 'M') => 60.0,
+                    (true, 'S') => 1.0,
+                    (false, 'Y') | (false, 'M') => {
+                        return Err(format!(
+                            "{s:?}: years and months are not supported (their length depends on the calendar); use days, e.g. P30D"
+                        ));
+                    }
+                    _ => return Err(bad(&format!("unknown unit {unit:?}"))),
+                };
+                secs += n * factor;
+                number.clear();
+                seen_any = true;
+            }
+        }
+    }
+    if !number.is_empty() || !seen_any {
+        return Err(bad("a number has no unit"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses an RFC 3339 timestamp such as `2026-01-01T10:00:00Z`.
+pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            format!("{s:?} is not an RFC 3339 timestamp such as 2026-01-01T10:00:00Z: {e}")
+        })
+}
+
+/// How long to sleep for resolved inputs (`Duration` or `Timestamp`), from `now`.
+/// A timestamp in the past means no sleep.
+pub fn how_long(
+    inputs: &serde_json::Map<String, Value>,
+    now: DateTime<Utc>,
+) -> Result<Duration, String> {
+    match (inputs.get("Duration"), inputs.get("Timestamp")) {
+        (Some(Value::String(d)), None) => parse_duration(d),
+        (None, Some(Value::String(t))) => {
+            let at = parse_timestamp(t)?;
+            Ok((at - now).to_std().unwrap_or(Duration::ZERO))
+        }
+        (Some(_), Some(_)) => Err("give Duration or Timestamp, not both".into()),
+        (None, None) => Err("Duration or Timestamp is required".into()),
+        (Some(v), None) | (None, Some(v)) => Err(format!("must be a string, not {v}")),
+    }
+}
+
+/// How a sleep ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SleepEnd {
+    /// The whole duration passed.
+    Slept,
+    /// The step's timeoutSeconds passed first.
+    TimedOut,
+    /// The execution was cancelled.
+    Cancelled,
+}
+
+/// Sleeps, honouring the step's timeout and cancellation.
+pub async fn sleep(d: Duration, timeout: Option<Duration>, cancel: &CancellationToken) -> SleepEnd {
+    let (wait, end) = match timeout {
+        Some(t) if t < d => (t, SleepEnd::TimedOut),
+        _ => (d, SleepEnd::Slept),
+    };
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => end,
+        _ = cancel.cancelled() => SleepEnd::Cancelled,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("PT10S").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("PT1M30S").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("P1D").unwrap(), Duration::from_secs(86400));
+        assert_eq!(
+            parse_duration("P1DT2H").unwrap(),
+            Duration::from_secs(93600)
+        );
+        assert_eq!(parse_duration("P1W").unwrap(), Duration::from_secs(604800));
+        assert_eq!(
+            parse_duration("PT0.5S").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert!(parse_duration("10S").is_err());
+        assert!(parse_duration("PT").is_err());
+        assert!(parse_duration("PT10").is_err());
+        assert!(
+            parse_duration("P1M")
+                .unwrap_err()
+                .contains("months are not supported")
+        );
+        assert!(parse_duration("PT-5S").is_err());
+        assert!(parse_duration("P1H").is_err());
+    }
+
+    #[test]
+    fn timestamps() {
+        let now = parse_timestamp("2026-01-01T10:00:00Z").unwrap();
+        let mut m = serde_json::Map::new();
+        m.insert("Timestamp".into(), json!("2026-01-01T10:00:05Z"));
+        assert_eq!(how_long(&m, now).unwrap(), Duration::from_secs(5));
+        m.insert("Timestamp".into(), json!("2025-01-01T10:00:00+02:00"));
+        assert_eq!(how_long(&m, now).unwrap(), Duration::ZERO);
+        m.insert("Timestamp".into(), json!("tomorrow"));
+        assert!(how_long(&m, now).unwrap_err().contains("RFC 3339"));
+        m.insert("Duration".into(), json!("PT1S"));
+        assert!(how_long(&m, now).unwrap_err().contains("not both"));
+    }
+
+    #[tokio::test]
+    async fn sleep_is_cancellable_and_bounded() {
+        let cancel = CancellationToken::new();
+        let t = std::time::Instant::now();
+        assert_eq!(
+            sleep(
+                Duration::from_secs(30),
+                Some(Duration::from_millis(50)),
+                &cancel
+            )
+            .await,
+            SleepEnd::TimedOut
+        );
+        assert!(t.elapsed() < Duration::from_secs(5));
+        let c2 = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c2.cancel();
+        });
+        assert_eq!(
+            sleep(Duration::from_secs(30), None, &cancel).await,
+            SleepEnd::Cancelled
+        );
+        assert_eq!(
+            sleep(Duration::from_millis(10), None, &CancellationToken::new()).await,
+            SleepEnd::Slept
+        );
+    }
+}
