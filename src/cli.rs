@@ -37,6 +37,10 @@ pub struct Cli {
         value_name = "FILE"
     )]
     pub runtimes_file: Option<PathBuf>,
+    /// Override one setting, `section.key=value` (e.g. `server.concurrency=4`); repeatable.
+    /// Environment variables `SCRIPTBOX_<SECTION>_<KEY>` do the same, below this flag.
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -67,6 +71,19 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Validate every runbook of a folder and print a tally: file, verdict, reason.
     Conformance(ConformanceArgs),
+    /// Run the daemon: an HTTP+JSON API on a Unix socket (and optionally TCP), durable
+    /// execution records, a bounded queue, recovery after a crash.
+    Serve(crate::daemon_cli::ServeArgs),
+    /// Submit a step (the flags of `invoke`) or a runbook (as `run`) to the daemon.
+    Submit(crate::daemon_cli::SubmitArgs),
+    /// Print one execution of the daemon (the JSON of `invoke` / `run`, plus Id and Status).
+    Get(crate::daemon_cli::GetArgs),
+    /// List the daemon's executions, newest first.
+    Ls(crate::daemon_cli::LsArgs),
+    /// Print (or with -f follow) an execution's log.
+    Logs(crate::daemon_cli::LogsArgs),
+    /// Cancel an execution: a queued one never runs; a running one's container is killed.
+    Cancel(crate::daemon_cli::CancelArgs),
 }
 
 /// `scriptbox images ...`
@@ -162,11 +179,37 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> ExitCode {
     }
 }
 
-fn load_settings(cli: &Cli) -> Result<Settings, CliError> {
-    match &cli.config {
-        Some(path) => Settings::load(path).map_err(|e| CliError::Invalid(format!("--config: {e}"))),
-        None => Ok(Settings::default()),
+/// The settings: defaults, the --config file, `SCRIPTBOX_<SECTION>_<KEY>` variables, `--set`.
+pub fn load_settings(cli: &Cli) -> Result<Settings, CliError> {
+    let mut settings = match &cli.config {
+        Some(path) => {
+            Settings::load(path).map_err(|e| CliError::Invalid(format!("--config: {e}")))?
+        }
+        None => Settings::default(),
+    };
+    settings
+        .apply_env()
+        .map_err(|e| CliError::Invalid(e.to_string()))?;
+    for assignment in &cli.set {
+        settings
+            .apply_override(assignment)
+            .map_err(|e| CliError::Invalid(e.to_string()))?;
     }
+    settings
+        .check()
+        .map_err(|e| CliError::Invalid(e.to_string()))?;
+    Ok(settings)
+}
+
+/// The Docker engine address from the settings (`server.docker_host`, or serve's
+/// `--docker-host`), to be put in `DOCKER_HOST` before any thread starts.
+pub fn docker_host(cli: &Cli) -> Option<String> {
+    if let Command::Serve(args) = &cli.command
+        && let Some(h) = &args.docker_host
+    {
+        return Some(h.clone());
+    }
+    load_settings(cli).ok()?.server.docker_host
 }
 
 fn load_catalog(cli: &Cli) -> Result<Catalog, CliError> {
@@ -190,6 +233,12 @@ async fn dispatch(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Cli
         Command::Run(args) => run_runbook(args, settings, catalog, shutdown).await,
         Command::Validate(args) => validate_runbook(args, settings, catalog),
         Command::Conformance(args) => conformance(args, settings, catalog),
+        Command::Serve(args) => crate::daemon_cli::serve(args, settings, catalog, shutdown).await,
+        Command::Submit(args) => crate::daemon_cli::submit(args, settings, catalog).await,
+        Command::Get(args) => crate::daemon_cli::get(args).await,
+        Command::Ls(args) => crate::daemon_cli::ls(args).await,
+        Command::Logs(args) => crate::daemon_cli::logs(args).await,
+        Command::Cancel(args) => crate::daemon_cli::cancel(args).await,
         Command::Config => {
             let text =
                 toml::to_string_pretty(&settings).map_err(|e| CliError::Environment(e.into()))?;
@@ -215,7 +264,7 @@ fn read_file(field: &str, path: &Path) -> Result<Vec<u8>, CliError> {
 }
 
 /// Turns the flags into step inputs, reading every file (errors name the flag).
-fn step_inputs(args: &InvokeArgs) -> Result<StepInputs, CliError> {
+pub(crate) fn step_inputs(args: &InvokeArgs) -> Result<StepInputs, CliError> {
     let script = match &args.script {
         Some(path) => {
             let bytes = read_file("--script", path)?;
@@ -329,7 +378,7 @@ async fn invoke(
     })
 }
 
-fn print_result(result: &StepResult, format: OutputFormat) -> anyhow::Result<()> {
+pub(crate) fn print_result(result: &StepResult, format: OutputFormat) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match format {
         OutputFormat::Json => {

@@ -1,8 +1,12 @@
-//! Operator settings: the sandbox, the context values, output limits and the timeout ceiling.
+//! Operator settings: the sandbox, the context values, output limits, request limits and the
+//! daemon (`[server]`).
 //!
 //! Loaded from a TOML file (`--config`); every key is optional and unknown keys are refused.
+//! Every key can also be set by an environment variable `SCRIPTBOX_<SECTION>_<KEY>` (for example
+//! `SCRIPTBOX_SERVER_CONCURRENCY=4`) and by `--set section.key=value`; see [`Settings::apply_env`]
+//! and [`Settings::apply_override`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -51,21 +55,423 @@ pub struct Settings {
     pub output: OutputLimits,
     /// Limits on what a step may ask for (`[limits]`).
     pub limits: StepLimits,
+    /// The daemon (`[server]`).
+    pub server: ServerConfig,
 }
 
-/// Ceilings on what a step may ask for.
+/// Ceilings on what a step may ask for, and the defaults a request gets when it asks for nothing.
+///
+/// The maxima of memory, CPU, processes and output are the `[sandbox]` values; a request can
+/// only lower them. The defaults (absent: the maximum) are what a daemon request gets when it
+/// does not say.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StepLimits {
     /// The largest `timeoutSeconds` accepted (AWS: 600).
     pub max_timeout_seconds: u64,
+    /// The timeout of a step that sets none (AWS: 600), and the per-step ceiling of a daemon
+    /// execution that does not ask for another one.
+    pub default_timeout_seconds: u64,
+    /// Memory of a daemon execution that does not ask (default: `sandbox.memory_bytes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_memory_bytes: Option<i64>,
+    /// CPU quota of a daemon execution that does not ask (default: `sandbox.nano_cpus`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_nano_cpus: Option<i64>,
+    /// Process limit of a daemon execution that does not ask (default: `sandbox.pids_limit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_pids_limit: Option<i64>,
+    /// Output bytes of a daemon execution that does not ask (default: `sandbox.output_limit_bytes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_output_limit_bytes: Option<u64>,
 }
 
 impl Default for StepLimits {
     fn default() -> Self {
         Self {
             max_timeout_seconds: DEFAULT_TIMEOUT_SECS,
+            default_timeout_seconds: DEFAULT_TIMEOUT_SECS,
+            default_memory_bytes: None,
+            default_nano_cpus: None,
+            default_pids_limit: None,
+            default_output_limit_bytes: None,
         }
+    }
+}
+
+/// The daemon's settings (`[server]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The Unix socket the API listens on (mode 0660). Default: [`default_socket`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+    /// An optional TCP address (`127.0.0.1:8080`); requests there need the bearer token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_listen: Option<String>,
+    /// The file holding the bearer token for TCP (required with `tcp_listen`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// Where the database lives. Default: [`default_data_dir`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// The Docker engine (`unix:///var/run/docker.sock`, `tcp://...`); default `DOCKER_HOST` or
+    /// the local socket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docker_host: Option<String>,
+    /// Containers alive at once (0: twice the cores).
+    pub concurrency: usize,
+    /// Executions waiting for a container; past it submissions get 429.
+    pub queue_length: usize,
+    /// On SIGTERM, how long running executions may go on before they are cancelled.
+    pub shutdown_grace_seconds: u64,
+    /// The largest request body accepted (attachments travel base64 inside it).
+    pub max_request_bytes: usize,
+    /// The `Retry-After` of a 429, seconds.
+    pub retry_after_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            socket: None,
+            tcp_listen: None,
+            token_file: None,
+            data_dir: None,
+            docker_host: None,
+            concurrency: 0,
+            queue_length: 256,
+            shutdown_grace_seconds: 30,
+            max_request_bytes: 32 * 1024 * 1024,
+            retry_after_seconds: 2,
+        }
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The default socket: `/run/scriptbox/scriptbox.sock` as root, else
+/// `$XDG_RUNTIME_DIR/scriptbox.sock` (or `/tmp/scriptbox-$UID/scriptbox.sock` without it).
+pub fn default_socket() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/run/scriptbox/scriptbox.sock");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("scriptbox.sock"),
+        // SAFETY: getuid has no preconditions and cannot fail.
+        None => PathBuf::from(format!("/tmp/scriptbox-{}/scriptbox.sock", unsafe {
+            libc::getuid()
+        })),
+    }
+}
+
+/// The default data directory: `/var/lib/scriptbox` as root, else
+/// `$XDG_DATA_HOME/scriptbox` (`~/.local/share/scriptbox`).
+pub fn default_data_dir() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/var/lib/scriptbox");
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(d).join("scriptbox");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+    PathBuf::from(home).join(".local/share/scriptbox")
+}
+
+impl ServerConfig {
+    /// The socket in force.
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket.clone().unwrap_or_else(default_socket)
+    }
+
+    /// The data directory in force.
+    pub fn data_dir_path(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(default_data_dir)
+    }
+
+    /// The concurrency in force: the setting, or twice the cores when 0.
+    pub fn effective_concurrency(&self) -> usize {
+        if self.concurrency > 0 {
+            return self.concurrency;
+        }
+        2 * std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    }
+}
+
+/// What one request asks for; each value can only lower the configured maximum.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestedLimits {
+    /// Per-step timeout ceiling, seconds.
+    pub timeout_seconds: Option<u64>,
+    /// Memory, MiB.
+    pub memory_mb: Option<u64>,
+    /// CPU, thousandths of a CPU.
+    pub milli_cpus: Option<u64>,
+    /// Processes and threads.
+    pub pids_limit: Option<u64>,
+    /// Bytes of stdout plus stderr.
+    pub output_bytes: Option<u64>,
+}
+
+/// The limits an execution runs with, after defaults and checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectiveLimits {
+    /// Per-step timeout ceiling, seconds.
+    pub timeout_seconds: u64,
+    /// Memory, bytes.
+    pub memory_bytes: i64,
+    /// CPU, 1e-9 CPUs.
+    pub nano_cpus: i64,
+    /// Processes and threads.
+    pub pids_limit: i64,
+    /// Bytes of stdout plus stderr.
+    pub output_limit_bytes: u64,
+}
+
+impl EffectiveLimits {
+    /// The sandbox settings with these limits in place.
+    pub fn sandbox(&self, base: &SandboxConfig) -> SandboxConfig {
+        SandboxConfig {
+            memory_bytes: self.memory_bytes,
+            nano_cpus: self.nano_cpus,
+            pids_limit: self.pids_limit,
+            output_limit_bytes: self.output_limit_bytes,
+            ..base.clone()
+        }
+    }
+}
+
+/// A request limit that breaks a rule: the field and the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {rule}")]
+pub struct LimitError {
+    /// The request field (`Limits.MemoryMb`).
+    pub field: &'static str,
+    /// The rule broken, with the values.
+    pub rule: String,
+}
+
+impl Settings {
+    /// The limits for a request: defaults where it says nothing, its values where they are
+    /// within the maxima; a value above a maximum is refused, never clamped silently.
+    pub fn resolve_limits(&self, req: &RequestedLimits) -> Result<EffectiveLimits, LimitError> {
+        let s = &self.sandbox;
+        let l = &self.limits;
+        fn pick(
+            field: &'static str,
+            asked: Option<u64>,
+            min: u64,
+            max: u64,
+            default: u64,
+            unit: &str,
+        ) -> Result<u64, LimitError> {
+            match asked {
+                None => Ok(default.min(max)),
+                Some(v) if v < min => Err(LimitError {
+                    field,
+                    rule: format!("must be at least {min} {unit}, got {v}"),
+                }),
+                Some(v) if v > max => Err(LimitError {
+                    field,
+                    rule: format!(
+                        "{v} {unit} is above the configured maximum of {max} {unit}; a request can only lower it"
+                    ),
+                }),
+                Some(v) => Ok(v),
+            }
+        }
+        let mib = 1024 * 1024;
+        let timeout = pick(
+            "Limits.TimeoutSeconds",
+            req.timeout_seconds,
+            1,
+            l.max_timeout_seconds,
+            l.default_timeout_seconds,
+            "seconds",
+        )?;
+        let max_mb = (s.memory_bytes / mib) as u64;
+        let memory = match req.memory_mb {
+            None => l
+                .default_memory_bytes
+                .unwrap_or(s.memory_bytes)
+                .min(s.memory_bytes),
+            Some(_) => {
+                pick("Limits.MemoryMb", req.memory_mb, 6, max_mb, max_mb, "MiB")? as i64 * mib
+            }
+        };
+        let max_milli = (s.nano_cpus / 1_000_000) as u64;
+        let nano_cpus = match req.milli_cpus {
+            None => l.default_nano_cpus.unwrap_or(s.nano_cpus).min(s.nano_cpus),
+            Some(_) => {
+                pick(
+                    "Limits.MilliCpus",
+                    req.milli_cpus,
+                    10,
+                    max_milli,
+                    max_milli,
+                    "milli-CPUs",
+                )? as i64
+                    * 1_000_000
+            }
+        };
+        let pids = match req.pids_limit {
+            None => l
+                .default_pids_limit
+                .unwrap_or(s.pids_limit)
+                .min(s.pids_limit),
+            Some(_) => pick(
+                "Limits.PidsLimit",
+                req.pids_limit,
+                8,
+                s.pids_limit as u64,
+                s.pids_limit as u64,
+                "processes",
+            )? as i64,
+        };
+        let output = match req.output_bytes {
+            None => l
+                .default_output_limit_bytes
+                .unwrap_or(s.output_limit_bytes)
+                .min(s.output_limit_bytes),
+            Some(_) => pick(
+                "Limits.OutputBytes",
+                req.output_bytes,
+                1024,
+                s.output_limit_bytes,
+                s.output_limit_bytes,
+                "bytes",
+            )?,
+        };
+        Ok(EffectiveLimits {
+            timeout_seconds: timeout,
+            memory_bytes: memory,
+            nano_cpus,
+            pids_limit: pids,
+            output_limit_bytes: output,
+        })
+    }
+
+    /// Applies `SCRIPTBOX_<SECTION>_<KEY>` environment variables over these settings (for
+    /// example `SCRIPTBOX_SANDBOX_MEMORY_BYTES`, `SCRIPTBOX_SERVER_TCP_LISTEN`).
+    pub fn apply_env(&mut self) -> Result<(), ConfigError> {
+        let mut overrides = Vec::new();
+        for (key, _) in self.keys() {
+            let var = format!("SCRIPTBOX_{}", key.replace('.', "_").to_ascii_uppercase());
+            if let Ok(value) = std::env::var(&var) {
+                overrides.push((key, value, var));
+            }
+        }
+        for (key, value, var) in overrides {
+            self.set(&key, &value, &var)?;
+        }
+        Ok(())
+    }
+
+    /// Applies one `section.key=value` override (the `--set` flag).
+    pub fn apply_override(&mut self, assignment: &str) -> Result<(), ConfigError> {
+        let (key, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| ConfigError::Parse {
+                path: "--set".into(),
+                message: format!("{assignment:?}: expected section.key=value"),
+            })?;
+        self.set(key.trim(), value, "--set")
+    }
+
+    /// Every settable key (`section.key`) with its TOML type name.
+    pub fn keys(&self) -> Vec<(String, &'static str)> {
+        let mut out = Vec::new();
+        for (section, table) in Self::schema() {
+            for (key, ty) in table {
+                out.push((format!("{section}.{key}"), ty));
+            }
+        }
+        out
+    }
+
+    /// Sections and keys with their types, from the defaults and the optional keys.
+    fn schema() -> Vec<(String, Vec<(String, &'static str)>)> {
+        let defaults = toml::Value::try_from(Settings::default()).expect("settings serialize");
+        // Keys absent from the defaults (they are `None`) and their types.
+        let optional: &[(&str, &str, &'static str)] = &[
+            ("limits", "default_memory_bytes", "integer"),
+            ("limits", "default_nano_cpus", "integer"),
+            ("limits", "default_pids_limit", "integer"),
+            ("limits", "default_output_limit_bytes", "integer"),
+            ("server", "socket", "string"),
+            ("server", "tcp_listen", "string"),
+            ("server", "token_file", "string"),
+            ("server", "data_dir", "string"),
+            ("server", "docker_host", "string"),
+        ];
+        let mut out = Vec::new();
+        if let toml::Value::Table(sections) = defaults {
+            for (section, table) in sections {
+                let mut keys = Vec::new();
+                if let toml::Value::Table(t) = table {
+                    for (k, v) in t {
+                        keys.push((k, v.type_str()));
+                    }
+                }
+                for (s, k, ty) in optional {
+                    if *s == section {
+                        keys.push((k.to_string(), *ty));
+                    }
+                }
+                out.push((section, keys));
+            }
+        }
+        out
+    }
+
+    fn set(&mut self, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
+        let ty = self
+            .keys()
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, ty)| ty)
+            .ok_or_else(|| ConfigError::Parse {
+                path: origin.into(),
+                message: format!(
+                    "unknown setting {key:?}; known settings: {}",
+                    self.keys()
+                        .into_iter()
+                        .map(|(k, _)| k)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })?;
+        let bad = |what: &str| ConfigError::Parse {
+            path: origin.into(),
+            message: format!("{key}: expected {what}, got {value:?}"),
+        };
+        let parsed = match ty {
+            "integer" => toml::Value::Integer(value.trim().parse().map_err(|_| bad("an integer"))?),
+            "boolean" => {
+                toml::Value::Boolean(value.trim().parse().map_err(|_| bad("true or false"))?)
+            }
+            "float" => toml::Value::Float(value.trim().parse().map_err(|_| bad("a number"))?),
+            _ => toml::Value::String(value.to_string()),
+        };
+        let mut whole = toml::Value::try_from(&*self).expect("settings serialize");
+        let (section, name) = key.split_once('.').expect("keys have a section");
+        if let Some(toml::Value::Table(t)) = whole.get_mut(section) {
+            t.insert(name.to_string(), parsed);
+        }
+        let updated: Settings =
+            whole
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: origin.into(),
+                    message: e.to_string(),
+                })?;
+        *self = updated;
+        Ok(())
     }
 }
 
@@ -138,6 +544,69 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 key: "limits.max_timeout_seconds",
                 rule: "must be at least 1".into(),
+            });
+        }
+        if self.limits.default_timeout_seconds == 0
+            || self.limits.default_timeout_seconds > self.limits.max_timeout_seconds
+        {
+            return Err(ConfigError::Invalid {
+                key: "limits.default_timeout_seconds",
+                rule: format!(
+                    "must be between 1 and limits.max_timeout_seconds ({}), got {}",
+                    self.limits.max_timeout_seconds, self.limits.default_timeout_seconds
+                ),
+            });
+        }
+        let defaults = [
+            (
+                "limits.default_memory_bytes",
+                self.limits.default_memory_bytes,
+                s.memory_bytes,
+            ),
+            (
+                "limits.default_nano_cpus",
+                self.limits.default_nano_cpus,
+                s.nano_cpus,
+            ),
+            (
+                "limits.default_pids_limit",
+                self.limits.default_pids_limit,
+                s.pids_limit,
+            ),
+            (
+                "limits.default_output_limit_bytes",
+                self.limits.default_output_limit_bytes.map(|v| v as i64),
+                s.output_limit_bytes as i64,
+            ),
+        ];
+        for (key, value, max) in defaults {
+            if let Some(v) = value
+                && (v <= 0 || v > max)
+            {
+                return Err(ConfigError::Invalid {
+                    key,
+                    rule: format!("must be between 1 and its [sandbox] maximum {max}, got {v}"),
+                });
+            }
+        }
+        let srv = &self.server;
+        if srv.queue_length > 1_000_000 {
+            return Err(ConfigError::Invalid {
+                key: "server.queue_length",
+                rule: format!("must be at most 1000000, got {}", srv.queue_length),
+            });
+        }
+        if srv.max_request_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                key: "server.max_request_bytes",
+                rule: format!("must be at least 1024, got {}", srv.max_request_bytes),
+            });
+        }
+        if srv.tcp_listen.is_some() && srv.token_file.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "server.token_file",
+                rule: "is required with server.tcp_listen: requests over TCP need a bearer token"
+                    .into(),
             });
         }
         Ok(())

@@ -2,10 +2,13 @@
 //! hardened Docker container of the right runtime.
 //!
 //! Data flows one way: request → validated step ([`step`]) → container ([`sandbox`], fed by
-//! [`protocol`]) → result ([`result`], assembled by [`execute`]).
+//! [`protocol`]) → result ([`result`], assembled by [`execute`]). The daemon ([`server`]) runs the
+//! same code behind an HTTP API, with records in [`store`]; [`client`] talks to it.
 
 pub mod cli;
+pub mod client;
 pub mod config;
+pub mod daemon_cli;
 pub mod execute;
 pub mod images;
 pub mod protocol;
@@ -13,4 +16,6 @@ pub mod result;
 pub mod runbook;
 pub mod runtimes;
 pub mod sandbox;
+pub mod server;
 pub mod step;
+pub mod store;

@@ -369,6 +369,15 @@ impl Engine {
         &self.config
     }
 
+    /// The same engine connection and owner with other sandbox settings (a daemon request's
+    /// lowered limits).
+    pub fn with_config(&self, config: SandboxConfig) -> Engine {
+        Engine {
+            config: Arc::new(config),
+            ..self.clone()
+        }
+    }
+
     /// The underlying client, for image building (`images`) only.
     pub fn docker(&self) -> &Docker {
         &self.docker

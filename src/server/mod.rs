@@ -1,0 +1,283 @@
+//! `scriptbox serve`: the daemon.
+//!
+//! Start-up, in order: lock the data directory (one daemon per directory), open the database,
+//! connect to the engine, recover (executions left `Running` by a dead daemon are finished
+//! `Failed`, their containers removed; `Queued` ones are queued again), listen on the Unix
+//! socket (mode 0660) and, if configured, on TCP behind a bearer token.
+//!
+//! Shutdown (the token passed to [`run`], fired by SIGTERM or Ctrl-C): stop accepting
+//! connections and submissions, let running executions finish for up to
+//! `server.shutdown_grace_seconds`, then cancel them (their containers are killed) and record
+//! them; flush the database.
+
+pub mod api;
+pub mod auth;
+pub mod metrics;
+pub mod scheduler;
+pub mod types;
+
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::runtimes::Catalog;
+use crate::sandbox::{Engine, SandboxError};
+use crate::store::{ExecStatus, Finish, Store};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A setting is unusable (exit 2).
+    #[error("{0}")]
+    Config(String),
+    /// The environment is not ready (exit 3).
+    #[error(transparent)]
+    Engine(#[from] SandboxError),
+    /// The database or the listeners failed (exit 3).
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Holds the data directory's lock for the daemon's life.
+struct DirLock {
+    _file: std::fs::File,
+}
+
+fn lock_data_dir(dir: &Path) -> Result<DirLock, ServeError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| ServeError::Io(format!("data directory {}: {e}", dir.display())))?;
+    let path = dir.join("scriptbox.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| ServeError::Io(format!("{}: {e}", path.display())))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(ServeError::Io(format!(
+            "another scriptbox daemon uses the data directory {} (it holds {})",
+            dir.display(),
+            path.display()
+        )));
+    }
+    Ok(DirLock { _file: file })
+}
+
+/// Binds the Unix socket with mode 0660, replacing a stale socket file but never a live one.
+fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| ServeError::Io(format!("socket folder {}: {e}", parent.display())))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ServeError::Io(format!(
+                "{} is in use: another daemon answers there",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| ServeError::Io(format!("stale socket {}: {e}", path.display())))?;
+    }
+    // The umask makes the socket 0660 from its creation: no window where others could connect.
+    // SAFETY: umask only swaps the process's file-creation mask; restored right after.
+    let old = unsafe { libc::umask(0o117) };
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let listener = bound.map_err(|e| ServeError::Io(format!("bind {}: {e}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| ServeError::Io(format!("chmod {}: {e}", path.display())))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| ServeError::Io(e.to_string()))?;
+    tokio::net::UnixListener::from_std(listener).map_err(|e| ServeError::Io(e.to_string()))
+}
+
+/// Ends executions a dead daemon left `Running`: `Failed`, with the restart message.
+async fn recover_running(store: &Store) -> Result<usize, ServeError> {
+    let running = store
+        .with_status(ExecStatus::Running)
+        .await
+        .map_err(|e| ServeError::Io(e.to_string()))?;
+    let n = running.len();
+    for row in running {
+        let steps = store.steps(&row.id).await.unwrap_or_default();
+        let logs = store.logs(&row.id, 0, 100_000).await.unwrap_or_default();
+        let ended = crate::runbook::output::time(chrono::Utc::now());
+        let mut r = row.clone();
+        r.ended_at = Some(ended.clone());
+        let body = types::provisional(
+            &r,
+            &steps,
+            &logs,
+            Some(types::RESTARTED_MESSAGE),
+            ExecStatus::Failed,
+        );
+        store
+            .finish(Finish {
+                id: row.id.clone(),
+                status: ExecStatus::Failed,
+                result: body.to_string(),
+                failure_message: Some(types::RESTARTED_MESSAGE.into()),
+                ended_at: ended,
+            })
+            .await
+            .map_err(|e| ServeError::Io(e.to_string()))?;
+    }
+    Ok(n)
+}
+
+/// Runs the daemon until `shutdown` fires; returns after the graceful shutdown.
+pub async fn run(
+    settings: Settings,
+    catalog: Catalog,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    settings
+        .check()
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let data_dir = settings.server.data_dir_path();
+    let socket = settings.server.socket_path();
+    let token = match (&settings.server.tcp_listen, &settings.server.token_file) {
+        (Some(_), Some(file)) => Some(Arc::new(
+            auth::Token::from_file(file).map_err(ServeError::Config)?,
+        )),
+        (Some(_), None) => {
+            return Err(ServeError::Config(
+                "server.tcp_listen needs server.token_file (--token-file): requests over TCP need a bearer token".into(),
+            ));
+        }
+        _ => None,
+    };
+    let _lock = lock_data_dir(&data_dir)?;
+    let store = Arc::new(Store::open(&data_dir).map_err(|e| ServeError::Io(e.to_string()))?);
+    let engine = Engine::connect(settings.sandbox.clone()).await?;
+
+    // Recovery: first the records, then the containers of the dead owner.
+    let failed = recover_running(&store).await?;
+    match engine.sweep_leftovers().await {
+        Ok(r) if !r.removed.is_empty() => tracing::warn!(
+            "removed {} container(s) left by a scriptbox that died",
+            r.removed.len()
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("sweep of leftover containers failed: {e}"),
+    }
+    if failed > 0 {
+        tracing::warn!("{failed} execution(s) were running when scriptbox stopped: now Failed");
+    }
+
+    let settings = Arc::new(settings);
+    let catalog = Arc::new(catalog);
+    let metrics = Arc::new(metrics::Metrics::default());
+    let scratch = data_dir.join("scratch");
+    let _ = std::fs::remove_dir_all(&scratch);
+    let runner = Arc::new(scheduler::FreshContainer {
+        engine: engine.clone(),
+        settings: settings.clone(),
+    });
+    let sched = scheduler::Scheduler::new(
+        settings.clone(),
+        catalog.clone(),
+        store.clone(),
+        metrics.clone(),
+        runner,
+        scratch,
+    );
+    let queued = store
+        .with_status(ExecStatus::Queued)
+        .await
+        .map_err(|e| ServeError::Io(e.to_string()))?;
+    sched.requeue(queued).await;
+    sched.start();
+
+    let stop_http = CancellationToken::new();
+    let state = api::AppState {
+        scheduler: sched.clone(),
+        store: store.clone(),
+        metrics,
+        catalog,
+        engine: engine.clone(),
+        shutdown: stop_http.clone(),
+        max_request_bytes: settings.server.max_request_bytes,
+    };
+    let app = api::router(state);
+    let unix = bind_unix(&socket)?;
+    let mut listening = format!("unix:{}", socket.display());
+    let tcp = match &settings.server.tcp_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| ServeError::Io(format!("bind {addr}: {e}")))?;
+            let local = l.local_addr().map_err(|e| ServeError::Io(e.to_string()))?;
+            listening.push_str(&format!(" tcp:{local}"));
+            Some(l)
+        }
+        None => None,
+    };
+    // One line on stdout when ready: scripts and tests wait for it.
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "scriptbox serve: listening on {listening}");
+        let _ = out.flush();
+    }
+
+    let unix_server = {
+        let stop = stop_http.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            axum::serve(unix, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        })
+    };
+    let tcp_server = match (tcp, token) {
+        (Some(listener), Some(token)) => {
+            let stop = stop_http.clone();
+            let app = app.layer(axum::middleware::from_fn_with_state(
+                token,
+                api::require_token,
+            ));
+            Some(tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            }))
+        }
+        _ => None,
+    };
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    // Stop accepting: listeners close, log streams end, no submission is admitted.
+    stop_http.cancel();
+    let grace = Duration::from_secs(settings.server.shutdown_grace_seconds);
+    sched.shutdown(grace).await;
+    let wait_http = async {
+        let _ = unix_server.await;
+        if let Some(t) = tcp_server {
+            let _ = t.await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), wait_http).await;
+    if let Err(e) = store.flush().await {
+        tracing::error!("final database flush failed: {e}");
+    }
+    store.close();
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+/// The socket a client uses when none is given.
+pub fn default_socket() -> PathBuf {
+    crate::config::default_socket()
+}

@@ -1,0 +1,692 @@
+//! Admission, queue and execution.
+//!
+//! - At most `concurrency` containers alive: an execution takes a semaphore permit before its
+//!   first container and gives it back only after [`execute_step`] returned, which is after its
+//!   container was removed. A runbook holds its permit for its whole run (its steps run one at a
+//!   time, so it never has more than one container).
+//! - At most `queue_length` executions wait for a permit; past that a submission is refused
+//!   (the API answers 429 with `Retry-After`) before anything is stored.
+//! - Every accepted execution is stored before its id is returned; every status change, step
+//!   record and log line is written as it happens.
+//! - One cancellation token per execution: cancelling a queued one takes it out of the queue;
+//!   cancelling a running one kills its container (the step ends `Cancelled`).
+//! - Running "one step in a container" is behind [`ContainerRunner`]: the one place a warm pool
+//!   would slot in.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::metrics::Metrics;
+use super::types::{
+    CANCELLED_QUEUED_MESSAGE, Prepared, SubmitRequest, Work, envelope, prepare, provisional,
+};
+use crate::config::{EffectiveLimits, Settings};
+use crate::execute::{ExecuteError, ExecuteOptions, execute_step};
+use crate::result::{LogLine, LogStream, StepResult};
+use crate::runbook::{self as rb, executor::RunEvent};
+use crate::runtimes::Catalog;
+use crate::sandbox::Engine;
+use crate::step::ValidatedStep;
+use crate::store::{ExecKind, ExecStatus, ExecutionRow, Finish, NewExecution, Store};
+
+/// What one container run needs besides the step.
+pub struct ContainerJob<'a> {
+    /// The container's execution id (label `scriptbox.execution`).
+    pub execution_id: String,
+    /// `automation:EXECUTION_ID` for a runbook's step.
+    pub automation_execution_id: Option<String>,
+    /// The execution's limits.
+    pub limits: &'a EffectiveLimits,
+    /// Each log line, as it arrives.
+    pub on_log: &'a mut (dyn FnMut(&LogLine) + Send),
+    /// Kills the container.
+    pub cancel: &'a CancellationToken,
+}
+
+/// Runs one validated step in a container and returns after the container is gone.
+pub trait ContainerRunner: Send + Sync {
+    /// Runs the step.
+    fn run<'a>(
+        &'a self,
+        step: &'a ValidatedStep,
+        job: ContainerJob<'a>,
+    ) -> BoxFuture<'a, Result<StepResult, ExecuteError>>;
+}
+
+/// The runner of today: a fresh container per step ([`execute_step`], the same code path as
+/// `scriptbox invoke` and `scriptbox run`).
+pub struct FreshContainer {
+    /// The engine.
+    pub engine: Engine,
+    /// Context values and output limits.
+    pub settings: Arc<Settings>,
+}
+
+impl ContainerRunner for FreshContainer {
+    fn run<'a>(
+        &'a self,
+        step: &'a ValidatedStep,
+        job: ContainerJob<'a>,
+    ) -> BoxFuture<'a, Result<StepResult, ExecuteError>> {
+        Box::pin(async move {
+            let engine = self
+                .engine
+                .with_config(job.limits.sandbox(self.engine.config()));
+            let mut step = step.clone();
+            step.timeout = step
+                .timeout
+                .min(Duration::from_secs(job.limits.timeout_seconds));
+            let options = ExecuteOptions {
+                execution_id: Some(job.execution_id),
+                memory_bytes: Some(job.limits.memory_bytes),
+                context: &self.settings.context,
+                limits: &self.settings.output,
+                on_log: Some(job.on_log),
+                automation_execution_id: job.automation_execution_id,
+            };
+            execute_step(&engine, &step, options, job.cancel).await
+        })
+    }
+}
+
+/// Adapts a [`ContainerRunner`] to the runbook executor, with the execution's limits.
+struct RunbookSteps<'a> {
+    runner: &'a dyn ContainerRunner,
+    limits: &'a EffectiveLimits,
+}
+
+impl rb::executor::StepRunner for RunbookSteps<'_> {
+    fn run<'a>(
+        &'a self,
+        step: &'a ValidatedStep,
+        ctx: rb::executor::RunContext<'a>,
+    ) -> BoxFuture<'a, Result<StepResult, String>> {
+        Box::pin(async move {
+            let job = ContainerJob {
+                execution_id: ctx.step_execution_id,
+                automation_execution_id: Some(ctx.automation_execution_id.to_string()),
+                limits: self.limits,
+                on_log: ctx.on_log,
+                cancel: ctx.cancel,
+            };
+            self.runner.run(step, job).await.map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Why a submission was not accepted.
+#[derive(Debug)]
+pub enum SubmitError {
+    /// The request is invalid.
+    Invalid(super::types::Invalid),
+    /// The queue is full.
+    Busy {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
+    /// The daemon is shutting down.
+    ShuttingDown,
+    /// The store failed.
+    Store(String),
+}
+
+/// What cancelling found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// It was queued and is now `Cancelled`.
+    CancelledQueued,
+    /// It is running; its container is being killed.
+    Cancelling,
+    /// It had already ended.
+    AlreadyFinished(ExecStatus),
+    /// No such execution.
+    NotFound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// A slot is reserved; the store insert is in flight.
+    Admitting,
+    Queued,
+    Running,
+}
+
+struct Entry {
+    token: CancellationToken,
+    phase: Phase,
+}
+
+struct Job {
+    id: String,
+    prepared: Prepared,
+    runtime_label: String,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Job>,
+    entries: HashMap<String, Entry>,
+    /// Reserved + queued + running.
+    outstanding: usize,
+    accepting: bool,
+}
+
+/// The scheduler.
+pub struct Scheduler {
+    settings: Arc<Settings>,
+    catalog: Arc<Catalog>,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    runner: Arc<dyn ContainerRunner>,
+    permits: Arc<Semaphore>,
+    concurrency: usize,
+    capacity: usize,
+    scratch: PathBuf,
+    state: Mutex<State>,
+    notify: Notify,
+    tracker: TaskTracker,
+    stop_dispatch: CancellationToken,
+}
+
+fn now() -> String {
+    rb::output::time(Utc::now())
+}
+
+impl Scheduler {
+    /// A scheduler; call [`Scheduler::start`] to begin dispatching.
+    pub fn new(
+        settings: Arc<Settings>,
+        catalog: Arc<Catalog>,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        runner: Arc<dyn ContainerRunner>,
+        scratch: PathBuf,
+    ) -> Arc<Scheduler> {
+        let concurrency = settings.server.effective_concurrency();
+        let capacity = concurrency + settings.server.queue_length;
+        Arc::new(Scheduler {
+            settings,
+            catalog,
+            store,
+            metrics,
+            runner,
+            permits: Arc::new(Semaphore::new(concurrency)),
+            concurrency,
+            capacity,
+            scratch,
+            state: Mutex::new(State {
+                accepting: true,
+                ..Default::default()
+            }),
+            notify: Notify::new(),
+            tracker: TaskTracker::new(),
+            stop_dispatch: CancellationToken::new(),
+        })
+    }
+
+    /// Containers allowed at once.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// (queued, running) now.
+    pub fn load(&self) -> (usize, usize) {
+        let st = self.state.lock().expect("scheduler lock");
+        let running = st
+            .entries
+            .values()
+            .filter(|e| e.phase == Phase::Running)
+            .count();
+        (st.queue.len(), running)
+    }
+
+    /// Validates a submission without admitting it.
+    pub fn prepare(&self, req: &SubmitRequest) -> Result<Prepared, SubmitError> {
+        prepare(req, &self.settings, &self.catalog, &self.scratch).map_err(SubmitError::Invalid)
+    }
+
+    /// Validates, admits, stores (durably) and queues a submission; returns its id.
+    pub async fn submit(&self, req: &SubmitRequest) -> Result<String, SubmitError> {
+        let prepared = self.prepare(req)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        {
+            let mut st = self.state.lock().expect("scheduler lock");
+            if !st.accepting {
+                return Err(SubmitError::ShuttingDown);
+            }
+            if st.outstanding >= self.capacity {
+                drop(st);
+                self.metrics.refused.fetch_add(1, Ordering::SeqCst);
+                return Err(SubmitError::Busy {
+                    retry_after: self.settings.server.retry_after_seconds.max(1),
+                });
+            }
+            st.outstanding += 1;
+            st.entries.insert(
+                id.clone(),
+                Entry {
+                    token: CancellationToken::new(),
+                    phase: Phase::Admitting,
+                },
+            );
+        }
+        let request = serde_json::to_string(req).expect("requests serialize");
+        let new = NewExecution {
+            id: id.clone(),
+            kind: prepared.kind(),
+            runtime: prepared.runtime(),
+            document_name: prepared.document_name(),
+            request,
+            submitted_at: now(),
+        };
+        if let Err(e) = self.store.insert(new).await {
+            let mut st = self.state.lock().expect("scheduler lock");
+            st.entries.remove(&id);
+            st.outstanding -= 1;
+            return Err(SubmitError::Store(e.to_string()));
+        }
+        self.metrics.accepted.fetch_add(1, Ordering::SeqCst);
+        self.enqueue(id.clone(), prepared);
+        Ok(id)
+    }
+
+    fn enqueue(&self, id: String, prepared: Prepared) {
+        let runtime_label = prepared.runtime().unwrap_or_else(|| "runbook".into());
+        let mut st = self.state.lock().expect("scheduler lock");
+        if let Some(e) = st.entries.get_mut(&id) {
+            e.phase = Phase::Queued;
+        }
+        st.queue.push_back(Job {
+            id,
+            prepared,
+            runtime_label,
+        });
+        self.metrics.queue_depth.fetch_add(1, Ordering::SeqCst);
+        drop(st);
+        self.notify.notify_one();
+    }
+
+    /// Queues executions found `Queued` in the store at start (they were acknowledged).
+    pub async fn requeue(&self, rows: Vec<ExecutionRow>) {
+        for row in rows {
+            let parsed: Result<SubmitRequest, String> =
+                serde_json::from_str(&row.request).map_err(|e| e.to_string());
+            let prepared = parsed.and_then(|req| {
+                prepare(&req, &self.settings, &self.catalog, &self.scratch).map_err(|e| e.message)
+            });
+            match prepared {
+                Ok(p) => {
+                    {
+                        let mut st = self.state.lock().expect("scheduler lock");
+                        st.outstanding += 1;
+                        st.entries.insert(
+                            row.id.clone(),
+                            Entry {
+                                token: CancellationToken::new(),
+                                phase: Phase::Admitting,
+                            },
+                        );
+                    }
+                    self.enqueue(row.id.clone(), p);
+                }
+                Err(why) => {
+                    // The settings changed under it (a lower maximum...): end it honestly.
+                    let msg = format!(
+                        "scriptbox restarted and could no longer run this queued execution: {why}"
+                    );
+                    let body = provisional(&row, &[], &[], Some(&msg), ExecStatus::Failed);
+                    let _ = self
+                        .store
+                        .finish(Finish {
+                            id: row.id.clone(),
+                            status: ExecStatus::Failed,
+                            result: body.to_string(),
+                            failure_message: Some(msg),
+                            ended_at: now(),
+                        })
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Starts the dispatcher.
+    pub fn start(self: &Arc<Self>) {
+        let me = self.clone();
+        self.tracker.spawn(async move { me.dispatch().await });
+    }
+
+    async fn dispatch(self: Arc<Self>) {
+        loop {
+            let permit = tokio::select! {
+                p = self.permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                _ = self.stop_dispatch.cancelled() => return,
+            };
+            let job = loop {
+                let next = {
+                    let mut st = self.state.lock().expect("scheduler lock");
+                    let job = st.queue.pop_front();
+                    if let Some(j) = &job {
+                        self.metrics.queue_depth.fetch_sub(1, Ordering::SeqCst);
+                        if let Some(e) = st.entries.get_mut(&j.id) {
+                            e.phase = Phase::Running;
+                        }
+                    }
+                    job
+                };
+                if let Some(j) = next {
+                    break j;
+                }
+                tokio::select! {
+                    _ = self.notify.notified() => {}
+                    _ = self.stop_dispatch.cancelled() => return,
+                }
+            };
+            let me = self.clone();
+            self.tracker
+                .spawn(async move { me.run_job(job, permit).await });
+        }
+    }
+
+    fn token(&self, id: &str) -> Option<CancellationToken> {
+        let st = self.state.lock().expect("scheduler lock");
+        st.entries.get(id).map(|e| e.token.clone())
+    }
+
+    fn release(&self, id: &str) {
+        let mut st = self.state.lock().expect("scheduler lock");
+        if st.entries.remove(id).is_some() {
+            st.outstanding -= 1;
+        }
+    }
+
+    async fn run_job(self: Arc<Self>, job: Job, permit: OwnedSemaphorePermit) {
+        let id = job.id.clone();
+        let Some(token) = self.token(&id) else {
+            return;
+        };
+        if token.is_cancelled() {
+            drop(permit);
+            self.finish_queued_cancel(&id).await;
+            return;
+        }
+        let began = Instant::now();
+        if let Err(e) = self.store.start(&id, now()).await {
+            tracing::error!("cannot record the start of {id}: {e}");
+        }
+        self.metrics.container_started();
+        let limits = job.prepared.limits.clone();
+        let (status, body, failure) = match job.prepared.work {
+            Work::Step(step) => self.run_step(&id, &step, &limits, &token).await,
+            Work::Runbook(doc, params) => {
+                self.run_runbook(&id, &doc, params, &limits, &token).await
+            }
+        };
+        // The container is removed (execute_step returned): the permit can go.
+        drop(permit);
+        self.metrics.container_removed();
+        let row = self.store.get(&id).await.ok().flatten();
+        let body = match &row {
+            Some(row) => {
+                let mut r = row.clone();
+                r.ended_at = Some(now());
+                envelope(&r, status, body)
+            }
+            None => body,
+        };
+        if let Err(e) = self
+            .store
+            .finish(Finish {
+                id: id.clone(),
+                status,
+                result: body.to_string(),
+                failure_message: failure,
+                ended_at: now(),
+            })
+            .await
+        {
+            tracing::error!("cannot record the end of {id}: {e}");
+        }
+        self.metrics.finished(
+            status.as_str(),
+            &job.runtime_label,
+            began.elapsed().as_secs_f64(),
+        );
+        self.release(&id);
+    }
+
+    async fn run_step(
+        &self,
+        id: &str,
+        step: &ValidatedStep,
+        limits: &EffectiveLimits,
+        token: &CancellationToken,
+    ) -> (ExecStatus, Value, Option<String>) {
+        let store = self.store.clone();
+        let log_id = id.to_string();
+        let mut on_log = move |line: &LogLine| store.log(&log_id, None, line.stream, &line.text);
+        let job = ContainerJob {
+            execution_id: id.to_string(),
+            automation_execution_id: None,
+            limits,
+            on_log: &mut on_log,
+            cancel: token,
+        };
+        match self.runner.run(step, job).await {
+            Ok(result) => {
+                // A note scriptbox added after the run (a payload cut to 100 items...).
+                for l in result
+                    .log
+                    .iter()
+                    .filter(|l| l.stream == LogStream::Scriptbox)
+                {
+                    self.store.log(id, None, l.stream, &l.text);
+                }
+                let failure = result.failure_message.clone();
+                let status = ExecStatus::from(result.status);
+                (
+                    status,
+                    serde_json::to_value(&result).unwrap_or(Value::Null),
+                    failure,
+                )
+            }
+            Err(e) => {
+                let msg = format!("the container engine failed: {e}");
+                self.store.log(id, None, LogStream::Scriptbox, &msg);
+                let body = json!({
+                    "ExecutionId": id,
+                    "Runtime": step.runtime,
+                    "Status": "Failed",
+                    "Payload": null,
+                    "FailureMessage": msg,
+                    "Error": {"ErrorType": "EngineError", "Message": msg, "StackTrace": []},
+                    "Log": [],
+                    "LogTruncated": false,
+                    "DurationMs": 0,
+                });
+                (ExecStatus::Failed, body, Some(msg))
+            }
+        }
+    }
+
+    async fn run_runbook(
+        &self,
+        id: &str,
+        doc: &rb::document::Runbook,
+        params: serde_json::Map<String, Value>,
+        limits: &EffectiveLimits,
+        token: &CancellationToken,
+    ) -> (ExecStatus, Value, Option<String>) {
+        let steps = RunbookSteps {
+            runner: self.runner.as_ref(),
+            limits,
+        };
+        let options = rb::executor::ExecOptions {
+            execution_id: Some(id.to_string()),
+            context: &self.settings.context,
+            catalog: &self.catalog,
+            max_timeout_secs: self.settings.limits.max_timeout_seconds,
+        };
+        let store = self.store.clone();
+        let exec_id = id.to_string();
+        let mut index: i64 = 0;
+        let mut observer = move |event: RunEvent<'_>| match event {
+            RunEvent::StepStarted { step, attempt } => {
+                let record = json!({
+                    "StepName": step.name,
+                    "Action": step.action,
+                    "StepStatus": "InProgress",
+                    "ExecutionStartTime": now(),
+                    "ScriptboxAttempts": attempt,
+                });
+                store.step(
+                    &exec_id,
+                    index,
+                    &step.name,
+                    "InProgress",
+                    record.to_string(),
+                );
+            }
+            RunEvent::Log { step, line } => {
+                store.log(&exec_id, Some(&step.name), line.stream, &line.text);
+            }
+            RunEvent::StepFinished { record } => {
+                let json = rb::output::step_json(record);
+                store.step(
+                    &exec_id,
+                    index,
+                    &record.name,
+                    record.status.as_str(),
+                    json.to_string(),
+                );
+                index += 1;
+            }
+        };
+        let execution =
+            rb::executor::execute(doc, params, &steps, &options, &mut observer, token).await;
+        let status = ExecStatus::from(execution.status);
+        let failure = execution.failure_message.clone();
+        (status, rb::output::execution_json(&execution), failure)
+    }
+
+    async fn finish_queued_cancel(&self, id: &str) {
+        if let Ok(Some(row)) = self.store.get(id).await {
+            let mut r = row.clone();
+            r.ended_at = Some(now());
+            let body = provisional(
+                &r,
+                &[],
+                &[],
+                Some(CANCELLED_QUEUED_MESSAGE),
+                ExecStatus::Cancelled,
+            );
+            let _ = self
+                .store
+                .cancel_queued(Finish {
+                    id: id.to_string(),
+                    status: ExecStatus::Cancelled,
+                    result: body.to_string(),
+                    failure_message: Some(CANCELLED_QUEUED_MESSAGE.into()),
+                    ended_at: now(),
+                })
+                .await;
+            self.metrics.finished(
+                "Cancelled",
+                row.runtime.as_deref().unwrap_or(match row.kind {
+                    ExecKind::Step => "",
+                    ExecKind::Runbook => "runbook",
+                }),
+                0.0,
+            );
+        }
+        self.release(id);
+    }
+
+    /// Cancels an execution.
+    pub async fn cancel(&self, id: &str) -> CancelOutcome {
+        let found = {
+            let mut st = self.state.lock().expect("scheduler lock");
+            match st.entries.get(id).map(|e| (e.phase, e.token.clone())) {
+                Some((Phase::Queued, token)) => {
+                    token.cancel();
+                    let before = st.queue.len();
+                    st.queue.retain(|j| j.id != id);
+                    if st.queue.len() < before {
+                        self.metrics.queue_depth.fetch_sub(1, Ordering::SeqCst);
+                        Some(true)
+                    } else {
+                        // The dispatcher has just taken it: it sees the token and records it.
+                        Some(false)
+                    }
+                }
+                Some((_, token)) => {
+                    token.cancel();
+                    Some(false)
+                }
+                None => None,
+            }
+        };
+        match found {
+            Some(true) => {
+                self.finish_queued_cancel(id).await;
+                CancelOutcome::CancelledQueued
+            }
+            Some(false) => CancelOutcome::Cancelling,
+            None => match self.store.get(id).await {
+                Ok(Some(row)) => CancelOutcome::AlreadyFinished(row.status),
+                _ => CancelOutcome::NotFound,
+            },
+        }
+    }
+
+    /// Graceful shutdown: refuse new submissions, start nothing new (queued executions stay
+    /// queued in the store and run after the next start), let running ones finish for up to
+    /// `grace`, then cancel them and wait until they are recorded.
+    pub async fn shutdown(&self, grace: Duration) {
+        {
+            let mut st = self.state.lock().expect("scheduler lock");
+            st.accepting = false;
+        }
+        self.stop_dispatch.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            let running: Vec<(String, CancellationToken)> = {
+                let st = self.state.lock().expect("scheduler lock");
+                st.entries
+                    .iter()
+                    .filter(|(_, e)| e.phase == Phase::Running)
+                    .map(|(id, e)| (id.clone(), e.token.clone()))
+                    .collect()
+            };
+            for (id, token) in running {
+                self.store.log(
+                    &id,
+                    None,
+                    LogStream::Scriptbox,
+                    &format!(
+                        "scriptbox is shutting down and the grace period of {} s passed: the execution is cancelled",
+                        grace.as_secs()
+                    ),
+                );
+                token.cancel();
+            }
+            self.tracker.wait().await;
+        }
+    }
+}
