@@ -48,6 +48,7 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // Reason: parsed once per process; boxing buys nothing.
 pub enum Command {
     /// Run one aws:executeScript step in a fresh container and print its result.
     Invoke(InvokeArgs),

@@ -530,9 +530,7 @@ pub async fn submit(
             print_execution(&v, args.output)?;
             return Ok(exit_for(&status));
         }
-        if let Err(e) = ended {
-            return Err(e);
-        }
+        ended?;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -570,7 +568,10 @@ pub async fn ls(args: LsArgs) -> Result<ExitCode, CliError> {
         println!("{v}");
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    // A closed pipe (`scriptbox ls | head`) ends the listing quietly.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
         "{:<36}  {:<9}  {:<7}  {:<24}  SUBMITTED",
         "ID", "STATUS", "KIND", "RUNTIME/DOCUMENT"
     );
@@ -579,17 +580,22 @@ pub async fn ls(args: LsArgs) -> Result<ExitCode, CliError> {
             .as_str()
             .or(e["DocumentName"].as_str())
             .unwrap_or("");
-        println!(
+        if writeln!(
+            out,
             "{:<36}  {:<9}  {:<7}  {:<24}  {}",
             e["Id"].as_str().unwrap_or(""),
             e["Status"].as_str().unwrap_or(""),
             e["Kind"].as_str().unwrap_or(""),
             what,
             e["SubmittedTime"].as_str().unwrap_or("")
-        );
+        )
+        .is_err()
+        {
+            return Ok(ExitCode::SUCCESS);
+        }
     }
     if let Some(t) = v["NextToken"].as_str() {
-        println!("(more: --next-token {t})");
+        let _ = writeln!(out, "(more: --next-token {t})");
     }
     Ok(ExitCode::SUCCESS)
 }

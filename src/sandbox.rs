@@ -580,9 +580,7 @@ impl Engine {
         let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
         // The kill call runs *beside* the output drain: dockerd finishes a killed container only
         // after its output copy is done, so awaiting the kill without reading would deadlock.
-        let mut kill_call: Option<
-            std::pin::Pin<Box<dyn Future<Output = Result<(), SandboxError>> + Send + '_>>,
-        > = None;
+        let mut kill_call: Option<PendingCall<'_>> = None;
 
         loop {
             if exited_at.is_some() && !output_open {
@@ -797,6 +795,10 @@ impl Engine {
         let _ = tokio::time::timeout(limit, self.cleanup.wait()).await;
     }
 }
+
+/// A Docker call in flight beside the main loop (the kill).
+type PendingCall<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<(), SandboxError>> + Send + 'a>>;
 
 /// Removes the container if the run future is dropped before it could.
 struct RemovalGuard {

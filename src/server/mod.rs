@@ -136,6 +136,38 @@ async fn recover_running(store: &Store) -> Result<usize, ServeError> {
     Ok(n)
 }
 
+/// Removes every container of the previous daemon of this data directory. Holding the
+/// directory's lock proves that daemon is dead (a lock dies with its process), even when its
+/// pid still looks alive (a zombie not reaped yet); the label sweep alone would keep those.
+async fn remove_previous_daemons_containers(engine: &Engine, data_dir: &Path) {
+    let file = data_dir.join("owner");
+    if let Ok(previous) = std::fs::read_to_string(&file) {
+        let previous = previous.trim();
+        if let Ok(list) = engine.labelled_containers().await {
+            for c in list {
+                let owned = c
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(crate::sandbox::LABEL_OWNER))
+                    .map(String::as_str)
+                    == Some(previous);
+                if let (true, Some(id)) = (owned, c.id) {
+                    match engine.remove(&id).await {
+                        Ok(()) => tracing::warn!(
+                            "removed container {id} of the previous daemon ({previous})"
+                        ),
+                        Err(e) => tracing::warn!("could not remove container {id}: {e}"),
+                    }
+                }
+            }
+        }
+    }
+    let me = crate::sandbox::OwnerId::current().label();
+    if let Err(e) = std::fs::write(&file, me) {
+        tracing::warn!("cannot write {}: {e}", file.display());
+    }
+}
+
 /// Runs the daemon until `shutdown` fires; returns after the graceful shutdown.
 pub async fn run(
     settings: Settings,
@@ -164,6 +196,7 @@ pub async fn run(
 
     // Recovery: first the records, then the containers of the dead owner.
     let failed = recover_running(&store).await?;
+    remove_previous_daemons_containers(&engine, &data_dir).await;
     match engine.sweep_leftovers().await {
         Ok(r) if !r.removed.is_empty() => tracing::warn!(
             "removed {} container(s) left by a scriptbox that died",

@@ -1,0 +1,1172 @@
+//! The daemon end to end: the real `scriptbox serve` binary, a temporary data directory and
+//! socket, the real Docker engine. Skips (with the reason) without an engine or image, and fails
+//! instead under `SCRIPTBOX_REQUIRE_ENGINE=1`.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use scriptbox::client::{Answer, Client, Endpoint};
+use scriptbox::sandbox::Engine;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_scriptbox");
+
+/// A running `scriptbox serve`.
+struct Daemon {
+    child: Option<Child>,
+    socket: PathBuf,
+    data_dir: PathBuf,
+    tcp: Option<String>,
+}
+
+impl Daemon {
+    /// Starts a daemon in `dir` and waits for its ready line.
+    fn start(dir: &Path, extra: &[&str]) -> Daemon {
+        let socket = dir.join("s.sock");
+        let data_dir = dir.join("data");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .env_remove("SCRIPTBOX_SOCKET");
+        if let Ok(rt) = std::env::var("SCRIPTBOX_TEST_RUNTIME") {
+            cmd.arg("--container-runtime").arg(rt);
+        }
+        let mut child = cmd.spawn().expect("start scriptbox serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the daemon prints its ready line");
+        assert!(line.starts_with("scriptbox serve: listening on"), "{line}");
+        let tcp = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("tcp:"))
+            .map(str::to_string);
+        Daemon {
+            child: Some(child),
+            socket,
+            data_dir,
+            tcp,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    fn client(&self) -> Client {
+        Client::new(Endpoint::Unix(self.socket.clone()))
+    }
+
+    /// kill -9, and reap the process (a zombie still looks alive in /proc).
+    fn kill9(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM; returns the exit status and how long the exit took.
+    fn terminate(&mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
+        let mut child = self.child.take().unwrap();
+        let began = Instant::now();
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status, began.elapsed());
+            }
+            if began.elapsed() > limit {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                panic!("the daemon did not exit within {limit:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Engine and python3.11 image, or skip.
+async fn ready() -> Option<Engine> {
+    let engine = common::engine().await?;
+    if !common::require_image(&engine, "python3.11").await {
+        return None;
+    }
+    Some(engine)
+}
+
+fn step(script: &str, payload: Value) -> Value {
+    json!({"Step": {"Runtime": "python3.11", "Handler": "h", "Script": script, "InputPayload": payload}})
+}
+
+const ECHO: &str = "def h(e, c):\n    print('hi', e.get('n'))\n    return {'n': e.get('n'), 'id': c['automation:EXECUTION_ID']}\n";
+const SLEEPER: &str = "import time\ndef h(e, c):\n    print('sleeping', flush=True)\n    time.sleep(e.get('s', 60))\n    return {'slept': e.get('s', 60)}\n";
+const TALKER: &str = "import time, sys\ndef h(e, c):\n    for i in range(e.get('n', 5)):\n        print('line', i, flush=True)\n        time.sleep(e.get('s', 0.2))\n    print('to stderr', file=sys.stderr)\n    return {'done': True}\n";
+
+async fn submit(client: &Client, body: &Value) -> Answer {
+    client.post("/v1/executions", body).await.expect("post")
+}
+
+async fn submit_ok(client: &Client, body: &Value) -> String {
+    let a = submit(client, body).await;
+    assert_eq!(a.status, 202, "{}", String::from_utf8_lossy(&a.body));
+    a.json()["Id"].as_str().unwrap().to_string()
+}
+
+async fn get(client: &Client, id: &str) -> Value {
+    let a = client.get(&format!("/v1/executions/{id}")).await.unwrap();
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    a.json()
+}
+
+async fn wait_until(client: &Client, id: &str, want: &[&str], limit: Duration) -> Value {
+    let began = Instant::now();
+    loop {
+        let v = get(client, id).await;
+        if want.contains(&v["Status"].as_str().unwrap_or("")) {
+            return v;
+        }
+        assert!(
+            began.elapsed() < limit,
+            "{id} still {} after {limit:?}",
+            v["Status"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_end(client: &Client, id: &str) -> Value {
+    wait_until(
+        client,
+        id,
+        &["Success", "Failed", "TimedOut", "Cancelled"],
+        Duration::from_secs(120),
+    )
+    .await
+}
+
+/// Containers whose owner label names this pid.
+async fn containers_of_pid(engine: &Engine, pid: u32) -> Vec<(String, String)> {
+    let needle = format!(":{pid}:");
+    engine
+        .labelled_containers()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| {
+            let labels = c.labels?;
+            let owner = labels.get("scriptbox.daemon")?;
+            if !owner.contains(&needle) {
+                return None;
+            }
+            Some((c.id?, labels.get("scriptbox.execution")?.clone()))
+        })
+        .collect()
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing"))
+}
+
+fn cli(socket: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("SCRIPTBOX_SOCKET", socket)
+        .output()
+        .expect("run scriptbox")
+}
+
+fn temp_file(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+#[tokio::test]
+async fn api_end_to_end_over_the_unix_socket() {
+    let Some(_engine) = ready().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        &["--concurrency", "2", "--max-request-bytes", "200000"],
+    );
+    let c = d.client();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "socket mode {mode:o}");
+
+    let h = c.get("/v1/health").await.unwrap();
+    assert_eq!(h.status, 200);
+    assert_eq!(h.json()["Status"], "Ok");
+    assert_eq!(h.json()["Concurrency"], 2);
+    let rts = c.get("/v1/runtimes").await.unwrap().json();
+    assert!(
+        rts["Runtimes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["Name"] == "python3.11" && r["ImageState"] == "present"),
+        "{rts}"
+    );
+
+    // A step: accepted, stored, run; the object is invoke's plus Id/Kind/Status/times.
+    let id = submit_ok(&c, &step(ECHO, json!({"n": 7}))).await;
+    let v = wait_end(&c, &id).await;
+    assert_eq!(v["Status"], "Success", "{v}");
+    assert_eq!(v["Id"], id);
+    assert_eq!(v["ExecutionId"], id);
+    assert_eq!(v["Kind"], "Step");
+    assert_eq!(v["Payload"], json!({"n": 7, "id": id}));
+    assert_eq!(v["Log"][0]["Text"], "hi 7");
+    for k in [
+        "SubmittedTime",
+        "StartedTime",
+        "EndedTime",
+        "DurationMs",
+        "LogTruncated",
+    ] {
+        assert!(v.get(k).is_some(), "{k} missing: {v}");
+    }
+
+    // A runbook with a parameter and an attachment.
+    let doc = r#"
+schemaVersion: '0.3'
+parameters:
+  Who: {type: String}
+mainSteps:
+  - name: greet
+    action: aws:executeScript
+    inputs:
+      Runtime: python3.11
+      Handler: lib.h
+      InputPayload: {who: '{{ Who }}'}
+      Attachment: lib.py
+    outputs:
+      - {Name: Greeting, Selector: $.Payload.g, Type: String}
+outputs: [greet.Greeting]
+files:
+  lib.py:
+    checksums:
+      sha256: SHA
+"#;
+    let lib =
+        "def h(e, c):\n    print('greeting', e['who'])\n    return {'g': 'hello ' + e['who']}\n";
+    let sha = {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(lib.as_bytes());
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let doc = doc.replace("SHA", &sha);
+    let rb = json!({"Runbook": {"Document": doc, "DocumentName": "Greet", "Parameters": {"Who": "daemon"},
+        "Attachments": [{"Name": "lib.py", "Content": scriptbox::server::types::base64_of(lib.as_bytes())}]}});
+    let rid = submit_ok(&c, &rb).await;
+    let v = wait_end(&c, &rid).await;
+    assert_eq!(v["Status"], "Success", "{v}");
+    assert_eq!(v["Kind"], "Runbook");
+    assert_eq!(v["AutomationExecutionId"], rid);
+    assert_eq!(v["AutomationExecutionStatus"], "Success");
+    assert_eq!(v["DocumentName"], "Greet");
+    assert_eq!(v["Outputs"]["greet.Greeting"], json!(["hello daemon"]));
+    let log = c
+        .get(&format!("/v1/executions/{rid}/log"))
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(log["Lines"][0]["Step"], "greet");
+    assert_eq!(log["Lines"][0]["Text"], "greeting daemon");
+
+    // Refusals name the field and the rule.
+    let bad = submit(
+        &c,
+        &json!({"Step": {"Runtime": "python3.11", "Image": "alpine"}}),
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    assert!(
+        bad.error_message().contains("unknown field `Image`"),
+        "{}",
+        bad.error_message()
+    );
+    for forbidden in [
+        json!({"Network": "host"}),
+        json!({"Mounts": ["/:/host"]}),
+        json!({"User": "0:0"}),
+    ] {
+        let mut body = step(ECHO, json!({}));
+        body.as_object_mut()
+            .unwrap()
+            .extend(forbidden.as_object().unwrap().clone());
+        assert_eq!(submit(&c, &body).await.status, 400, "{body}");
+    }
+    let mut raise = step(ECHO, json!({}));
+    raise["Limits"] = json!({"MemoryMb": 100000});
+    let a = submit(&c, &raise).await;
+    assert_eq!(a.status, 400);
+    assert_eq!(a.json()["Error"]["Field"], "Limits.MemoryMb");
+    assert!(
+        a.error_message().contains("configured maximum"),
+        "{}",
+        a.error_message()
+    );
+    let mut raise = step(ECHO, json!({}));
+    raise["Limits"] = json!({"TimeoutSeconds": 601});
+    assert_eq!(submit(&c, &raise).await.status, 400);
+    let a = submit(
+        &c,
+        &json!({"Step": {"Runtime": "python2.7", "Handler": "h", "Script": "x"}}),
+    )
+    .await;
+    assert_eq!(a.status, 400);
+    assert_eq!(a.json()["Error"]["Field"], "Step.Runtime");
+    let big = step(&"#".repeat(300_000), json!({}));
+    let a = submit(&c, &big).await;
+    assert_eq!(a.status, 413, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.json()["Error"]["Code"], "RequestTooLarge");
+    assert_eq!(c.get("/v1/executions/nope").await.unwrap().status, 404);
+    assert_eq!(c.get("/v1/executions?Bogus=1").await.unwrap().status, 400);
+    assert_eq!(
+        c.get("/v1/executions?Status=Weird").await.unwrap().status,
+        400
+    );
+
+    // Lower limits are applied.
+    let mut low = step(
+        "def h(e, c):\n    return open('/sys/fs/cgroup/memory.max').read().strip() if __import__('os').path.exists('/sys/fs/cgroup/memory.max') else open('/sys/fs/cgroup/memory/memory.limit_in_bytes').read().strip()\n",
+        json!({}),
+    );
+    low["Limits"] = json!({"MemoryMb": 64});
+    let lid = submit_ok(&c, &low).await;
+    let v = wait_end(&c, &lid).await;
+    assert_eq!(v["Payload"], json!((64 * 1024 * 1024).to_string()), "{v}");
+
+    // Lists: filter and paging; nothing appears twice.
+    let all = c.get("/v1/executions").await.unwrap().json();
+    assert_eq!(all["Executions"].as_array().unwrap().len(), 3);
+    let ok = c.get("/v1/executions?Status=Success").await.unwrap().json();
+    assert_eq!(ok["Executions"].as_array().unwrap().len(), 3);
+    let p1 = c.get("/v1/executions?MaxResults=2").await.unwrap().json();
+    assert_eq!(p1["Executions"].as_array().unwrap().len(), 2);
+    let token = p1["NextToken"].as_str().unwrap();
+    let p2 = c
+        .get(&format!("/v1/executions?MaxResults=2&NextToken={token}"))
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(p2["Executions"].as_array().unwrap().len(), 1);
+    assert!(p2.get("NextToken").is_none());
+    assert_eq!(p2["Executions"][0]["Id"], id);
+
+    // The CLI client: submit --wait prints invoke's object plus Id; get prints the same.
+    let script = temp_file(dir.path(), "echo.py", ECHO);
+    let out = cli(
+        &d.socket,
+        &[
+            "submit",
+            "--runtime",
+            "python3.11",
+            "--handler",
+            "h",
+            "--script",
+            script.to_str().unwrap(),
+            "--payload",
+            "{\"n\": 1}",
+            "--wait",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let waited: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let invoked = Command::new(BIN)
+        .args([
+            "invoke",
+            "--runtime",
+            "python3.11",
+            "--handler",
+            "h",
+            "--script",
+            script.to_str().unwrap(),
+            "--payload",
+            "{\"n\": 1}",
+            "--output",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let invoked: Value = serde_json::from_slice(&invoked.stdout).unwrap();
+    for k in invoked.as_object().unwrap().keys() {
+        assert!(
+            waited.get(k).is_some(),
+            "submit --wait lacks invoke's key {k}: {waited}"
+        );
+    }
+    assert_eq!(waited["Payload"]["n"], 1);
+    let wid = waited["Id"].as_str().unwrap();
+    let got = cli(&d.socket, &["get", wid, "--output", "json"]);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&got.stdout).unwrap(),
+        waited
+    );
+    let nowait = cli(
+        &d.socket,
+        &[
+            "submit",
+            "--runtime",
+            "python3.11",
+            "--handler",
+            "h",
+            "--script",
+            script.to_str().unwrap(),
+            "--output",
+            "json",
+        ],
+    );
+    assert!(nowait.status.success());
+    let accepted: Value = serde_json::from_slice(&nowait.stdout).unwrap();
+    assert!(accepted["Id"].is_string(), "{accepted}");
+    // A runbook through the CLI, as `run` takes it.
+    let rb_dir = dir.path().join("rb");
+    std::fs::create_dir_all(&rb_dir).unwrap();
+    std::fs::write(rb_dir.join("lib.py"), lib).unwrap();
+    let doc_path = temp_file(&rb_dir, "Greet.yaml", &doc);
+    let out = cli(
+        &d.socket,
+        &[
+            "submit",
+            doc_path.to_str().unwrap(),
+            "-p",
+            "Who=cli",
+            "--wait",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["AutomationExecutionStatus"], "Success");
+    assert_eq!(v["Outputs"]["greet.Greeting"], json!(["hello cli"]));
+    assert!(v["Id"].is_string());
+    let ls = cli(&d.socket, &["ls", "--status", "Success"]);
+    assert!(String::from_utf8_lossy(&ls.stdout).contains(wid));
+    let missing = cli(&d.socket, &["get", "00000000-0000-0000-0000-000000000000"]);
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn tcp_requires_the_bearer_token() {
+    let Some(_engine) = ready().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // Without a token file, TCP is refused at start (exit 2).
+    let no_token = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--socket"])
+        .arg(dir.path().join("x.sock"))
+        .arg("--data-dir")
+        .arg(dir.path().join("x"))
+        .output()
+        .unwrap();
+    assert_eq!(no_token.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_token.stderr).contains("token"));
+
+    let token_file = temp_file(dir.path(), "token", "s3cret-token\n");
+    let d = Daemon::start(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
+    );
+    let addr = d.tcp.clone().expect("a tcp address in the ready line");
+    let anon = Client::new(Endpoint::Tcp {
+        addr: addr.clone(),
+        token: None,
+    });
+    let wrong = Client::new(Endpoint::Tcp {
+        addr: addr.clone(),
+        token: Some("s3cret-tokem".into()),
+    });
+    let right = Client::new(Endpoint::Tcp {
+        addr: addr.clone(),
+        token: Some("s3cret-token".into()),
+    });
+    for c in [&anon, &wrong] {
+        for path in ["/v1/health", "/v1/executions", "/metrics"] {
+            let a = c.get(path).await.unwrap();
+            assert_eq!(a.status, 401, "{path}");
+            assert_eq!(a.json()["Error"]["Code"], "Unauthorized");
+        }
+        assert_eq!(submit(c, &step(ECHO, json!({}))).await.status, 401);
+    }
+    assert_eq!(
+        anon.get("/v1/executions").await.unwrap().json()["Executions"],
+        Value::Null
+    );
+    assert_eq!(right.get("/v1/health").await.unwrap().status, 200);
+    let id = submit_ok(&right, &step(ECHO, json!({"n": 3}))).await;
+    let v = wait_end(&right, &id).await;
+    assert_eq!(v["Status"], "Success");
+    // The Unix socket needs no token; both see the same records.
+    assert_eq!(get(&d.client(), &id).await["Payload"]["n"], 3);
+    // The CLI over TCP.
+    let out = Command::new(BIN)
+        .args([
+            "get",
+            &id,
+            "--output",
+            "json",
+            "--tcp",
+            &addr,
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_burst_of_200_completes_or_is_refused_and_never_exceeds_the_concurrency() {
+    let Some(engine) = ready().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &["--concurrency", "2", "--queue-length", "30"]);
+    let pid = d.pid();
+    let c = d.client();
+
+    // Sample the containers this daemon owns, and its metric, during the whole burst.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sampler = {
+        let stop = stop.clone();
+        let engine = engine.clone();
+        let c = c.clone();
+        tokio::spawn(async move {
+            let (mut most, mut samples, mut metric_most) = (0usize, 0usize, 0f64);
+            while !stop.is_cancelled() {
+                most = most.max(containers_of_pid(&engine, pid).await.len());
+                if let Ok(m) = c.get("/metrics").await {
+                    let text = String::from_utf8_lossy(&m.body).into_owned();
+                    metric_most = metric_most.max(metric(&text, "scriptbox_containers_alive"));
+                }
+                samples += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (most, samples, metric_most)
+        })
+    };
+
+    let began = Instant::now();
+    let mut tasks = Vec::new();
+    for n in 0..200 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let a = submit(&c, &step(ECHO, json!({"n": n}))).await;
+            (n, a)
+        }));
+    }
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for t in tasks {
+        let (n, a) = t.await.unwrap();
+        match a.status {
+            202 => accepted.push((n, a.json()["Id"].as_str().unwrap().to_string())),
+            429 => {
+                refused += 1;
+                assert_eq!(a.retry_after.as_deref(), Some("2"));
+                assert_eq!(a.json()["Error"]["Code"], "Busy");
+            }
+            other => panic!(
+                "submission {n}: unexpected {other}: {}",
+                String::from_utf8_lossy(&a.body)
+            ),
+        }
+    }
+    let submit_time = began.elapsed();
+    assert_eq!(accepted.len() + refused, 200);
+    assert!(
+        accepted.len() >= 32,
+        "the 2 slots and 30 queue places were free: {}",
+        accepted.len()
+    );
+    assert!(refused > 0, "200 at once cannot all fit in 2 + 30");
+    eprintln!(
+        "burst: {} accepted, {refused} refused in {submit_time:?}",
+        accepted.len()
+    );
+
+    for (n, id) in &accepted {
+        let v = wait_end(&c, id).await;
+        assert_eq!(v["Status"], "Success", "{v}");
+        assert_eq!(v["Payload"]["n"], *n);
+    }
+    stop.cancel();
+    let (most, samples, metric_most) = sampler.await.unwrap();
+    assert!(samples > 10, "only {samples} samples");
+    assert!(most <= 2, "{most} containers alive at once (concurrency 2)");
+    assert!(metric_most <= 2.0, "metric said {metric_most}");
+    let m = String::from_utf8_lossy(&c.get("/metrics").await.unwrap().body).into_owned();
+    assert!(metric(&m, "scriptbox_containers_alive_peak") <= 2.0, "{m}");
+    assert_eq!(metric(&m, "scriptbox_containers_alive"), 0.0);
+    assert_eq!(metric(&m, "scriptbox_queue_depth"), 0.0);
+    assert_eq!(
+        metric(&m, "scriptbox_submissions_refused_total"),
+        refused as f64
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "scriptbox_executions_total{status=\"Success\",runtime=\"python3.11\"}"
+        ),
+        accepted.len() as f64
+    );
+    assert!(m.contains("scriptbox_execution_duration_seconds_count{runtime=\"python3.11\"}"));
+
+    // None lost, none invented: the store lists exactly the accepted ids.
+    let mut listed = HashSet::new();
+    let mut token: Option<String> = None;
+    loop {
+        let q = match &token {
+            Some(t) => format!("/v1/executions?MaxResults=50&NextToken={t}"),
+            None => "/v1/executions?MaxResults=50".into(),
+        };
+        let page = c.get(&q).await.unwrap().json();
+        for e in page["Executions"].as_array().unwrap() {
+            assert!(listed.insert(e["Id"].as_str().unwrap().to_string()));
+        }
+        match page["NextToken"].as_str() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    let ids: HashSet<String> = accepted.iter().map(|(_, id)| id.clone()).collect();
+    assert_eq!(listed, ids);
+    assert!(containers_of_pid(&engine, pid).await.is_empty());
+}
+
+#[tokio::test]
+async fn kill_9_mid_run_then_restart_finishes_honestly() {
+    let Some(engine) = ready().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path(), &["--concurrency", "1"]);
+    let c = d.client();
+    let done = submit_ok(&c, &step(ECHO, json!({"n": 1}))).await;
+    let done_before = wait_end(&c, &done).await;
+    let long = submit_ok(&c, &step(SLEEPER, json!({"s": 120}))).await;
+    wait_until(&c, &long, &["Running"], Duration::from_secs(30)).await;
+    let container = common::wait_for_container(&engine, &long).await;
+    let queued = submit_ok(&c, &step(ECHO, json!({"n": 2}))).await;
+    assert_eq!(get(&c, &queued).await["Status"], "Queued");
+    // Wait for the container to log, so the log replay can be checked after the crash.
+    for _ in 0..100 {
+        if get(&c, &long).await["Log"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let old_pid = d.pid();
+    d.kill9();
+    assert_eq!(
+        common::containers_of(&engine, &long).await,
+        vec![container.clone()],
+        "the container outlives its daemon"
+    );
+
+    let d2 = Daemon::start(dir.path(), &["--concurrency", "1"]);
+    let c = d2.client();
+    let v = get(&c, &long).await;
+    assert_eq!(v["Status"], "Failed", "{v}");
+    assert_eq!(
+        v["FailureMessage"],
+        "scriptbox restarted while this execution was running"
+    );
+    assert_eq!(
+        v["Log"][0]["Text"], "sleeping",
+        "the log written before the crash is kept: {v}"
+    );
+    assert!(v["EndedTime"].is_string());
+    assert!(
+        common::containers_of(&engine, &long).await.is_empty(),
+        "the dead daemon's container was removed"
+    );
+    assert!(containers_of_pid(&engine, old_pid).await.is_empty());
+    let q = wait_end(&c, &queued).await;
+    assert_eq!(
+        q["Status"], "Success",
+        "the acknowledged queued execution ran: {q}"
+    );
+    assert_eq!(q["Payload"]["n"], 2);
+    assert_eq!(
+        get(&c, &done).await,
+        done_before,
+        "finished executions are intact"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_short_executions_finish_and_cancels_the_rest() {
+    let Some(engine) = ready().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path(), &["--concurrency", "2", "--shutdown-grace", "4"]);
+    let pid = d.pid();
+    let c = d.client();
+    let short = submit_ok(&c, &step(SLEEPER, json!({"s": 2}))).await;
+    let long = submit_ok(&c, &step(SLEEPER, json!({"s": 120}))).await;
+    let queued = submit_ok(&c, &step(ECHO, json!({"n": 9}))).await;
+    wait_until(&c, &short, &["Running"], Duration::from_secs(30)).await;
+    wait_until(&c, &long, &["Running"], Duration::from_secs(30)).await;
+    common::wait_for_container(&engine, &long).await;
+
+    let socket = d.socket.clone();
+    let refusing = std::thread::spawn(move || {
+        // New connections are refused soon after SIGTERM (a thread: terminate() blocks).
+        let began = Instant::now();
+        loop {
+            if std::os::unix::net::UnixStream::connect(&socket).is_err() {
+                return began.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let (status, took) = d.terminate(Duration::from_secs(40));
+    assert!(status.success(), "exit {status:?}");
+    assert!(
+        took >= Duration::from_secs(3),
+        "the grace period was not waited: {took:?}"
+    );
+    let refused_after = refusing.join().unwrap();
+    assert!(refused_after < Duration::from_secs(2), "{refused_after:?}");
+    assert!(
+        containers_of_pid(&engine, pid).await.is_empty(),
+        "no container left behind"
+    );
+
+    // The records, read straight from the database.
+    let store = scriptbox::store::Store::open(&d.data_dir).unwrap();
+    let row = |id: &str| {
+        let store = &store;
+        let id = id.to_string();
+        async move { store.get(&id).await.unwrap().unwrap() }
+    };
+    let s = row(&short).await;
+    assert_eq!(s.status.as_str(), "Success");
+    let l = row(&long).await;
+    assert_eq!(l.status.as_str(), "Cancelled");
+    let result: Value = serde_json::from_str(l.result.as_deref().unwrap()).unwrap();
+    assert_eq!(result["KillReason"], "Cancelled");
+    let logs = store.logs(&long, 0, 100).await.unwrap();
+    assert!(
+        logs.iter().any(|l| l.text.contains("shutting down")),
+        "{logs:?}"
+    );
+    assert_eq!(
+        row(&queued).await.status.as_str(),
+        "Queued",
+        "queued work waits for the next start"
+    );
+    store.close();
+
+    let d2 = Daemon::start(dir.path(), &["--concurrency", "2"]);
+    let v = wait_end(&d2.client(), &queued).await;
+    assert_eq!(v["Status"], "Success");
+}
+
+#[tokio::test]
+async fn cancel_queued_and_running_and_a_full_queue_refuses_with_429() {
+    let Some(engine) = ready().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &["--concurrency", "1", "--queue-length", "1"]);
+    let c = d.client();
+    let running = submit_ok(&c, &step(SLEEPER, json!({"s": 120}))).await;
+    wait_until(&c, &running, &["Running"], Duration::from_secs(30)).await;
+    let queued = submit_ok(&c, &step(ECHO, json!({}))).await;
+
+    // Full: the CLI reports 429 with Retry-After and exits 4.
+    let script = temp_file(dir.path(), "e.py", ECHO);
+    let out = cli(
+        &d.socket,
+        &[
+            "submit",
+            "--runtime",
+            "python3.11",
+            "--handler",
+            "h",
+            "--script",
+            script.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("429") && err.contains("Retry-After: 2"),
+        "{err}"
+    );
+
+    let a = c
+        .post(&format!("/v1/executions/{queued}/cancel"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(a.status, 202);
+    assert_eq!(a.json()["Status"], "Cancelled");
+    let q = get(&c, &queued).await;
+    assert_eq!(q["Status"], "Cancelled");
+    assert!(q.get("StartedTime").is_none(), "it never ran: {q}");
+
+    let container = common::wait_for_container(&engine, &running).await;
+    let out = cli(&d.socket, &["cancel", &running]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = wait_end(&c, &running).await;
+    assert_eq!(v["Status"], "Cancelled");
+    assert_eq!(v["KillReason"], "Cancelled");
+    assert!(
+        common::containers_of(&engine, &running).await.is_empty(),
+        "{container} removed"
+    );
+    let again = c
+        .post(&format!("/v1/executions/{running}/cancel"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(again.status, 409);
+    assert_eq!(
+        c.post("/v1/executions/nope/cancel", &json!({}))
+            .await
+            .unwrap()
+            .status,
+        404
+    );
+    // Room again.
+    let id = submit_ok(&c, &step(ECHO, json!({"n": 4}))).await;
+    assert_eq!(wait_end(&c, &id).await["Status"], "Success");
+}
+
+#[tokio::test]
+async fn logs_follow_queued_running_and_finished_executions() {
+    let Some(_engine) = ready().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &["--concurrency", "1"]);
+    let c = d.client();
+    let blocker = submit_ok(&c, &step(SLEEPER, json!({"s": 2}))).await;
+    let id = submit_ok(&c, &step(TALKER, json!({"n": 5, "s": 0.2}))).await;
+    assert_eq!(get(&c, &id).await["Status"], "Queued");
+
+    // Follow from while it is queued, through running, to the end.
+    let mut events: Vec<(String, String)> = Vec::new();
+    let (status, _) = c
+        .events(&format!("/v1/executions/{id}/log?Follow=true"), |e, d| {
+            events.push((e.to_string(), d.to_string()));
+            true
+        })
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let texts: Vec<String> = events
+        .iter()
+        .filter(|(e, _)| e == "log")
+        .map(|(_, d)| {
+            serde_json::from_str::<Value>(d).unwrap()["Text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        texts[..5],
+        ["line 0", "line 1", "line 2", "line 3", "line 4"]
+    );
+    assert!(texts.contains(&"to stderr".to_string()), "{texts:?}");
+    let (last, data) = events.last().unwrap();
+    assert_eq!(last, "end");
+    assert_eq!(
+        serde_json::from_str::<Value>(data).unwrap()["Status"],
+        "Success"
+    );
+    assert_eq!(get(&c, &blocker).await["Status"], "Success");
+
+    // Finished: replayed whole, then the end.
+    let mut replay = Vec::new();
+    c.events(&format!("/v1/executions/{id}/log?Follow=true"), |e, d| {
+        replay.push((e.to_string(), d.to_string()));
+        true
+    })
+    .await
+    .unwrap();
+    assert_eq!(replay, events);
+
+    // The CLI follows too.
+    let id2 = submit_ok(&c, &step(TALKER, json!({"n": 3, "s": 0.3}))).await;
+    let out = cli(&d.socket, &["logs", "-f", &id2]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("| line 0") && text.contains("| line 2") && text.contains("! to stderr"),
+        "{text}"
+    );
+}
+
+/// Resolves `$ref`s of the OpenAPI document.
+fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
+    match v.get("$ref").and_then(Value::as_str) {
+        Some(r) => {
+            let mut cur = doc;
+            for part in r.trim_start_matches("#/").split('/') {
+                cur = &cur[part];
+            }
+            resolve(doc, cur)
+        }
+        None => v,
+    }
+}
+
+/// Checks a JSON value against a schema's `required` (recursively into objects and arrays).
+fn check_required(doc: &Value, schema: &Value, v: &Value, at: &str) {
+    let schema = resolve(doc, schema);
+    if let Some(req) = schema["required"].as_array() {
+        for k in req {
+            let k = k.as_str().unwrap();
+            assert!(
+                v.get(k).is_some(),
+                "{at}: required property {k} missing in {v}"
+            );
+        }
+    }
+    if let (Some(props), Some(obj)) = (schema["properties"].as_object(), v.as_object()) {
+        for (k, s) in props {
+            if let Some(child) = obj.get(k) {
+                check_required(doc, s, child, &format!("{at}.{k}"));
+            }
+        }
+    }
+    if let (Some(items), Some(arr)) = (schema.get("items"), v.as_array()) {
+        for (i, child) in arr.iter().enumerate() {
+            check_required(doc, items, child, &format!("{at}[{i}]"));
+        }
+    }
+    if let Some(values) = schema["enum"].as_array() {
+        assert!(values.contains(v), "{at}: {v} not in {values:?}");
+    }
+}
+
+#[tokio::test]
+async fn openapi_document_matches_the_server() {
+    let Some(_engine) = ready().await else { return };
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml")).unwrap();
+    let (node, problems) =
+        scriptbox::runbook::yaml::read(&text, scriptbox::runbook::yaml::Format::Yaml);
+    assert!(problems.is_empty(), "{problems:?}");
+    let doc = node.unwrap().to_json();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = temp_file(dir.path(), "token", "t0k");
+    let d = Daemon::start(
+        dir.path(),
+        &[
+            "--concurrency",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
+    );
+    let c = d.client();
+    let id = submit_ok(&c, &step(ECHO, json!({"n": 1}))).await;
+    wait_end(&c, &id).await;
+
+    // Requests that exercise documented answers of every operation.
+    let cases: Vec<(&str, &str, String, Option<Value>)> = vec![
+        (
+            "/v1/executions",
+            "post",
+            "/v1/executions".into(),
+            Some(step(ECHO, json!({}))),
+        ),
+        (
+            "/v1/executions",
+            "post",
+            "/v1/executions".into(),
+            Some(json!({"Step": {"Runtime": "python3.11", "Nope": 1}})),
+        ),
+        (
+            "/v1/executions",
+            "get",
+            "/v1/executions?MaxResults=1".into(),
+            None,
+        ),
+        (
+            "/v1/executions",
+            "get",
+            "/v1/executions?MaxResults=0".into(),
+            None,
+        ),
+        (
+            "/v1/executions/{Id}",
+            "get",
+            format!("/v1/executions/{id}"),
+            None,
+        ),
+        (
+            "/v1/executions/{Id}",
+            "get",
+            "/v1/executions/missing".into(),
+            None,
+        ),
+        (
+            "/v1/executions/{Id}/cancel",
+            "post",
+            format!("/v1/executions/{id}/cancel"),
+            Some(json!({})),
+        ),
+        (
+            "/v1/executions/{Id}/cancel",
+            "post",
+            "/v1/executions/missing/cancel".into(),
+            Some(json!({})),
+        ),
+        (
+            "/v1/executions/{Id}/log",
+            "get",
+            format!("/v1/executions/{id}/log"),
+            None,
+        ),
+        (
+            "/v1/executions/{Id}/log",
+            "get",
+            format!("/v1/executions/{id}/log?Follow=true"),
+            None,
+        ),
+        (
+            "/v1/executions/{Id}/log",
+            "get",
+            "/v1/executions/missing/log".into(),
+            None,
+        ),
+        ("/v1/runtimes", "get", "/v1/runtimes".into(), None),
+        ("/v1/health", "get", "/v1/health".into(), None),
+        ("/metrics", "get", "/metrics".into(), None),
+    ];
+    let mut covered = HashSet::new();
+    for (template, method, path, body) in &cases {
+        let op = &doc["paths"][*template][*method];
+        assert!(op.is_object(), "{method} {template} is not documented");
+        covered.insert((template.to_string(), method.to_string()));
+        let a = c
+            .request(
+                &method.to_uppercase(),
+                path,
+                body.as_ref().map(|b| b.to_string().into_bytes()),
+            )
+            .await
+            .unwrap();
+        let documented = resolve(&doc, &op["responses"][a.status.to_string()]);
+        assert!(
+            documented.is_object(),
+            "{method} {path} answered {} which is not documented",
+            a.status
+        );
+        let ctype = a.content_type.clone().unwrap_or_default();
+        let media = ctype.split(';').next().unwrap().trim().to_string();
+        let content = &documented["content"][media.as_str()];
+        assert!(
+            content.is_object(),
+            "{method} {path}: {media} is not a documented content type of {}",
+            a.status
+        );
+        if media == "application/json" {
+            check_required(
+                &doc,
+                &content["schema"],
+                &a.json(),
+                &format!("{method} {path}"),
+            );
+        }
+        // Over TCP without a token: the documented 401.
+        let anon = Client::new(Endpoint::Tcp {
+            addr: d.tcp.clone().unwrap(),
+            token: None,
+        });
+        let a = anon
+            .request(
+                &method.to_uppercase(),
+                path,
+                body.as_ref().map(|b| b.to_string().into_bytes()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.status, 401);
+        assert!(
+            op["responses"]["401"].is_object(),
+            "{method} {template}: 401 undocumented"
+        );
+    }
+    // Every documented operation was exercised.
+    for (p, item) in doc["paths"].as_object().unwrap() {
+        for m in ["get", "post", "put", "delete", "patch"] {
+            if item.get(m).is_some() {
+                assert!(
+                    covered.contains(&(p.clone(), m.to_string())),
+                    "{m} {p} not exercised"
+                );
+            }
+        }
+    }
+    // And nothing undocumented is routed.
+    assert_eq!(c.get("/v1/nothing").await.unwrap().status, 404);
+    assert_eq!(
+        c.request("DELETE", &format!("/v1/executions/{id}"), None)
+            .await
+            .unwrap()
+            .status,
+        405
+    );
+}
