@@ -7,7 +7,7 @@ BIN := target/debug/scriptbox
 TEST_RUNTIMES := python3.9 python3.11
 export SCRIPTBOX_LOG ?= warn
 
-.PHONY: all build engine images demo test test-rust test-bootstrap lint bench clean conformance
+.PHONY: all build engine images demo test test-rust test-bootstrap lint bench bench-daemon clean conformance
 
 all: build
 
@@ -49,6 +49,12 @@ bench: engine
 	$(CARGO) build --release
 	target/release/scriptbox images build python3.11
 	$(CARGO) run --release --example bench_invoke
+
+## make bench-daemon: the daemon's RSS idle and under a 200-submission burst, submissions/s accepted.
+bench-daemon: engine
+	$(CARGO) build --release
+	target/release/scriptbox images build python3.11
+	$(CARGO) run --release --example bench_daemon
 
 ## make conformance: validate every real runbook in ../shared/conformance/runbooks and print the
 ## tally (file, valid / refused, the reason naming what is unsupported).

@@ -656,4 +656,73 @@ mod tests {
         let raised = parse("[limits]\nmax_timeout_seconds = 3600").unwrap();
         assert_eq!(raised.limits.max_timeout_seconds, 3600);
     }
+
+    #[test]
+    fn every_key_can_be_overridden_by_name() {
+        let mut s = Settings::default();
+        let keys: Vec<String> = s.keys().into_iter().map(|(k, _)| k).collect();
+        for k in [
+            "sandbox.memory_bytes",
+            "context.region",
+            "output.line_bytes",
+            "limits.max_timeout_seconds",
+            "limits.default_memory_bytes",
+            "server.concurrency",
+            "server.socket",
+            "server.tcp_listen",
+            "server.docker_host",
+        ] {
+            assert!(keys.contains(&k.to_string()), "{k} not settable: {keys:?}");
+        }
+        s.apply_override("server.concurrency=3").unwrap();
+        s.apply_override("server.socket=/tmp/x.sock").unwrap();
+        s.apply_override("context.region=eu-west-1").unwrap();
+        s.apply_override("limits.default_memory_bytes=67108864")
+            .unwrap();
+        assert_eq!(s.server.concurrency, 3);
+        assert_eq!(s.server.socket_path(), PathBuf::from("/tmp/x.sock"));
+        assert_eq!(s.context.region, "eu-west-1");
+        assert_eq!(s.limits.default_memory_bytes, Some(64 * 1024 * 1024));
+        s.check().unwrap();
+        let e = s.apply_override("server.nope=1").unwrap_err().to_string();
+        assert!(e.contains("unknown setting"), "{e}");
+        let e = s
+            .apply_override("server.concurrency=many")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected an integer"), "{e}");
+        // Defaults apply, and never exceed the maxima.
+        let l = s.resolve_limits(&RequestedLimits::default()).unwrap();
+        assert_eq!(l.memory_bytes, 64 * 1024 * 1024);
+        assert_eq!(l.nano_cpus, s.sandbox.nano_cpus);
+        let l = s
+            .resolve_limits(&RequestedLimits {
+                memory_mb: Some(256),
+                milli_cpus: Some(500),
+                pids_limit: Some(32),
+                output_bytes: Some(4096),
+                timeout_seconds: Some(10),
+            })
+            .unwrap();
+        assert_eq!(
+            (
+                l.memory_bytes,
+                l.nano_cpus,
+                l.pids_limit,
+                l.output_limit_bytes,
+                l.timeout_seconds
+            ),
+            (256 << 20, 500_000_000, 32, 4096, 10)
+        );
+        let e = s
+            .resolve_limits(&RequestedLimits {
+                pids_limit: Some(100_000),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert_eq!(e.field, "Limits.PidsLimit");
+        let mut tcp = Settings::default();
+        tcp.server.tcp_listen = Some("127.0.0.1:1".into());
+        assert!(tcp.check().unwrap_err().to_string().contains("token_file"));
+    }
 }
