@@ -91,6 +91,7 @@ impl Settings {
             ("sandbox.memory_bytes", s.memory_bytes),
             ("sandbox.nano_cpus", s.nano_cpus),
             ("sandbox.pids_limit", s.pids_limit),
+            ("sandbox.runsc_pids_limit", s.runsc_pids_limit),
             ("sandbox.nofile", s.nofile),
             ("sandbox.fsize_bytes", s.fsize_bytes),
             ("sandbox.shm_bytes", s.shm_bytes),

@@ -54,8 +54,12 @@ pub struct SandboxConfig {
     pub memory_bytes: i64,
     /// CPU quota in units of 1e-9 CPUs.
     pub nano_cpus: i64,
-    /// Processes and threads in the container.
+    /// Processes and threads in the container (runc).
     pub pids_limit: i64,
+    /// The pids limit under runsc. gVisor's sentry counts its own host threads against the
+    /// container's pids cgroup, so the runc value would starve it; guest processes are then
+    /// bounded by the memory limit and the deadline (measured by the adversarial suite).
+    pub runsc_pids_limit: i64,
     /// Size of the `/tmp` tmpfs.
     pub tmpfs_bytes: u64,
     /// Inodes of the `/tmp` tmpfs.
@@ -81,6 +85,7 @@ impl Default for SandboxConfig {
             memory_bytes: 512 * 1024 * 1024,
             nano_cpus: 1_000_000_000,
             pids_limit: 128,
+            runsc_pids_limit: 1024,
             tmpfs_bytes: 128 * 1024 * 1024,
             tmpfs_inodes: 16 * 1024,
             shm_bytes: 16 * 1024 * 1024,
@@ -88,6 +93,17 @@ impl Default for SandboxConfig {
             fsize_bytes: 128 * 1024 * 1024,
             output_limit_bytes: 16 * 1024 * 1024,
             docker_call_timeout_secs: 30,
+        }
+    }
+}
+
+impl SandboxConfig {
+    /// The pids limit for the configured container runtime.
+    pub fn effective_pids_limit(&self) -> i64 {
+        if self.container_runtime == "runsc" {
+            self.runsc_pids_limit
+        } else {
+            self.pids_limit
         }
     }
 }
@@ -440,7 +456,7 @@ impl Engine {
             memory_swap: Some(memory),
             oom_kill_disable: Some(false),
             nano_cpus: Some(c.nano_cpus),
-            pids_limit: Some(c.pids_limit),
+            pids_limit: Some(c.effective_pids_limit()),
             init: Some(true),
             ulimits: Some(vec![
                 ulimit("nofile", c.nofile),
@@ -571,9 +587,7 @@ impl Engine {
         let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
         // The kill call runs *beside* the output drain: dockerd finishes a killed container only
         // after its output copy is done, so awaiting the kill without reading would deadlock.
-        let mut kill_call: Option<
-            std::pin::Pin<Box<dyn Future<Output = Result<(), SandboxError>> + Send + '_>>,
-        > = None;
+        let mut kill_call: Option<PendingCall<'_>> = None;
 
         loop {
             if exited_at.is_some() && !output_open {
@@ -788,6 +802,10 @@ impl Engine {
         let _ = tokio::time::timeout(limit, self.cleanup.wait()).await;
     }
 }
+
+/// A Docker call in flight beside the main loop (the kill).
+type PendingCall<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<(), SandboxError>> + Send + 'a>>;
 
 /// Removes the container if the run future is dropped before it could.
 struct RemovalGuard {

@@ -584,6 +584,7 @@ mod tests {
                     log_truncated: false,
                     kill_reason: None,
                     exit_code: Some(0),
+                    container_id: None,
                     duration_ms: 1,
                 })
             })
