@@ -293,3 +293,27 @@ async fn runtimes_lists_every_runtime_with_image_state_and_aws_status() {
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("PowerShell 7.0 (dotnetcore3.1)"), "{text}");
 }
+
+#[test]
+fn the_configuration_doc_shows_the_real_defaults() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
+    let start = doc.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    let defaults = toml::to_string_pretty(&scriptbox::config::Settings::default()).unwrap();
+    assert_eq!(
+        &doc[start..end],
+        defaults,
+        "docs/configuration.md is out of date: paste `scriptbox config`"
+    );
+    for line in defaults.lines().filter(|l| l.contains(" = ")) {
+        let key = line.split(" = ").next().unwrap();
+        assert!(
+            doc.contains(&format!(".{key}`")),
+            "docs/configuration.md does not explain {key}"
+        );
+    }
+}
