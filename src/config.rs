@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::execute::{AwsContext, OutputLimits};
+use crate::pool::PoolConfig;
 use crate::sandbox::SandboxConfig;
 use crate::step::DEFAULT_TIMEOUT_SECS;
 
@@ -51,6 +52,8 @@ pub struct Settings {
     pub output: OutputLimits,
     /// Limits on what a step may ask for (`[limits]`).
     pub limits: StepLimits,
+    /// The warm pool of pre-started containers (`[pool]`, used by the daemon).
+    pub pool: PoolConfig,
 }
 
 /// Ceilings on what a step may ask for.

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod execute;
 pub mod images;
+pub mod pool;
 pub mod protocol;
 pub mod result;
 pub mod runbook;
