@@ -7,7 +7,7 @@ BIN := target/debug/scriptbox
 TEST_RUNTIMES := python3.9 python3.11
 export SCRIPTBOX_LOG ?= warn
 
-.PHONY: all build engine images demo test test-rust test-bootstrap lint bench bench-daemon clean conformance
+.PHONY: all build engine images demo test test-rust test-runsc test-bootstrap lint bench bench-daemon security-table conformance clean
 
 all: build
 
@@ -28,11 +28,24 @@ demo: build engine
 	$(BIN) invoke --runtime python3.11 --handler script_handler \
 		--script examples/hello.py --payload '{"name": "scriptbox"}'
 
-## make test: the same set-up, then the whole suite against the real engine.
-test: images test-bootstrap test-rust
+## make test: the same set-up, then the whole suite against the real engine
+## (and the engine + adversarial suites again under gVisor when runsc is registered).
+test: images test-bootstrap test-rust test-runsc
 
 test-rust:
 	SCRIPTBOX_REQUIRE_ENGINE=1 $(CARGO) test --all-targets
+
+test-runsc:
+	@if docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q runsc; then \
+		echo "== engine and adversarial suites under runsc (gVisor) =="; \
+		SCRIPTBOX_TEST_RUNTIME=runsc SCRIPTBOX_REQUIRE_ENGINE=1 $(CARGO) test --test engine --test adversarial; \
+	else \
+		echo "SKIPPED: the runsc (gVisor) pass: runsc is not registered with Docker (WITH_RUNSC=1 scripts/ensure-engine.sh installs it)"; \
+	fi
+
+## make security-table: re-run the adversarial suite under runc and runsc, rewrite SECURITY.md's table.
+security-table: images
+	scripts/security_table.py --write SECURITY.md
 
 test-bootstrap:
 	@python3 -c "import vermin" 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check vermin

@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use scriptbox::config::Settings;
-use scriptbox::execute::{ExecuteOptions, execute_step};
+use scriptbox::execute::{ExecuteOptions, execute_step, execute_step_pooled};
+use scriptbox::pool::{PoolConfig, WarmPool};
 use scriptbox::protocol::{
     BootstrapLimits, Entry, PROTOCOL_VERSION, RequestHeader, encode_request,
 };
@@ -157,8 +158,15 @@ async fn main() -> anyhow::Result<()> {
     let script_file = std::env::temp_dir().join("scriptbox-bench-handler.py");
     std::fs::write(&script_file, SCRIPT)?;
 
+    let pool = WarmPool::new(
+        engine.clone(),
+        PoolConfig::default(),
+        &settings.context,
+        Duration::from_secs(600),
+    );
     // Warm the engine and page cache once for each path.
     let mut library = Vec::new();
+    let mut warm = Vec::new();
     let mut through_cli = Vec::new();
     let mut docker_run = Vec::new();
     let run_args = docker_run_args(&settings, &image);
@@ -179,6 +187,29 @@ async fn main() -> anyhow::Result<()> {
             "library run failed: {r:?}"
         );
         let library_time = began.elapsed();
+
+        // Warm: a pre-started container from the pool (refilled in the background meanwhile).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let began = Instant::now();
+        let options = ExecuteOptions {
+            execution_id: None,
+            memory_bytes: None,
+            context: &settings.context,
+            limits: &settings.output,
+            on_log: None,
+            automation_execution_id: None,
+        };
+        let (r, removal) = execute_step_pooled(
+            &engine,
+            Some(&pool),
+            &step,
+            options,
+            &CancellationToken::new(),
+        )
+        .await?;
+        let warm_time = began.elapsed();
+        anyhow::ensure!(r.payload == json!({"ok": true}), "warm run failed: {r:?}");
+        removal.finish().await?;
 
         let began = Instant::now();
         let out = Command::new(&cli)
@@ -218,6 +249,7 @@ async fn main() -> anyhow::Result<()> {
         let docker_time = began.elapsed();
         if i > 0 {
             library.push(library_time);
+            warm.push(warm_time);
             through_cli.push(cli_time);
             docker_run.push(docker_time);
         }
@@ -227,7 +259,17 @@ async fn main() -> anyhow::Result<()> {
     println!("|---|---|---|---|---|");
     println!(
         "{}",
-        summarize("scriptbox library (create → result → removed)", library)
+        summarize(
+            "scriptbox library, cold (create → result → removed)",
+            library
+        )
+    );
+    println!(
+        "{}",
+        summarize(
+            "scriptbox library, warm pool (take → result; removal in background)",
+            warm
+        )
     );
     println!(
         "{}",
@@ -240,5 +282,6 @@ async fn main() -> anyhow::Result<()> {
             docker_run
         )
     );
+    pool.shutdown(Duration::from_secs(30)).await;
     Ok(())
 }

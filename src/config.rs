@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::execute::{AwsContext, OutputLimits};
+use crate::pool::PoolConfig;
 use crate::sandbox::SandboxConfig;
 use crate::step::DEFAULT_TIMEOUT_SECS;
 
@@ -57,6 +58,8 @@ pub struct Settings {
     pub limits: StepLimits,
     /// The daemon (`[server]`).
     pub server: ServerConfig,
+    /// The warm pool of pre-started containers (`[pool]`, used by the daemon).
+    pub pool: PoolConfig,
 }
 
 /// Ceilings on what a step may ask for, and the defaults a request gets when it asks for nothing.
@@ -456,6 +459,15 @@ impl Settings {
                 toml::Value::Boolean(value.trim().parse().map_err(|_| bad("true or false"))?)
             }
             "float" => toml::Value::Float(value.trim().parse().map_err(|_| bad("a number"))?),
+            // Lists of strings: comma-separated.
+            "array" => toml::Value::Array(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| toml::Value::String(v.to_string()))
+                    .collect(),
+            ),
             _ => toml::Value::String(value.to_string()),
         };
         let mut whole = toml::Value::try_from(&*self).expect("settings serialize");
@@ -497,6 +509,7 @@ impl Settings {
             ("sandbox.memory_bytes", s.memory_bytes),
             ("sandbox.nano_cpus", s.nano_cpus),
             ("sandbox.pids_limit", s.pids_limit),
+            ("sandbox.runsc_pids_limit", s.runsc_pids_limit),
             ("sandbox.nofile", s.nofile),
             ("sandbox.fsize_bytes", s.fsize_bytes),
             ("sandbox.shm_bytes", s.shm_bytes),

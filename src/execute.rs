@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::pool::WarmPool;
 use crate::protocol::{
     BootstrapLimits, BootstrapResult, FrameDecoder, FrameEvent, PROTOCOL_VERSION, RequestHeader,
     encode_request, parse_result,
@@ -18,7 +19,9 @@ use crate::result::{
     TIMEOUT_MESSAGE, apply_payload_rules, aws_failure_message, aws_plain_failure, error_detail,
     payload_too_large_message,
 };
-use crate::sandbox::{ContainerJob, Engine, Flow, OutputObserver, OutputStream, SandboxError};
+use crate::sandbox::{
+    ContainerJob, Engine, Flow, OutputObserver, OutputStream, Removal, SandboxError,
+};
 use crate::step::ValidatedStep;
 
 /// Values of the context dict and the AWS environment of a container.
@@ -225,6 +228,7 @@ impl OutputObserver for StepObserver<'_> {
                 for event in events {
                     match event {
                         FrameEvent::Stdout(b) => within &= self.log_bytes(LogStream::Stdout, &b),
+                        FrameEvent::Stderr(b) => within &= self.log_bytes(LogStream::Stderr, &b),
                         FrameEvent::Unframed(b) => {
                             self.unframed = true;
                             within &= self.log_bytes(LogStream::Stdout, &b);
@@ -244,10 +248,13 @@ impl OutputObserver for StepObserver<'_> {
                 }
             }
         }
-        if within {
-            Flow::Continue
-        } else {
+        if !within {
             Flow::Kill(KillReason::OutputLimit)
+        } else if self.result.is_some() {
+            // The R frame is the bootstrap's last frame: everything before it has arrived.
+            Flow::ResultComplete
+        } else {
+            Flow::Continue
         }
     }
 }
@@ -270,9 +277,43 @@ pub async fn execute_step(
     options: ExecuteOptions<'_>,
     cancel: &CancellationToken,
 ) -> Result<StepResult, ExecuteError> {
+    let (result, removal) = execute_step_pooled(engine, None, step, options, cancel).await?;
+    removal.finish().await?;
+    Ok(result)
+}
+
+/// The environment of every sandbox: an allowlist, never scriptbox's own environment.
+pub fn container_env(context: &AwsContext) -> Vec<String> {
+    let region = &context.region;
+    vec![
+        "HOME=/tmp".into(),
+        "LANG=C.UTF-8".into(),
+        format!("AWS_REGION={region}"),
+        format!("AWS_DEFAULT_REGION={region}"),
+    ]
+}
+
+/// Runs a validated step, in a pre-started container of `pool` when one fits (same image and
+/// limits, no caller-chosen execution id), else in a new one. The result comes back as soon as
+/// Docker reports the exit; a pooled container's removal then goes on in the background and the
+/// returned [`Removal`] completes when it is gone.
+pub async fn execute_step_pooled(
+    engine: &Engine,
+    pool: Option<&WarmPool>,
+    step: &ValidatedStep,
+    options: ExecuteOptions<'_>,
+    cancel: &CancellationToken,
+) -> Result<(StepResult, Removal), ExecuteError> {
     let began = Instant::now();
-    let execution_id = options
-        .execution_id
+    // A pooled container already carries its execution id label: the execution adopts it.
+    let prestarted = match (pool, &options.execution_id, options.memory_bytes) {
+        (Some(pool), None, None) => pool.take(step),
+        _ => None,
+    };
+    let execution_id = prestarted
+        .as_ref()
+        .map(|c| c.execution_id.clone())
+        .or(options.execution_id)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let now = Utc::now();
     let automation_id = options
@@ -299,24 +340,38 @@ pub async fn execute_step(
         archive_bytes: 0,
     };
     let stdin = encode_request(header, &step.files)?;
-    let region = &options.context.region;
     let job = ContainerJob {
         execution_id: execution_id.clone(),
         image: step.image.clone(),
         runtime: step.runtime.clone(),
         command: step.command.clone(),
-        env: vec![
-            "HOME=/tmp".into(),
-            "LANG=C.UTF-8".into(),
-            format!("AWS_REGION={region}"),
-            format!("AWS_DEFAULT_REGION={region}"),
-        ],
+        env: container_env(options.context),
         stdin,
         timeout: step.timeout,
         memory_bytes: options.memory_bytes,
     };
     let mut observer = StepObserver::new(options.limits, options.on_log);
-    let outcome = engine.run(job, &mut observer, cancel).await?;
+    let pooled = prestarted.is_some();
+    let defer = pooled;
+    let mut ran = engine
+        .run_with(prestarted, job.clone(), &mut observer, cancel, defer)
+        .await;
+    // A pooled container that died while waiting never reads the request and writes nothing
+    // (the bootstrap always writes a result): run the execution in a new container instead.
+    let stale = match &ran {
+        Ok((o, _)) => o.output_bytes == 0 && o.kill_reason.is_none(),
+        Err(_) => true,
+    };
+    if pooled && stale && !cancel.is_cancelled() {
+        tracing::warn!(
+            "a pooled container for {} was not usable; running cold",
+            step.runtime
+        );
+        ran = engine
+            .run_with(None, job, &mut observer, cancel, false)
+            .await;
+    }
+    let (outcome, removal) = ran?;
     observer.flush_partials();
 
     let mut result = StepResult {
@@ -449,7 +504,7 @@ pub async fn execute_step(
     }
     result.log = observer.log;
     result.duration_ms = began.elapsed().as_millis() as u64;
-    Ok(result)
+    Ok((result, removal))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon_cli;
 pub mod execute;
 pub mod images;
+pub mod pool;
 pub mod protocol;
 pub mod result;
 pub mod runbook;

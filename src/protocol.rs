@@ -12,6 +12,8 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Frame type of a chunk of the handler's stdout.
 pub const FRAME_STDOUT: u8 = b'O';
+/// Frame type of a chunk of the handler's stderr.
+pub const FRAME_STDERR: u8 = b'E';
 /// Frame type of the result.
 pub const FRAME_RESULT: u8 = b'R';
 
@@ -188,6 +190,8 @@ pub fn parse_result(body: &[u8]) -> Result<BootstrapResult, String> {
 pub enum FrameEvent {
     /// Bytes the handler wrote to its stdout.
     Stdout(Vec<u8>),
+    /// Bytes the handler wrote to its stderr.
+    Stderr(Vec<u8>),
     /// A whole result frame body.
     Result(Vec<u8>),
     /// A result frame too large to buffer; its announced length.
@@ -247,7 +251,7 @@ impl FrameDecoder {
                     let kind = have[0];
                     let body = u32::from_be_bytes([have[1], have[2], have[3], have[4]]) as usize;
                     match kind {
-                        FRAME_STDOUT => {
+                        FRAME_STDOUT | FRAME_STDERR => {
                             self.state = DecoderState::Body {
                                 kind,
                                 remaining: body,
@@ -289,6 +293,9 @@ impl FrameDecoder {
                     match (*kind, buffer.as_mut()) {
                         (FRAME_STDOUT, _) if !chunk.is_empty() => {
                             emit(FrameEvent::Stdout(chunk.to_vec()))
+                        }
+                        (FRAME_STDERR, _) if !chunk.is_empty() => {
+                            emit(FrameEvent::Stderr(chunk.to_vec()))
                         }
                         (FRAME_STDOUT, _) => {}
                         (_, Some(buf)) => buf.extend_from_slice(chunk),

@@ -37,6 +37,8 @@ pub const LABEL_DEADLINE: &str = "scriptbox.deadline";
 const ABANDON_GRACE: Duration = Duration::from_secs(120);
 /// How long output may keep arriving after the container exited.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+/// How long a container may take to exit after it wrote its result (the bootstrap exits at once).
+const EXIT_AFTER_RESULT: Duration = Duration::from_secs(5);
 /// How long a killed container may take to be reported as exited.
 const EXIT_AFTER_KILL: Duration = Duration::from_secs(15);
 
@@ -54,8 +56,12 @@ pub struct SandboxConfig {
     pub memory_bytes: i64,
     /// CPU quota in units of 1e-9 CPUs.
     pub nano_cpus: i64,
-    /// Processes and threads in the container.
+    /// Processes and threads in the container (runc).
     pub pids_limit: i64,
+    /// The pids limit under runsc. gVisor's sentry counts its own host threads against the
+    /// container's pids cgroup, so the runc value would starve it; guest processes are then
+    /// bounded by the memory limit and the deadline (measured by the adversarial suite).
+    pub runsc_pids_limit: i64,
     /// Size of the `/tmp` tmpfs.
     pub tmpfs_bytes: u64,
     /// Inodes of the `/tmp` tmpfs.
@@ -81,6 +87,7 @@ impl Default for SandboxConfig {
             memory_bytes: 512 * 1024 * 1024,
             nano_cpus: 1_000_000_000,
             pids_limit: 128,
+            runsc_pids_limit: 1024,
             tmpfs_bytes: 128 * 1024 * 1024,
             tmpfs_inodes: 16 * 1024,
             shm_bytes: 16 * 1024 * 1024,
@@ -88,6 +95,17 @@ impl Default for SandboxConfig {
             fsize_bytes: 128 * 1024 * 1024,
             output_limit_bytes: 16 * 1024 * 1024,
             docker_call_timeout_secs: 30,
+        }
+    }
+}
+
+impl SandboxConfig {
+    /// The pids limit for the configured container runtime.
+    pub fn effective_pids_limit(&self) -> i64 {
+        if self.container_runtime == "runsc" {
+            self.runsc_pids_limit
+        } else {
+            self.pids_limit
         }
     }
 }
@@ -151,6 +169,8 @@ pub enum Flow {
     Continue,
     /// Kill the container for this reason.
     Kill(KillReason),
+    /// The result is complete: nothing after it matters to the execution.
+    ResultComplete,
 }
 
 /// Receives the container's output as it arrives.
@@ -275,6 +295,41 @@ fn process_start_ticks(pid: u32) -> Option<u64> {
     // The command name (field 2) may contain spaces and parentheses: skip past the last ')'.
     let after = &stat[stat.rfind(')')? + 1..];
     after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// A container started ahead of its execution, its bootstrap blocked reading stdin.
+#[derive(Debug)]
+pub struct PrestartedContainer {
+    /// The Docker id.
+    pub id: String,
+    /// The execution id on its `scriptbox.execution` label, which its execution adopts.
+    pub execution_id: String,
+    /// When it was started.
+    pub created_at: Instant,
+}
+
+/// Docker's facts about a container that exited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExitFacts {
+    /// The exit code.
+    pub exit_code: Option<i64>,
+    /// Docker inspect's `OOMKilled`.
+    pub oom_killed: bool,
+}
+
+/// The removal of a finished container, possibly still running in the background.
+#[derive(Debug)]
+pub struct Removal(Option<tokio::task::JoinHandle<Result<Option<ExitFacts>, SandboxError>>>);
+
+impl Removal {
+    /// Waits until the container is removed. After an early result (warm runs) it also gives
+    /// Docker's exit facts, which the outcome could not carry yet.
+    pub async fn finish(self) -> Result<Option<ExitFacts>, SandboxError> {
+        match self.0 {
+            None => Ok(None),
+            Some(handle) => handle.await.unwrap_or(Ok(None)),
+        }
+    }
 }
 
 /// What a sweep removed.
@@ -449,7 +504,7 @@ impl Engine {
             memory_swap: Some(memory),
             oom_kill_disable: Some(false),
             nano_cpus: Some(c.nano_cpus),
-            pids_limit: Some(c.pids_limit),
+            pids_limit: Some(c.effective_pids_limit()),
             init: Some(true),
             ulimits: Some(vec![
                 ulimit("nofile", c.nofile),
@@ -488,22 +543,19 @@ impl Engine {
         }
     }
 
-    /// Runs one job in a fresh container and removes it, whatever happens.
-    pub async fn run(
-        &self,
-        job: ContainerJob,
-        observer: &mut dyn OutputObserver,
-        cancel: &CancellationToken,
-    ) -> Result<ContainerOutcome, SandboxError> {
-        let created_at = Instant::now();
-        let name = format!("scriptbox-{}", job.execution_id);
+    /// Creates a container for a job (not started). Its labels carry the job's execution id.
+    async fn create(&self, job: &ContainerJob) -> Result<String, SandboxError> {
+        // Unique even when an execution is retried in a second container (a stale pooled one
+        // may still be on its way out under the same execution id).
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let name = format!("scriptbox-{}-{}", job.execution_id, &suffix[..8]);
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = call(
             "create",
             &name,
             self.call_limit(),
             self.docker
-                .create_container(Some(options), self.container_spec(&job)),
+                .create_container(Some(options), self.container_spec(job)),
         )
         .await
         .map_err(|e| match e {
@@ -515,21 +567,97 @@ impl Engine {
             }
             other => other,
         })?;
-        let id = created.id;
+        Ok(created.id)
+    }
+
+    /// Creates and starts a container ahead of its execution (the warm pool): its bootstrap
+    /// starts, imports what every handler pays for, and blocks reading its request on stdin.
+    /// Nothing is attached yet; the container is used once by [`Engine::run_with`], then removed.
+    pub async fn prestart(&self, job: &ContainerJob) -> Result<PrestartedContainer, SandboxError> {
+        let id = self.create(job).await?;
+        let mut guard = RemovalGuard {
+            engine: Some(self.clone()),
+            id: id.clone(),
+        };
+        call(
+            "start",
+            &id,
+            self.call_limit(),
+            self.docker.start_container(&id, None),
+        )
+        .await?;
+        guard.disarm();
+        Ok(PrestartedContainer {
+            id,
+            execution_id: job.execution_id.clone(),
+            created_at: Instant::now(),
+        })
+    }
+
+    /// Runs one job in a fresh container and removes it, whatever happens.
+    pub async fn run(
+        &self,
+        job: ContainerJob,
+        observer: &mut dyn OutputObserver,
+        cancel: &CancellationToken,
+    ) -> Result<ContainerOutcome, SandboxError> {
+        let (outcome, removal) = self.run_with(None, job, observer, cancel, false).await?;
+        removal.finish().await?;
+        Ok(outcome)
+    }
+
+    /// Runs one job, in `prestarted` (whose execution id must be the job's) or a new container.
+    ///
+    /// With `defer_removal`, the outcome is returned as soon as the result frame is complete
+    /// (the observer says so), and the rest — waiting for the exit, Docker's exit facts, removal —
+    /// happens in the background, off the request path; the returned [`Removal`] completes when
+    /// the container is gone and carries the exit facts (a caller holding a concurrency permit
+    /// keeps it until then). Otherwise everything is done before this returns.
+    pub async fn run_with(
+        &self,
+        prestarted: Option<PrestartedContainer>,
+        job: ContainerJob,
+        observer: &mut dyn OutputObserver,
+        cancel: &CancellationToken,
+        defer_removal: bool,
+    ) -> Result<(ContainerOutcome, Removal), SandboxError> {
+        let created_at = Instant::now();
+        let (id, start) = match prestarted {
+            Some(c) => (c.id, false),
+            None => (self.create(&job).await?, true),
+        };
         // If this future is dropped mid-run, the guard still removes the container.
         let mut guard = RemovalGuard {
             engine: Some(self.clone()),
             id: id.clone(),
         };
-        let driven = self.drive(&id, job, observer, cancel).await;
+        let driven = self
+            .drive(&id, job, observer, cancel, start, defer_removal)
+            .await;
+        if defer_removal && let Ok((outcome, exited)) = &driven {
+            guard.disarm();
+            let engine = self.clone();
+            let removing = id.clone();
+            let exited = *exited;
+            let handle = self.cleanup.spawn(async move {
+                if exited {
+                    engine.remove(&removing).await.map(|()| None)
+                } else {
+                    engine.finish_after_result(&removing).await.map(Some)
+                }
+            });
+            let mut outcome = outcome.clone();
+            outcome.total = created_at.elapsed();
+            return Ok((outcome, Removal(Some(handle))));
+        }
         let removed = self.remove(&id).await;
         if removed.is_ok() {
             guard.disarm();
         }
-        let mut outcome = driven?;
+        let (mut outcome, _) = driven?;
         removed?;
         outcome.total = created_at.elapsed();
-        Ok(outcome)
+        Ok((outcome, Removal(None)))
     }
 
     /// Attach, start, feed stdin, drain output, enforce the deadline, wait, inspect.
@@ -539,7 +667,9 @@ impl Engine {
         job: ContainerJob,
         observer: &mut dyn OutputObserver,
         cancel: &CancellationToken,
-    ) -> Result<ContainerOutcome, SandboxError> {
+        start: bool,
+        early_result: bool,
+    ) -> Result<(ContainerOutcome, bool), SandboxError> {
         let limit = self.call_limit();
         let attach_options = AttachContainerOptionsBuilder::default()
             .stream(true)
@@ -556,7 +686,10 @@ impl Engine {
         .await?;
         let mut output = attached.output;
         let mut input = attached.input;
-        call("start", id, limit, self.docker.start_container(id, None)).await?;
+        if start {
+            call("start", id, limit, self.docker.start_container(id, None)).await?;
+        }
+        // The deadline counts from the moment the request can be delivered.
         let started = Instant::now();
         let deadline = tokio::time::Instant::from_std(started + job.timeout);
 
@@ -582,8 +715,12 @@ impl Engine {
         // after its output copy is done, so awaiting the kill without reading would deadlock.
         let mut kill_call: Option<PendingCall<'_>> = None;
 
+        let mut result_complete = false;
         loop {
             if exited_at.is_some() && !output_open {
+                break;
+            }
+            if result_complete && early_result && outcome.kill_reason.is_none() {
                 break;
             }
             let drain_until = exited_at.map(|t| t + DRAIN_AFTER_EXIT).unwrap_or(far);
@@ -600,14 +737,18 @@ impl Engine {
                 chunk = output.next(), if output_open => match chunk {
                     Some(Ok(LogOutput::StdOut { message })) => {
                         outcome.output_bytes += message.len() as u64;
-                        if let Flow::Kill(r) = observer.on_output(OutputStream::Stdout, &message) {
-                            kill = Some(r);
+                        match observer.on_output(OutputStream::Stdout, &message) {
+                            Flow::Kill(r) => kill = Some(r),
+                            Flow::ResultComplete => result_complete = true,
+                            Flow::Continue => {}
                         }
                     }
                     Some(Ok(LogOutput::StdErr { message })) => {
                         outcome.output_bytes += message.len() as u64;
-                        if let Flow::Kill(r) = observer.on_output(OutputStream::Stderr, &message) {
-                            kill = Some(r);
+                        match observer.on_output(OutputStream::Stderr, &message) {
+                            Flow::Kill(r) => kill = Some(r),
+                            Flow::ResultComplete => result_complete = true,
+                            Flow::Continue => {}
                         }
                     }
                     Some(Ok(_)) => {}
@@ -668,23 +809,52 @@ impl Engine {
             }
         }
 
-        let inspected = call(
-            "inspect",
-            id,
-            limit,
-            self.docker.inspect_container(id, None),
-        )
-        .await?;
-        if let Some(state) = inspected.state {
-            outcome.oom_killed = state.oom_killed.unwrap_or(false);
-            if state.exit_code.is_some() {
-                outcome.exit_code = state.exit_code;
-            }
+        if exited_at.is_none() {
+            // Early result: the exit is observed in the background, before removal.
+            outcome.run = started.elapsed();
+            return Ok((outcome, false));
+        }
+        let facts = self.inspect_exit(id).await?;
+        outcome.oom_killed = facts.oom_killed;
+        if facts.exit_code.is_some() {
+            outcome.exit_code = facts.exit_code;
         }
         if outcome.oom_killed && outcome.kill_reason.is_none() {
             outcome.kill_reason = Some(KillReason::OutOfMemory);
         }
-        Ok(outcome)
+        Ok((outcome, true))
+    }
+
+    /// Docker's view of a finished container: exit code and OOM kill.
+    async fn inspect_exit(&self, id: &str) -> Result<ExitFacts, SandboxError> {
+        let inspected = call(
+            "inspect",
+            id,
+            self.call_limit(),
+            self.docker.inspect_container(id, None),
+        )
+        .await?;
+        let state = inspected.state.unwrap_or_default();
+        Ok(ExitFacts {
+            exit_code: state.exit_code,
+            oom_killed: state.oom_killed.unwrap_or(false),
+        })
+    }
+
+    /// After an early result: waits (bounded) for the container to exit, kills it if it does
+    /// not, reads Docker's exit facts, and removes it.
+    async fn finish_after_result(&self, id: &str) -> Result<ExitFacts, SandboxError> {
+        let mut wait = self.docker.wait_container(id, None);
+        if tokio::time::timeout(EXIT_AFTER_RESULT, wait.next())
+            .await
+            .is_err()
+        {
+            self.kill(id).await?;
+            let _ = tokio::time::timeout(EXIT_AFTER_KILL, wait.next()).await;
+        }
+        let facts = self.inspect_exit(id).await;
+        self.remove(id).await?;
+        facts
     }
 
     /// SIGKILL, no grace: the bootstrap may have trapped SIGTERM.

@@ -27,6 +27,7 @@ import struct
 import sys
 import tarfile
 import threading
+import time
 import tokenize  # noqa: F401 -- used by linecache; loaded before the task folder joins sys.path
 import traceback
 import zipfile
@@ -47,6 +48,7 @@ MAX_NAME_BYTES = 1024
 TASK_DIR_RE = re.compile(
     r"/tmp/[0-9a-f-]{36}-[0-9]{4}-[0-9]{2}-[0-9]{2}-[0-9]{2}-[0-9]{2}-[0-9]{2}")
 FRAME_OUTPUT = b"O"
+FRAME_ERROR = b"E"
 FRAME_RESULT = b"R"
 # O_NOFOLLOW and O_EXCL: never write through a link, never overwrite; O_CLOEXEC: children of
 # the handler must not inherit the bootstrap's descriptors.
@@ -92,31 +94,36 @@ def frame(kind, body):
 
 
 class OutputChannel(object):
-    """Owns the container's real stdout; everything written to fd 1 becomes O frames."""
+    """Owns the container's real stdout; what is written to fd 1 becomes O frames and what is
+    written to fd 2 becomes E frames, so the host sees the handler's output and the result on
+    one ordered stream: when the R frame arrives, every earlier line has arrived too."""
 
     def __init__(self):
-        """Save the real stdout privately, put a pipe on fd 1 and start the pump."""
+        """Save the real stdout privately, put pipes on fds 1 and 2 and start the pumps."""
         # os.dup gives a non-inheritable descriptor (PEP 446); said again explicitly because
         # a child process holding the real stdout could write fake frames or keep it open.
         self.real_stdout = os.dup(1)
         os.set_inheritable(self.real_stdout, False)
-        read_end, write_end = os.pipe()
-        os.dup2(write_end, 1)  # fd 1 stays inheritable: child processes print into the pipe
-        os.close(write_end)
-        self.read_end = read_end
         self.lock = threading.Lock()  # one frame at a time on the real stdout
-        self.closed = False  # set once the R frame is being written: no O frame after it
+        self.closed = False  # set once the R frame is being written: no O/E frame after it
         self.broken = False  # the host stopped reading: keep draining, stop writing
-        self.pump = threading.Thread(target=self._pump, name="scriptbox-pump")
-        self.pump.daemon = True
-        self.pump.start()
+        self.pumps = []
+        for fd, kind in ((1, FRAME_OUTPUT), (2, FRAME_ERROR)):
+            read_end, write_end = os.pipe()
+            os.dup2(write_end, fd)  # stays inheritable: child processes write into the pipe
+            os.close(write_end)
+            pump = threading.Thread(target=self._pump, args=(read_end, kind),
+                                    name="scriptbox-pump-{}".format(fd))
+            pump.daemon = True
+            pump.start()
+            self.pumps.append(pump)
         rebind_std_streams()
 
-    def _pump(self):
-        """Turn what arrives on the pipe into O frames until EOF or until the R frame."""
+    def _pump(self, read_end, kind):
+        """Turn what arrives on one pipe into frames until EOF or until the R frame."""
         while True:
             try:
-                chunk = os.read(self.read_end, CHUNK)
+                chunk = os.read(read_end, CHUNK)
             except OSError:
                 return
             if not chunk:
@@ -127,7 +134,7 @@ class OutputChannel(object):
                 if self.broken:
                     continue
                 try:
-                    write_all(self.real_stdout, frame(FRAME_OUTPUT, chunk))
+                    write_all(self.real_stdout, frame(kind, chunk))
                 except OSError:
                     self.broken = True
 
@@ -138,11 +145,14 @@ class OutputChannel(object):
             # A child forked by the handler that returned through the bootstrap: it must not
             # write a second R frame.
             os._exit(0)
-        # Drop our own write end of the pipe so the pump sees EOF once no child holds it.
+        # Drop our own write ends of the pipes so the pumps see EOF once no child holds them.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
         os.close(devnull)
-        self.pump.join(PUMP_DRAIN_SECONDS)
+        drain_until = time.time() + PUMP_DRAIN_SECONDS
+        for pump in self.pumps:
+            pump.join(max(0.0, drain_until - time.time()))
         with self.lock:
             self.closed = True
             try:

@@ -101,7 +101,7 @@ def parse_frames(data):
         kind = data[pos:pos + 1]
         (length,) = struct.unpack(">I", data[pos + 1:pos + 5])
         body = data[pos + 5:pos + 5 + length]
-        if len(body) != length or kind not in (b"O", b"R"):
+        if len(body) != length or kind not in (b"O", b"E", b"R"):
             raise AssertionError("bad frame at byte {}: {!r}".format(pos, data[pos:pos + 40]))
         frames.append((kind, body))
         pos += 5 + length
@@ -155,8 +155,11 @@ def run_bootstrap(request, task_dir, env=None, timeout=60, python=None):
         len(results), stderr.decode("utf-8", "replace"))
     assert frames[-1][0] == b"R", "the R frame is not the last one"
     output = b"".join(body for kind, body in frames if kind == b"O")
+    # The handler's stderr arrives as E frames; the raw stderr holds only what the bootstrap
+    # wrote before it took fd 2 over (an interpreter that cannot start, say).
+    errors = b"".join(body for kind, body in frames if kind == b"E") + stderr
     return Run(json.loads(results[0].decode("utf-8")), output,
-               stderr.decode("utf-8", "replace"), proc.returncode, frames, task_dir, seconds)
+               errors.decode("utf-8", "replace"), proc.returncode, frames, task_dir, seconds)
 
 
 def remove_task_dir(task_dir):
