@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -49,11 +50,19 @@ struct PoolKey {
     command: Vec<String>,
 }
 
+/// A waiting container and, in the daemon, the concurrency permit it holds: a waiting
+/// container is alive, so it counts against the limit of containers alive at once.
+#[derive(Debug)]
+struct Waiting {
+    container: PrestartedContainer,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
 #[derive(Debug)]
 struct Slot {
     runtime: String,
     python: bool,
-    ready: VecDeque<PrestartedContainer>,
+    ready: VecDeque<Waiting>,
     filling: usize,
     last_used: Instant,
 }
@@ -63,6 +72,7 @@ struct Inner {
     config: PoolConfig,
     env: Vec<String>,
     max_timeout: Duration,
+    permits: Option<Arc<Semaphore>>,
     slots: Mutex<HashMap<PoolKey, Slot>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -92,12 +102,27 @@ impl WarmPool {
         context: &AwsContext,
         max_timeout: Duration,
     ) -> Self {
+        Self::with_permits(engine, config, context, max_timeout, None)
+    }
+
+    /// A pool whose waiting containers each hold a permit of `permits` (the daemon's limit of
+    /// containers alive at once): the pool only fills with permits nobody else needs, hands a
+    /// container's permit back when an execution takes it (the execution holds its own), and
+    /// gives a container up ([`WarmPool::evict_one`]) when an execution waits for a permit.
+    pub fn with_permits(
+        engine: Engine,
+        config: PoolConfig,
+        context: &AwsContext,
+        max_timeout: Duration,
+        permits: Option<Arc<Semaphore>>,
+    ) -> Self {
         let pool = WarmPool {
             inner: Arc::new(Inner {
                 engine,
                 config,
                 env: container_env(context),
                 max_timeout,
+                permits,
                 slots: Mutex::new(HashMap::new()),
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
@@ -124,7 +149,7 @@ impl WarmPool {
     pub fn ready_container_ids(&self) -> Vec<String> {
         self.lock()
             .values()
-            .flat_map(|s| s.ready.iter().map(|c| c.id.clone()))
+            .flat_map(|s| s.ready.iter().map(|w| w.container.id.clone()))
             .collect()
     }
 
@@ -159,11 +184,12 @@ impl WarmPool {
             });
             slot.last_used = Instant::now();
             let mut taken = None;
-            while let Some(c) = slot.ready.pop_front() {
-                if c.created_at.elapsed() > max_age {
-                    too_old.push(c);
+            while let Some(w) = slot.ready.pop_front() {
+                if w.container.created_at.elapsed() > max_age {
+                    too_old.push(w);
                 } else {
-                    taken = Some(c);
+                    // The taker holds its own permit for this container: the pool's goes back.
+                    taken = Some(w.container);
                     break;
                 }
             }
@@ -176,7 +202,8 @@ impl WarmPool {
         taken
     }
 
-    /// Starts containers until the slot holds `size` (ready plus being started).
+    /// Starts containers until the slot holds `size` (ready plus being started), each with a
+    /// free permit when the pool shares the daemon's limit (none free: it stays smaller).
     fn refill(&self, key: &PoolKey) {
         let (missing, runtime, python) = {
             let mut slots = self.lock();
@@ -189,6 +216,18 @@ impl WarmPool {
             (missing, slot.runtime.clone(), slot.python)
         };
         for _ in 0..missing {
+            let permit = match &self.inner.permits {
+                None => None,
+                Some(permits) => match permits.clone().try_acquire_owned() {
+                    Ok(p) => Some(p),
+                    Err(_) => {
+                        if let Some(slot) = self.lock().get_mut(key) {
+                            slot.filling = slot.filling.saturating_sub(1);
+                        }
+                        continue;
+                    }
+                },
+            };
             let pool = self.clone();
             let key = key.clone();
             let runtime = runtime.clone();
@@ -201,20 +240,43 @@ impl WarmPool {
                         Some(slot) => {
                             slot.filling = slot.filling.saturating_sub(1);
                             match started {
-                                Ok(c) if !pool.inner.shutdown.is_cancelled() => {
-                                    slot.ready.push_back(c)
+                                Ok(container) if !pool.inner.shutdown.is_cancelled() => {
+                                    slot.ready.push_back(Waiting { container, permit })
                                 }
-                                Ok(c) => leftover = Some(c),
+                                Ok(container) => leftover = Some(Waiting { container, permit }),
                                 Err(e) => tracing::warn!("warm pool for {runtime}: {e}"),
                             }
                         }
-                        None => leftover = started.ok(),
+                        None => {
+                            leftover = started.ok().map(|container| Waiting { container, permit })
+                        }
                     }
                 }
-                if let Some(c) = leftover {
-                    pool.remove_in_background(c);
+                if let Some(w) = leftover {
+                    pool.remove_in_background(w);
                 }
             });
+        }
+    }
+
+    /// Gives up the oldest waiting container (its permit is released once it is removed), for
+    /// an execution that waits for a permit. Returns false when nothing is waiting.
+    pub fn evict_one(&self) -> bool {
+        let oldest = {
+            let mut slots = self.lock();
+            let key = slots
+                .iter()
+                .filter_map(|(k, s)| s.ready.front().map(|w| (k.clone(), w.container.created_at)))
+                .min_by_key(|(_, at)| *at)
+                .map(|(k, _)| k);
+            key.and_then(|k| slots.get_mut(&k).and_then(|s| s.ready.pop_front()))
+        };
+        match oldest {
+            Some(w) => {
+                self.remove_in_background(w);
+                true
+            }
+            None => false,
         }
     }
 
@@ -246,12 +308,14 @@ impl WarmPool {
         self.inner.engine.prestart(&job).await
     }
 
-    fn remove_in_background(&self, c: PrestartedContainer) {
+    /// Removes a waiting container; its permit (if any) is released only once it is gone.
+    fn remove_in_background(&self, w: Waiting) {
         let engine = self.inner.engine.clone();
         self.inner.tasks.spawn(async move {
-            if let Err(e) = engine.remove(&c.id).await {
-                tracing::warn!("warm pool: could not remove {}: {e}", c.id);
+            if let Err(e) = engine.remove(&w.container.id).await {
+                tracing::warn!("warm pool: could not remove {}: {e}", w.container.id);
             }
+            drop(w.permit);
         });
     }
 
@@ -264,7 +328,7 @@ impl WarmPool {
                 _ = self.inner.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(tick) => {}
             }
-            let retired: Vec<PrestartedContainer> = {
+            let retired: Vec<Waiting> = {
                 let mut slots = self.lock();
                 let stale: Vec<PoolKey> = slots
                     .iter()
@@ -286,7 +350,7 @@ impl WarmPool {
     /// Stops refilling and removes every waiting container (bounded by `limit`).
     pub async fn shutdown(&self, limit: Duration) {
         self.inner.shutdown.cancel();
-        let waiting: Vec<PrestartedContainer> = {
+        let waiting: Vec<Waiting> = {
             let mut slots = self.lock();
             slots.drain().flat_map(|(_, s)| s.ready).collect()
         };

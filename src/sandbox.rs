@@ -43,7 +43,7 @@ const EXIT_AFTER_RESULT: Duration = Duration::from_secs(5);
 const EXIT_AFTER_KILL: Duration = Duration::from_secs(15);
 
 /// The operator's sandbox settings. Requests never choose these; they can only lower memory.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxConfig {
     /// Numeric non-root `uid:gid` the handler runs as.
@@ -289,12 +289,18 @@ fn host_identity() -> String {
     .clone()
 }
 
-/// Field 22 of `/proc/<pid>/stat`: the start time in clock ticks after boot.
+/// Field 22 of `/proc/<pid>/stat`: the start time in clock ticks after boot; `None` for a
+/// process that is gone or a zombie.
 fn process_start_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and parentheses: skip past the last ')'.
     let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = after.split_whitespace();
+    // A zombie has exited; only its parent has not reaped it yet: it owns nothing any more.
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// A container started ahead of its execution, its bootstrap blocked reading stdin.

@@ -714,7 +714,9 @@ async fn a_burst_of_200_completes_or_is_refused_and_never_exceeds_the_concurrenc
 async fn kill_9_mid_run_then_restart_finishes_honestly() {
     let Some(engine) = ready().await else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut d = Daemon::start(dir.path(), &["--concurrency", "1"]);
+    // Pool off: this test finds the execution's container by its `scriptbox.execution` label,
+    // which a pre-started container cannot carry (it was labelled before the execution existed).
+    let mut d = Daemon::start(dir.path(), &["--set", "pool.size=0", "--concurrency", "1"]);
     let c = d.client();
     let done = submit_ok(&c, &step(ECHO, json!({"n": 1}))).await;
     let done_before = wait_end(&c, &done).await;
@@ -742,7 +744,7 @@ async fn kill_9_mid_run_then_restart_finishes_honestly() {
         "the container outlives its daemon"
     );
 
-    let d2 = Daemon::start(dir.path(), &["--concurrency", "1"]);
+    let d2 = Daemon::start(dir.path(), &["--set", "pool.size=0", "--concurrency", "1"]);
     let c = d2.client();
     let v = get(&c, &long).await;
     assert_eq!(v["Status"], "Failed", "{v}");
@@ -777,7 +779,19 @@ async fn kill_9_mid_run_then_restart_finishes_honestly() {
 async fn sigterm_lets_short_executions_finish_and_cancels_the_rest() {
     let Some(engine) = ready().await else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut d = Daemon::start(dir.path(), &["--concurrency", "2", "--shutdown-grace", "4"]);
+    // Pool off: this test finds the execution's container by its `scriptbox.execution` label,
+    // which a pre-started container cannot carry (it was labelled before the execution existed).
+    let mut d = Daemon::start(
+        dir.path(),
+        &[
+            "--set",
+            "pool.size=0",
+            "--concurrency",
+            "2",
+            "--shutdown-grace",
+            "4",
+        ],
+    );
     let pid = d.pid();
     let c = d.client();
     let short = submit_ok(&c, &step(SLEEPER, json!({"s": 2}))).await;
@@ -837,7 +851,7 @@ async fn sigterm_lets_short_executions_finish_and_cancels_the_rest() {
     );
     store.close();
 
-    let d2 = Daemon::start(dir.path(), &["--concurrency", "2"]);
+    let d2 = Daemon::start(dir.path(), &["--set", "pool.size=0", "--concurrency", "2"]);
     let v = wait_end(&d2.client(), &queued).await;
     assert_eq!(v["Status"], "Success");
 }
@@ -846,7 +860,19 @@ async fn sigterm_lets_short_executions_finish_and_cancels_the_rest() {
 async fn cancel_queued_and_running_and_a_full_queue_refuses_with_429() {
     let Some(engine) = ready().await else { return };
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), &["--concurrency", "1", "--queue-length", "1"]);
+    // Pool off: this test finds the execution's container by its `scriptbox.execution` label,
+    // which a pre-started container cannot carry (it was labelled before the execution existed).
+    let d = Daemon::start(
+        dir.path(),
+        &[
+            "--set",
+            "pool.size=0",
+            "--concurrency",
+            "1",
+            "--queue-length",
+            "1",
+        ],
+    );
     let c = d.client();
     let running = submit_ok(&c, &step(SLEEPER, json!({"s": 120}))).await;
     wait_until(&c, &running, &["Running"], Duration::from_secs(30)).await;
@@ -1197,4 +1223,65 @@ async fn openapi_document_matches_the_server() {
             .status,
         405
     );
+}
+
+/// The warm pool in the daemon (on by default): executions after the first use of a runtime run
+/// in pre-started containers, never more containers are alive than the concurrency (waiting
+/// pool containers hold permits too), and a killed daemon's waiting containers are reaped when
+/// the next one starts.
+#[tokio::test]
+async fn warm_pool_serves_within_the_concurrency_and_is_reaped_after_a_crash() {
+    let Some(engine) = ready().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path(), &["--concurrency", "2"]);
+    let c = d.client();
+    let mut warm_runs = 0;
+    let mut most_alive = 0;
+    for i in 0..6 {
+        let id = submit_ok(&c, &step(ECHO, json!({"n": i}))).await;
+        let v = wait_end(&c, &id).await;
+        assert_eq!(v["Status"], "Success", "{v}");
+        assert_eq!(v["ExecutionId"], id, "the daemon's id, warm or cold");
+        assert_eq!(
+            v["Payload"],
+            json!({"n": i, "id": id}),
+            "context carries the daemon's id"
+        );
+        if v["Log"].as_array().unwrap().iter().any(|l| {
+            l["Text"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("ran in a pre-started container")
+        }) {
+            warm_runs += 1;
+        }
+        // Let the pool refill, and watch the number of containers alive meanwhile.
+        for _ in 0..20 {
+            most_alive = most_alive.max(containers_of_pid(&engine, d.pid()).await.len());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(warm_runs >= 3, "only {warm_runs} of 6 executions ran warm");
+    assert!(
+        most_alive <= 2,
+        "{most_alive} containers alive with concurrency 2"
+    );
+    let waiting = containers_of_pid(&engine, d.pid()).await;
+    assert!(!waiting.is_empty(), "the pool keeps containers waiting");
+
+    d.kill9();
+    for (id, _) in &waiting {
+        assert!(
+            engine.docker().inspect_container(id, None).await.is_ok(),
+            "waiting container outlived the crash"
+        );
+    }
+    let d2 = Daemon::start(dir.path(), &["--concurrency", "2"]);
+    for (id, _) in &waiting {
+        assert!(
+            engine.docker().inspect_container(id, None).await.is_err(),
+            "{id} not reaped after restart"
+        );
+    }
+    drop(d2);
 }

@@ -214,9 +214,23 @@ pub async fn run(
     let metrics = Arc::new(metrics::Metrics::default());
     let scratch = data_dir.join("scratch");
     let _ = std::fs::remove_dir_all(&scratch);
-    let runner = Arc::new(scheduler::FreshContainer {
+    // One limit of containers alive, shared by executions and the warm pool's waiting ones.
+    let permits = Arc::new(tokio::sync::Semaphore::new(
+        settings.server.effective_concurrency(),
+    ));
+    let pool = (settings.pool.size > 0).then(|| {
+        crate::pool::WarmPool::with_permits(
+            engine.clone(),
+            settings.pool.clone(),
+            &settings.context,
+            Duration::from_secs(settings.limits.max_timeout_seconds),
+            Some(permits.clone()),
+        )
+    });
+    let runner = Arc::new(scheduler::SandboxRunner {
         engine: engine.clone(),
         settings: settings.clone(),
+        pool: pool.clone(),
     });
     let sched = scheduler::Scheduler::new(
         settings.clone(),
@@ -225,6 +239,7 @@ pub async fn run(
         metrics.clone(),
         runner,
         scratch,
+        scheduler::ContainerCapacity { permits, pool },
     );
     let queued = store
         .with_status(ExecStatus::Queued)

@@ -10,8 +10,12 @@
 //!   record and log line is written as it happens.
 //! - One cancellation token per execution: cancelling a queued one takes it out of the queue;
 //!   cancelling a running one kills its container (the step ends `Cancelled`).
-//! - Running "one step in a container" is behind [`ContainerRunner`]: the one place a warm pool
-//!   would slot in.
+//! - Running "one step in a container" is behind [`ContainerRunner`]. [`SandboxRunner`] takes a
+//!   pre-started container from the warm pool when the execution's limits are the pool's; a
+//!   waiting pool container holds a permit too (it is alive), the pool fills only with free
+//!   permits, and the dispatcher makes the pool give one up when an execution waits for a permit.
+//!   A warm step's result is recorded as soon as it is known; its container is removed in the
+//!   background, and only then is the execution's permit released.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -31,11 +35,13 @@ use super::types::{
     CANCELLED_QUEUED_MESSAGE, Prepared, SubmitRequest, Work, envelope, prepare, provisional,
 };
 use crate::config::{EffectiveLimits, Settings};
-use crate::execute::{ExecuteError, ExecuteOptions, execute_step};
+use crate::execute::{ExecuteError, ExecuteOptions, execute_step_pooled};
+use crate::pool::WarmPool;
 use crate::result::{LogLine, LogStream, StepResult};
 use crate::runbook::{self as rb, executor::RunEvent};
 use crate::runtimes::Catalog;
 use crate::sandbox::Engine;
+use crate::sandbox::Removal;
 use crate::step::ValidatedStep;
 use crate::store::{ExecKind, ExecStatus, ExecutionRow, Finish, NewExecution, Store};
 
@@ -53,48 +59,61 @@ pub struct ContainerJob<'a> {
     pub cancel: &'a CancellationToken,
 }
 
-/// Runs one validated step in a container and returns after the container is gone.
+/// Runs one validated step in a container. The result may come back before the container is
+/// gone (a warm run); the [`Removal`] completes when it is.
 pub trait ContainerRunner: Send + Sync {
     /// Runs the step.
     fn run<'a>(
         &'a self,
         step: &'a ValidatedStep,
         job: ContainerJob<'a>,
-    ) -> BoxFuture<'a, Result<StepResult, ExecuteError>>;
+    ) -> BoxFuture<'a, Result<(StepResult, Removal), ExecuteError>>;
 }
 
-/// The runner of today: a fresh container per step ([`execute_step`], the same code path as
-/// `scriptbox invoke` and `scriptbox run`).
-pub struct FreshContainer {
+/// Runs each step in a fresh container: a pre-started one from the warm pool when the
+/// execution's limits are the pool's, else a new one ([`execute_step_pooled`], the same code
+/// path as `scriptbox invoke` and `scriptbox run`).
+pub struct SandboxRunner {
     /// The engine.
     pub engine: Engine,
     /// Context values and output limits.
     pub settings: Arc<Settings>,
+    /// The warm pool, when on.
+    pub pool: Option<WarmPool>,
 }
 
-impl ContainerRunner for FreshContainer {
+impl ContainerRunner for SandboxRunner {
     fn run<'a>(
         &'a self,
         step: &'a ValidatedStep,
         job: ContainerJob<'a>,
-    ) -> BoxFuture<'a, Result<StepResult, ExecuteError>> {
+    ) -> BoxFuture<'a, Result<(StepResult, Removal), ExecuteError>> {
         Box::pin(async move {
-            let engine = self
-                .engine
-                .with_config(job.limits.sandbox(self.engine.config()));
+            let sandbox = job.limits.sandbox(self.engine.config());
+            // Pooled containers were made with the configured sandbox: only an execution with
+            // exactly those limits may take one.
+            let pool = self
+                .pool
+                .as_ref()
+                .filter(|_| sandbox == *self.engine.config());
+            let engine = self.engine.with_config(sandbox);
             let mut step = step.clone();
             step.timeout = step
                 .timeout
                 .min(Duration::from_secs(job.limits.timeout_seconds));
             let options = ExecuteOptions {
-                execution_id: Some(job.execution_id),
-                memory_bytes: Some(job.limits.memory_bytes),
+                // A pooled container carries its own execution id label, which the step adopts.
+                execution_id: pool.is_none().then(|| job.execution_id.clone()),
+                memory_bytes: pool.is_none().then_some(job.limits.memory_bytes),
                 context: &self.settings.context,
                 limits: &self.settings.output,
                 on_log: Some(job.on_log),
-                automation_execution_id: job.automation_execution_id,
+                // The handler's automation:EXECUTION_ID is the daemon's execution id either way.
+                automation_execution_id: job
+                    .automation_execution_id
+                    .or_else(|| pool.map(|_| job.execution_id.clone())),
             };
-            execute_step(&engine, &step, options, job.cancel).await
+            execute_step_pooled(&engine, pool, &step, options, job.cancel).await
         })
     }
 }
@@ -119,7 +138,14 @@ impl rb::executor::StepRunner for RunbookSteps<'_> {
                 on_log: ctx.on_log,
                 cancel: ctx.cancel,
             };
-            self.runner.run(step, job).await.map_err(|e| e.to_string())
+            let (result, removal) = self
+                .runner
+                .run(step, job)
+                .await
+                .map_err(|e| e.to_string())?;
+            // Steps run one at a time: the next one starts after this container is gone.
+            removal.finish().await.map_err(|e| e.to_string())?;
+            Ok(result)
         })
     }
 }
@@ -181,6 +207,14 @@ struct State {
     accepting: bool,
 }
 
+/// The limit of containers alive at once, shared by executions and the warm pool.
+pub struct ContainerCapacity {
+    /// One permit per container alive (`server.concurrency` of them).
+    pub permits: Arc<Semaphore>,
+    /// The warm pool, whose waiting containers hold permits too.
+    pub pool: Option<WarmPool>,
+}
+
 /// The scheduler.
 pub struct Scheduler {
     settings: Arc<Settings>,
@@ -189,6 +223,7 @@ pub struct Scheduler {
     metrics: Arc<Metrics>,
     runner: Arc<dyn ContainerRunner>,
     permits: Arc<Semaphore>,
+    pool: Option<WarmPool>,
     concurrency: usize,
     capacity: usize,
     scratch: PathBuf,
@@ -211,7 +246,9 @@ impl Scheduler {
         metrics: Arc<Metrics>,
         runner: Arc<dyn ContainerRunner>,
         scratch: PathBuf,
+        capacity_limit: ContainerCapacity,
     ) -> Arc<Scheduler> {
+        let ContainerCapacity { permits, pool } = capacity_limit;
         let concurrency = settings.server.effective_concurrency();
         let capacity = concurrency + settings.server.queue_length;
         Arc::new(Scheduler {
@@ -220,7 +257,8 @@ impl Scheduler {
             store,
             metrics,
             runner,
-            permits: Arc::new(Semaphore::new(concurrency)),
+            permits,
+            pool,
             concurrency,
             capacity,
             scratch,
@@ -368,6 +406,14 @@ impl Scheduler {
 
     async fn dispatch(self: Arc<Self>) {
         loop {
+            // A pooled container waiting idle holds a permit: when executions are queued and no
+            // permit is free, the pool gives its oldest container up.
+            if self.permits.available_permits() == 0
+                && !self.state.lock().expect("scheduler lock").queue.is_empty()
+                && let Some(pool) = &self.pool
+            {
+                pool.evict_one();
+            }
             let permit = tokio::select! {
                 p = self.permits.clone().acquire_owned() => match p {
                     Ok(p) => p,
@@ -429,15 +475,14 @@ impl Scheduler {
         }
         self.metrics.container_started();
         let limits = job.prepared.limits.clone();
-        let (status, body, failure) = match job.prepared.work {
+        let (status, body, failure, removal) = match job.prepared.work {
             Work::Step(step) => self.run_step(&id, &step, &limits, &token).await,
             Work::Runbook(doc, params) => {
-                self.run_runbook(&id, &doc, params, &limits, &token).await
+                let (status, body, failure) =
+                    self.run_runbook(&id, &doc, params, &limits, &token).await;
+                (status, body, failure, None)
             }
         };
-        // The container is removed (execute_step returned): the permit can go.
-        drop(permit);
-        self.metrics.container_removed();
         let row = self.store.get(&id).await.ok().flatten();
         let body = match &row {
             Some(row) => {
@@ -465,6 +510,33 @@ impl Scheduler {
             &job.runtime_label,
             began.elapsed().as_secs_f64(),
         );
+        // The result is recorded; a warm run's container may still be on its way out. Docker's
+        // exit facts arrive with its removal: an abnormal exit after the result is logged.
+        if let Some(removal) = removal {
+            match removal.finish().await {
+                Ok(Some(facts)) if facts.exit_code != Some(0) || facts.oom_killed => {
+                    self.store.log(
+                        &id,
+                        None,
+                        LogStream::Scriptbox,
+                        &format!(
+                            "after its result, Docker reported the container's exit code {:?}{}",
+                            facts.exit_code,
+                            if facts.oom_killed {
+                                " and an OOM kill"
+                            } else {
+                                ""
+                            }
+                        ),
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("removing the container of {id}: {e}"),
+            }
+        }
+        // The container is removed: the permit can go.
+        drop(permit);
+        self.metrics.container_removed();
         self.release(&id);
     }
 
@@ -474,7 +546,7 @@ impl Scheduler {
         step: &ValidatedStep,
         limits: &EffectiveLimits,
         token: &CancellationToken,
-    ) -> (ExecStatus, Value, Option<String>) {
+    ) -> (ExecStatus, Value, Option<String>, Option<Removal>) {
         let store = self.store.clone();
         let log_id = id.to_string();
         let mut on_log = move |line: &LogLine| store.log(&log_id, None, line.stream, &line.text);
@@ -486,7 +558,19 @@ impl Scheduler {
             cancel: token,
         };
         match self.runner.run(step, job).await {
-            Ok(result) => {
+            Ok((mut result, removal)) => {
+                // The execution's id is the daemon's; a pooled container's own label id is kept
+                // next to it for finding the container.
+                if result.execution_id != id {
+                    result.log.push(LogLine {
+                        stream: LogStream::Scriptbox,
+                        text: format!(
+                            "ran in a pre-started container (label scriptbox.execution={})",
+                            result.execution_id
+                        ),
+                    });
+                    result.execution_id = id.to_string();
+                }
                 // A note scriptbox added after the run (a payload cut to 100 items...).
                 for l in result
                     .log
@@ -501,6 +585,7 @@ impl Scheduler {
                     status,
                     serde_json::to_value(&result).unwrap_or(Value::Null),
                     failure,
+                    Some(removal),
                 )
             }
             Err(e) => {
@@ -517,7 +602,7 @@ impl Scheduler {
                     "LogTruncated": false,
                     "DurationMs": 0,
                 });
-                (ExecStatus::Failed, body, Some(msg))
+                (ExecStatus::Failed, body, Some(msg), None)
             }
         }
     }
@@ -659,6 +744,9 @@ impl Scheduler {
         {
             let mut st = self.state.lock().expect("scheduler lock");
             st.accepting = false;
+        }
+        if let Some(pool) = &self.pool {
+            pool.shutdown(Duration::from_secs(30)).await;
         }
         self.stop_dispatch.cancel();
         self.tracker.close();
