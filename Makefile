@@ -7,7 +7,7 @@ BIN := target/debug/scriptbox
 TEST_RUNTIMES := python3.9 python3.11
 export SCRIPTBOX_LOG ?= warn
 
-.PHONY: all build engine images demo test test-rust test-runsc test-bootstrap lint bench bench-daemon security-table conformance clean
+.PHONY: all build engine images demo test test-rust test-runsc test-bootstrap lint bench bench-daemon bench-warm security-table conformance clean
 
 all: build
 
@@ -62,6 +62,13 @@ bench: engine
 	$(CARGO) build --release
 	target/release/scriptbox images build python3.11
 	$(CARGO) run --release --example bench_invoke
+
+## make bench-warm: latency warm/cold through the daemon API and the CLI next to `docker run --rm`,
+## throughput with 1/2/4/8 clients, the daemon's memory (about 8 minutes).
+bench-warm: engine
+	$(CARGO) build --release
+	target/release/scriptbox images build python3.11
+	$(CARGO) run --release --example bench_warm
 
 ## make bench-daemon: the daemon's RSS idle and under a 200-submission burst, submissions/s accepted.
 bench-daemon: engine
