@@ -116,7 +116,13 @@ fn venv() -> Option<PathBuf> {
         Err(e) => return skip(&format!("no python3 to make the venv: {e}")),
     }
     let pip = Command::new(dir.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", "boto3", "awscli"])
+        .args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "boto3",
+            "awscli",
+        ])
         .output();
     match pip {
         Ok(o) if o.status.success() && ready() => Some(dir),
@@ -168,9 +174,14 @@ fn python(venv: &Path, args: &[&str], key: &str, secret: &str) -> Output {
 
 fn aws(venv: &Path, endpoint: &str, args: &[&str]) -> Output {
     let mut cmd = Command::new(venv.join("bin/aws"));
-    cmd.arg("ssm")
-        .args(args)
-        .args(["--endpoint-url", endpoint, "--region", "us-east-1", "--output", "json"]);
+    cmd.arg("ssm").args(args).args([
+        "--endpoint-url",
+        endpoint,
+        "--region",
+        "us-east-1",
+        "--output",
+        "json",
+    ]);
     aws_env(&mut cmd, "test", "test");
     cmd.output().expect("run aws")
 }
@@ -297,7 +308,10 @@ async fn aws_cli_creates_starts_and_reads_outputs() {
                 "Names=ann,bo,Greeting=hey",
             ],
         );
-        let id = started["AutomationExecutionId"].as_str().unwrap().to_string();
+        let id = started["AutomationExecutionId"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let began = Instant::now();
         loop {
             let got = aws_json(
@@ -338,11 +352,7 @@ async fn aws_cli_creates_starts_and_reads_outputs() {
     .await
     .unwrap();
     // AWS CLI v1 exits 255 on a service error, v2 254.
-    assert!(
-        matches!(o.status.code(), Some(254 | 255)),
-        "{}",
-        show(&o)
-    );
+    assert!(matches!(o.status.code(), Some(254 | 255)), "{}", show(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("AutomationDefinitionNotFoundException"),
         "{}",

@@ -130,6 +130,9 @@ async fn ssm_row(st: &SsmState, id: &str) -> Result<Option<ExecRow>, SsmError> {
 
 /// The AWS status of a stored status (`Cancelling` while a stop is in flight).
 fn aws_status(st: &SsmState, row: &ExecutionRow) -> &'static str {
+    if row.status.is_terminal() {
+        st.stopped(&row.id);
+    }
     match row.status {
         ExecStatus::Queued => "Pending",
         ExecStatus::Running if st.stopping(&row.id) => "Cancelling",

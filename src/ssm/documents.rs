@@ -52,6 +52,9 @@ CREATE TABLE IF NOT EXISTS ssm_executions (
     executed_by TEXT
 );";
 
+/// Attachments: file name and bytes.
+pub type Files = Vec<(String, Vec<u8>)>;
+
 /// A document.
 #[derive(Debug, Clone)]
 pub struct DocRow {
@@ -358,7 +361,10 @@ pub fn selector(req: &Value) -> Result<Selector, SsmError> {
             "$LATEST" => Ok(Selector::Latest),
             "$DEFAULT" => Ok(Selector::Default),
             n => match n.parse::<i64>() {
-                Ok(n) if n >= 1 && !n.starts_with_zero(v) => Ok(Selector::Number(n)),
+                // The model's pattern: ^[1-9][0-9]*$.
+                Ok(n) if n >= 1 && v.starts_with(|c: char| c.is_ascii_digit() && c != '0') => {
+                    Ok(Selector::Number(n))
+                }
                 _ => Err(SsmError::client(
                     "InvalidDocumentVersion",
                     format!(
@@ -372,16 +378,6 @@ pub fn selector(req: &Value) -> Result<Selector, SsmError> {
         return Ok(Selector::Named(n.to_string()));
     }
     Ok(Selector::Default)
-}
-
-trait LeadingZero {
-    fn starts_with_zero(&self, text: &str) -> bool;
-}
-
-impl LeadingZero for i64 {
-    fn starts_with_zero(&self, text: &str) -> bool {
-        text.starts_with('0') || text.starts_with('+')
-    }
 }
 
 /// Resolves a selector to a version number; `None` when that version does not exist.
@@ -473,7 +469,7 @@ fn build_version(
     name: &str,
     version: i64,
     previous_files: Vec<(String, Vec<u8>)>,
-) -> Result<(VersionRow, Vec<(String, Vec<u8>)>), SsmError> {
+) -> Result<(VersionRow, Files), SsmError> {
     let content = req_str(req, "Content")?;
     if content.is_empty() {
         return Err(SsmError::validation("Content must not be empty"));
@@ -904,8 +900,7 @@ pub async fn set_default(st: &SsmState, req: &Value) -> Result<Value, SsmError> 
         )
     })?;
     let n2 = name.clone();
-    let r = st
-        .docs
+    st.docs
         .with(move |c| -> rusqlite::Result<Result<Value, SsmError>> {
             let Some(_) = get_doc(c, &n2)? else {
                 return Ok(Err(SsmError::no_document(&n2)));
@@ -927,8 +922,7 @@ pub async fn set_default(st: &SsmState, req: &Value) -> Result<Value, SsmError> 
             Ok(Ok(json!({"Description": d})))
         })
         .await?
-        .map_err(db)?;
-    r
+        .map_err(db)?
 }
 
 /// ListDocuments: our documents, by name; `Filters` on `Name` (prefix: `BeginsWith` key,

@@ -80,6 +80,10 @@ impl SsmState {
         self.stopping.lock().expect("stopping lock").contains(id)
     }
 
+    fn stopped(&self, id: &str) {
+        self.stopping.lock().expect("stopping lock").remove(id);
+    }
+
     fn mark_stopping(&self, id: &str) {
         self.stopping
             .lock()
