@@ -199,7 +199,11 @@ fn aws_json(venv: &Path, endpoint: &str, args: &[&str]) -> Value {
 async fn boto3_documents_executions_and_errors() {
     let Some(venv) = ready().await else { return };
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), &[]);
+    let token = dir.path().join("token");
+    std::fs::write(&token, "n4tive-token\n").unwrap();
+    // With a token file the native API shares the TCP listener (behind the token); SSM requests
+    // need no token.
+    let d = Daemon::start(dir.path(), &["--token-file", token.to_str().unwrap()]);
     let files = dir.path().join("files");
     std::fs::create_dir_all(&files).unwrap();
     std::fs::write(
@@ -249,6 +253,22 @@ async fn boto3_documents_executions_and_errors() {
         .json();
     assert_eq!(one["Status"], "Success", "{one}");
     assert_eq!(one["DocumentName"], "Greeter");
+    // Over TCP too, with the bearer token.
+    let tcp = Client::new(Endpoint::Tcp {
+        addr: d.endpoint.trim_start_matches("http://").to_string(),
+        token: Some("n4tive-token".into()),
+    });
+    let a = tcp
+        .get(&format!("/v1/executions/{}", ids[2]))
+        .await
+        .unwrap();
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["Status"], "Failed");
+    let anon = Client::new(Endpoint::Tcp {
+        addr: d.endpoint.trim_start_matches("http://").to_string(),
+        token: None,
+    });
+    assert_eq!(anon.get("/v1/executions").await.unwrap().status, 401);
     // Its log is the daemon's log.
     let log = native
         .get(&format!("/v1/executions/{}/log", ids[0]))

@@ -130,6 +130,23 @@ dv = ssm.update_document_default_version(Name="Greeter", DocumentVersion="2")["D
 assert dv["DefaultVersion"] == "2", dv
 assert ssm.describe_document(Name="Greeter")["Document"]["Description"] == "Greets and doubles, v2"
 
+# One file by S3FileUrl (a local file), and VersionName.
+single = ssm.create_document(
+    Content=DOC,
+    Name="Single",
+    DocumentType="Automation",
+    VersionName="first",
+    Attachments=[{"Key": "S3FileUrl", "Values": ["file://" + folder + "/helper.py"], "Name": "helper.py"}],
+)["DocumentDescription"]
+assert single["VersionName"] == "first" and single["AttachmentsInformation"] == [{"Name": "helper.py"}], single
+assert ssm.get_document(Name="Single", VersionName="first")["DocumentVersion"] == "1"
+assert code(ssm.get_document, Name="Single", VersionName="second") == "InvalidDocumentVersion"
+assert code(
+    ssm.create_document, Name="FromS3", Content=DOC, DocumentType="Automation",
+    Attachments=[{"Key": "SourceUrl", "Values": ["s3://bucket/prefix"]}],
+) == "ValidationException"
+ssm.delete_document(Name="Single")
+
 # --- A successful execution with parameters --------------------------------------------------
 ex = ssm.start_automation_execution(
     DocumentName="Greeter", DocumentVersion="1", Parameters={"Who": ["bob"], "Times": ["2"]}
@@ -206,6 +223,8 @@ ssm.create_document(Content=SLEEP, Name="Sleeper", DocumentType="Automation")
 sx = ssm.start_automation_execution(DocumentName="Sleeper")["AutomationExecutionId"]
 running = wait(sx, until=("InProgress",))
 ssm.stop_automation_execution(AutomationExecutionId=sx)
+right_after = ssm.get_automation_execution(AutomationExecutionId=sx)["AutomationExecution"]
+assert right_after["AutomationExecutionStatus"] in ("Cancelling", "Cancelled"), right_after
 s = wait(sx, until=("Cancelled", "Success", "Failed", "TimedOut"), limit=60)
 assert s["AutomationExecutionStatus"] == "Cancelled", s
 assert code(ssm.stop_automation_execution, AutomationExecutionId=sx) == "InvalidAutomationStatusUpdateException"
