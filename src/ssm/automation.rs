@@ -583,3 +583,37 @@ pub async fn stop(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_become_epoch_seconds() {
+        assert_eq!(epoch("2026-01-02T03:04:05.250Z"), Some(1_767_323_045.25));
+        assert_eq!(epoch("yesterday"), None);
+    }
+
+    #[test]
+    fn step_records_keep_only_the_models_fields() {
+        let s = step_execution(&json!({
+            "StepName": "a",
+            "Action": "aws:executeScript",
+            "StepStatus": "Success",
+            "ExecutionStartTime": "2026-01-02T03:04:05.000Z",
+            "Outputs": {"X": ["1"]},
+            "ScriptboxLog": [],
+            "ScriptboxAttempts": 1,
+        }));
+        assert_eq!(
+            s,
+            json!({
+                "StepName": "a",
+                "Action": "aws:executeScript",
+                "StepStatus": "Success",
+                "ExecutionStartTime": 1_767_323_045.0,
+                "Outputs": {"X": ["1"]},
+            })
+        );
+    }
+}

@@ -496,23 +496,43 @@ fn build_version(
                 std::fs::write(dir.join(f), bytes).map_err(SsmError::internal)?;
             }
         }
-        // Files of the folders (SourceUrl) are copied in when the document names them.
-        for folder in folders {
-            if let Ok(rd) = std::fs::read_dir(&folder) {
-                for e in rd.flatten() {
-                    if e.path().is_file() {
-                        let _ = std::fs::copy(e.path(), dir.join(e.file_name()));
+        let empty = std::fs::read_dir(&dir)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        // One folder: the document's `files` are read from it directly. Several sources: their
+        // files are gathered into the scratch folder first.
+        let source = match folders.as_slice() {
+            [only] if empty => only.clone(),
+            _ => {
+                for folder in &folders {
+                    let rd = std::fs::read_dir(folder)
+                        .map_err(|e| SsmError::validation(format!("{}: {e}", folder.display())))?;
+                    for e in rd.flatten() {
+                        if e.path().is_file() {
+                            std::fs::copy(e.path(), dir.join(e.file_name()))
+                                .map_err(SsmError::internal)?;
+                        }
                     }
                 }
+                dir.clone()
             }
-        }
+        };
         let options = rb::document::LoadOptions {
             catalog: &st.catalog,
             max_timeout_secs: st.settings.limits.max_timeout_seconds,
             attachments_dir: None,
         };
-        rb::document::load_str(content, name, format, &dir, &options).map_err(|refused| {
-            let text: Vec<String> = refused.problems.iter().map(ToString::to_string).collect();
+        rb::document::load_str(content, name, format, &source, &options).map_err(|refused| {
+            let text: Vec<String> = refused
+                .problems
+                .iter()
+                .map(|p| {
+                    p.to_string().replace(
+                        "(give the folder with --attachments DIR)",
+                        "(give the folder in Attachments: Key SourceUrl, Values [\"file:///abs/folder\"])",
+                    )
+                })
+                .collect();
             SsmError::client("InvalidDocumentContent", text.join("\n"))
         })
     })();
@@ -1131,4 +1151,53 @@ pub fn parameters(req: &Value) -> Result<Map<String, Value>, SsmError> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_model() {
+        assert!(check_name("My-Doc_1.0").is_ok());
+        for bad in ["ab", "has space", "AWS-Thing", "amazonX", &"x".repeat(129)] {
+            assert_eq!(
+                check_name(bad).unwrap_err().code,
+                "ValidationException",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn versions_are_latest_default_or_numbers() {
+        let sel = |v: &str| selector(&json!({"DocumentVersion": v}));
+        assert!(matches!(sel("$LATEST"), Ok(Selector::Latest)));
+        assert!(matches!(sel("$DEFAULT"), Ok(Selector::Default)));
+        assert!(matches!(sel("12"), Ok(Selector::Number(12))));
+        for bad in ["0", "01", "-1", "+2", "two", ""] {
+            assert_eq!(
+                sel(bad).err().map(|e| e.code),
+                Some("InvalidDocumentVersion"),
+                "{bad}"
+            );
+        }
+        assert!(matches!(selector(&json!({})), Ok(Selector::Default)));
+        assert!(matches!(
+            selector(&json!({"VersionName": "v"})),
+            Ok(Selector::Named(n)) if n == "v"
+        ));
+    }
+
+    #[test]
+    fn parameters_are_lists_of_strings() {
+        let p = parameters(&json!({"Parameters": {"A": ["x"], "B": ["1", "2"]}})).unwrap();
+        assert_eq!(p["B"], json!(["1", "2"]));
+        assert_eq!(
+            parameters(&json!({"Parameters": {"A": "x"}}))
+                .unwrap_err()
+                .code,
+            "SerializationException"
+        );
+    }
 }
