@@ -752,5 +752,18 @@ mod tests {
         let mut tcp = Settings::default();
         tcp.server.tcp_listen = Some("127.0.0.1:1".into());
         assert!(tcp.check().unwrap_err().to_string().contains("token_file"));
+        // The SSM API authenticates by SigV4: TCP without a token is allowed with it...
+        tcp.server.ssm_api = true;
+        tcp.check().unwrap();
+        // ...and it needs a TCP listener.
+        let mut ssm = Settings::default();
+        ssm.server.ssm_api = true;
+        assert!(ssm.check().unwrap_err().to_string().contains("tcp_listen"));
+        ssm.apply_override("server.ssm_access_keys_file=/etc/keys")
+            .unwrap();
+        assert_eq!(
+            ssm.server.ssm_access_keys_file,
+            Some(PathBuf::from("/etc/keys"))
+        );
     }
 }

@@ -116,11 +116,6 @@ pub fn access_keys(settings: &Settings) -> Result<Option<sigv4::AccessKeys>, Str
     }
 }
 
-/// True for a request meant for the SSM API (so the bearer token is not asked of it).
-pub fn is_ssm_request(method: &Method, uri: &Uri, headers: &HeaderMap) -> bool {
-    method == Method::POST && uri.path() == "/" && headers.contains_key("x-amz-target")
-}
-
 /// `POST /`.
 pub fn router(state: SsmState) -> Router {
     let limit = state.settings.server.max_request_bytes;
