@@ -132,6 +132,12 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// The `Retry-After` of a 429, seconds.
     pub retry_after_seconds: u64,
+    /// Serve the AWS SSM API (JSON 1.1, `POST /` with `X-Amz-Target`) on the TCP listener.
+    pub ssm_api: bool,
+    /// A file of `ACCESS_KEY_ID SECRET` lines: SigV4 signatures are verified against them.
+    /// Without it any credentials are accepted, and only on a loopback TCP address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssm_access_keys_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -147,6 +153,8 @@ impl Default for ServerConfig {
             shutdown_grace_seconds: 30,
             max_request_bytes: 32 * 1024 * 1024,
             retry_after_seconds: 2,
+            ssm_api: false,
+            ssm_access_keys_file: None,
         }
     }
 }
@@ -411,6 +419,7 @@ impl Settings {
             ("server", "token_file", "string"),
             ("server", "data_dir", "string"),
             ("server", "docker_host", "string"),
+            ("server", "ssm_access_keys_file", "string"),
         ];
         let mut out = Vec::new();
         if let toml::Value::Table(sections) = defaults {
@@ -615,11 +624,17 @@ impl Settings {
                 rule: format!("must be at least 1024, got {}", srv.max_request_bytes),
             });
         }
-        if srv.tcp_listen.is_some() && srv.token_file.is_none() {
+        if srv.tcp_listen.is_some() && srv.token_file.is_none() && !srv.ssm_api {
             return Err(ConfigError::Invalid {
                 key: "server.token_file",
                 rule: "is required with server.tcp_listen: requests over TCP need a bearer token"
                     .into(),
+            });
+        }
+        if srv.ssm_api && srv.tcp_listen.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "server.ssm_api",
+                rule: "needs server.tcp_listen (--listen): AWS clients speak HTTP over TCP".into(),
             });
         }
         Ok(())
@@ -737,5 +752,18 @@ mod tests {
         let mut tcp = Settings::default();
         tcp.server.tcp_listen = Some("127.0.0.1:1".into());
         assert!(tcp.check().unwrap_err().to_string().contains("token_file"));
+        // The SSM API authenticates by SigV4: TCP without a token is allowed with it...
+        tcp.server.ssm_api = true;
+        tcp.check().unwrap();
+        // ...and it needs a TCP listener.
+        let mut ssm = Settings::default();
+        ssm.server.ssm_api = true;
+        assert!(ssm.check().unwrap_err().to_string().contains("tcp_listen"));
+        ssm.apply_override("server.ssm_access_keys_file=/etc/keys")
+            .unwrap();
+        assert_eq!(
+            ssm.server.ssm_access_keys_file,
+            Some(PathBuf::from("/etc/keys"))
+        );
     }
 }

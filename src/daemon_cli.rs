@@ -109,6 +109,12 @@ pub struct ServeArgs {
     /// runc or runsc [sandbox.container_runtime].
     #[arg(long, value_name = "RUNTIME")]
     pub container_runtime: Option<String>,
+    /// Serve the AWS SSM API on the TCP listener, for `aws ssm --endpoint-url` and boto3 [server.ssm_api].
+    #[arg(long)]
+    pub ssm_api: bool,
+    /// SigV4 access keys (`ACCESS_KEY_ID SECRET` lines) for the SSM API [server.ssm_access_keys_file].
+    #[arg(long, value_name = "FILE")]
+    pub ssm_access_keys_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -123,6 +129,12 @@ impl ServeArgs {
         }
         if let Some(v) = &self.token_file {
             srv.token_file = Some(v.clone());
+        }
+        if self.ssm_api {
+            srv.ssm_api = true;
+        }
+        if let Some(v) = &self.ssm_access_keys_file {
+            srv.ssm_access_keys_file = Some(v.clone());
         }
         if let Some(v) = &self.data_dir {
             srv.data_dir = Some(v.clone());

@@ -18,5 +18,6 @@ pub mod runbook;
 pub mod runtimes;
 pub mod sandbox;
 pub mod server;
+pub mod ssm;
 pub mod step;
 pub mod store;

@@ -147,6 +147,16 @@ pub async fn require_token(State(token): State<Arc<Token>>, req: Request, next: 
     resp
 }
 
+/// Refuses every request: a TCP listener without a token file serves only the SSM API.
+pub async fn refuse_without_token(_req: Request, _next: Next) -> Response {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized",
+        "this listener serves only the SSM API (no server.token_file is configured for the native API)",
+    )
+    .into_response()
+}
+
 async fn submit(
     State(st): State<AppState>,
     body: Result<Bytes, BytesRejection>,

@@ -183,12 +183,18 @@ pub async fn run(
         (Some(_), Some(file)) => Some(Arc::new(
             auth::Token::from_file(file).map_err(ServeError::Config)?,
         )),
+        (Some(_), None) if settings.server.ssm_api => None,
         (Some(_), None) => {
             return Err(ServeError::Config(
                 "server.tcp_listen needs server.token_file (--token-file): requests over TCP need a bearer token".into(),
             ));
         }
         _ => None,
+    };
+    let ssm_keys = if settings.server.ssm_api {
+        crate::ssm::access_keys(&settings).map_err(ServeError::Config)?
+    } else {
+        None
     };
     let _lock = lock_data_dir(&data_dir)?;
     let store = Arc::new(Store::open(&data_dir).map_err(|e| ServeError::Io(e.to_string()))?);
@@ -253,12 +259,25 @@ pub async fn run(
         scheduler: sched.clone(),
         store: store.clone(),
         metrics,
-        catalog,
+        catalog: catalog.clone(),
         engine: engine.clone(),
         shutdown: stop_http.clone(),
         max_request_bytes: settings.server.max_request_bytes,
     };
     let app = api::router(state);
+    let ssm = if settings.server.ssm_api {
+        let st = crate::ssm::SsmState::new(
+            sched.clone(),
+            store.clone(),
+            settings.clone(),
+            catalog.clone(),
+            ssm_keys.clone(),
+        )
+        .map_err(ServeError::Io)?;
+        Some(crate::ssm::router(st))
+    } else {
+        None
+    };
     let unix = bind_unix(&socket)?;
     let mut listening = format!("unix:{}", socket.display());
     let tcp = match &settings.server.tcp_listen {
@@ -267,6 +286,11 @@ pub async fn run(
                 .await
                 .map_err(|e| ServeError::Io(format!("bind {addr}: {e}")))?;
             let local = l.local_addr().map_err(|e| ServeError::Io(e.to_string()))?;
+            if ssm.is_some() && ssm_keys.is_none() && !local.ip().is_loopback() {
+                return Err(ServeError::Config(format!(
+                    "server.ssm_api without server.ssm_access_keys_file accepts any AWS credentials, so it listens on loopback addresses only; {local} is not one: set ssm_access_keys_file (--ssm-access-keys-file) or listen on 127.0.0.1"
+                )));
+            }
             listening.push_str(&format!(" tcp:{local}"));
             Some(l)
         }
@@ -288,20 +312,29 @@ pub async fn run(
                 .await
         })
     };
-    let tcp_server = match (tcp, token) {
-        (Some(listener), Some(token)) => {
+    let tcp_server = match tcp {
+        Some(listener) => {
             let stop = stop_http.clone();
-            let app = app.layer(axum::middleware::from_fn_with_state(
-                token,
-                api::require_token,
-            ));
+            // The native API needs the bearer token; without one (allowed only with the SSM API)
+            // the listener serves only the SSM API. SSM requests carry SigV4, not the token.
+            let native = match token {
+                Some(token) => app.layer(axum::middleware::from_fn_with_state(
+                    token,
+                    api::require_token,
+                )),
+                None => app.layer(axum::middleware::from_fn(api::refuse_without_token)),
+            };
+            let app = match ssm {
+                Some(ssm) => ssm.merge(native),
+                None => native,
+            };
             Some(tokio::spawn(async move {
                 axum::serve(listener, app)
                     .with_graceful_shutdown(async move { stop.cancelled().await })
                     .await
             }))
         }
-        _ => None,
+        None => None,
     };
 
     shutdown.cancelled().await;

@@ -1,0 +1,619 @@
+//! StartAutomationExecution, GetAutomationExecution, DescribeAutomationExecutions,
+//! DescribeAutomationStepExecutions, StopAutomationExecution — on the daemon's scheduler and
+//! store: an execution started here is a runbook execution like any other (same limits, queue,
+//! log, `scriptbox ls`, `GET /v1/executions`), with its document version noted in
+//! `ssm_executions`.
+//!
+//! Runbook executions submitted through the native API appear here too (without a
+//! `DocumentVersion`); single-step executions do not: they have no document, and
+//! GetAutomationExecution answers `AutomationExecutionNotFoundException` for them.
+
+use serde_json::{Map, Value, json};
+
+use super::SsmState;
+use super::documents::{self, ExecRow, opt_str, req_str};
+use super::errors::SsmError;
+use crate::server::api::execution_object;
+use crate::server::scheduler::{CancelOutcome, SubmitError};
+use crate::server::types::{AttachmentRequest, RunbookRequest, SubmitRequest, base64_of};
+use crate::store::{ExecKind, ExecStatus, ExecutionRow};
+
+/// RFC 3339 → epoch seconds (what the JSON 1.1 protocol carries for timestamps).
+pub fn epoch(t: &str) -> Option<f64> {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|d| d.timestamp_millis() as f64 / 1000.0)
+}
+
+fn epoch_value(v: &Value) -> Option<Value> {
+    v.as_str().and_then(epoch).map(|f| json!(f))
+}
+
+/// StartAutomationExecution.
+pub async fn start(st: &SsmState, req: &Value, caller: Option<&str>) -> Result<Value, SsmError> {
+    let name = req_str(req, "DocumentName")?.to_string();
+    if let Some(mode) = opt_str(req, "Mode")?
+        && mode != "Auto"
+    {
+        return Err(SsmError::client(
+            "InvalidAutomationExecutionParametersException",
+            format!("Mode {mode}: scriptbox runs executions in Auto mode only"),
+        ));
+    }
+    for unsupported in [
+        "Targets",
+        "TargetMaps",
+        "TargetLocations",
+        "TargetParameterName",
+    ] {
+        if req.get(unsupported).is_some_and(|v| !v.is_null()) {
+            return Err(SsmError::client(
+                "InvalidAutomationExecutionParametersException",
+                format!(
+                    "{unsupported}: rate-controlled and multi-account executions are not supported by scriptbox"
+                ),
+            ));
+        }
+    }
+    let params = documents::parameters(req)?;
+    let doc = documents::runnable(st, req).await?;
+    let submit = SubmitRequest {
+        runbook: Some(RunbookRequest {
+            document: doc.content,
+            document_name: Some(name.clone()),
+            parameters: params,
+            attachments: doc
+                .files
+                .iter()
+                .map(|(n, b)| AttachmentRequest {
+                    name: n.clone(),
+                    content: base64_of(b),
+                })
+                .collect(),
+        }),
+        ..Default::default()
+    };
+    let id = match st.scheduler.submit(&submit).await {
+        Ok(id) => id,
+        Err(SubmitError::Invalid(i)) => {
+            let code = match i.code {
+                "InvalidRunbook" => "InvalidDocumentContent",
+                _ => "InvalidAutomationExecutionParametersException",
+            };
+            return Err(SsmError::client(code, i.message));
+        }
+        Err(SubmitError::Busy { retry_after }) => {
+            return Err(SsmError::client(
+                "AutomationExecutionLimitExceededException",
+                format!(
+                    "every container slot and queue place is taken; retry after {retry_after} s"
+                ),
+            ));
+        }
+        Err(SubmitError::ShuttingDown) => {
+            return Err(SsmError {
+                status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                code: "ServiceUnavailable",
+                message: "the daemon is shutting down".into(),
+            });
+        }
+        Err(SubmitError::Store(e)) => return Err(SsmError::internal(e)),
+    };
+    let row = ExecRow {
+        document_name: name,
+        document_version: doc.version.to_string(),
+        executed_by: caller.map(str::to_string),
+    };
+    let id2 = id.clone();
+    st.docs
+        .with(move |c| documents::insert_execution(c, &id2, &row))
+        .await?
+        .map_err(|e| SsmError::internal(format!("database: {e}")))?;
+    Ok(json!({"AutomationExecutionId": id}))
+}
+
+/// The execution row, if it is a runbook execution.
+async fn runbook_row(st: &SsmState, id: &str) -> Result<ExecutionRow, SsmError> {
+    match st.store.get(id).await.map_err(SsmError::internal)? {
+        Some(row) if row.kind == ExecKind::Runbook => Ok(row),
+        _ => Err(SsmError::no_execution(id)),
+    }
+}
+
+async fn ssm_row(st: &SsmState, id: &str) -> Result<Option<ExecRow>, SsmError> {
+    let id = id.to_string();
+    st.docs
+        .with(move |c| documents::get_execution(c, &id))
+        .await?
+        .map_err(|e| SsmError::internal(format!("database: {e}")))
+}
+
+/// The AWS status of a stored status (`Cancelling` while a stop is in flight).
+fn aws_status(st: &SsmState, row: &ExecutionRow) -> &'static str {
+    if row.status.is_terminal() {
+        st.stopped(&row.id);
+    }
+    match row.status {
+        ExecStatus::Queued => "Pending",
+        ExecStatus::Running if st.stopping(&row.id) => "Cancelling",
+        ExecStatus::Running => "InProgress",
+        other => other.as_str(),
+    }
+}
+
+const STEP_FIELDS: [&str; 16] = [
+    "StepName",
+    "Action",
+    "TimeoutSeconds",
+    "OnFailure",
+    "MaxAttempts",
+    "ExecutionStartTime",
+    "ExecutionEndTime",
+    "StepStatus",
+    "Inputs",
+    "Outputs",
+    "FailureMessage",
+    "StepExecutionId",
+    "IsEnd",
+    "NextStep",
+    "IsCritical",
+    "ValidNextSteps",
+];
+
+/// A stored step record as botocore's `StepExecution`.
+pub fn step_execution(s: &Value) -> Value {
+    let mut m = Map::new();
+    for f in STEP_FIELDS {
+        let Some(v) = s.get(f) else { continue };
+        let v = match f {
+            "ExecutionStartTime" | "ExecutionEndTime" => match epoch_value(v) {
+                Some(t) => t,
+                None => continue,
+            },
+            _ => v.clone(),
+        };
+        m.insert(f.into(), v);
+    }
+    Value::Object(m)
+}
+
+/// Parameters as AWS shows them: from the result, else from the request.
+fn parameters_of(row: &ExecutionRow, body: &Value) -> Map<String, Value> {
+    if let Some(Value::Object(p)) = body.get("Parameters") {
+        return p.clone();
+    }
+    let req: Value = serde_json::from_str(&row.request).unwrap_or(Value::Null);
+    let mut out = Map::new();
+    if let Some(Value::Object(p)) = req.pointer("/Runbook/Parameters") {
+        for (k, v) in p {
+            out.insert(
+                k.clone(),
+                Value::Array(
+                    crate::runbook::output::strings(v)
+                        .into_iter()
+                        .map(Value::String)
+                        .collect(),
+                ),
+            );
+        }
+    }
+    out
+}
+
+/// GetAutomationExecution's `AutomationExecution`.
+pub async fn execution(st: &SsmState, id: &str) -> Result<Value, SsmError> {
+    let row = runbook_row(st, id).await?;
+    let body = execution_object(&st.store, id)
+        .await
+        .map_err(|_| SsmError::internal("cannot read the execution"))?
+        .ok_or_else(|| SsmError::no_execution(id))?;
+    let ssm = ssm_row(st, id).await?;
+    let steps: Vec<Value> = body
+        .get("StepExecutions")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(step_execution).collect())
+        .unwrap_or_default();
+    let start = body
+        .get("ExecutionStartTime")
+        .and_then(Value::as_str)
+        .or(row.started_at.as_deref())
+        .unwrap_or(&row.submitted_at);
+    let mut m = json!({
+        "AutomationExecutionId": row.id,
+        "DocumentName": row.document_name.clone().unwrap_or_default(),
+        "ExecutionStartTime": epoch(start),
+        "AutomationExecutionStatus": aws_status(st, &row),
+        "StepExecutionsTruncated": false,
+        "Parameters": parameters_of(&row, &body),
+        "Outputs": body.get("Outputs").cloned().unwrap_or_else(|| json!({})),
+        "Mode": "Auto",
+        "StepExecutions": steps,
+    });
+    if let Some(s) = &ssm {
+        m["DocumentVersion"] = json!(s.document_version);
+        if let Some(by) = &s.executed_by {
+            m["ExecutedBy"] = json!(by);
+        }
+    }
+    if row.status.is_terminal() {
+        let end = body
+            .get("ExecutionEndTime")
+            .and_then(Value::as_str)
+            .or(row.ended_at.as_deref());
+        if let Some(t) = end.and_then(epoch) {
+            m["ExecutionEndTime"] = json!(t);
+        }
+    } else if let Some(cur) = steps.iter().rev().find(|s| s["StepStatus"] == "InProgress") {
+        m["CurrentStepName"] = cur["StepName"].clone();
+        m["CurrentAction"] = cur["Action"].clone();
+    }
+    if let Some(f) = body
+        .get("FailureMessage")
+        .and_then(Value::as_str)
+        .or(row.failure_message.as_deref())
+    {
+        m["FailureMessage"] = json!(f);
+    }
+    Ok(m)
+}
+
+/// GetAutomationExecution.
+pub async fn get(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
+    let id = req_str(req, "AutomationExecutionId")?;
+    Ok(json!({"AutomationExecution": execution(st, id).await?}))
+}
+
+fn filters(req: &Value, allowed: &[&str]) -> Result<Vec<(String, Vec<String>)>, SsmError> {
+    let mut out = Vec::new();
+    let Some(list) = req.get("Filters") else {
+        return Ok(out);
+    };
+    let list = list
+        .as_array()
+        .ok_or_else(|| SsmError::client("SerializationException", "Filters: expected a list"))?;
+    for f in list {
+        let key = req_str(f, "Key")?.to_string();
+        if !allowed.contains(&key.as_str()) {
+            return Err(SsmError::client(
+                "InvalidFilterKey",
+                format!("The filter key {key} is not valid"),
+            ));
+        }
+        let values: Vec<String> = f
+            .get("Values")
+            .and_then(Value::as_array)
+            .map(|v| {
+                v.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if values.is_empty() {
+            return Err(SsmError::client(
+                "InvalidFilterValue",
+                format!("The filter {key} needs at least one value"),
+            ));
+        }
+        out.push((key, values));
+    }
+    Ok(out)
+}
+
+fn time_filter(key: &str, values: &[String]) -> Result<f64, SsmError> {
+    let v = &values[0];
+    epoch(v).or_else(|| v.parse::<f64>().ok()).ok_or_else(|| {
+        SsmError::client(
+            "InvalidFilterValue",
+            format!("{key}: {v:?} is not a time (use ISO 8601, e.g. 2026-01-01T00:00:00Z)"),
+        )
+    })
+}
+
+fn max_results(req: &Value) -> Result<usize, SsmError> {
+    match req.get("MaxResults") {
+        None | Some(Value::Null) => Ok(50),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=50).contains(n))
+            .map(|n| n as usize)
+            .ok_or_else(|| SsmError::validation("MaxResults must be between 1 and 50")),
+    }
+}
+
+const EXECUTION_FILTERS: [&str; 12] = [
+    "DocumentNamePrefix",
+    "ExecutionStatus",
+    "ExecutionId",
+    "ParentExecutionId",
+    "CurrentAction",
+    "StartTimeBefore",
+    "StartTimeAfter",
+    "AutomationType",
+    "TagKey",
+    "TargetResourceGroup",
+    "AutomationSubtype",
+    "OpsItemId",
+];
+
+/// DescribeAutomationExecutions: runbook executions, newest first.
+pub async fn describe_executions(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
+    let fs = filters(req, &EXECUTION_FILTERS)?;
+    let max = max_results(req)?;
+    let mut cursor = match opt_str(req, "NextToken")? {
+        None => None,
+        Some(t) => Some(t.parse::<i64>().map_err(|_| {
+            SsmError::client("InvalidNextToken", "The specified token is not valid.")
+        })?),
+    };
+    for (k, v) in &fs {
+        if k.starts_with("StartTime") {
+            time_filter(k, v)?;
+        }
+        if k == "ExecutionStatus" {
+            for s in v {
+                if ![
+                    "Pending",
+                    "InProgress",
+                    "Waiting",
+                    "Success",
+                    "TimedOut",
+                    "Cancelling",
+                    "Cancelled",
+                    "Failed",
+                ]
+                .contains(&s.as_str())
+                    && ExecStatus::parse(s).is_none()
+                {
+                    return Err(SsmError::client(
+                        "InvalidFilterValue",
+                        format!("The filter value {s} is not a valid ExecutionStatus"),
+                    ));
+                }
+            }
+        }
+    }
+    let mut out: Vec<Value> = Vec::new();
+    let mut next = None;
+    'pages: loop {
+        let rows = st
+            .store
+            .list(None, 200, cursor)
+            .await
+            .map_err(SsmError::internal)?;
+        let exhausted = rows.len() < 200;
+        for row in &rows {
+            cursor = Some(row.seq);
+            if row.kind != ExecKind::Runbook {
+                continue;
+            }
+            let Some(meta) = metadata_if(st, row, &fs).await? else {
+                continue;
+            };
+            if out.len() == max {
+                next = out
+                    .last()
+                    .and_then(|o| o["__seq"].as_i64())
+                    .map(|s| s.to_string());
+                break 'pages;
+            }
+            out.push(meta);
+        }
+        if exhausted {
+            break;
+        }
+    }
+    for o in out.iter_mut() {
+        if let Some(m) = o.as_object_mut() {
+            m.remove("__seq");
+        }
+    }
+    let mut body = json!({"AutomationExecutionMetadataList": out});
+    if let Some(n) = next {
+        body["NextToken"] = json!(n);
+    }
+    Ok(body)
+}
+
+/// The metadata of a row when it passes the filters.
+async fn metadata_if(
+    st: &SsmState,
+    row: &ExecutionRow,
+    fs: &[(String, Vec<String>)],
+) -> Result<Option<Value>, SsmError> {
+    let status = aws_status(st, row);
+    let name = row.document_name.clone().unwrap_or_default();
+    let start = epoch(row.started_at.as_deref().unwrap_or(&row.submitted_at)).unwrap_or(0.0);
+    let result: Value = row
+        .result
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or(Value::Null);
+    let current = if row.status.is_terminal() {
+        None
+    } else {
+        st.store
+            .steps(&row.id)
+            .await
+            .map_err(SsmError::internal)?
+            .iter()
+            .rev()
+            .filter_map(|s| serde_json::from_str::<Value>(s).ok())
+            .find(|s| s["StepStatus"] == "InProgress")
+    };
+    for (k, vals) in fs {
+        let ok = match k.as_str() {
+            "DocumentNamePrefix" => vals.iter().any(|v| name.starts_with(v.as_str())),
+            "ExecutionStatus" => vals
+                .iter()
+                .any(|v| v == status || ExecStatus::parse(v) == Some(row.status)),
+            "ExecutionId" => vals.iter().any(|v| v == &row.id),
+            "CurrentAction" => current
+                .as_ref()
+                .is_some_and(|c| vals.iter().any(|v| c["Action"] == v.as_str())),
+            "StartTimeBefore" => start <= time_filter(k, vals)?,
+            "StartTimeAfter" => start >= time_filter(k, vals)?,
+            "AutomationType" => vals.iter().any(|v| v == "Local"),
+            // No execution has a parent, tags, a resource group, a subtype or an OpsItem.
+            _ => false,
+        };
+        if !ok {
+            return Ok(None);
+        }
+    }
+    let ssm = ssm_row(st, &row.id).await?;
+    let mut m = json!({
+        "AutomationExecutionId": row.id,
+        "DocumentName": name,
+        "AutomationExecutionStatus": status,
+        "ExecutionStartTime": start,
+        "LogFile": "",
+        "Outputs": result.get("Outputs").cloned().unwrap_or_else(|| json!({})),
+        "Mode": "Auto",
+        "AutomationType": "Local",
+        "__seq": row.seq,
+    });
+    if let Some(t) = row.ended_at.as_deref().and_then(epoch) {
+        m["ExecutionEndTime"] = json!(t);
+    }
+    if let Some(s) = &ssm {
+        m["DocumentVersion"] = json!(s.document_version);
+        if let Some(by) = &s.executed_by {
+            m["ExecutedBy"] = json!(by);
+        }
+    }
+    if let Some(c) = &current {
+        m["CurrentStepName"] = c["StepName"].clone();
+        m["CurrentAction"] = c["Action"].clone();
+    }
+    if let Some(f) = &row.failure_message {
+        m["FailureMessage"] = json!(f);
+    }
+    Ok(Some(m))
+}
+
+const STEP_FILTERS: [&str; 9] = [
+    "StartTimeBefore",
+    "StartTimeAfter",
+    "StepExecutionStatus",
+    "StepExecutionId",
+    "StepName",
+    "Action",
+    "ParentStepExecutionId",
+    "ParentStepIteration",
+    "ParentStepIteratorValue",
+];
+
+/// DescribeAutomationStepExecutions.
+pub async fn describe_steps(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
+    let id = req_str(req, "AutomationExecutionId")?.to_string();
+    let fs = filters(req, &STEP_FILTERS)?;
+    let max = max_results(req)?;
+    let offset = match opt_str(req, "NextToken")? {
+        None => 0,
+        Some(t) => t.parse::<usize>().map_err(|_| {
+            SsmError::client("InvalidNextToken", "The specified token is not valid.")
+        })?,
+    };
+    let exec = execution(st, &id).await?;
+    let mut steps: Vec<Value> = exec["StepExecutions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if req.get("ReverseOrder").and_then(Value::as_bool) == Some(true) {
+        steps.reverse();
+    }
+    let mut kept = Vec::new();
+    for s in steps {
+        let mut ok = true;
+        for (k, vals) in &fs {
+            let field = |f: &str| s.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+            let start = s
+                .get("ExecutionStartTime")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0);
+            ok &= match k.as_str() {
+                "StepExecutionStatus" => vals.contains(&field("StepStatus")),
+                "StepExecutionId" => vals.contains(&field("StepExecutionId")),
+                "StepName" => vals.contains(&field("StepName")),
+                "Action" => vals.contains(&field("Action")),
+                "StartTimeBefore" => start <= time_filter(k, vals)?,
+                "StartTimeAfter" => start >= time_filter(k, vals)?,
+                _ => false,
+            };
+        }
+        if ok {
+            kept.push(s);
+        }
+    }
+    let page: Vec<Value> = kept.iter().skip(offset).take(max).cloned().collect();
+    let mut body = json!({"StepExecutions": page});
+    if offset + max < kept.len() {
+        body["NextToken"] = json!((offset + max).to_string());
+    }
+    Ok(body)
+}
+
+/// StopAutomationExecution: cancels through the scheduler (the container is killed); the
+/// status reads `Cancelling` until the execution is recorded `Cancelled`.
+pub async fn stop(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
+    let id = req_str(req, "AutomationExecutionId")?.to_string();
+    if let Some(t) = opt_str(req, "Type")?
+        && t != "Cancel"
+        && t != "Complete"
+    {
+        return Err(SsmError::validation(format!(
+            "Type {t}: must be Complete or Cancel"
+        )));
+    }
+    runbook_row(st, &id).await?;
+    match st.scheduler.cancel(&id).await {
+        CancelOutcome::NotFound => Err(SsmError::no_execution(&id)),
+        CancelOutcome::AlreadyFinished(status) => Err(SsmError::client(
+            "InvalidAutomationStatusUpdateException",
+            format!(
+                "Automation execution {id} cannot be stopped: it is already {}",
+                status.as_str()
+            ),
+        )),
+        CancelOutcome::CancelledQueued => Ok(json!({})),
+        CancelOutcome::Cancelling => {
+            st.mark_stopping(&id);
+            Ok(json!({}))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_become_epoch_seconds() {
+        assert_eq!(epoch("2026-01-02T03:04:05.250Z"), Some(1_767_323_045.25));
+        assert_eq!(epoch("yesterday"), None);
+    }
+
+    #[test]
+    fn step_records_keep_only_the_models_fields() {
+        let s = step_execution(&json!({
+            "StepName": "a",
+            "Action": "aws:executeScript",
+            "StepStatus": "Success",
+            "ExecutionStartTime": "2026-01-02T03:04:05.000Z",
+            "Outputs": {"X": ["1"]},
+            "ScriptboxLog": [],
+            "ScriptboxAttempts": 1,
+        }));
+        assert_eq!(
+            s,
+            json!({
+                "StepName": "a",
+                "Action": "aws:executeScript",
+                "StepStatus": "Success",
+                "ExecutionStartTime": 1_767_323_045.0,
+                "Outputs": {"X": ["1"]},
+            })
+        );
+    }
+}

@@ -1,0 +1,237 @@
+//! The AWS Systems Manager API (JSON 1.1 protocol) on the daemon's TCP listener, so that
+//! `aws ssm ... --endpoint-url http://127.0.0.1:PORT` and `boto3.client("ssm", endpoint_url=...)`
+//! drive scriptbox: `POST /` with `X-Amz-Target: AmazonSSM.<Operation>` and a JSON body; answers
+//! `application/x-amz-json-1.1`, errors `{"__type", "message"}` ([`errors`]).
+//!
+//! Documents ([`documents`]) are stored in the daemon's database; automation executions
+//! ([`automation`]) are the daemon's runbook executions. Authentication is SigV4 ([`sigv4`]):
+//! verified against `server.ssm_access_keys_file` when set, else any credentials are accepted
+//! (the daemon then refuses to listen on a non-loopback address).
+
+pub mod automation;
+pub mod documents;
+pub mod errors;
+pub mod sigv4;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::Value;
+
+use crate::config::Settings;
+use crate::runtimes::Catalog;
+use crate::server::scheduler::Scheduler;
+use crate::store::Store;
+use errors::{CONTENT_TYPE, SsmError};
+
+/// What the SSM handler needs.
+#[derive(Clone)]
+pub struct SsmState {
+    /// The daemon's scheduler (submissions, cancel).
+    pub scheduler: Arc<Scheduler>,
+    /// The daemon's execution records.
+    pub store: Arc<Store>,
+    /// The documents.
+    pub docs: Arc<documents::DocStore>,
+    /// The settings.
+    pub settings: Arc<Settings>,
+    /// The runtimes (checking documents).
+    pub catalog: Arc<Catalog>,
+    /// Access keys; `None`: any credentials.
+    pub keys: Option<Arc<sigv4::AccessKeys>>,
+    /// A folder for attachments while a document is checked.
+    pub scratch: PathBuf,
+    /// Executions a StopAutomationExecution is cancelling (shown `Cancelling`).
+    stopping: Arc<Mutex<HashSet<String>>>,
+}
+
+impl SsmState {
+    /// The state; opens the documents' tables in the data directory.
+    pub fn new(
+        scheduler: Arc<Scheduler>,
+        store: Arc<Store>,
+        settings: Arc<Settings>,
+        catalog: Arc<Catalog>,
+        keys: Option<sigv4::AccessKeys>,
+    ) -> Result<SsmState, String> {
+        let data_dir = settings.server.data_dir_path();
+        let docs = documents::DocStore::open(&data_dir)?;
+        Ok(SsmState {
+            scheduler,
+            store,
+            docs: Arc::new(docs),
+            settings,
+            catalog,
+            keys: keys.map(Arc::new),
+            scratch: data_dir.join("scratch").join("ssm"),
+            stopping: Arc::default(),
+        })
+    }
+
+    fn stopping(&self, id: &str) -> bool {
+        self.stopping.lock().expect("stopping lock").contains(id)
+    }
+
+    fn stopped(&self, id: &str) {
+        self.stopping.lock().expect("stopping lock").remove(id);
+    }
+
+    fn mark_stopping(&self, id: &str) {
+        self.stopping
+            .lock()
+            .expect("stopping lock")
+            .insert(id.to_string());
+    }
+}
+
+/// The operations served.
+pub const OPERATIONS: [&str; 12] = [
+    "CreateDocument",
+    "UpdateDocument",
+    "UpdateDocumentDefaultVersion",
+    "DeleteDocument",
+    "GetDocument",
+    "DescribeDocument",
+    "ListDocuments",
+    "StartAutomationExecution",
+    "GetAutomationExecution",
+    "DescribeAutomationExecutions",
+    "DescribeAutomationStepExecutions",
+    "StopAutomationExecution",
+];
+
+/// Checks the settings for the SSM API: the access keys, or a loopback listener.
+pub fn access_keys(settings: &Settings) -> Result<Option<sigv4::AccessKeys>, String> {
+    match &settings.server.ssm_access_keys_file {
+        Some(f) => sigv4::AccessKeys::from_file(f).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// `POST /`.
+pub fn router(state: SsmState) -> Router {
+    let limit = state.settings.server.max_request_bytes;
+    Router::new()
+        .route("/", post(handle))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+fn ok(body: Value) -> Response {
+    let mut resp = (StatusCode::OK, body.to_string()).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    resp
+}
+
+async fn handle(
+    State(st): State<SsmState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let mut resp = match answer(&st, &method, &uri, &headers, body).await {
+        Ok(v) => ok(v),
+        Err(e) => {
+            if e.status.is_server_error() {
+                tracing::error!("SSM API: {e}");
+            }
+            e.into_response()
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-amzn-RequestId", v);
+    }
+    resp
+}
+
+async fn answer(
+    st: &SsmState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Value, SsmError> {
+    let body = body.map_err(|rej| SsmError {
+        status: rej.status(),
+        code: if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "RequestEntityTooLarge"
+        } else {
+            "SerializationException"
+        },
+        message: rej.body_text(),
+    })?;
+    let caller = match &st.keys {
+        Some(keys) => Some(sigv4::verify(
+            keys,
+            method,
+            uri.path(),
+            uri.query().unwrap_or(""),
+            headers,
+            &body,
+            chrono::Utc::now().timestamp(),
+        )?),
+        // Any credentials: the caller is whoever the header names (nothing is checked).
+        None => sigv4::parse_authorization(headers)
+            .ok()
+            .flatten()
+            .map(|a| a.access_key),
+    };
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some(op) = target.strip_prefix("AmazonSSM.") else {
+        return Err(SsmError::client(
+            "UnknownOperationException",
+            format!("X-Amz-Target {target:?}: expected AmazonSSM.<Operation>"),
+        ));
+    };
+    let req: Value = if body.is_empty() {
+        Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            SsmError::client(
+                "SerializationException",
+                format!("the body is not JSON: {e}"),
+            )
+        })?
+    };
+    if !req.is_object() {
+        return Err(SsmError::client(
+            "SerializationException",
+            "the body must be a JSON object",
+        ));
+    }
+    match op {
+        "CreateDocument" => documents::create(st, &req).await,
+        "UpdateDocument" => documents::update(st, &req).await,
+        "UpdateDocumentDefaultVersion" => documents::set_default(st, &req).await,
+        "DeleteDocument" => documents::delete(st, &req).await,
+        "GetDocument" => documents::get(st, &req).await,
+        "DescribeDocument" => documents::describe(st, &req).await,
+        "ListDocuments" => documents::list(st, &req).await,
+        "StartAutomationExecution" => automation::start(st, &req, caller.as_deref()).await,
+        "GetAutomationExecution" => automation::get(st, &req).await,
+        "DescribeAutomationExecutions" => automation::describe_executions(st, &req).await,
+        "DescribeAutomationStepExecutions" => automation::describe_steps(st, &req).await,
+        "StopAutomationExecution" => automation::stop(st, &req).await,
+        other => Err(SsmError::client(
+            "UnknownOperationException",
+            format!(
+                "scriptbox does not implement {other}; it serves {}",
+                OPERATIONS.join(", ")
+            ),
+        )),
+    }
+}

@@ -1,0 +1,514 @@
+//! AWS Signature Version 4: verifying the `Authorization` header of a request.
+//!
+//! Canonical request (AWS's "Create a canonical request"): method, URI path, query string
+//! (sorted, URI-encoded), the signed headers (lower-case names, trimmed values with inner runs of
+//! spaces folded, one `name:value` line each, in the order of `SignedHeaders`), the
+//! `SignedHeaders` list, and the hex SHA-256 of the body. String to sign:
+//! `AWS4-HMAC-SHA256\n<X-Amz-Date>\n<date>/<region>/<service>/aws4_request\n<hex sha256 of the
+//! canonical request>`. Signing key: HMAC chain `AWS4<secret>` → date → region → service →
+//! `aws4_request`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use axum::http::{HeaderMap, Method};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::errors::SsmError;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// How far a request's `X-Amz-Date` may be from now (AWS: 15 minutes).
+pub const MAX_SKEW_SECS: i64 = 15 * 60;
+
+/// Access key id → secret.
+#[derive(Clone, Default)]
+pub struct AccessKeys {
+    keys: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for AccessKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AccessKeys({} keys)", self.keys.len())
+    }
+}
+
+impl AccessKeys {
+    /// Reads `ACCESS_KEY_ID SECRET` lines (whitespace or `:` between; `#` comments, blanks).
+    pub fn from_file(path: &Path) -> Result<AccessKeys, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "cannot read the SSM access keys file {}: {e}",
+                path.display()
+            )
+        })?;
+        let keys = AccessKeys::parse(&text)
+            .map_err(|e| format!("SSM access keys file {}: {e}", path.display()))?;
+        if keys.keys.is_empty() {
+            return Err(format!(
+                "the SSM access keys file {} holds no key",
+                path.display()
+            ));
+        }
+        Ok(keys)
+    }
+
+    /// Parses the file's text.
+    pub fn parse(text: &str) -> Result<AccessKeys, String> {
+        let mut keys = HashMap::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (id, secret) = line
+                .split_once(|c: char| c.is_whitespace() || c == ':')
+                .map(|(a, b)| (a.trim(), b.trim()))
+                .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+                .ok_or_else(|| {
+                    format!("line {}: expected `ACCESS_KEY_ID SECRET_ACCESS_KEY`", n + 1)
+                })?;
+            keys.insert(id.to_string(), secret.to_string());
+        }
+        Ok(AccessKeys { keys })
+    }
+
+    /// A set of keys from pairs.
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> AccessKeys {
+        AccessKeys {
+            keys: pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        }
+    }
+}
+
+/// The parts of an `Authorization: AWS4-HMAC-SHA256 ...` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorization {
+    /// The access key id.
+    pub access_key: String,
+    /// `yyyymmdd`.
+    pub date: String,
+    /// The region.
+    pub region: String,
+    /// The service.
+    pub service: String,
+    /// Lower-case header names, in order.
+    pub signed_headers: Vec<String>,
+    /// Hex.
+    pub signature: String,
+}
+
+fn incomplete(what: &str) -> SsmError {
+    SsmError::client(
+        "IncompleteSignatureException",
+        format!("Authorization header requires {what}."),
+    )
+}
+
+/// Parses the header; `None` when absent.
+pub fn parse_authorization(headers: &HeaderMap) -> Result<Option<Authorization>, SsmError> {
+    let Some(value) = headers.get("authorization") else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| incomplete("an ASCII value"))?
+        .trim();
+    let Some(rest) = value.strip_prefix("AWS4-HMAC-SHA256") else {
+        return Err(SsmError::client(
+            "IncompleteSignatureException",
+            "Authorization header must use the AWS4-HMAC-SHA256 algorithm.",
+        ));
+    };
+    let mut credential = None;
+    let mut signed = None;
+    let mut signature = None;
+    for part in rest.split(',') {
+        let Some((k, v)) = part.trim().split_once('=') else {
+            continue;
+        };
+        match k.trim() {
+            "Credential" => credential = Some(v.trim().to_string()),
+            "SignedHeaders" => signed = Some(v.trim().to_string()),
+            "Signature" => signature = Some(v.trim().to_string()),
+            _ => {}
+        }
+    }
+    let credential = credential.ok_or_else(|| incomplete("'Credential' parameter"))?;
+    let signed = signed.ok_or_else(|| incomplete("'SignedHeaders' parameter"))?;
+    let signature = signature.ok_or_else(|| incomplete("'Signature' parameter"))?;
+    let parts: Vec<&str> = credential.split('/').collect();
+    if parts.len() != 5 || parts[4] != "aws4_request" {
+        return Err(incomplete(
+            "a Credential of the form <key>/<date>/<region>/<service>/aws4_request",
+        ));
+    }
+    Ok(Some(Authorization {
+        access_key: parts[0].to_string(),
+        date: parts[1].to_string(),
+        region: parts[2].to_string(),
+        service: parts[3].to_string(),
+        signed_headers: signed.split(';').map(|h| h.to_ascii_lowercase()).collect(),
+        signature,
+    }))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// URI-encodes per SigV4 (unreserved characters kept; `/` kept when `path`).
+fn uri_encode(s: &str, path: bool) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b'/' if path => out.push('/'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(hex) = std::str::from_utf8(&bytes[i + 1..i + 3])
+            && let Ok(v) = u8::from_str_radix(hex, 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn canonical_query(query: &str) -> String {
+    let mut pairs: Vec<(String, String)> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (
+                uri_encode(&percent_decode(k), false),
+                uri_encode(&percent_decode(v), false),
+            )
+        })
+        .collect();
+    pairs.sort();
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn header_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    let values: Vec<String> = headers
+        .get_all(name)
+        .iter()
+        .map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
+}
+
+/// The canonical request.
+pub fn canonical_request(
+    method: &Method,
+    path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    signed_headers: &[String],
+    body: &[u8],
+) -> String {
+    let mut lines = String::new();
+    for h in signed_headers {
+        let v = header_value(headers, h).unwrap_or_default();
+        lines.push_str(&format!("{h}:{v}\n"));
+    }
+    let path = if path.is_empty() { "/" } else { path };
+    format!(
+        "{}\n{}\n{}\n{}\n{}\n{}",
+        method.as_str(),
+        uri_encode(&percent_decode(path), true),
+        canonical_query(query),
+        lines,
+        signed_headers.join(";"),
+        hex(&Sha256::digest(body))
+    )
+}
+
+/// The expected signature of a request with this secret.
+pub fn signature(secret: &str, auth: &Authorization, amz_date: &str, canonical: &str) -> String {
+    let scope = format!(
+        "{}/{}/{}/aws4_request",
+        auth.date, auth.region, auth.service
+    );
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+        hex(&Sha256::digest(canonical.as_bytes()))
+    );
+    let k_date = hmac(format!("AWS4{secret}").as_bytes(), auth.date.as_bytes());
+    let k_region = hmac(&k_date, auth.region.as_bytes());
+    let k_service = hmac(&k_region, auth.service.as_bytes());
+    let k_signing = hmac(&k_service, b"aws4_request");
+    hex(&hmac(&k_signing, to_sign.as_bytes()))
+}
+
+fn parse_amz_date(s: &str) -> Option<i64> {
+    chrono::NaiveDateTime::parse_from_str(s, "%Y%m%dT%H%M%SZ")
+        .ok()
+        .map(|t| t.and_utc().timestamp())
+}
+
+/// Verifies a request against the keys; `now` is epoch seconds. Returns the access key id.
+pub fn verify(
+    keys: &AccessKeys,
+    method: &Method,
+    path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: i64,
+) -> Result<String, SsmError> {
+    let auth = parse_authorization(headers)?.ok_or_else(|| {
+        SsmError::client(
+            "MissingAuthenticationTokenException",
+            "Request is missing Authentication Token",
+        )
+    })?;
+    let Some(secret) = keys.keys.get(&auth.access_key) else {
+        return Err(SsmError::client(
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        ));
+    };
+    let amz_date = header_value(headers, "x-amz-date").ok_or_else(|| {
+        SsmError::client(
+            "IncompleteSignatureException",
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.",
+        )
+    })?;
+    if !auth.signed_headers.iter().any(|h| h == "host") {
+        return Err(SsmError::client(
+            "InvalidSignatureException",
+            "The host header must be signed.",
+        ));
+    }
+    let when = parse_amz_date(&amz_date).ok_or_else(|| {
+        SsmError::client(
+            "IncompleteSignatureException",
+            format!("X-Amz-Date {amz_date:?} is not of the form yyyyMMddTHHmmssZ."),
+        )
+    })?;
+    if !amz_date.starts_with(&auth.date) {
+        return Err(SsmError::client(
+            "InvalidSignatureException",
+            "The Credential's date does not match X-Amz-Date.",
+        ));
+    }
+    if (now - when).abs() > MAX_SKEW_SECS {
+        return Err(SsmError::client(
+            "InvalidSignatureException",
+            format!(
+                "Signature expired: {amz_date} is now earlier or later than 15 minutes from the server's time."
+            ),
+        ));
+    }
+    let canonical = canonical_request(method, path, query, headers, &auth.signed_headers, body);
+    let expected = signature(secret, &auth, &amz_date, &canonical);
+    let same: bool = expected
+        .as_bytes()
+        .ct_eq(auth.signature.to_ascii_lowercase().as_bytes())
+        .into();
+    if !same {
+        return Err(SsmError {
+            status: axum::http::StatusCode::BAD_REQUEST,
+            code: "InvalidSignatureException",
+            message: "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.".into(),
+        });
+    }
+    Ok(auth.access_key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+    // 2015-08-30T12:36:00Z
+    const AT: i64 = 1_440_938_160;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    /// AWS's SigV4 test suite, `get-vanilla` (botocore computes the same signature).
+    #[test]
+    fn aws_get_vanilla_vector() {
+        let h = headers(&[
+            ("host", "example.amazonaws.com"),
+            ("x-amz-date", "20150830T123600Z"),
+            (
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+            ),
+        ]);
+        let keys = AccessKeys::from_pairs(&[("AKIDEXAMPLE", SECRET)]);
+        let canonical = canonical_request(
+            &Method::GET,
+            "/",
+            "",
+            &h,
+            &["host".into(), "x-amz-date".into()],
+            b"",
+        );
+        assert_eq!(
+            canonical,
+            "GET\n/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            verify(&keys, &Method::GET, "/", "", &h, b"", AT).unwrap(),
+            "AKIDEXAMPLE"
+        );
+    }
+
+    /// An SSM request signed by botocore 1.x (`SigV4Auth(creds, "ssm", "us-east-1")` at the
+    /// same instant), as the AWS CLI and boto3 send it.
+    fn botocore_ssm_request() -> (HeaderMap, &'static [u8]) {
+        (
+            headers(&[
+                ("host", "127.0.0.1:4583"),
+                ("x-amz-target", "AmazonSSM.GetDocument"),
+                ("content-type", "application/x-amz-json-1.1"),
+                ("x-amz-date", "20150830T123600Z"),
+                (
+                    "authorization",
+                    "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/ssm/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=1580eec04f895832d9f8ee447d4075bc409ec97f7d41186be214ebfd16abdd1d",
+                ),
+            ]),
+            br#"{"Name":"MyDoc"}"#,
+        )
+    }
+
+    #[test]
+    fn a_botocore_signed_ssm_request_verifies() {
+        let (h, body) = botocore_ssm_request();
+        let keys = AccessKeys::from_pairs(&[("AKIDEXAMPLE", SECRET)]);
+        assert!(verify(&keys, &Method::POST, "/", "", &h, body, AT).is_ok());
+    }
+
+    #[test]
+    fn tampering_wrong_secret_unknown_key_and_old_requests_are_refused() {
+        let (h, body) = botocore_ssm_request();
+        let keys = AccessKeys::from_pairs(&[("AKIDEXAMPLE", SECRET)]);
+        let code = |r: Result<String, SsmError>| r.unwrap_err().code;
+        // The body changed.
+        assert_eq!(
+            code(verify(
+                &keys,
+                &Method::POST,
+                "/",
+                "",
+                &h,
+                br#"{"Name":"Other"}"#,
+                AT
+            )),
+            "InvalidSignatureException"
+        );
+        // A signed header changed.
+        let mut h2 = h.clone();
+        h2.insert(
+            "x-amz-target",
+            HeaderValue::from_static("AmazonSSM.DeleteDocument"),
+        );
+        assert_eq!(
+            code(verify(&keys, &Method::POST, "/", "", &h2, body, AT)),
+            "InvalidSignatureException"
+        );
+        // Another secret for the key.
+        let other = AccessKeys::from_pairs(&[("AKIDEXAMPLE", "not-the-secret")]);
+        assert_eq!(
+            code(verify(&other, &Method::POST, "/", "", &h, body, AT)),
+            "InvalidSignatureException"
+        );
+        // An unknown key.
+        let unknown = AccessKeys::from_pairs(&[("SOMEONE", SECRET)]);
+        assert_eq!(
+            code(verify(&unknown, &Method::POST, "/", "", &h, body, AT)),
+            "UnrecognizedClientException"
+        );
+        // Replayed 16 minutes later.
+        assert_eq!(
+            code(verify(
+                &keys,
+                &Method::POST,
+                "/",
+                "",
+                &h,
+                body,
+                AT + 16 * 60
+            )),
+            "InvalidSignatureException"
+        );
+        // No Authorization at all.
+        let mut h3 = h.clone();
+        h3.remove("authorization");
+        assert_eq!(
+            code(verify(&keys, &Method::POST, "/", "", &h3, body, AT)),
+            "MissingAuthenticationTokenException"
+        );
+    }
+
+    #[test]
+    fn the_keys_file_is_read() {
+        let k = AccessKeys::parse("# comment\n\nAKID1 secret1\nAKID2:secret2\n").unwrap();
+        assert_eq!(k.keys["AKID1"], "secret1");
+        assert_eq!(k.keys["AKID2"], "secret2");
+        assert!(AccessKeys::parse("lonely\n").is_err());
+    }
+
+    #[test]
+    fn queries_are_sorted_and_encoded() {
+        assert_eq!(canonical_query("b=2&a=1&c=x%20y"), "a=1&b=2&c=x%20y");
+        assert_eq!(uri_encode("/a b/c", true), "/a%20b/c");
+    }
+}
