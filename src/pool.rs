@@ -319,10 +319,13 @@ impl WarmPool {
         });
     }
 
-    /// Every few seconds, empties the pools of runtimes unused for the idle time-out.
+    /// Every 200 ms: empties the pools of runtimes unused for the idle time-out, and tops up
+    /// the others (a refill skipped for want of a free permit is retried here).
     async fn reap_idle(&self) {
         let idle = Duration::from_secs(self.inner.config.idle_timeout_secs);
-        let tick = (idle / 4).clamp(Duration::from_millis(200), Duration::from_secs(10));
+        let tick = Duration::from_millis(200)
+            .min(idle)
+            .max(Duration::from_millis(50));
         loop {
             tokio::select! {
                 _ = self.inner.shutdown.cancelled() => return,
@@ -343,6 +346,17 @@ impl WarmPool {
             };
             for c in retired {
                 self.remove_in_background(c);
+            }
+            let short: Vec<PoolKey> = {
+                let slots = self.lock();
+                slots
+                    .iter()
+                    .filter(|(_, s)| s.ready.len() + s.filling < self.inner.config.size)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            };
+            for key in short {
+                self.refill(&key);
             }
         }
     }

@@ -868,6 +868,46 @@ async fn the_network_is_only_the_containers_own_loopback() {
         tcp.local_addr().unwrap().port(),
         udp.local_addr().unwrap().port(),
     );
+    // A real scriptbox daemon on the host: its Unix socket and its TCP port must be out of reach.
+    let daemon_dir = tempfile::tempdir().unwrap();
+    let token = daemon_dir.path().join("token");
+    std::fs::write(&token, "secret-token-for-the-network-test").unwrap();
+    let socket = daemon_dir.path().join("s.sock");
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_scriptbox"))
+        .arg("serve")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--data-dir")
+        .arg(daemon_dir.path().join("data"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--set",
+            "pool.size=0",
+            "--token-file",
+        ])
+        .arg(&token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(daemon.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    let daemon_port: u16 = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("tcp:"))
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| {
+            p.trim_end_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no tcp address in {ready:?}"));
+    let socket_path = socket.display().to_string();
     let script = format!(
         r#"
 import os, socket
@@ -888,12 +928,31 @@ def h(e, c):
     except OSError as e:
         out['udp'] = type(e).__name__
     out['routes'] = open('/proc/net/route').read().strip().splitlines()[1:]
+    d = socket.socket()
+    d.settimeout(2)
+    try:
+        d.connect(('127.0.0.1', {daemon_port}))
+        out['daemon_tcp'] = 'connected'
+    except OSError as e:
+        out['daemon_tcp'] = type(e).__name__
+    out['daemon_socket_visible'] = os.path.exists({socket_path:?})
     return out
 "#
     );
     let (id, r) = hostile(&engine, &script, 30).await;
     assert_eq!(r.status, StepStatus::Success, "{r:?}");
     assert_eq!(r.payload["interfaces"], json!(["lo"]));
+    assert_ne!(
+        r.payload["daemon_tcp"], "connected",
+        "the daemon's TCP port was reachable"
+    );
+    assert_eq!(
+        r.payload["daemon_socket_visible"], false,
+        "the daemon's socket was visible"
+    );
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let _ = daemon.wait();
     assert_ne!(r.payload["tcp"], "connected");
     assert_eq!(
         r.payload["routes"],
