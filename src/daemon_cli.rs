@@ -536,9 +536,19 @@ pub async fn submit(
         if object.status != 200 {
             return refused(&object, "the execution");
         }
-        let v = object.json();
+        let mut v = object.json();
         let status = v["Status"].as_str().unwrap_or("").to_string();
         if !matches!(status.as_str(), "Queued" | "Running") {
+            // A warm step is recorded at its result, before Docker reports the exit: wait (a
+            // few ms, bounded) for the exit code, so the object is complete, as `invoke` prints it.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while v["Kind"] == "Step"
+                && v.get("ExitCode").is_some_and(Value::is_null)
+                && std::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                v = client.get(&path).await.map_err(unreachable_daemon)?.json();
+            }
             print_execution(&v, args.output)?;
             return Ok(exit_for(&status));
         }

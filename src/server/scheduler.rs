@@ -484,7 +484,7 @@ impl Scheduler {
             }
         };
         let row = self.store.get(&id).await.ok().flatten();
-        let body = match &row {
+        let mut body = match &row {
             Some(row) => {
                 let mut r = row.clone();
                 r.ended_at = Some(now());
@@ -492,17 +492,23 @@ impl Scheduler {
             }
             None => body,
         };
-        if let Err(e) = self
-            .store
-            .finish(Finish {
-                id: id.clone(),
-                status,
-                result: body.to_string(),
-                failure_message: failure,
-                ended_at: now(),
-            })
-            .await
-        {
+        // A warm step's result is recorded before Docker reports the exit: ExitCode is null
+        // (not known yet) until the removal below fills it in.
+        let exit_pending = removal.is_some()
+            && body.get("ExitCode").is_none()
+            && body.get("Kind").and_then(Value::as_str) == Some("Step");
+        if exit_pending && let Some(obj) = body.as_object_mut() {
+            obj.insert("ExitCode".into(), Value::Null);
+        }
+        let ended_at = now();
+        let mut finish = Finish {
+            id: id.clone(),
+            status,
+            result: body.to_string(),
+            failure_message: failure,
+            ended_at,
+        };
+        if let Err(e) = self.store.finish(finish.clone()).await {
             tracing::error!("cannot record the end of {id}: {e}");
         }
         self.metrics.finished(
@@ -513,7 +519,18 @@ impl Scheduler {
         // The result is recorded; a warm run's container may still be on its way out. Docker's
         // exit facts arrive with its removal: an abnormal exit after the result is logged.
         if let Some(removal) = removal {
-            match removal.finish().await {
+            let finished = removal.finish().await;
+            if exit_pending
+                && let Ok(Some(facts)) = &finished
+                && let Some(obj) = body.as_object_mut()
+            {
+                obj.insert("ExitCode".into(), facts.exit_code.into());
+                finish.result = body.to_string();
+                if let Err(e) = self.store.finish(finish).await {
+                    tracing::error!("cannot record the exit code of {id}: {e}");
+                }
+            }
+            match finished {
                 Ok(Some(facts)) if facts.exit_code != Some(0) || facts.oom_killed => {
                     self.store.log(
                         &id,
