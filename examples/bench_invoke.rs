@@ -15,7 +15,7 @@ use scriptbox::protocol::{
     BootstrapLimits, Entry, PROTOCOL_VERSION, RequestHeader, encode_request,
 };
 use scriptbox::runtimes::Catalog;
-use scriptbox::sandbox::Engine;
+use scriptbox::sandbox::{Engine, docker_run_equivalent};
 use scriptbox::step::{self, StepInputs};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
@@ -39,62 +39,6 @@ fn summarize(name: &str, mut samples: Vec<Duration>) -> String {
         percentile(&samples, 0.95),
         mean
     )
-}
-
-/// The `docker run` flags equivalent to scriptbox's container spec (see `sandbox.rs`).
-fn docker_run_args(settings: &Settings, image: &str) -> Vec<String> {
-    let s = &settings.sandbox;
-    let mut args: Vec<String> = vec![
-        "run".into(),
-        "--rm".into(),
-        "-i".into(),
-        "--read-only".into(),
-        "--tmpfs".into(),
-        format!(
-            "/tmp:rw,nosuid,nodev,noexec,size={},nr_inodes={},mode=1777",
-            s.tmpfs_bytes, s.tmpfs_inodes
-        ),
-        "--user".into(),
-        s.user.clone(),
-        "--cap-drop".into(),
-        "ALL".into(),
-        "--security-opt".into(),
-        "no-new-privileges:true".into(),
-        "--network".into(),
-        "none".into(),
-        "--memory".into(),
-        s.memory_bytes.to_string(),
-        "--memory-swap".into(),
-        s.memory_bytes.to_string(),
-        "--cpus".into(),
-        format!("{}", s.nano_cpus as f64 / 1e9),
-        "--pids-limit".into(),
-        s.pids_limit.to_string(),
-        "--init".into(),
-        "--ulimit".into(),
-        format!("nofile={0}:{0}", s.nofile),
-        "--ulimit".into(),
-        format!("fsize={0}:{0}", s.fsize_bytes),
-        "--ulimit".into(),
-        "core=0:0".into(),
-        "--log-driver".into(),
-        "none".into(),
-        "--shm-size".into(),
-        s.shm_bytes.to_string(),
-        "--ipc".into(),
-        "private".into(),
-        "--runtime".into(),
-        s.container_runtime.clone(),
-        "-e".into(),
-        "HOME=/tmp".into(),
-        "-e".into(),
-        "LANG=C.UTF-8".into(),
-        "-w".into(),
-        "/tmp".into(),
-        image.into(),
-    ];
-    args.extend(["python3".into(), "/opt/scriptbox/bootstrap.py".into()]);
-    args
 }
 
 fn request_bytes() -> Vec<u8> {
@@ -169,7 +113,11 @@ async fn main() -> anyhow::Result<()> {
     let mut warm = Vec::new();
     let mut through_cli = Vec::new();
     let mut docker_run = Vec::new();
-    let run_args = docker_run_args(&settings, &image);
+    let run_args = docker_run_equivalent(
+        &settings.sandbox,
+        &image,
+        &["python3".into(), "/opt/scriptbox/bootstrap.py".into()],
+    );
     let stdin = request_bytes();
     for i in 0..=n {
         let began = Instant::now();

@@ -18,6 +18,7 @@ use scriptbox::config::Settings;
 use scriptbox::protocol::{
     BootstrapLimits, Entry, PROTOCOL_VERSION, RequestHeader, encode_request,
 };
+use scriptbox::sandbox::docker_run_equivalent;
 use serde_json::{Map, json};
 
 const SCRIPT: &str = "def h(events, context):\n    return {'ok': True}\n";
@@ -138,65 +139,6 @@ fn row(name: &str, mut samples: Vec<Duration>) -> (String, f64) {
     )
 }
 
-fn docker_run_args(image: &str) -> Vec<String> {
-    let s = Settings::default().sandbox;
-    let mut a: Vec<String> = [
-        "run",
-        "--rm",
-        "-i",
-        "--read-only",
-        "--user",
-        &s.user,
-        "--cap-drop",
-        "ALL",
-        "--security-opt",
-        "no-new-privileges:true",
-        "--network",
-        "none",
-        "--init",
-        "--log-driver",
-        "none",
-        "--ipc",
-        "private",
-        "-w",
-        "/tmp",
-        "-e",
-        "HOME=/tmp",
-        "-e",
-        "LANG=C.UTF-8",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    a.extend([
-        "--tmpfs".into(),
-        format!(
-            "/tmp:rw,nosuid,nodev,noexec,size={},nr_inodes={},mode=1777",
-            s.tmpfs_bytes, s.tmpfs_inodes
-        ),
-        "--memory".into(),
-        s.memory_bytes.to_string(),
-        "--memory-swap".into(),
-        s.memory_bytes.to_string(),
-        "--cpus".into(),
-        format!("{}", s.nano_cpus as f64 / 1e9),
-        "--pids-limit".into(),
-        s.pids_limit.to_string(),
-        "--ulimit".into(),
-        format!("nofile={0}:{0}", s.nofile),
-        "--ulimit".into(),
-        format!("fsize={0}:{0}", s.fsize_bytes),
-        "--ulimit".into(),
-        "core=0:0".into(),
-        "--shm-size".into(),
-        s.shm_bytes.to_string(),
-        image.into(),
-        "python3".into(),
-        "/opt/scriptbox/bootstrap.py".into(),
-    ]);
-    a
-}
-
 fn docker_run_once(args: &[String]) -> Duration {
     let header = RequestHeader {
         v: PROTOCOL_VERSION,
@@ -274,7 +216,11 @@ async fn main() {
     run_once(&cold.client).await.expect("cold warm-up");
     let socket_arg = warm.socket.display().to_string();
     let image = "scriptbox-runtime:python3.11";
-    let run_args = docker_run_args(image);
+    let run_args = docker_run_equivalent(
+        &Settings::default().sandbox,
+        image,
+        &["python3".into(), "/opt/scriptbox/bootstrap.py".into()],
+    );
     let (mut api_warm, mut api_cold, mut cli_warm, mut cli_cold, mut docker) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let slow_n = (n / 5).max(10);

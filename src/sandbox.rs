@@ -364,6 +364,51 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// The `docker run --rm -i` arguments equivalent to [`Engine::container_spec`] for `image` and
+/// `command` (the benchmarks compare scriptbox with exactly this; labels are left out).
+pub fn docker_run_equivalent(
+    config: &SandboxConfig,
+    image: &str,
+    command: &[String],
+) -> Vec<String> {
+    let c = config;
+    let mut args: Vec<String> = ["run", "--rm", "-i", "--read-only", "--tmpfs"]
+        .map(String::from)
+        .to_vec();
+    args.push(format!(
+        "/tmp:rw,nosuid,nodev,noexec,size={},nr_inodes={},mode=1777",
+        c.tmpfs_bytes, c.tmpfs_inodes
+    ));
+    let pairs = [
+        ("--user", c.user.clone()),
+        ("--cap-drop", "ALL".into()),
+        ("--security-opt", "no-new-privileges:true".into()),
+        ("--network", c.network.clone()),
+        ("--memory", c.memory_bytes.to_string()),
+        ("--memory-swap", c.memory_bytes.to_string()),
+        ("--cpus", format!("{}", c.nano_cpus as f64 / 1e9)),
+        ("--pids-limit", c.effective_pids_limit().to_string()),
+        ("--ulimit", format!("nofile={0}:{0}", c.nofile)),
+        ("--ulimit", format!("fsize={0}:{0}", c.fsize_bytes)),
+        ("--ulimit", "core=0:0".into()),
+        ("--log-driver", "none".into()),
+        ("--shm-size", c.shm_bytes.to_string()),
+        ("--ipc", "private".into()),
+        ("--runtime", c.container_runtime.clone()),
+        ("-e", "HOME=/tmp".into()),
+        ("-e", "LANG=C.UTF-8".into()),
+        ("-w", "/tmp".into()),
+    ];
+    for (flag, value) in pairs {
+        args.push(flag.into());
+        args.push(value);
+    }
+    args.push("--init".into());
+    args.push(image.into());
+    args.extend(command.iter().cloned());
+    args
+}
+
 /// Runs a Docker call under a deadline, mapping both failure kinds to [`SandboxError`].
 async fn call<T>(
     operation: &'static str,
@@ -1010,6 +1055,24 @@ impl Drop for RemovalGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_docker_run_equivalent_carries_every_limit() {
+        let c = SandboxConfig::default();
+        let args = docker_run_equivalent(&c, "img", &["python3".into()]).join(" ");
+        for want in [
+            "--read-only".to_string(),
+            format!("--memory {0} --memory-swap {0}", c.memory_bytes),
+            format!("--pids-limit {}", c.pids_limit),
+            "--network none".into(),
+            "--cap-drop ALL".into(),
+            "--security-opt no-new-privileges:true".into(),
+            "--log-driver none".into(),
+            "--init img python3".into(),
+        ] {
+            assert!(args.contains(&want), "{want} missing from {args}");
+        }
+    }
 
     #[test]
     fn owner_labels_round_trip_and_detect_the_living() {
