@@ -445,7 +445,7 @@ async fn runtimes(
     }
     writeln!(
         out,
-        "{:<22} {:<30} {:<9} {:<10} NOTE",
+        "{:<36} {:<33} {:<9} {:<10} NOTE",
         "RUNTIME", "IMAGE", "IMAGE?", "AWS"
     )
     .map_err(io)?;
@@ -458,7 +458,7 @@ async fn runtimes(
         }
         writeln!(
             out,
-            "{:<22} {:<30} {:<9} {:<10} {}",
+            "{:<36} {:<33} {:<9} {:<10} {}",
             name,
             s("Image"),
             s("ImageState"),
