@@ -46,6 +46,15 @@ fn sha256(bytes: &[u8]) -> String {
 
 /// Loads, resolves and runs a runbook file through the real engine; `None` when skipped.
 async fn run_file(path: &Path, params: &[(&str, &str)]) -> Option<(Execution, Vec<String>)> {
+    run_file_until(path, params, &CancellationToken::new()).await
+}
+
+/// As [`run_file`], with a cancellation token.
+async fn run_file_until(
+    path: &Path,
+    params: &[(&str, &str)],
+    cancel: &CancellationToken,
+) -> Option<(Execution, Vec<String>)> {
     let engine = common::engine().await?;
     if !common::require_image(&engine, "python3.11").await {
         return None;
@@ -84,7 +93,7 @@ async fn run_file(path: &Path, params: &[(&str, &str)]) -> Option<(Execution, Ve
                 log.push(format!("{}: {}", step.name, line.text));
             }
         },
-        &CancellationToken::new(),
+        cancel,
     )
     .await;
     Some((e, log))
@@ -589,4 +598,79 @@ async fn conformance_runbooks_that_need_no_aws_account_run() {
         ran += 1;
     }
     assert!(ran >= 1, "no conformance runbook was executed");
+}
+
+/// Cancelling a running runbook kills the step's container (the step and the execution end
+/// `Cancelled`) and runs the `onCancel` step, in a real container too.
+#[tokio::test]
+async fn cancelling_a_runbook_kills_its_step_and_runs_on_cancel() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = write(
+        dir.path(),
+        "cancel.yaml",
+        br#"schemaVersion: '0.3'
+mainSteps:
+  - name: sleeper
+    action: aws:executeScript
+    onCancel: step:cleanup
+    inputs:
+      Runtime: python3.11
+      Handler: h
+      Script: |-
+        import time
+        def h(e, c):
+            print('sleeping', flush=True)
+            time.sleep(120)
+  - name: cleanup
+    action: aws:executeScript
+    isEnd: true
+    inputs:
+      Runtime: python3.11
+      Handler: h
+      Script: |-
+        def h(e, c):
+            return 'cleaned up'
+    outputs:
+      - Name: Note
+        Selector: $.Payload
+        Type: String
+"#,
+    );
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        trigger.cancel();
+    });
+    let began = std::time::Instant::now();
+    let Some((e, log)) = run_file_until(&doc, &[], &cancel).await else {
+        return;
+    };
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        began.elapsed()
+    );
+    assert_eq!(e.status.as_str(), "Cancelled", "{e:?}");
+    let sleeper = e.steps.iter().find(|s| s.name == "sleeper").unwrap();
+    assert_eq!(sleeper.status.as_str(), "Cancelled");
+    assert!(log.iter().any(|l| l == "sleeper: sleeping"), "{log:?}");
+    let cleanup = e
+        .steps
+        .iter()
+        .find(|s| s.name == "cleanup")
+        .expect("onCancel ran");
+    assert_eq!(cleanup.status.as_str(), "Success", "{cleanup:?}");
+    assert_eq!(cleanup.payload, Some(serde_json::json!("cleaned up")));
+    // Neither step's container is left: they carry the step execution ids as labels.
+    let engine = common::engine().await.unwrap();
+    for step in &e.steps {
+        assert!(
+            common::containers_of(&engine, &step.step_execution_id)
+                .await
+                .is_empty(),
+            "{} left a container",
+            step.name
+        );
+    }
 }
