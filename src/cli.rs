@@ -232,7 +232,7 @@ async fn dispatch(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Cli
             command: ImagesCommand::Build { runtimes, force },
         } => build_images(runtimes, force, settings, catalog).await,
         Command::Run(args) => run_runbook(args, settings, catalog, shutdown).await,
-        Command::Validate(args) => validate_runbook(args, settings, catalog),
+        Command::Validate(args) => validate_runbook(args, settings, catalog).await,
         Command::Conformance(args) => conformance(args, settings, catalog),
         Command::Serve(args) => crate::daemon_cli::serve(args, settings, catalog, shutdown).await,
         Command::Submit(args) => crate::daemon_cli::submit(args, settings, catalog).await,
@@ -563,6 +563,46 @@ pub struct RunArgs {
     pub output: OutputFormat,
 }
 
+/// Notes on the runtimes a valid document uses whose images are not built here (the document is
+/// still valid: building the image is the operator's step, and `run` would exit 3 naming it).
+async fn image_notes(
+    doc: &rb::document::Runbook,
+    settings: &Settings,
+    catalog: &Catalog,
+) -> Vec<String> {
+    let mut runtimes: Vec<&str> = doc
+        .steps
+        .iter()
+        .filter(|s| s.action == "aws:executeScript")
+        .filter_map(|s| s.inputs.get("Runtime").and_then(Value::as_str))
+        .collect();
+    runtimes.sort_unstable();
+    runtimes.dedup();
+    let Ok(engine) = Engine::connect(settings.sandbox.clone()).await else {
+        return vec![
+            "no Docker engine answered: whether the runtimes' images are built was not checked"
+                .into(),
+        ];
+    };
+    let mut notes = Vec::new();
+    for name in runtimes {
+        let Some(rt) = catalog.resolve(name) else {
+            continue;
+        };
+        match images::image_state(&engine, &rt).await {
+            Ok(images::ImageState::Current) => {}
+            Ok(state) => notes.push(format!(
+                "runtime {name}: image {} is {}; build it with `scriptbox images build {:?}`",
+                rt.runtime.image,
+                state.as_str(),
+                rt.runtime.name
+            )),
+            Err(e) => notes.push(format!("runtime {name}: image state unknown ({e})")),
+        }
+    }
+    notes
+}
+
 /// `scriptbox validate`
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
@@ -692,7 +732,7 @@ fn refuse(doc: &Path, what: &str, refused: &Refused, format: OutputFormat) -> Ex
     ExitCode::from(2)
 }
 
-fn validate_runbook(
+async fn validate_runbook(
     args: ValidateArgs,
     settings: Settings,
     catalog: Catalog,
@@ -727,12 +767,16 @@ fn validate_runbook(
             }
         }
     }
+    let notes = image_notes(&doc, &settings, &catalog).await;
     if args.output == OutputFormat::Json {
         println!(
             "{}",
-            serde_json::json!({ "Valid": true, "Document": args.document.display().to_string(), "Problems": [] })
+            serde_json::json!({ "Valid": true, "Document": args.document.display().to_string(), "Problems": [], "Notes": notes })
         );
     } else {
+        for note in &notes {
+            eprintln!("note: {note}");
+        }
         println!(
             "{} is valid: {} step{}, {} parameter{}",
             args.document.display(),

@@ -343,3 +343,38 @@ async fn a_runtime_that_cannot_be_built_here_says_what_is_missing() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn validate_notes_runtimes_whose_image_is_not_built() {
+    let Some(engine) = common::engine().await else {
+        return;
+    };
+    let rt = scriptbox::runtimes::Catalog::builtin();
+    let rt = rt.resolve("python3.8").unwrap();
+    if scriptbox::images::image_state(&engine, &rt).await.unwrap()
+        == scriptbox::images::ImageState::Current
+    {
+        eprintln!("SKIPPED: the python3.8 image is built here, so there is nothing to note");
+        return;
+    }
+    let doc = temp_file(
+        "legacy.yaml",
+        "schemaVersion: '0.3'\nmainSteps:\n  - name: s\n    action: aws:executeScript\n    inputs:\n      Runtime: python3.8\n      Handler: h\n      Script: |-\n        def h(e, c):\n            return 1\n",
+    );
+    let out = scriptbox(&["validate", doc.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the document itself is valid: {}",
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("note: runtime python3.8: image scriptbox-runtime:python3.8 is missing"),
+        "{err}"
+    );
+    assert!(
+        err.contains("scriptbox images build \"python3.8\""),
+        "{err}"
+    );
+}
