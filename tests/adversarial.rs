@@ -872,41 +872,25 @@ async fn the_network_is_only_the_containers_own_loopback() {
     let daemon_dir = tempfile::tempdir().unwrap();
     let token = daemon_dir.path().join("token");
     std::fs::write(&token, "secret-token-for-the-network-test").unwrap();
-    let socket = daemon_dir.path().join("s.sock");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_scriptbox"))
-        .arg("serve")
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--data-dir")
-        .arg(daemon_dir.path().join("data"))
-        .args([
+    let token_arg = token.display().to_string();
+    let mut daemon = common::daemon::Daemon::start(
+        daemon_dir.path(),
+        &[
             "--listen",
             "127.0.0.1:0",
             "--set",
             "pool.size=0",
             "--token-file",
-        ])
-        .arg(&token)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(daemon.stdout.take().unwrap()),
-        &mut ready,
-    )
-    .unwrap();
-    let daemon_port: u16 = ready
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("tcp:"))
+            &token_arg,
+        ],
+    );
+    let daemon_port: u16 = daemon
+        .tcp
+        .as_deref()
         .and_then(|a| a.rsplit(':').next())
-        .and_then(|p| {
-            p.trim_end_matches(|c: char| !c.is_ascii_digit())
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no tcp address in {ready:?}"));
+        .and_then(|p| p.parse().ok())
+        .expect("the daemon's TCP port");
+    let socket = daemon.socket.clone();
     let socket_path = socket.display().to_string();
     let script = format!(
         r#"
@@ -950,9 +934,11 @@ def h(e, c):
         r.payload["daemon_socket_visible"], false,
         "the daemon's socket was visible"
     );
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    let _ = daemon.wait();
+    let (status, _) = daemon.terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "the daemon stopped cleanly after the probes"
+    );
     assert_ne!(r.payload["tcp"], "connected");
     assert_eq!(
         r.payload["routes"],

@@ -4,10 +4,11 @@
 
 mod common;
 
+use common::daemon::Daemon;
+
 use std::collections::HashSet;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use scriptbox::client::{Answer, Client, Endpoint};
@@ -15,101 +16,6 @@ use scriptbox::sandbox::Engine;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_scriptbox");
-
-/// A running `scriptbox serve`.
-struct Daemon {
-    child: Option<Child>,
-    socket: PathBuf,
-    data_dir: PathBuf,
-    tcp: Option<String>,
-}
-
-impl Daemon {
-    /// Starts a daemon in `dir` and waits for its ready line.
-    fn start(dir: &Path, extra: &[&str]) -> Daemon {
-        let socket = dir.join("s.sock");
-        let data_dir = dir.join("data");
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .env_remove("SCRIPTBOX_SOCKET");
-        if let Ok(rt) = std::env::var("SCRIPTBOX_TEST_RUNTIME") {
-            cmd.arg("--container-runtime").arg(rt);
-        }
-        let mut child = cmd.spawn().expect("start scriptbox serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the daemon prints its ready line");
-        assert!(line.starts_with("scriptbox serve: listening on"), "{line}");
-        let tcp = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("tcp:"))
-            .map(str::to_string);
-        Daemon {
-            child: Some(child),
-            socket,
-            data_dir,
-            tcp,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    fn client(&self) -> Client {
-        Client::new(Endpoint::Unix(self.socket.clone()))
-    }
-
-    /// kill -9, and reap the process (a zombie still looks alive in /proc).
-    fn kill9(&mut self) {
-        let mut child = self.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    /// SIGTERM; returns the exit status and how long the exit took.
-    fn terminate(&mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
-        let mut child = self.child.take().unwrap();
-        let began = Instant::now();
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return (status, began.elapsed());
-            }
-            if began.elapsed() > limit {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                panic!("the daemon did not exit within {limit:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// Engine and python3.11 image, or skip.
 async fn ready() -> Option<Engine> {

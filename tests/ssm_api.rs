@@ -5,9 +5,10 @@
 
 mod common;
 
-use std::io::BufRead;
+use common::daemon::Daemon;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -16,61 +17,11 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_scriptbox");
 
-struct Daemon {
-    child: Option<Child>,
-    socket: PathBuf,
-    endpoint: String,
-}
-
-impl Daemon {
-    fn start(dir: &Path, extra: &[&str]) -> Daemon {
-        let socket = dir.join("s.sock");
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .args(["--listen", "127.0.0.1:0", "--ssm-api"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .env_remove("SCRIPTBOX_SOCKET");
-        if let Ok(rt) = std::env::var("SCRIPTBOX_TEST_RUNTIME") {
-            cmd.arg("--container-runtime").arg(rt);
-        }
-        let mut child = cmd.spawn().expect("start scriptbox serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the daemon prints its ready line");
-        let tcp = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("tcp:"))
-            .expect("a tcp address")
-            .to_string();
-        Daemon {
-            child: Some(child),
-            socket,
-            endpoint: format!("http://{tcp}"),
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// A daemon with the SSM API on a loopback TCP port.
+fn ssm_daemon(dir: &Path, extra: &[&str]) -> Daemon {
+    let mut args = vec!["--listen", "127.0.0.1:0", "--ssm-api"];
+    args.extend_from_slice(extra);
+    Daemon::start(dir, &args)
 }
 
 static VENV: Mutex<()> = Mutex::new(());
@@ -203,7 +154,7 @@ async fn boto3_documents_executions_and_errors() {
     std::fs::write(&token, "n4tive-token\n").unwrap();
     // With a token file the native API shares the TCP listener (behind the token); SSM requests
     // need no token.
-    let d = Daemon::start(dir.path(), &["--token-file", token.to_str().unwrap()]);
+    let d = ssm_daemon(dir.path(), &["--token-file", token.to_str().unwrap()]);
     let files = dir.path().join("files");
     std::fs::create_dir_all(&files).unwrap();
     std::fs::write(
@@ -212,7 +163,7 @@ async fn boto3_documents_executions_and_errors() {
     )
     .unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ssm/boto3_flow.py");
-    let (endpoint, folder) = (d.endpoint.clone(), files.to_str().unwrap().to_string());
+    let (endpoint, folder) = (d.endpoint().clone(), files.to_str().unwrap().to_string());
     let o = tokio::task::spawn_blocking(move || {
         python(
             &venv,
@@ -255,7 +206,7 @@ async fn boto3_documents_executions_and_errors() {
     assert_eq!(one["DocumentName"], "Greeter");
     // Over TCP too, with the bearer token.
     let tcp = Client::new(Endpoint::Tcp {
-        addr: d.endpoint.trim_start_matches("http://").to_string(),
+        addr: d.endpoint().trim_start_matches("http://").to_string(),
         token: Some("n4tive-token".into()),
     });
     let a = tcp
@@ -265,7 +216,7 @@ async fn boto3_documents_executions_and_errors() {
     assert_eq!(a.status, 200);
     assert_eq!(a.json()["Status"], "Failed");
     let anon = Client::new(Endpoint::Tcp {
-        addr: d.endpoint.trim_start_matches("http://").to_string(),
+        addr: d.endpoint().trim_start_matches("http://").to_string(),
         token: None,
     });
     assert_eq!(anon.get("/v1/executions").await.unwrap().status, 401);
@@ -283,14 +234,14 @@ async fn boto3_documents_executions_and_errors() {
 async fn aws_cli_creates_starts_and_reads_outputs() {
     let Some(venv) = ready().await else { return };
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), &[]);
+    let d = ssm_daemon(dir.path(), &[]);
     let doc = dir.path().join("Echo.yaml");
     std::fs::write(
         &doc,
         "schemaVersion: '0.3'\nparameters:\n  Names:\n    type: StringList\n  Greeting:\n    type: String\n    default: hi\noutputs: [Join.Text]\nmainSteps:\n  - name: Join\n    action: aws:executeScript\n    inputs:\n      Runtime: python3.11\n      Handler: h\n      Script: |\n        def h(e, c):\n            return {'text': e['g'] + ' ' + ','.join(e['names'])}\n      InputPayload:\n        names: '{{ Names }}'\n        g: '{{ Greeting }}'\n    outputs:\n      - {Name: Text, Selector: $.Payload.text, Type: String}\n",
     )
     .unwrap();
-    let ep = d.endpoint.clone();
+    let ep = d.endpoint().clone();
     let venv2 = venv.clone();
     let doc_arg = format!("file://{}", doc.display());
     let result = tokio::task::spawn_blocking(move || {
@@ -361,7 +312,7 @@ async fn aws_cli_creates_starts_and_reads_outputs() {
 
     // An error through the CLI: its exit status and the exception name.
     let venv = venv2;
-    let ep = d.endpoint.clone();
+    let ep = d.endpoint().clone();
     let o = tokio::task::spawn_blocking(move || {
         aws(
             &venv,
@@ -396,11 +347,11 @@ async fn access_keys_verify_signatures_and_loopback_rule() {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys");
     std::fs::write(&keys, "# id secret\nAKIDSCRIPTBOX s3cr3t/Key+1\n").unwrap();
-    let d = Daemon::start(
+    let d = ssm_daemon(
         dir.path(),
         &["--ssm-access-keys-file", keys.to_str().unwrap()],
     );
-    let ep = d.endpoint.clone();
+    let ep = d.endpoint().clone();
     let outs = tokio::task::spawn_blocking(move || {
         [
             ("AKIDSCRIPTBOX", "s3cr3t/Key+1"),
@@ -427,7 +378,7 @@ async fn access_keys_verify_signatures_and_loopback_rule() {
     );
     // The native API on this listener still needs the bearer token (none is configured here:
     // the listener serves only the SSM API).
-    let tcp = d.endpoint.trim_start_matches("http://").to_string();
+    let tcp = d.endpoint().trim_start_matches("http://").to_string();
     let anon = Client::new(Endpoint::Tcp {
         addr: tcp,
         token: None,

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different subset of these helpers.
 
+pub mod daemon;
+
 use std::time::Duration;
 
 use scriptbox::config::Settings;
