@@ -352,7 +352,10 @@ pub async fn execute_step_pooled(
     };
     let mut observer = StepObserver::new(options.limits, options.on_log);
     let pooled = prestarted.is_some();
-    let defer = pooled;
+    // Returning at the result frame is safe only where the handler's stderr is framed on the same
+    // ordered stream (the Python bootstrap); PowerShell's stderr is raw, so its late lines could
+    // arrive after the result: a pooled PowerShell run waits for the exit as a cold one does.
+    let defer = pooled && step.language == crate::runtimes::Language::Python;
     let mut ran = engine
         .run_with(prestarted, job.clone(), &mut observer, cancel, defer)
         .await;
