@@ -544,12 +544,12 @@ async fn build_images(
 // ---------------------------------------------------------------------------------------------
 // Runbooks: `scriptbox run`, `scriptbox validate`, `scriptbox conformance`.
 
-/// `scriptbox run`
+/// A runbook and its inputs, as `run` and `validate` take them.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub struct RunbookInput {
     /// The runbook (.yaml, .yml or .json).
     pub document: PathBuf,
-    /// A parameter value, `Name=Value`; repeat for several.
+    /// A parameter value, `Name=Value`; repeat for several (`validate` checks those given).
     #[arg(short = 'p', long = "parameter", value_name = "NAME=VALUE")]
     pub parameters: Vec<String>,
     /// Parameter values from a JSON or YAML map (typed values, or lists of strings as AWS's API).
@@ -558,65 +558,25 @@ pub struct RunArgs {
     /// Where the document's `files` are (default: the document's folder).
     #[arg(long, value_name = "DIR")]
     pub attachments: Option<PathBuf>,
+}
+
+/// `scriptbox run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The runbook and its inputs.
+    #[command(flatten)]
+    pub input: RunbookInput,
     /// Output format: text (live progress on stderr) or one GetAutomationExecution-shaped JSON object.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
 
-/// Notes on the runtimes a valid document uses whose images are not built here (the document is
-/// still valid: building the image is the operator's step, and `run` would exit 3 naming it).
-async fn image_notes(
-    doc: &rb::document::Runbook,
-    settings: &Settings,
-    catalog: &Catalog,
-) -> Vec<String> {
-    let mut runtimes: Vec<&str> = doc
-        .steps
-        .iter()
-        .filter(|s| s.action == "aws:executeScript")
-        .filter_map(|s| s.inputs.get("Runtime").and_then(Value::as_str))
-        .collect();
-    runtimes.sort_unstable();
-    runtimes.dedup();
-    let Ok(engine) = Engine::connect(settings.sandbox.clone()).await else {
-        return vec![
-            "no Docker engine answered: whether the runtimes' images are built was not checked"
-                .into(),
-        ];
-    };
-    let mut notes = Vec::new();
-    for name in runtimes {
-        let Some(rt) = catalog.resolve(name) else {
-            continue;
-        };
-        match images::image_state(&engine, &rt).await {
-            Ok(images::ImageState::Current) => {}
-            Ok(state) => notes.push(format!(
-                "runtime {name}: image {} is {}; build it with `scriptbox images build {:?}`",
-                rt.runtime.image,
-                state.as_str(),
-                rt.runtime.name
-            )),
-            Err(e) => notes.push(format!("runtime {name}: image state unknown ({e})")),
-        }
-    }
-    notes
-}
-
 /// `scriptbox validate`
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// The runbook.
-    pub document: PathBuf,
-    /// Parameter values to check too, `Name=Value` (without them, required ones are not reported).
-    #[arg(short = 'p', long = "parameter", value_name = "NAME=VALUE")]
-    pub parameters: Vec<String>,
-    /// Parameter values from a JSON or YAML map, checked too.
-    #[arg(long, value_name = "FILE")]
-    pub parameters_file: Option<PathBuf>,
-    /// Where the document's `files` are (default: the document's folder).
-    #[arg(long, value_name = "DIR")]
-    pub attachments: Option<PathBuf>,
+    /// The runbook and its inputs (without parameter values, required ones are not reported).
+    #[command(flatten)]
+    pub input: RunbookInput,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -732,23 +692,76 @@ fn refuse(doc: &Path, what: &str, refused: &Refused, format: OutputFormat) -> Ex
     ExitCode::from(2)
 }
 
+/// A loaded runbook and the parameter values given for it.
+type LoadedInput = (
+    rb::document::Runbook,
+    Vec<(String, rb::parameters::Supplied)>,
+);
+
+/// Reads a runbook input: the parameter values given, and the document loaded and checked.
+/// An invalid document is reported (every problem) and comes back as its exit code.
+fn load_runbook_input(
+    input: &RunbookInput,
+    settings: &Settings,
+    catalog: &Catalog,
+    output: OutputFormat,
+) -> Result<Result<LoadedInput, ExitCode>, CliError> {
+    let options = load_options(settings, catalog, &input.attachments);
+    let supplied = supplied_parameters(&input.parameters, &input.parameters_file)?;
+    Ok(match rb::document::load_file(&input.document, &options) {
+        Ok(doc) => Ok((doc, supplied)),
+        Err(refused) => Err(refuse(&input.document, "is not valid", &refused, output)),
+    })
+}
+
+/// Notes on the runtimes a valid document uses whose images are not built here (the document is
+/// still valid: building the image is the operator's step, and `run` would exit 3 naming it).
+async fn image_notes(
+    doc: &rb::document::Runbook,
+    settings: &Settings,
+    catalog: &Catalog,
+) -> Vec<String> {
+    let mut runtimes: Vec<&str> = doc
+        .steps
+        .iter()
+        .filter(|s| s.action == "aws:executeScript")
+        .filter_map(|s| s.inputs.get("Runtime").and_then(Value::as_str))
+        .collect();
+    runtimes.sort_unstable();
+    runtimes.dedup();
+    let Ok(engine) = Engine::connect(settings.sandbox.clone()).await else {
+        return vec![
+            "no Docker engine answered: whether the runtimes' images are built was not checked"
+                .into(),
+        ];
+    };
+    let mut notes = Vec::new();
+    for name in runtimes {
+        let Some(rt) = catalog.resolve(name) else {
+            continue;
+        };
+        match images::image_state(&engine, &rt).await {
+            Ok(images::ImageState::Current) => {}
+            Ok(state) => notes.push(format!(
+                "runtime {name}: image {} is {}; build it with `scriptbox images build {:?}`",
+                rt.runtime.image,
+                state.as_str(),
+                rt.runtime.name
+            )),
+            Err(e) => notes.push(format!("runtime {name}: image state unknown ({e})")),
+        }
+    }
+    notes
+}
+
 async fn validate_runbook(
     args: ValidateArgs,
     settings: Settings,
     catalog: Catalog,
 ) -> Result<ExitCode, CliError> {
-    let options = load_options(&settings, &catalog, &args.attachments);
-    let supplied = supplied_parameters(&args.parameters, &args.parameters_file)?;
-    let doc = match rb::document::load_file(&args.document, &options) {
-        Ok(d) => d,
-        Err(refused) => {
-            return Ok(refuse(
-                &args.document,
-                "is not valid",
-                &refused,
-                args.output,
-            ));
-        }
+    let (doc, supplied) = match load_runbook_input(&args.input, &settings, &catalog, args.output)? {
+        Ok(loaded) => loaded,
+        Err(refused) => return Ok(refused),
     };
     if !supplied.is_empty() {
         if let Err(problems) = rb::parameters::resolve(&doc.parameters, &supplied) {
@@ -759,7 +772,7 @@ async fn validate_runbook(
                 .collect();
             if !problems.is_empty() {
                 return Ok(refuse(
-                    &args.document,
+                    &args.input.document,
                     "parameters are not valid",
                     &Refused { problems },
                     args.output,
@@ -771,7 +784,7 @@ async fn validate_runbook(
     if args.output == OutputFormat::Json {
         println!(
             "{}",
-            serde_json::json!({ "Valid": true, "Document": args.document.display().to_string(), "Problems": [], "Notes": notes })
+            serde_json::json!({ "Valid": true, "Document": args.input.document.display().to_string(), "Problems": [], "Notes": notes })
         );
     } else {
         for note in &notes {
@@ -779,7 +792,7 @@ async fn validate_runbook(
         }
         println!(
             "{} is valid: {} step{}, {} parameter{}",
-            args.document.display(),
+            args.input.document.display(),
             doc.steps.len(),
             if doc.steps.len() == 1 { "" } else { "s" },
             doc.parameters.len(),
@@ -808,24 +821,15 @@ async fn run_runbook(
     catalog: Catalog,
     shutdown: CancellationToken,
 ) -> Result<ExitCode, CliError> {
-    let options = load_options(&settings, &catalog, &args.attachments);
-    let supplied = supplied_parameters(&args.parameters, &args.parameters_file)?;
-    let doc = match rb::document::load_file(&args.document, &options) {
-        Ok(d) => d,
-        Err(refused) => {
-            return Ok(refuse(
-                &args.document,
-                "is not valid",
-                &refused,
-                args.output,
-            ));
-        }
+    let (doc, supplied) = match load_runbook_input(&args.input, &settings, &catalog, args.output)? {
+        Ok(loaded) => loaded,
+        Err(refused) => return Ok(refused),
     };
     let params = match rb::parameters::resolve(&doc.parameters, &supplied) {
         Ok(p) => p,
         Err(problems) => {
             return Ok(refuse(
-                &args.document,
+                &args.input.document,
                 "cannot run with these parameters",
                 &Refused { problems },
                 args.output,
