@@ -378,3 +378,67 @@ async fn validate_notes_runtimes_whose_image_is_not_built() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn ctrl_c_cancels_the_step_and_removes_its_container_before_exiting() {
+    let Some(engine) = common::engine().await else {
+        return;
+    };
+    if !common::require_image(&engine, "python3.11").await {
+        return;
+    }
+    let script = temp_file(
+        "sleep.py",
+        "import time\n\ndef h(e, c):\n    time.sleep(300)\n",
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_scriptbox"))
+        .args([
+            "invoke",
+            "--runtime",
+            "python3.11",
+            "--handler",
+            "h",
+            "--output",
+            "json",
+            "--script",
+        ])
+        .arg(&script)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let owner = format!(":{}:", child.id());
+    let mut container = None;
+    for _ in 0..400 {
+        container = engine
+            .labelled_containers()
+            .await
+            .unwrap()
+            .into_iter()
+            .find_map(|c| {
+                let mine = c.labels.as_ref()?.get("scriptbox.daemon")?.contains(&owner);
+                if mine { c.id } else { None }
+            });
+        if container.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let container = container.expect("the invoke's container appeared");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["Status"], "Cancelled");
+    assert_eq!(v["KillReason"], "Cancelled");
+    assert!(
+        engine
+            .docker()
+            .inspect_container(&container, None)
+            .await
+            .is_err(),
+        "the container outlived Ctrl-C"
+    );
+}
