@@ -676,7 +676,9 @@ impl Settings {
         if srv.ssm_anonymous && srv.ssm_access_keys_file.is_some() {
             return Err(ConfigError::Invalid {
                 key: "server.ssm_anonymous",
-                rule: "cannot be combined with server.ssm_access_keys_file: choose keys or anonymous".into(),
+                rule:
+                    "cannot be combined with server.ssm_access_keys_file: choose keys or anonymous"
+                        .into(),
             });
         }
         for root in &srv.ssm_attachment_roots {
@@ -688,11 +690,23 @@ impl Settings {
             }
         }
         let positive = [
-            ("server.ssm_attachment_max_bytes", srv.ssm_attachment_max_bytes),
-            ("server.ssm_attachment_read_seconds", srv.ssm_attachment_read_seconds),
-            ("server.header_read_timeout_seconds", srv.header_read_timeout_seconds),
+            (
+                "server.ssm_attachment_max_bytes",
+                srv.ssm_attachment_max_bytes,
+            ),
+            (
+                "server.ssm_attachment_read_seconds",
+                srv.ssm_attachment_read_seconds,
+            ),
+            (
+                "server.header_read_timeout_seconds",
+                srv.header_read_timeout_seconds,
+            ),
             ("server.idle_timeout_seconds", srv.idle_timeout_seconds),
-            ("server.request_timeout_seconds", srv.request_timeout_seconds),
+            (
+                "server.request_timeout_seconds",
+                srv.request_timeout_seconds,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -825,7 +839,32 @@ mod tests {
         assert!(tcp.check().unwrap_err().to_string().contains("token_file"));
         // The SSM API authenticates by SigV4: TCP without a token is allowed with it...
         tcp.server.ssm_api = true;
+        // (issue 10: it needs access keys, or an explicit anonymous mode)
+        assert!(
+            tcp.check()
+                .unwrap_err()
+                .to_string()
+                .contains("ssm_access_keys_file")
+        );
+        tcp.server.ssm_anonymous = true;
         tcp.check().unwrap();
+        tcp.apply_override("server.ssm_attachment_roots=/srv/a,/srv/b")
+            .unwrap();
+        assert_eq!(
+            tcp.server.ssm_attachment_roots,
+            vec![PathBuf::from("/srv/a"), PathBuf::from("/srv/b")]
+        );
+        tcp.apply_override("server.ssm_attachment_roots=relative")
+            .unwrap();
+        assert!(
+            tcp.check()
+                .unwrap_err()
+                .to_string()
+                .contains("ssm_attachment_roots")
+        );
+        tcp.apply_override("server.ssm_attachment_roots=").unwrap();
+        tcp.apply_override("server.max_connections=0").unwrap();
+        assert!(tcp.check().unwrap_err().to_string().contains("max_connections"));
         // ...and it needs a TCP listener.
         let mut ssm = Settings::default();
         ssm.server.ssm_api = true;

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod listen;
 pub mod metrics;
 pub mod scheduler;
 pub mod types;
@@ -288,7 +289,7 @@ pub async fn run(
             let local = l.local_addr().map_err(|e| ServeError::Io(e.to_string()))?;
             if ssm.is_some() && ssm_keys.is_none() && !local.ip().is_loopback() {
                 return Err(ServeError::Config(format!(
-                    "server.ssm_api without server.ssm_access_keys_file accepts any AWS credentials, so it listens on loopback addresses only; {local} is not one: set ssm_access_keys_file (--ssm-access-keys-file) or listen on 127.0.0.1"
+                    "server.ssm_anonymous (--ssm-anonymous) accepts any AWS credentials, so it listens on loopback addresses only; {local} is not one: set ssm_access_keys_file (--ssm-access-keys-file) or listen on 127.0.0.1"
                 )));
             }
             listening.push_str(&format!(" tcp:{local}"));
@@ -303,14 +304,12 @@ pub async fn run(
         let _ = out.flush();
     }
 
+    listen::raise_file_limit();
+    let limits = listen::ConnectionLimits::from_settings(&settings.server);
     let unix_server = {
         let stop = stop_http.clone();
         let app = app.clone();
-        tokio::spawn(async move {
-            axum::serve(unix, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        })
+        tokio::spawn(async move { listen::serve(unix, app, limits, stop).await })
     };
     let tcp_server = match tcp {
         Some(listener) => {
@@ -329,9 +328,7 @@ pub async fn run(
                 None => native,
             };
             Some(tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await
+                listen::serve(listener, app, limits, stop).await
             }))
         }
         None => None,

@@ -308,14 +308,17 @@ fn check_type(fd: &OwnedFd, dir: bool) -> Result<libc::stat, String> {
     match (dir, kind) {
         (true, libc::S_IFDIR) | (false, libc::S_IFREG) => Ok(st),
         (true, _) => Err("is not a folder".into()),
-        (false, _) => Err("is not a regular file (FIFOs, devices, sockets and folders are refused)".into()),
+        (false, _) => {
+            Err("is not a regular file (FIFOs, devices, sockets and folders are refused)".into())
+        }
     }
 }
 
 /// Reads a regular file of at most `cap` bytes (at most cap + 1 are ever read).
 fn read_capped(fd: OwnedFd, cap: u64) -> Result<Vec<u8>, String> {
     let st = check_type(&fd, false)?;
-    let too_big = || format!("is larger than the {cap} bytes allowed (server.ssm_attachment_max_bytes)");
+    let too_big =
+        || format!("is larger than the {cap} bytes allowed (server.ssm_attachment_max_bytes)");
     let size = u64::try_from(st.st_size).unwrap_or(u64::MAX);
     if size > cap {
         return Err(too_big());
@@ -355,10 +358,7 @@ pub fn redact_hashes(text: &str) -> String {
         out.push_str(&rest[..at]);
         out.push_str("has another sha256");
         let after = &rest[at + MARK.len()..];
-        let hex_len = after
-            .bytes()
-            .take_while(|b| b.is_ascii_hexdigit())
-            .count();
+        let hex_len = after.bytes().take_while(|b| b.is_ascii_hexdigit()).count();
         rest = &after[hex_len..];
     }
     out.push_str(rest);
@@ -378,7 +378,10 @@ mod tests {
         );
         let r = redact_hashes(&t);
         assert!(!r.contains(&"ab".repeat(32)), "{r}");
-        assert!(r.contains("has another sha256, the document declares"), "{r}");
+        assert!(
+            r.contains("has another sha256, the document declares"),
+            "{r}"
+        );
     }
 
     #[test]

@@ -437,7 +437,10 @@ async fn metadata_if(
     fs: &[(String, Vec<String>)],
 ) -> Result<Option<Value>, SsmError> {
     // Only the caller's tenant's SSM executions: native submissions belong to no tenant.
-    let Some(ssm) = ssm_row(st, &row.id).await?.filter(|s| s.tenant == caller.tenant) else {
+    let Some(ssm) = ssm_row(st, &row.id)
+        .await?
+        .filter(|s| s.tenant == caller.tenant)
+    else {
         return Ok(None);
     };
     let status = aws_status(st, row);

@@ -15,8 +15,8 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::SsmState;
-use super::sigv4::Caller;
 use super::errors::SsmError;
+use super::sigv4::Caller;
 use crate::runbook as rb;
 
 const SCHEMA: &str = "
@@ -101,7 +101,8 @@ fn table_exists(c: &Connection, table: &str) -> rusqlite::Result<bool> {
 /// Creates the tables, moving a database of before tenants to the tenant-scoped ones.
 fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let old_docs = table_exists(&tx, "ssm_documents")? && !has_column(&tx, "ssm_documents", "tenant")?;
+    let old_docs =
+        table_exists(&tx, "ssm_documents")? && !has_column(&tx, "ssm_documents", "tenant")?;
     if old_docs {
         tx.execute_batch(TENANT_MIGRATION)?;
     }
@@ -235,8 +236,7 @@ impl DocStore {
     /// Opens `<data_dir>/scriptbox.db` and creates the documents' tables if missing.
     pub fn open(data_dir: &Path) -> Result<DocStore, String> {
         let path = data_dir.join("scriptbox.db");
-        let mut conn =
-            Connection::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut conn = Connection::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .and_then(|()| conn.pragma_update(None, "synchronous", "FULL"))
             .and_then(|()| migrate(&mut conn))
@@ -776,7 +776,7 @@ pub async fn update(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value
     }
     if let Some(vn) = v.version_name.clone() {
         let n2 = name.clone();
-    let t2 = caller.tenant.clone();
+        let t2 = caller.tenant.clone();
         let taken = st
             .docs
             .with(move |c| version_by_name(c, &t2, &n2, &vn))
@@ -822,7 +822,11 @@ pub async fn update(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value
 }
 
 /// Finds the document and the version a request selects (GetDocument, DescribeDocument).
-async fn selected(st: &SsmState, caller: &Caller, req: &Value) -> Result<(DocRow, VersionRow), SsmError> {
+async fn selected(
+    st: &SsmState,
+    caller: &Caller,
+    req: &Value,
+) -> Result<(DocRow, VersionRow), SsmError> {
     let name = req_str(req, "Name")?.to_string();
     let sel = selector(req)?;
     let n2 = name.clone();

@@ -682,19 +682,44 @@ mod tests {
         sign(&mut h, &["host", "x-amz-date"], "us-east-1", "ssm", body);
         let (code, msg) = check(&h).unwrap();
         assert_eq!(code, "InvalidSignatureException");
-        assert!(msg.contains("content-type") || msg.contains("x-amz-target"), "{msg}");
+        assert!(
+            msg.contains("content-type") || msg.contains("x-amz-target"),
+            "{msg}"
+        );
         let mut h = base();
-        sign(&mut h, &["content-type", "host", "x-amz-date"], "us-east-1", "ssm", body);
+        sign(
+            &mut h,
+            &["content-type", "host", "x-amz-date"],
+            "us-east-1",
+            "ssm",
+            body,
+        );
         assert!(check(&h).unwrap().1.contains("x-amz-target"));
         // Another service or region.
         for (region, service) in [("mars-1", "s3"), ("us-east-1", "s3"), ("eu-west-1", "ssm")] {
             let mut h = base();
             sign(&mut h, &all, region, service, body);
-            assert_eq!(check(&h).unwrap().0, "InvalidSignatureException", "{region} {service}");
+            assert_eq!(
+                check(&h).unwrap().0,
+                "InvalidSignatureException",
+                "{region} {service}"
+            );
         }
         // A signed header that the request lacks.
         let mut h = base();
-        sign(&mut h, &["content-type", "host", "x-amz-date", "x-amz-target", "x-amz-security-token"], "us-east-1", "ssm", body);
+        sign(
+            &mut h,
+            &[
+                "content-type",
+                "host",
+                "x-amz-date",
+                "x-amz-target",
+                "x-amz-security-token",
+            ],
+            "us-east-1",
+            "ssm",
+            body,
+        );
         assert_eq!(check(&h).unwrap().0, "InvalidSignatureException");
     }
 
