@@ -864,7 +864,12 @@ mod tests {
         );
         tcp.apply_override("server.ssm_attachment_roots=").unwrap();
         tcp.apply_override("server.max_connections=0").unwrap();
-        assert!(tcp.check().unwrap_err().to_string().contains("max_connections"));
+        assert!(
+            tcp.check()
+                .unwrap_err()
+                .to_string()
+                .contains("max_connections")
+        );
         // ...and it needs a TCP listener.
         let mut ssm = Settings::default();
         ssm.server.ssm_api = true;
