@@ -418,6 +418,63 @@ async fn access_keys_verify_signatures_and_loopback_rule() {
         "{}",
         show(&o)
     );
+    // Issue 10: keys are required; anonymous access is explicit and loopback-only...
+    let serve = |extra: &[&str], name: &str| {
+        Command::new(BIN)
+            .arg("serve")
+            .args(extra)
+            .arg("--socket")
+            .arg(dir.path().join(format!("{name}.sock")))
+            .arg("--data-dir")
+            .arg(dir.path().join(name))
+            .output()
+            .unwrap()
+    };
+    let o = serve(&["--listen", "127.0.0.1:0", "--ssm-api"], "k");
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--ssm-anonymous"),
+        "{}",
+        show(&o)
+    );
+    let o = serve(
+        &["--listen", "0.0.0.0:0", "--ssm-api", "--ssm-anonymous"],
+        "a",
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("loopback"),
+        "{}",
+        show(&o)
+    );
+    // ...and turns file-system attachments off, whatever the roots say.
+    let d = ssm_daemon(
+        dir.path(),
+        &[
+            "--ssm-anonymous",
+            "--ssm-attachment-root",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    std::fs::write(dir.path().join("lib.py"), "x = 1\n").unwrap();
+    let r = call(
+        &d.tcp.clone().unwrap(),
+        &Signer::new("anyone", "anything"),
+        "CreateDocument",
+        &json!({"Name": "Loot", "Content": doc_with_lib(&sha_hex(b"x = 1\n")),
+                "Attachments": [{"Key": "SourceUrl", "Values": [dir.path().display().to_string()]}]}),
+    )
+    .await;
+    assert_eq!(r.code(), "ValidationException", "{}", r.text);
+    assert!(r.text.contains("--ssm-anonymous"), "{}", r.text);
+    let r = call(
+        &d.tcp.clone().unwrap(),
+        &Signer::new("anyone", "anything"),
+        "ListDocuments",
+        &json!({}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
 }
 
 // ---------------------------------------------------------------------------------------------
