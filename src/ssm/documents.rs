@@ -513,11 +513,19 @@ async fn build_version(
     };
     let deadline = std::time::Duration::from_secs(srv.ssm_attachment_read_seconds);
     let (req, name) = (req.clone(), name.to_string());
-    let work = tokio::task::spawn_blocking(move || {
-        build_version_blocking(&ctx, &req, &name, version, previous_files)
-    });
+    let checks = st.checks.clone();
+    let work = async move {
+        let place = checks.acquire_owned().await.map_err(SsmError::internal)?;
+        tokio::task::spawn_blocking(move || {
+            // The place is held until the blocking work ends, even past the deadline.
+            let _place = place;
+            build_version_blocking(&ctx, &req, &name, version, previous_files)
+        })
+        .await
+        .map_err(SsmError::internal)?
+    };
     match tokio::time::timeout(deadline, work).await {
-        Ok(joined) => joined.map_err(SsmError::internal)?,
+        Ok(built) => built,
         Err(_) => Err(SsmError::validation(format!(
             "Attachments: reading and checking the document took longer than {} s (server.ssm_attachment_read_seconds)",
             deadline.as_secs()

@@ -54,7 +54,13 @@ pub struct SsmState {
     pub scratch: PathBuf,
     /// Executions a StopAutomationExecution is cancelling (shown `Cancelling`).
     stopping: Arc<Mutex<HashSet<String>>>,
+    /// Places for documents being checked with their attachments in memory: at most
+    /// [`CONCURRENT_DOCUMENT_CHECKS`] × 5 attachments × `ssm_attachment_max_bytes` are held.
+    pub checks: Arc<tokio::sync::Semaphore>,
 }
+
+/// Documents checked at once (each holds at most 5 attachments in memory).
+pub const CONCURRENT_DOCUMENT_CHECKS: usize = 4;
 
 impl SsmState {
     /// The state; opens the documents' tables in the data directory.
@@ -76,6 +82,7 @@ impl SsmState {
             keys: keys.map(Arc::new),
             scratch: data_dir.join("scratch").join("ssm"),
             stopping: Arc::default(),
+            checks: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_DOCUMENT_CHECKS)),
         })
     }
 
