@@ -994,7 +994,21 @@ async fn tenants_see_and_stop_only_their_own() {
         &json!({"AutomationExecutionId": id}),
     )
     .await;
-    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.status, 200, "{}", r.text); // (and its container is gone before the daemon is)
+    let began = Instant::now();
+    loop {
+        let row = d
+            .client()
+            .get(&format!("/v1/executions/{id}"))
+            .await
+            .unwrap()
+            .json();
+        if row["Status"] == "Cancelled" {
+            break;
+        }
+        assert!(began.elapsed() < Duration::from_secs(60), "{row}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Concurrent document writes while executions run never answer 500 `database is locked`.

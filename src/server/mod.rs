@@ -3,7 +3,8 @@
 //! Start-up, in order: lock the data directory (one daemon per directory), open the database,
 //! connect to the engine, recover (executions left `Running` by a dead daemon are finished
 //! `Failed`, their containers removed; `Queued` ones are queued again), listen on the Unix
-//! socket (mode 0660) and, if configured, on TCP behind a bearer token.
+//! socket (mode 0660) and, if configured, on TCP behind a bearer token. Each listener bounds
+//! its connections ([`listen`]): a cap on open ones, header-read, idle and request timeouts.
 //!
 //! Shutdown (the token passed to [`run`], fired by SIGTERM or Ctrl-C): stop accepting
 //! connections and submissions, let running executions finish for up to
