@@ -1223,6 +1223,47 @@ pub fn parameters(req: &Value) -> Result<Map<String, Value>, SsmError> {
 mod tests {
     use super::*;
 
+    /// A database of before tenants: its documents become the default tenant's.
+    #[test]
+    fn documents_of_before_tenants_become_the_default_tenants() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Connection::open(dir.path().join("scriptbox.db")).unwrap();
+        c.execute_batch(
+            "CREATE TABLE ssm_documents (name TEXT PRIMARY KEY, document_type TEXT NOT NULL, created REAL NOT NULL, default_version INTEGER NOT NULL, latest_version INTEGER NOT NULL);
+             CREATE TABLE ssm_document_versions (name TEXT NOT NULL, version INTEGER NOT NULL, version_name TEXT, display_name TEXT, content TEXT NOT NULL, format TEXT NOT NULL, hash TEXT NOT NULL, created REAL NOT NULL, meta TEXT NOT NULL, PRIMARY KEY (name, version));
+             CREATE TABLE ssm_attachments (name TEXT NOT NULL, version INTEGER NOT NULL, file TEXT NOT NULL, bytes BLOB NOT NULL, PRIMARY KEY (name, version, file));
+             CREATE TABLE ssm_executions (execution_id TEXT PRIMARY KEY, document_name TEXT NOT NULL, document_version TEXT NOT NULL, executed_by TEXT);
+             INSERT INTO ssm_documents VALUES ('Old', 'Automation', 1.0, 1, 1);
+             INSERT INTO ssm_document_versions VALUES ('Old', 1, NULL, NULL, 'x', 'YAML', 'h', 1.0, '{}');
+             INSERT INTO ssm_attachments VALUES ('Old', 1, 'a.py', x'00');
+             INSERT INTO ssm_executions VALUES ('e1', 'Old', '1', 'AKID');",
+        )
+        .unwrap();
+        drop(c);
+        let store = DocStore::open(dir.path()).unwrap();
+        let c = store.conn.lock().unwrap();
+        assert_eq!(
+            get_doc(&c, "default", "Old").unwrap().unwrap().tenant,
+            "default"
+        );
+        assert!(get_doc(&c, "team-a", "Old").unwrap().is_none());
+        assert_eq!(
+            get_version(&c, "default", "Old", 1)
+                .unwrap()
+                .unwrap()
+                .content,
+            "x"
+        );
+        assert_eq!(attachments(&c, "default", "Old", 1).unwrap().len(), 1);
+        assert_eq!(get_execution(&c, "e1").unwrap().unwrap().tenant, "default");
+        drop(c);
+        drop(store);
+        // Opening again changes nothing.
+        let store = DocStore::open(dir.path()).unwrap();
+        let c = store.conn.lock().unwrap();
+        assert!(get_doc(&c, "default", "Old").unwrap().is_some());
+    }
+
     #[test]
     fn names_follow_the_model() {
         assert!(check_name("My-Doc_1.0").is_ok());
