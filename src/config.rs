@@ -134,10 +134,32 @@ pub struct ServerConfig {
     pub retry_after_seconds: u64,
     /// Serve the AWS SSM API (JSON 1.1, `POST /` with `X-Amz-Target`) on the TCP listener.
     pub ssm_api: bool,
-    /// A file of `ACCESS_KEY_ID SECRET` lines: SigV4 signatures are verified against them.
-    /// Without it any credentials are accepted, and only on a loopback TCP address.
+    /// A file of `ACCESS_KEY_ID SECRET [TENANT]` lines: SigV4 signatures are verified against
+    /// them, and each key's tenant scopes what its caller sees. The SSM API needs it unless
+    /// `ssm_anonymous` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ssm_access_keys_file: Option<PathBuf>,
+    /// Serve the SSM API without SigV4 keys (every caller is the `default` tenant): allowed on a
+    /// loopback TCP address only, and it turns attachments from the file system off.
+    pub ssm_anonymous: bool,
+    /// Folders under which SSM `Attachments` (`SourceUrl`, `S3FileUrl`) may be read from the
+    /// daemon's file system. Empty (the default): file-system attachments are refused.
+    pub ssm_attachment_roots: Vec<PathBuf>,
+    /// The largest attachment file the SSM API reads, bytes.
+    pub ssm_attachment_max_bytes: u64,
+    /// How long reading one request's attachments may take, seconds.
+    pub ssm_attachment_read_seconds: u64,
+    /// How long a connection may take to send a request's headers (and how long a kept-alive
+    /// connection may wait for its next request), seconds.
+    pub header_read_timeout_seconds: u64,
+    /// A connection on which no byte moves for this long is closed, seconds.
+    pub idle_timeout_seconds: u64,
+    /// How long handling one request may take (reading its body and producing the response's
+    /// head; a log stream's body is not bounded by it), seconds.
+    pub request_timeout_seconds: u64,
+    /// Connections open at once on each listener; further ones wait in the kernel's backlog
+    /// until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -155,6 +177,14 @@ impl Default for ServerConfig {
             retry_after_seconds: 2,
             ssm_api: false,
             ssm_access_keys_file: None,
+            ssm_anonymous: false,
+            ssm_attachment_roots: Vec::new(),
+            ssm_attachment_max_bytes: 8 * 1024 * 1024,
+            ssm_attachment_read_seconds: 10,
+            header_read_timeout_seconds: 10,
+            idle_timeout_seconds: 120,
+            request_timeout_seconds: 60,
+            max_connections: 512,
         }
     }
 }
@@ -637,6 +667,61 @@ impl Settings {
                 rule: "needs server.tcp_listen (--listen): AWS clients speak HTTP over TCP".into(),
             });
         }
+        if srv.ssm_api && srv.ssm_access_keys_file.is_none() && !srv.ssm_anonymous {
+            return Err(ConfigError::Invalid {
+                key: "server.ssm_access_keys_file",
+                rule: "is required with server.ssm_api (--ssm-access-keys-file FILE of `ACCESS_KEY SECRET TENANT` lines); to serve SSM without keys on a loopback address, set server.ssm_anonymous (--ssm-anonymous) explicitly".into(),
+            });
+        }
+        if srv.ssm_anonymous && srv.ssm_access_keys_file.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "server.ssm_anonymous",
+                rule:
+                    "cannot be combined with server.ssm_access_keys_file: choose keys or anonymous"
+                        .into(),
+            });
+        }
+        for root in &srv.ssm_attachment_roots {
+            if !root.is_absolute() {
+                return Err(ConfigError::Invalid {
+                    key: "server.ssm_attachment_roots",
+                    rule: format!("must hold absolute folders, got {}", root.display()),
+                });
+            }
+        }
+        let positive = [
+            (
+                "server.ssm_attachment_max_bytes",
+                srv.ssm_attachment_max_bytes,
+            ),
+            (
+                "server.ssm_attachment_read_seconds",
+                srv.ssm_attachment_read_seconds,
+            ),
+            (
+                "server.header_read_timeout_seconds",
+                srv.header_read_timeout_seconds,
+            ),
+            ("server.idle_timeout_seconds", srv.idle_timeout_seconds),
+            (
+                "server.request_timeout_seconds",
+                srv.request_timeout_seconds,
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    rule: "must be at least 1".into(),
+                });
+            }
+        }
+        if srv.max_connections == 0 || srv.max_connections > 100_000 {
+            return Err(ConfigError::Invalid {
+                key: "server.max_connections",
+                rule: format!("must be between 1 and 100000, got {}", srv.max_connections),
+            });
+        }
         Ok(())
     }
 }
@@ -754,7 +839,37 @@ mod tests {
         assert!(tcp.check().unwrap_err().to_string().contains("token_file"));
         // The SSM API authenticates by SigV4: TCP without a token is allowed with it...
         tcp.server.ssm_api = true;
+        // (issue 10: it needs access keys, or an explicit anonymous mode)
+        assert!(
+            tcp.check()
+                .unwrap_err()
+                .to_string()
+                .contains("ssm_access_keys_file")
+        );
+        tcp.server.ssm_anonymous = true;
         tcp.check().unwrap();
+        tcp.apply_override("server.ssm_attachment_roots=/srv/a,/srv/b")
+            .unwrap();
+        assert_eq!(
+            tcp.server.ssm_attachment_roots,
+            vec![PathBuf::from("/srv/a"), PathBuf::from("/srv/b")]
+        );
+        tcp.apply_override("server.ssm_attachment_roots=relative")
+            .unwrap();
+        assert!(
+            tcp.check()
+                .unwrap_err()
+                .to_string()
+                .contains("ssm_attachment_roots")
+        );
+        tcp.apply_override("server.ssm_attachment_roots=").unwrap();
+        tcp.apply_override("server.max_connections=0").unwrap();
+        assert!(
+            tcp.check()
+                .unwrap_err()
+                .to_string()
+                .contains("max_connections")
+        );
         // ...and it needs a TCP listener.
         let mut ssm = Settings::default();
         ssm.server.ssm_api = true;

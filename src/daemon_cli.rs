@@ -112,9 +112,15 @@ pub struct ServeArgs {
     /// Serve the AWS SSM API on the TCP listener, for `aws ssm --endpoint-url` and boto3 [server.ssm_api].
     #[arg(long)]
     pub ssm_api: bool,
-    /// SigV4 access keys (`ACCESS_KEY_ID SECRET` lines) for the SSM API [server.ssm_access_keys_file].
+    /// SigV4 access keys (`ACCESS_KEY_ID SECRET TENANT` lines) for the SSM API [server.ssm_access_keys_file].
     #[arg(long, value_name = "FILE")]
     pub ssm_access_keys_file: Option<PathBuf>,
+    /// Serve the SSM API without keys, on a loopback address only; no file-system attachments [server.ssm_anonymous].
+    #[arg(long)]
+    pub ssm_anonymous: bool,
+    /// A folder SSM attachments may be read from (repeatable) [server.ssm_attachment_roots].
+    #[arg(long, value_name = "DIR")]
+    pub ssm_attachment_root: Vec<PathBuf>,
 }
 
 impl ServeArgs {
@@ -135,6 +141,12 @@ impl ServeArgs {
         }
         if let Some(v) = &self.ssm_access_keys_file {
             srv.ssm_access_keys_file = Some(v.clone());
+        }
+        if self.ssm_anonymous {
+            srv.ssm_anonymous = true;
+        }
+        if !self.ssm_attachment_root.is_empty() {
+            srv.ssm_attachment_roots = self.ssm_attachment_root.clone();
         }
         if let Some(v) = &self.data_dir {
             srv.data_dir = Some(v.clone());

@@ -582,7 +582,10 @@ fn writer_loop(
         }
         let mut outcomes: Vec<Result<bool, String>> = Vec::with_capacity(group.len());
         let result = (|| -> rusqlite::Result<()> {
-            let tx = conn.transaction()?;
+            // IMMEDIATE: the write lock is taken (waiting under the busy timeout) before any
+            // read, so a write by the SSM documents' connection meanwhile cannot make the
+            // group's first write fail with SQLITE_BUSY (a deferred read-then-write does).
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             for op in &group {
                 // One operation's failure (a duplicate id...) fails that operation only.
                 tx.execute_batch("SAVEPOINT op")?;

@@ -1195,3 +1195,176 @@ async fn warm_pool_serves_within_the_concurrency_and_is_reaped_after_a_crash() {
     }
     drop(d2);
 }
+
+/// Issue 10: a flood of idle and partial-header connections on the TCP listener never stops
+/// the Unix socket from answering (within a second), holds at most `server.max_connections`
+/// of the daemon's descriptors, and every slow or idle connection is closed after its timeout.
+#[tokio::test]
+async fn slow_and_idle_connections_are_bounded_and_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    let Some(_engine) = ready().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = temp_file(dir.path(), "token", "s3cret-token\n");
+    let d = Daemon::start(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--set",
+            "server.header_read_timeout_seconds=2",
+            "--set",
+            "server.request_timeout_seconds=3",
+            "--set",
+            "server.idle_timeout_seconds=30",
+            "--set",
+            "server.max_connections=500",
+        ],
+    );
+    let addr = d.tcp.clone().unwrap();
+    let fds = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|r| r.count())
+            .unwrap_or(0)
+    };
+    let fds_before = fds(d.pid());
+
+    // First, accepted at once: idle, partial headers, headers one byte at a time, a kept-alive
+    // connection after one answered request, and a body that stalls.
+    let mut watched: Vec<(&str, TcpStream)> = Vec::new();
+    for _ in 0..5 {
+        watched.push(("idle", TcpStream::connect(&addr).await.unwrap()));
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        watched.push(("partial headers", s));
+    }
+    let mut kept = TcpStream::connect(&addr).await.unwrap();
+    kept.write_all(
+        b"GET /v1/health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret-token\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), kept.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    watched.push(("kept alive", kept));
+    let mut stalled = TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(b"POST /v1/executions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret-token\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"Step\"")
+        .await
+        .unwrap();
+    watched.push(("stalled body", stalled));
+    let dribble = {
+        let addr = addr.clone();
+        tokio::spawn(async move {
+            let mut s = TcpStream::connect(&addr).await.unwrap();
+            let began = Instant::now();
+            for b in
+                b"GET /v1/health HTTP/1.1\r\nHost: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n"
+            {
+                if s.write_all(&[*b]).await.is_err() {
+                    return began.elapsed();
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            panic!(
+                "a connection sending its headers a byte at a time stayed open for {:?}",
+                began.elapsed()
+            );
+        })
+    };
+
+    // Then the flood: 3000 more, half idle, half with partial headers.
+    let flood: Vec<_> = (0..3000)
+        .map(|i| {
+            let addr = addr.clone();
+            tokio::spawn(async move {
+                let c =
+                    tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(&addr)).await;
+                let Ok(Ok(mut s)) = c else { return None };
+                if i % 2 == 0 {
+                    let _ = s
+                        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Tar")
+                        .await;
+                }
+                Some(s)
+            })
+        })
+        .collect();
+    // The Unix socket answers throughout.
+    let mut worst: f64 = 0.0;
+    for _ in 0..15 {
+        let (status, secs) = common::ssm::timed_health(&d.socket).await;
+        assert_eq!(status, 200);
+        worst = worst.max(secs);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut flood_streams = Vec::new();
+    for f in flood {
+        if let Some(s) = f.await.unwrap() {
+            flood_streams.push(s);
+        }
+    }
+    assert!(
+        worst < 1.0,
+        "a health check over the Unix socket took {worst} s during the flood"
+    );
+    // The daemon holds at most max_connections of them (plus its own descriptors).
+    let held = fds(d.pid()).saturating_sub(fds_before);
+    assert!(
+        held <= 500 + 50,
+        "the daemon holds {held} more descriptors than before the flood"
+    );
+
+    // Every watched connection is closed by the daemon after its timeout (2 s headers, 3 s
+    // request); the stalled body gets its 408 first.
+    for (what, mut s) in watched {
+        let mut got = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(8), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "the {what} connection was still open after 8 s"
+        );
+        if what == "stalled body" {
+            assert!(
+                String::from_utf8_lossy(&got).starts_with("HTTP/1.1 408"),
+                "{}",
+                String::from_utf8_lossy(&got)
+            );
+        }
+    }
+    let dribbled = dribble.await.unwrap();
+    assert!(dribbled < Duration::from_secs(6), "{dribbled:?}");
+    // And the flood drains: once the idle ones are closed the daemon is back to its own.
+    drop(flood_streams);
+    let began = Instant::now();
+    while fds(d.pid()) > fds_before + 20 {
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "descriptors: {} (before: {fds_before})",
+            fds(d.pid())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, secs) = common::ssm::timed_health(&d.socket).await;
+    assert!(status == 200 && secs < 1.0, "{status} {secs}");
+}

@@ -3,7 +3,8 @@
 //! Start-up, in order: lock the data directory (one daemon per directory), open the database,
 //! connect to the engine, recover (executions left `Running` by a dead daemon are finished
 //! `Failed`, their containers removed; `Queued` ones are queued again), listen on the Unix
-//! socket (mode 0660) and, if configured, on TCP behind a bearer token.
+//! socket (mode 0660) and, if configured, on TCP behind a bearer token. Each listener bounds
+//! its connections ([`listen`]): a cap on open ones, header-read, idle and request timeouts.
 //!
 //! Shutdown (the token passed to [`run`], fired by SIGTERM or Ctrl-C): stop accepting
 //! connections and submissions, let running executions finish for up to
@@ -12,6 +13,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod listen;
 pub mod metrics;
 pub mod scheduler;
 pub mod types;
@@ -288,7 +290,7 @@ pub async fn run(
             let local = l.local_addr().map_err(|e| ServeError::Io(e.to_string()))?;
             if ssm.is_some() && ssm_keys.is_none() && !local.ip().is_loopback() {
                 return Err(ServeError::Config(format!(
-                    "server.ssm_api without server.ssm_access_keys_file accepts any AWS credentials, so it listens on loopback addresses only; {local} is not one: set ssm_access_keys_file (--ssm-access-keys-file) or listen on 127.0.0.1"
+                    "server.ssm_anonymous (--ssm-anonymous) accepts any AWS credentials, so it listens on loopback addresses only; {local} is not one: set ssm_access_keys_file (--ssm-access-keys-file) or listen on 127.0.0.1"
                 )));
             }
             listening.push_str(&format!(" tcp:{local}"));
@@ -303,14 +305,12 @@ pub async fn run(
         let _ = out.flush();
     }
 
+    listen::raise_file_limit();
+    let limits = listen::ConnectionLimits::from_settings(&settings.server);
     let unix_server = {
         let stop = stop_http.clone();
         let app = app.clone();
-        tokio::spawn(async move {
-            axum::serve(unix, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        })
+        tokio::spawn(async move { listen::serve(unix, app, limits, stop).await })
     };
     let tcp_server = match tcp {
         Some(listener) => {
@@ -329,9 +329,7 @@ pub async fn run(
                 None => native,
             };
             Some(tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await
+                listen::serve(listener, app, limits, stop).await
             }))
         }
         None => None,

@@ -4,15 +4,16 @@
 //! log, `scriptbox ls`, `GET /v1/executions`), with its document version noted in
 //! `ssm_executions`.
 //!
-//! Runbook executions submitted through the native API appear here too (without a
-//! `DocumentVersion`); single-step executions do not: they have no document, and
-//! GetAutomationExecution answers `AutomationExecutionNotFoundException` for them.
+//! Each execution belongs to the tenant of the caller that started it: other tenants' get,
+//! list and stop answer as if it did not exist. Executions submitted through the native API
+//! belong to no tenant, so SSM callers never see them (the native API sees every execution).
 
 use serde_json::{Map, Value, json};
 
 use super::SsmState;
 use super::documents::{self, ExecRow, opt_str, req_str};
 use super::errors::SsmError;
+use super::sigv4::Caller;
 use crate::server::api::execution_object;
 use crate::server::scheduler::{CancelOutcome, SubmitError};
 use crate::server::types::{AttachmentRequest, RunbookRequest, SubmitRequest, base64_of};
@@ -30,7 +31,7 @@ fn epoch_value(v: &Value) -> Option<Value> {
 }
 
 /// StartAutomationExecution.
-pub async fn start(st: &SsmState, req: &Value, caller: Option<&str>) -> Result<Value, SsmError> {
+pub async fn start(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value, SsmError> {
     let name = req_str(req, "DocumentName")?.to_string();
     if let Some(mode) = opt_str(req, "Mode")?
         && mode != "Auto"
@@ -56,7 +57,7 @@ pub async fn start(st: &SsmState, req: &Value, caller: Option<&str>) -> Result<V
         }
     }
     let params = documents::parameters(req)?;
-    let doc = documents::runnable(st, req).await?;
+    let doc = documents::runnable(st, caller, req).await?;
     let submit = SubmitRequest {
         runbook: Some(RunbookRequest {
             document: doc.content,
@@ -102,7 +103,8 @@ pub async fn start(st: &SsmState, req: &Value, caller: Option<&str>) -> Result<V
     let row = ExecRow {
         document_name: name,
         document_version: doc.version.to_string(),
-        executed_by: caller.map(str::to_string),
+        executed_by: caller.access_key.clone(),
+        tenant: caller.tenant.clone(),
     };
     let id2 = id.clone();
     st.docs
@@ -112,10 +114,18 @@ pub async fn start(st: &SsmState, req: &Value, caller: Option<&str>) -> Result<V
     Ok(json!({"AutomationExecutionId": id}))
 }
 
-/// The execution row, if it is a runbook execution.
-async fn runbook_row(st: &SsmState, id: &str) -> Result<ExecutionRow, SsmError> {
+/// The execution row and its SSM facts, if it is a runbook execution started through the SSM
+/// API by the caller's tenant; any other answers as if it did not exist.
+async fn runbook_row(
+    st: &SsmState,
+    caller: &Caller,
+    id: &str,
+) -> Result<(ExecutionRow, ExecRow), SsmError> {
+    let Some(ssm) = ssm_row(st, id).await?.filter(|s| s.tenant == caller.tenant) else {
+        return Err(SsmError::no_execution(id));
+    };
     match st.store.get(id).await.map_err(SsmError::internal)? {
-        Some(row) if row.kind == ExecKind::Runbook => Ok(row),
+        Some(row) if row.kind == ExecKind::Runbook => Ok((row, ssm)),
         _ => Err(SsmError::no_execution(id)),
     }
 }
@@ -201,13 +211,13 @@ fn parameters_of(row: &ExecutionRow, body: &Value) -> Map<String, Value> {
 }
 
 /// GetAutomationExecution's `AutomationExecution`.
-pub async fn execution(st: &SsmState, id: &str) -> Result<Value, SsmError> {
-    let row = runbook_row(st, id).await?;
+pub async fn execution(st: &SsmState, caller: &Caller, id: &str) -> Result<Value, SsmError> {
+    let (row, ssm) = runbook_row(st, caller, id).await?;
     let body = execution_object(&st.store, id)
         .await
         .map_err(|_| SsmError::internal("cannot read the execution"))?
         .ok_or_else(|| SsmError::no_execution(id))?;
-    let ssm = ssm_row(st, id).await?;
+    let ssm = Some(ssm);
     let steps: Vec<Value> = body
         .get("StepExecutions")
         .and_then(Value::as_array)
@@ -258,9 +268,9 @@ pub async fn execution(st: &SsmState, id: &str) -> Result<Value, SsmError> {
 }
 
 /// GetAutomationExecution.
-pub async fn get(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
+pub async fn get(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value, SsmError> {
     let id = req_str(req, "AutomationExecutionId")?;
-    Ok(json!({"AutomationExecution": execution(st, id).await?}))
+    Ok(json!({"AutomationExecution": execution(st, caller, id).await?}))
 }
 
 fn filters(req: &Value, allowed: &[&str]) -> Result<Vec<(String, Vec<String>)>, SsmError> {
@@ -337,7 +347,11 @@ const EXECUTION_FILTERS: [&str; 12] = [
 ];
 
 /// DescribeAutomationExecutions: runbook executions, newest first.
-pub async fn describe_executions(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
+pub async fn describe_executions(
+    st: &SsmState,
+    caller: &Caller,
+    req: &Value,
+) -> Result<Value, SsmError> {
     let fs = filters(req, &EXECUTION_FILTERS)?;
     let max = max_results(req)?;
     let mut cursor = match opt_str(req, "NextToken")? {
@@ -387,7 +401,7 @@ pub async fn describe_executions(st: &SsmState, req: &Value) -> Result<Value, Ss
             if row.kind != ExecKind::Runbook {
                 continue;
             }
-            let Some(meta) = metadata_if(st, row, &fs).await? else {
+            let Some(meta) = metadata_if(st, caller, row, &fs).await? else {
                 continue;
             };
             if out.len() == max {
@@ -418,9 +432,17 @@ pub async fn describe_executions(st: &SsmState, req: &Value) -> Result<Value, Ss
 /// The metadata of a row when it passes the filters.
 async fn metadata_if(
     st: &SsmState,
+    caller: &Caller,
     row: &ExecutionRow,
     fs: &[(String, Vec<String>)],
 ) -> Result<Option<Value>, SsmError> {
+    // Only the caller's tenant's SSM executions: native submissions belong to no tenant.
+    let Some(ssm) = ssm_row(st, &row.id)
+        .await?
+        .filter(|s| s.tenant == caller.tenant)
+    else {
+        return Ok(None);
+    };
     let status = aws_status(st, row);
     let name = row.document_name.clone().unwrap_or_default();
     let start = epoch(row.started_at.as_deref().unwrap_or(&row.submitted_at)).unwrap_or(0.0);
@@ -461,7 +483,7 @@ async fn metadata_if(
             return Ok(None);
         }
     }
-    let ssm = ssm_row(st, &row.id).await?;
+    let ssm = Some(ssm);
     let mut m = json!({
         "AutomationExecutionId": row.id,
         "DocumentName": name,
@@ -505,7 +527,11 @@ const STEP_FILTERS: [&str; 9] = [
 ];
 
 /// DescribeAutomationStepExecutions.
-pub async fn describe_steps(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
+pub async fn describe_steps(
+    st: &SsmState,
+    caller: &Caller,
+    req: &Value,
+) -> Result<Value, SsmError> {
     let id = req_str(req, "AutomationExecutionId")?.to_string();
     let fs = filters(req, &STEP_FILTERS)?;
     let max = max_results(req)?;
@@ -515,7 +541,7 @@ pub async fn describe_steps(st: &SsmState, req: &Value) -> Result<Value, SsmErro
             SsmError::client("InvalidNextToken", "The specified token is not valid.")
         })?,
     };
-    let exec = execution(st, &id).await?;
+    let exec = execution(st, caller, &id).await?;
     let mut steps: Vec<Value> = exec["StepExecutions"]
         .as_array()
         .cloned()
@@ -556,7 +582,7 @@ pub async fn describe_steps(st: &SsmState, req: &Value) -> Result<Value, SsmErro
 
 /// StopAutomationExecution: cancels through the scheduler (the container is killed); the
 /// status reads `Cancelling` until the execution is recorded `Cancelled`.
-pub async fn stop(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
+pub async fn stop(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value, SsmError> {
     let id = req_str(req, "AutomationExecutionId")?.to_string();
     if let Some(t) = opt_str(req, "Type")?
         && t != "Cancel"
@@ -566,7 +592,7 @@ pub async fn stop(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
             "Type {t}: must be Complete or Cancel"
         )));
     }
-    runbook_row(st, &id).await?;
+    runbook_row(st, caller, &id).await?;
     match st.scheduler.cancel(&id).await {
         CancelOutcome::NotFound => Err(SsmError::no_execution(&id)),
         CancelOutcome::AlreadyFinished(status) => Err(SsmError::client(

@@ -10,23 +10,27 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::SsmState;
 use super::errors::SsmError;
+use super::sigv4::Caller;
 use crate::runbook as rb;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS ssm_documents (
-    name TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
     document_type TEXT NOT NULL,
     created REAL NOT NULL,
     default_version INTEGER NOT NULL,
-    latest_version INTEGER NOT NULL
+    latest_version INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name)
 );
 CREATE TABLE IF NOT EXISTS ssm_document_versions (
+    tenant TEXT NOT NULL,
     name TEXT NOT NULL,
     version INTEGER NOT NULL,
     version_name TEXT,
@@ -36,21 +40,83 @@ CREATE TABLE IF NOT EXISTS ssm_document_versions (
     hash TEXT NOT NULL,
     created REAL NOT NULL,
     meta TEXT NOT NULL,
-    PRIMARY KEY (name, version)
+    PRIMARY KEY (tenant, name, version)
 );
 CREATE TABLE IF NOT EXISTS ssm_attachments (
+    tenant TEXT NOT NULL,
     name TEXT NOT NULL,
     version INTEGER NOT NULL,
     file TEXT NOT NULL,
     bytes BLOB NOT NULL,
-    PRIMARY KEY (name, version, file)
+    PRIMARY KEY (tenant, name, version, file)
 );
 CREATE TABLE IF NOT EXISTS ssm_executions (
     execution_id TEXT PRIMARY KEY,
     document_name TEXT NOT NULL,
     document_version TEXT NOT NULL,
-    executed_by TEXT
+    executed_by TEXT,
+    tenant TEXT NOT NULL DEFAULT 'default'
 );";
+
+/// Tables of a database written before documents had tenants: renamed, copied into the
+/// tenant-scoped tables as the default tenant's, then dropped.
+const TENANT_MIGRATION: &str = "
+ALTER TABLE ssm_documents RENAME TO ssm_documents_v1;
+ALTER TABLE ssm_document_versions RENAME TO ssm_document_versions_v1;
+ALTER TABLE ssm_attachments RENAME TO ssm_attachments_v1;
+";
+
+const TENANT_COPY: &str = "
+INSERT INTO ssm_documents (tenant, name, document_type, created, default_version, latest_version)
+    SELECT 'default', name, document_type, created, default_version, latest_version FROM ssm_documents_v1;
+INSERT INTO ssm_document_versions (tenant, name, version, version_name, display_name, content, format, hash, created, meta)
+    SELECT 'default', name, version, version_name, display_name, content, format, hash, created, meta FROM ssm_document_versions_v1;
+INSERT INTO ssm_attachments (tenant, name, version, file, bytes)
+    SELECT 'default', name, version, file, bytes FROM ssm_attachments_v1;
+DROP TABLE ssm_documents_v1;
+DROP TABLE ssm_document_versions_v1;
+DROP TABLE ssm_attachments_v1;
+";
+
+fn has_column(c: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    let mut stmt = c.prepare(&format!("PRAGMA table_info({table})"))?;
+    let names = stmt.query_map([], |r| r.get::<_, String>(1))?;
+    for n in names {
+        if n? == column {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn table_exists(c: &Connection, table: &str) -> rusqlite::Result<bool> {
+    c.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        params![table],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+}
+
+/// Creates the tables, moving a database of before tenants to the tenant-scoped ones.
+fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let old_docs =
+        table_exists(&tx, "ssm_documents")? && !has_column(&tx, "ssm_documents", "tenant")?;
+    if old_docs {
+        tx.execute_batch(TENANT_MIGRATION)?;
+    }
+    if table_exists(&tx, "ssm_executions")? && !has_column(&tx, "ssm_executions", "tenant")? {
+        tx.execute_batch(
+            "ALTER TABLE ssm_executions ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default'",
+        )?;
+    }
+    tx.execute_batch(SCHEMA)?;
+    if old_docs {
+        tx.execute_batch(TENANT_COPY)?;
+    }
+    tx.commit()
+}
 
 /// Attachments: file name and bytes.
 pub type Files = Vec<(String, Vec<u8>)>;
@@ -58,6 +124,8 @@ pub type Files = Vec<(String, Vec<u8>)>;
 /// A document.
 #[derive(Debug, Clone)]
 pub struct DocRow {
+    /// The tenant it belongs to.
+    pub tenant: String,
     /// Its name.
     pub name: String,
     /// `Automation`.
@@ -100,6 +168,8 @@ pub struct ExecRow {
     pub document_version: String,
     /// The caller's access key id.
     pub executed_by: Option<String>,
+    /// The caller's tenant: only its callers see the execution.
+    pub tenant: String,
 }
 
 /// The documents' tables, on a connection of their own.
@@ -137,10 +207,11 @@ fn doc_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DocRow> {
         created: r.get(2)?,
         default_version: r.get(3)?,
         latest_version: r.get(4)?,
+        tenant: r.get(5)?,
     })
 }
 
-const DOC_COLUMNS: &str = "name, document_type, created, default_version, latest_version";
+const DOC_COLUMNS: &str = "name, document_type, created, default_version, latest_version, tenant";
 
 /// Why a write was refused.
 #[derive(Debug)]
@@ -165,10 +236,10 @@ impl DocStore {
     /// Opens `<data_dir>/scriptbox.db` and creates the documents' tables if missing.
     pub fn open(data_dir: &Path) -> Result<DocStore, String> {
         let path = data_dir.join("scriptbox.db");
-        let conn = Connection::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut conn = Connection::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .and_then(|()| conn.pragma_update(None, "synchronous", "FULL"))
-            .and_then(|()| conn.execute_batch(SCHEMA))
+            .and_then(|()| migrate(&mut conn))
             .map_err(|e| format!("{}: SSM tables: {e}", path.display()))?;
         Ok(DocStore {
             conn: Arc::new(Mutex::new(conn)),
@@ -191,54 +262,70 @@ impl DocStore {
 }
 
 /// A document by name.
-pub fn get_doc(c: &Connection, name: &str) -> rusqlite::Result<Option<DocRow>> {
+pub fn get_doc(c: &Connection, tenant: &str, name: &str) -> rusqlite::Result<Option<DocRow>> {
     c.query_row(
-        &format!("SELECT {DOC_COLUMNS} FROM ssm_documents WHERE name = ?1"),
-        params![name],
+        &format!("SELECT {DOC_COLUMNS} FROM ssm_documents WHERE tenant = ?2 AND name = ?1"),
+        params![name, tenant],
         doc_row,
     )
     .optional()
 }
 
 /// One version.
-pub fn get_version(c: &Connection, name: &str, v: i64) -> rusqlite::Result<Option<VersionRow>> {
+pub fn get_version(
+    c: &Connection,
+    tenant: &str,
+    name: &str,
+    v: i64,
+) -> rusqlite::Result<Option<VersionRow>> {
     c.query_row(
         &format!(
-            "SELECT {VERSION_COLUMNS} FROM ssm_document_versions WHERE name = ?1 AND version = ?2"
+            "SELECT {VERSION_COLUMNS} FROM ssm_document_versions WHERE tenant = ?3 AND name = ?1 AND version = ?2"
         ),
-        params![name, v],
+        params![name, v, tenant],
         version_row,
     )
     .optional()
 }
 
-fn version_by_name(c: &Connection, name: &str, vn: &str) -> rusqlite::Result<Option<i64>> {
+fn version_by_name(
+    c: &Connection,
+    tenant: &str,
+    name: &str,
+    vn: &str,
+) -> rusqlite::Result<Option<i64>> {
     c.query_row(
-        "SELECT version FROM ssm_document_versions WHERE name = ?1 AND version_name = ?2",
-        params![name, vn],
+        "SELECT version FROM ssm_document_versions WHERE tenant = ?3 AND name = ?1 AND version_name = ?2",
+        params![name, vn, tenant],
         |r| r.get(0),
     )
     .optional()
 }
 
 /// A version's attachments.
-pub fn attachments(c: &Connection, name: &str, v: i64) -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
+pub fn attachments(
+    c: &Connection,
+    tenant: &str,
+    name: &str,
+    v: i64,
+) -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
     let mut stmt = c.prepare(
-        "SELECT file, bytes FROM ssm_attachments WHERE name = ?1 AND version = ?2 ORDER BY file",
+        "SELECT file, bytes FROM ssm_attachments WHERE tenant = ?3 AND name = ?1 AND version = ?2 ORDER BY file",
     )?;
-    let rows = stmt.query_map(params![name, v], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let rows = stmt.query_map(params![name, v, tenant], |r| Ok((r.get(0)?, r.get(1)?)))?;
     rows.collect()
 }
 
 fn insert_version(
     tx: &rusqlite::Transaction<'_>,
+    tenant: &str,
     name: &str,
     v: &VersionRow,
     files: &[(String, Vec<u8>)],
 ) -> rusqlite::Result<()> {
     tx.execute(
-        "INSERT INTO ssm_document_versions (name, version, version_name, display_name, content, format, hash, created, meta)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO ssm_document_versions (name, version, version_name, display_name, content, format, hash, created, meta, tenant)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             name,
             v.version,
@@ -248,13 +335,14 @@ fn insert_version(
             v.format,
             v.hash,
             v.created,
-            v.meta.to_string()
+            v.meta.to_string(),
+            tenant
         ],
     )?;
     for (file, bytes) in files {
         tx.execute(
-            "INSERT INTO ssm_attachments (name, version, file, bytes) VALUES (?1, ?2, ?3, ?4)",
-            params![name, v.version, file, bytes],
+            "INSERT INTO ssm_attachments (name, version, file, bytes, tenant) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![name, v.version, file, bytes, tenant],
         )?;
     }
     Ok(())
@@ -263,9 +351,9 @@ fn insert_version(
 /// Records which document version an execution runs.
 pub fn insert_execution(c: &Connection, id: &str, e: &ExecRow) -> rusqlite::Result<()> {
     c.execute(
-        "INSERT OR REPLACE INTO ssm_executions (execution_id, document_name, document_version, executed_by)
-         VALUES (?1, ?2, ?3, ?4)",
-        params![id, e.document_name, e.document_version, e.executed_by],
+        "INSERT OR REPLACE INTO ssm_executions (execution_id, document_name, document_version, executed_by, tenant)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, e.document_name, e.document_version, e.executed_by, e.tenant],
     )?;
     Ok(())
 }
@@ -273,13 +361,14 @@ pub fn insert_execution(c: &Connection, id: &str, e: &ExecRow) -> rusqlite::Resu
 /// The SSM facts of an execution.
 pub fn get_execution(c: &Connection, id: &str) -> rusqlite::Result<Option<ExecRow>> {
     c.query_row(
-        "SELECT document_name, document_version, executed_by FROM ssm_executions WHERE execution_id = ?1",
+        "SELECT document_name, document_version, executed_by, tenant FROM ssm_executions WHERE execution_id = ?1",
         params![id],
         |r| {
             Ok(ExecRow {
                 document_name: r.get(0)?,
                 document_version: r.get(1)?,
                 executed_by: r.get(2)?,
+                tenant: r.get(3)?,
             })
         },
     )
@@ -385,8 +474,8 @@ pub fn resolve(c: &Connection, doc: &DocRow, sel: &Selector) -> rusqlite::Result
     Ok(match sel {
         Selector::Default => Some(doc.default_version),
         Selector::Latest => Some(doc.latest_version),
-        Selector::Number(n) => get_version(c, &doc.name, *n)?.map(|v| v.version),
-        Selector::Named(vn) => version_by_name(c, &doc.name, vn)?,
+        Selector::Number(n) => get_version(c, &doc.tenant, &doc.name, *n)?.map(|v| v.version),
+        Selector::Named(vn) => version_by_name(c, &doc.tenant, &doc.name, vn)?,
     })
 }
 
@@ -394,81 +483,62 @@ fn now_secs() -> f64 {
     chrono::Utc::now().timestamp_millis() as f64 / 1000.0
 }
 
-/// The attachments a request names, read into a fresh folder (the local extension of
-/// `Attachments`): `SourceUrl` → a folder (`file:///abs/dir` or `/abs/dir`) whose files the
-/// document's `files` name; `S3FileUrl` → one file (`file:///abs/f.py`), stored under `Name` or
-/// its own file name.
-fn gather_attachments(req: &Value, into: &Path) -> Result<Vec<PathBuf>, SsmError> {
-    let mut folders = Vec::new();
-    let Some(list) = req.get("Attachments") else {
-        return Ok(folders);
-    };
-    let list = list.as_array().ok_or_else(|| {
-        SsmError::client("SerializationException", "Attachments: expected a list")
-    })?;
-    for (i, a) in list.iter().enumerate() {
-        let key = opt_str(a, "Key")?.unwrap_or("");
-        let values: Vec<&str> = a
-            .get("Values")
-            .and_then(Value::as_array)
-            .map(|v| v.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let [value] = values.as_slice() else {
-            return Err(SsmError::validation(format!(
-                "Attachments[{i}].Values must hold exactly one value"
-            )));
-        };
-        let local = value.strip_prefix("file://").unwrap_or(value).to_string();
-        let path = PathBuf::from(&local);
-        if !path.is_absolute() {
-            return Err(SsmError::validation(format!(
-                "Attachments[{i}]: scriptbox reads attachments from a local absolute path (file:///abs/folder or /abs/folder), not {value:?}; S3 URLs and AttachmentReference are not supported"
-            )));
-        }
-        match key {
-            "SourceUrl" => {
-                if !path.is_dir() {
-                    return Err(SsmError::validation(format!(
-                        "Attachments[{i}]: SourceUrl {value:?} is not a folder the daemon can read"
-                    )));
-                }
-                folders.push(path);
-            }
-            "S3FileUrl" => {
-                let name = match opt_str(a, "Name")? {
-                    Some(n) => n.to_string(),
-                    None => path
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .unwrap_or_default()
-                        .to_string(),
-                };
-                if name.is_empty() || name.contains('/') {
-                    return Err(SsmError::validation(format!(
-                        "Attachments[{i}]: no file name for {value:?}"
-                    )));
-                }
-                std::fs::copy(&path, into.join(&name)).map_err(|e| {
-                    SsmError::validation(format!("Attachments[{i}]: cannot read {value:?}: {e}"))
-                })?;
-            }
-            other => {
-                return Err(SsmError::validation(format!(
-                    "Attachments[{i}].Key {other:?}: scriptbox supports SourceUrl (a local folder) and S3FileUrl (a local file)"
-                )));
-            }
-        }
-    }
-    Ok(folders)
+/// What checking a document needs, owned so that it runs off the async workers.
+struct BuildContext {
+    catalog: Arc<crate::runtimes::Catalog>,
+    max_timeout_secs: u64,
+    scratch: PathBuf,
+    policy: super::attachments::Policy,
 }
 
-/// Checks the content (a schema 0.3 runbook, with its attachments) and builds the version.
-fn build_version(
+/// Checks the content and builds the version off the async workers, under the attachment
+/// deadline (`server.ssm_attachment_read_seconds`).
+async fn build_version(
     st: &SsmState,
     req: &Value,
     name: &str,
     version: i64,
-    previous_files: Vec<(String, Vec<u8>)>,
+    previous_files: Files,
+) -> Result<(VersionRow, Files), SsmError> {
+    let srv = &st.settings.server;
+    let ctx = BuildContext {
+        catalog: st.catalog.clone(),
+        max_timeout_secs: st.settings.limits.max_timeout_seconds,
+        scratch: st.scratch.clone(),
+        policy: super::attachments::Policy {
+            roots: srv.ssm_attachment_roots.clone(),
+            max_bytes: srv.ssm_attachment_max_bytes,
+            anonymous: st.keys.is_none(),
+        },
+    };
+    let deadline = std::time::Duration::from_secs(srv.ssm_attachment_read_seconds);
+    let (req, name) = (req.clone(), name.to_string());
+    let checks = st.checks.clone();
+    let work = async move {
+        let place = checks.acquire_owned().await.map_err(SsmError::internal)?;
+        tokio::task::spawn_blocking(move || {
+            // The place is held until the blocking work ends, even past the deadline.
+            let _place = place;
+            build_version_blocking(&ctx, &req, &name, version, previous_files)
+        })
+        .await
+        .map_err(SsmError::internal)?
+    };
+    match tokio::time::timeout(deadline, work).await {
+        Ok(built) => built,
+        Err(_) => Err(SsmError::validation(format!(
+            "Attachments: reading and checking the document took longer than {} s (server.ssm_attachment_read_seconds)",
+            deadline.as_secs()
+        ))),
+    }
+}
+
+fn build_version_blocking(
+    ctx: &BuildContext,
+    req: &Value,
+    name: &str,
+    version: i64,
+    previous_files: Files,
 ) -> Result<(VersionRow, Files), SsmError> {
     let content = req_str(req, "Content")?;
     if content.is_empty() {
@@ -487,50 +557,31 @@ fn build_version(
             ));
         }
     };
-    let dir = st.scratch.join(uuid::Uuid::new_v4().to_string());
+    let declared = super::attachments::declared_files(content, format);
+    let files = super::attachments::read(req, &declared, &ctx.policy)?.unwrap_or(previous_files);
+    // The checked bytes go to a fresh folder of the daemon's, which the document check reads.
+    let dir = ctx.scratch.join(uuid::Uuid::new_v4().to_string());
     let loaded = (|| {
         std::fs::create_dir_all(&dir).map_err(SsmError::internal)?;
-        let folders = gather_attachments(req, &dir)?;
-        if req.get("Attachments").is_none() {
-            for (f, bytes) in &previous_files {
-                std::fs::write(dir.join(f), bytes).map_err(SsmError::internal)?;
-            }
+        for (f, bytes) in &files {
+            std::fs::write(dir.join(f), bytes).map_err(SsmError::internal)?;
         }
-        let empty = std::fs::read_dir(&dir)
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(false);
-        // One folder: the document's `files` are read from it directly. Several sources: their
-        // files are gathered into the scratch folder first.
-        let source = match folders.as_slice() {
-            [only] if empty => only.clone(),
-            _ => {
-                for folder in &folders {
-                    let rd = std::fs::read_dir(folder)
-                        .map_err(|e| SsmError::validation(format!("{}: {e}", folder.display())))?;
-                    for e in rd.flatten() {
-                        if e.path().is_file() {
-                            std::fs::copy(e.path(), dir.join(e.file_name()))
-                                .map_err(SsmError::internal)?;
-                        }
-                    }
-                }
-                dir.clone()
-            }
-        };
         let options = rb::document::LoadOptions {
-            catalog: &st.catalog,
-            max_timeout_secs: st.settings.limits.max_timeout_seconds,
+            catalog: &ctx.catalog,
+            max_timeout_secs: ctx.max_timeout_secs,
             attachments_dir: None,
         };
-        rb::document::load_str(content, name, format, &source, &options).map_err(|refused| {
+        let scratch_prefix = format!("{}/", dir.display());
+        rb::document::load_str(content, name, format, &dir, &options).map_err(|refused| {
             let text: Vec<String> = refused
                 .problems
                 .iter()
                 .map(|p| {
-                    p.to_string().replace(
+                    let text = p.to_string().replace(
                         "(give the folder with --attachments DIR)",
                         "(give the folder in Attachments: Key SourceUrl, Values [\"file:///abs/folder\"])",
-                    )
+                    );
+                    super::attachments::redact_hashes(&text.replace(&scratch_prefix, ""))
                 })
                 .collect();
             SsmError::client("InvalidDocumentContent", text.join("\n"))
@@ -635,7 +686,7 @@ fn db(e: rusqlite::Error) -> SsmError {
 }
 
 /// CreateDocument.
-pub async fn create(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
+pub async fn create(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value, SsmError> {
     let name = req_str(req, "Name")?.to_string();
     check_name(&name)?;
     let ty = opt_str(req, "DocumentType")?
@@ -646,8 +697,9 @@ pub async fn create(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
             "DocumentType {ty}: scriptbox stores and runs Automation documents only"
         )));
     }
-    let (v, files) = build_version(st, req, &name, 1, vec![])?;
+    let (v, files) = build_version(st, req, &name, 1, vec![]).await?;
     let doc = DocRow {
+        tenant: caller.tenant.clone(),
         name: name.clone(),
         document_type: ty,
         created: v.created,
@@ -658,15 +710,15 @@ pub async fn create(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
     let r = st
         .docs
         .with(move |c| -> Result<(), WriteError> {
-            let tx = c.transaction()?;
-            if get_doc(&tx, &d2.name)?.is_some() {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if get_doc(&tx, &d2.tenant, &d2.name)?.is_some() {
                 return Err(WriteError::Exists);
             }
             tx.execute(
-                "INSERT INTO ssm_documents (name, document_type, created, default_version, latest_version) VALUES (?1, ?2, ?3, 1, 1)",
-                params![d2.name, d2.document_type, d2.created],
+                "INSERT INTO ssm_documents (name, document_type, created, default_version, latest_version, tenant) VALUES (?1, ?2, ?3, 1, 1, ?4)",
+                params![d2.name, d2.document_type, d2.created, d2.tenant],
             )?;
-            insert_version(&tx, &d2.name, &v2, &files)?;
+            insert_version(&tx, &d2.tenant, &d2.name, &v2, &files)?;
             tx.commit()?;
             Ok(())
         })
@@ -683,18 +735,19 @@ pub async fn create(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
 }
 
 /// UpdateDocument: a new version (of the latest).
-pub async fn update(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
+pub async fn update(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value, SsmError> {
     let name = req_str(req, "Name")?.to_string();
     let sel = selector(req)?;
     let n2 = name.clone();
+    let t2 = caller.tenant.clone();
     let (doc, latest, files) = st
         .docs
         .with(move |c| -> rusqlite::Result<_> {
-            let Some(doc) = get_doc(c, &n2)? else {
+            let Some(doc) = get_doc(c, &t2, &n2)? else {
                 return Ok(None);
             };
-            let latest = get_version(c, &n2, doc.latest_version)?;
-            let files = attachments(c, &n2, doc.latest_version)?;
+            let latest = get_version(c, &t2, &n2, doc.latest_version)?;
+            let files = attachments(c, &t2, &n2, doc.latest_version)?;
             Ok(Some((doc, latest, files)))
         })
         .await?
@@ -719,7 +772,7 @@ pub async fn update(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
             ),
         ));
     }
-    let (mut v, files) = build_version(st, req, &name, doc.latest_version + 1, files)?;
+    let (mut v, files) = build_version(st, req, &name, doc.latest_version + 1, files).await?;
     if v.hash == latest.hash {
         return Err(SsmError::client(
             "DuplicateDocumentContent",
@@ -731,9 +784,10 @@ pub async fn update(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
     }
     if let Some(vn) = v.version_name.clone() {
         let n2 = name.clone();
+        let t2 = caller.tenant.clone();
         let taken = st
             .docs
-            .with(move |c| version_by_name(c, &n2, &vn))
+            .with(move |c| version_by_name(c, &t2, &n2, &vn))
             .await?
             .map_err(db)?;
         if taken.is_some() {
@@ -744,21 +798,21 @@ pub async fn update(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
         }
     }
     let expected = doc.latest_version;
-    let (n2, v2) = (name.clone(), v.clone());
+    let (n2, v2, t2) = (name.clone(), v.clone(), caller.tenant.clone());
     let r = st
         .docs
         .with(move |c| -> Result<DocRow, WriteError> {
-            let tx = c.transaction()?;
-            let doc = get_doc(&tx, &n2)?.ok_or(WriteError::Missing)?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let doc = get_doc(&tx, &t2, &n2)?.ok_or(WriteError::Missing)?;
             if doc.latest_version != expected {
                 return Err(WriteError::Conflict);
             }
-            insert_version(&tx, &n2, &v2, &files)?;
+            insert_version(&tx, &t2, &n2, &v2, &files)?;
             tx.execute(
-                "UPDATE ssm_documents SET latest_version = ?2 WHERE name = ?1",
-                params![n2, v2.version],
+                "UPDATE ssm_documents SET latest_version = ?2 WHERE tenant = ?3 AND name = ?1",
+                params![n2, v2.version, t2],
             )?;
-            let doc = get_doc(&tx, &n2)?.ok_or(WriteError::Missing)?;
+            let doc = get_doc(&tx, &t2, &n2)?.ok_or(WriteError::Missing)?;
             tx.commit()?;
             Ok(doc)
         })
@@ -776,18 +830,23 @@ pub async fn update(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
 }
 
 /// Finds the document and the version a request selects (GetDocument, DescribeDocument).
-async fn selected(st: &SsmState, req: &Value) -> Result<(DocRow, VersionRow), SsmError> {
+async fn selected(
+    st: &SsmState,
+    caller: &Caller,
+    req: &Value,
+) -> Result<(DocRow, VersionRow), SsmError> {
     let name = req_str(req, "Name")?.to_string();
     let sel = selector(req)?;
     let n2 = name.clone();
+    let t2 = caller.tenant.clone();
     let found = st
         .docs
         .with(move |c| -> rusqlite::Result<_> {
-            let Some(doc) = get_doc(c, &n2)? else {
+            let Some(doc) = get_doc(c, &t2, &n2)? else {
                 return Ok(None);
             };
             let v = match resolve(c, &doc, &sel)? {
-                Some(n) => get_version(c, &n2, n)?,
+                Some(n) => get_version(c, &t2, &n2, n)?,
                 None => None,
             };
             Ok(Some((doc, v)))
@@ -805,8 +864,8 @@ async fn selected(st: &SsmState, req: &Value) -> Result<(DocRow, VersionRow), Ss
 }
 
 /// GetDocument.
-pub async fn get(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
-    let (doc, v) = selected(st, req).await?;
+pub async fn get(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value, SsmError> {
+    let (doc, v) = selected(st, caller, req).await?;
     if let Some(f) = opt_str(req, "DocumentFormat")?
         && f != v.format
     {
@@ -842,13 +901,13 @@ pub async fn get(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
 }
 
 /// DescribeDocument.
-pub async fn describe(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
-    let (doc, v) = selected(st, req).await?;
+pub async fn describe(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value, SsmError> {
+    let (doc, v) = selected(st, caller, req).await?;
     Ok(json!({"Document": description(st, &doc, &v)}))
 }
 
 /// DeleteDocument: the whole document, or one version (not the default one).
-pub async fn delete(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
+pub async fn delete(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value, SsmError> {
     let name = req_str(req, "Name")?.to_string();
     let one = if req.get("DocumentVersion").is_some() || req.get("VersionName").is_some() {
         Some(selector(req)?)
@@ -856,18 +915,22 @@ pub async fn delete(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
         None
     };
     let n2 = name.clone();
+    let t2 = caller.tenant.clone();
     let r = st
         .docs
         .with(move |c| -> rusqlite::Result<Result<(), SsmError>> {
-            let tx = c.transaction()?;
-            let Some(doc) = get_doc(&tx, &n2)? else {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let Some(doc) = get_doc(&tx, &t2, &n2)? else {
                 return Ok(Err(SsmError::no_document(&n2)));
             };
             match one {
                 None => {
-                    tx.execute("DELETE FROM ssm_attachments WHERE name = ?1", params![n2])?;
-                    tx.execute("DELETE FROM ssm_document_versions WHERE name = ?1", params![n2])?;
-                    tx.execute("DELETE FROM ssm_documents WHERE name = ?1", params![n2])?;
+                    for table in ["ssm_attachments", "ssm_document_versions", "ssm_documents"] {
+                        tx.execute(
+                            &format!("DELETE FROM {table} WHERE tenant = ?2 AND name = ?1"),
+                            params![n2, t2],
+                        )?;
+                    }
                 }
                 Some(sel) => {
                     let Some(n) = resolve(&tx, &doc, &sel)? else {
@@ -883,21 +946,21 @@ pub async fn delete(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
                         )));
                     }
                     tx.execute(
-                        "DELETE FROM ssm_attachments WHERE name = ?1 AND version = ?2",
-                        params![n2, n],
+                        "DELETE FROM ssm_attachments WHERE tenant = ?3 AND name = ?1 AND version = ?2",
+                        params![n2, n, t2],
                     )?;
                     tx.execute(
-                        "DELETE FROM ssm_document_versions WHERE name = ?1 AND version = ?2",
-                        params![n2, n],
+                        "DELETE FROM ssm_document_versions WHERE tenant = ?3 AND name = ?1 AND version = ?2",
+                        params![n2, n, t2],
                     )?;
                     let latest: i64 = tx.query_row(
-                        "SELECT MAX(version) FROM ssm_document_versions WHERE name = ?1",
-                        params![n2],
+                        "SELECT MAX(version) FROM ssm_document_versions WHERE tenant = ?2 AND name = ?1",
+                        params![n2, t2],
                         |r| r.get(0),
                     )?;
                     tx.execute(
-                        "UPDATE ssm_documents SET latest_version = ?2 WHERE name = ?1",
-                        params![n2, latest],
+                        "UPDATE ssm_documents SET latest_version = ?2 WHERE tenant = ?3 AND name = ?1",
+                        params![n2, latest, t2],
                     )?;
                 }
             }
@@ -910,7 +973,7 @@ pub async fn delete(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
 }
 
 /// UpdateDocumentDefaultVersion.
-pub async fn set_default(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
+pub async fn set_default(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value, SsmError> {
     let name = req_str(req, "Name")?.to_string();
     let version = req_str(req, "DocumentVersion")?;
     let n: i64 = version.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
@@ -920,20 +983,21 @@ pub async fn set_default(st: &SsmState, req: &Value) -> Result<Value, SsmError> 
         )
     })?;
     let n2 = name.clone();
+    let t2 = caller.tenant.clone();
     st.docs
         .with(move |c| -> rusqlite::Result<Result<Value, SsmError>> {
-            let Some(_) = get_doc(c, &n2)? else {
+            let Some(_) = get_doc(c, &t2, &n2)? else {
                 return Ok(Err(SsmError::no_document(&n2)));
             };
-            let Some(v) = get_version(c, &n2, n)? else {
+            let Some(v) = get_version(c, &t2, &n2, n)? else {
                 return Ok(Err(SsmError::client(
                     "InvalidDocumentVersion",
                     "The document version is not valid or does not exist.",
                 )));
             };
             c.execute(
-                "UPDATE ssm_documents SET default_version = ?2 WHERE name = ?1",
-                params![n2, n],
+                "UPDATE ssm_documents SET default_version = ?2 WHERE tenant = ?3 AND name = ?1",
+                params![n2, n, t2],
             )?;
             let mut d = json!({"Name": n2, "DefaultVersion": n.to_string()});
             if let Some(vn) = v.version_name {
@@ -948,7 +1012,7 @@ pub async fn set_default(st: &SsmState, req: &Value) -> Result<Value, SsmError> 
 /// ListDocuments: our documents, by name; `Filters` on `Name` (prefix: `BeginsWith` key,
 /// or exact `Name`), `DocumentType`, `Owner` (`Self`, `Private`, `All` match);
 /// `DocumentFilterList` likewise.
-pub async fn list(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
+pub async fn list(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value, SsmError> {
     let max = match req.get("MaxResults") {
         None | Some(Value::Null) => 50,
         Some(v) => v
@@ -999,19 +1063,20 @@ pub async fn list(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
             ));
         }
     }
+    let t2 = caller.tenant.clone();
     let rows = st
         .docs
         .with(
             move |c| -> rusqlite::Result<Vec<(DocRow, Option<VersionRow>)>> {
                 let mut stmt = c.prepare(&format!(
-                    "SELECT {DOC_COLUMNS} FROM ssm_documents WHERE name > ?1 ORDER BY name"
+                    "SELECT {DOC_COLUMNS} FROM ssm_documents WHERE tenant = ?2 AND name > ?1 ORDER BY name"
                 ))?;
                 let docs: Vec<DocRow> = stmt
-                    .query_map(params![after.unwrap_or_default()], doc_row)?
+                    .query_map(params![after.unwrap_or_default(), t2], doc_row)?
                     .collect::<rusqlite::Result<_>>()?;
                 let mut out = Vec::new();
                 for d in docs {
-                    let v = get_version(c, &d.name, d.default_version)?;
+                    let v = get_version(c, &d.tenant, &d.name, d.default_version)?;
                     out.push((d, v));
                 }
                 Ok(out)
@@ -1079,7 +1144,7 @@ pub struct Runnable {
 }
 
 /// The version StartAutomationExecution runs.
-pub async fn runnable(st: &SsmState, req: &Value) -> Result<Runnable, SsmError> {
+pub async fn runnable(st: &SsmState, caller: &Caller, req: &Value) -> Result<Runnable, SsmError> {
     let name = req_str(req, "DocumentName")?.to_string();
     let sel = match selector(req) {
         Ok(s) => s,
@@ -1091,17 +1156,18 @@ pub async fn runnable(st: &SsmState, req: &Value) -> Result<Runnable, SsmError> 
         }
     };
     let n2 = name.clone();
+    let t2 = caller.tenant.clone();
     let found = st
         .docs
         .with(move |c| -> rusqlite::Result<_> {
-            let Some(doc) = get_doc(c, &n2)? else {
+            let Some(doc) = get_doc(c, &t2, &n2)? else {
                 return Ok(None);
             };
             let Some(n) = resolve(c, &doc, &sel)? else {
                 return Ok(Some(None));
             };
-            let v = get_version(c, &n2, n)?;
-            let files = attachments(c, &n2, n)?;
+            let v = get_version(c, &t2, &n2, n)?;
+            let files = attachments(c, &t2, &n2, n)?;
             Ok(Some(v.map(|v| (v, files))))
         })
         .await?
@@ -1156,6 +1222,47 @@ pub fn parameters(req: &Value) -> Result<Map<String, Value>, SsmError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database of before tenants: its documents become the default tenant's.
+    #[test]
+    fn documents_of_before_tenants_become_the_default_tenants() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Connection::open(dir.path().join("scriptbox.db")).unwrap();
+        c.execute_batch(
+            "CREATE TABLE ssm_documents (name TEXT PRIMARY KEY, document_type TEXT NOT NULL, created REAL NOT NULL, default_version INTEGER NOT NULL, latest_version INTEGER NOT NULL);
+             CREATE TABLE ssm_document_versions (name TEXT NOT NULL, version INTEGER NOT NULL, version_name TEXT, display_name TEXT, content TEXT NOT NULL, format TEXT NOT NULL, hash TEXT NOT NULL, created REAL NOT NULL, meta TEXT NOT NULL, PRIMARY KEY (name, version));
+             CREATE TABLE ssm_attachments (name TEXT NOT NULL, version INTEGER NOT NULL, file TEXT NOT NULL, bytes BLOB NOT NULL, PRIMARY KEY (name, version, file));
+             CREATE TABLE ssm_executions (execution_id TEXT PRIMARY KEY, document_name TEXT NOT NULL, document_version TEXT NOT NULL, executed_by TEXT);
+             INSERT INTO ssm_documents VALUES ('Old', 'Automation', 1.0, 1, 1);
+             INSERT INTO ssm_document_versions VALUES ('Old', 1, NULL, NULL, 'x', 'YAML', 'h', 1.0, '{}');
+             INSERT INTO ssm_attachments VALUES ('Old', 1, 'a.py', x'00');
+             INSERT INTO ssm_executions VALUES ('e1', 'Old', '1', 'AKID');",
+        )
+        .unwrap();
+        drop(c);
+        let store = DocStore::open(dir.path()).unwrap();
+        let c = store.conn.lock().unwrap();
+        assert_eq!(
+            get_doc(&c, "default", "Old").unwrap().unwrap().tenant,
+            "default"
+        );
+        assert!(get_doc(&c, "team-a", "Old").unwrap().is_none());
+        assert_eq!(
+            get_version(&c, "default", "Old", 1)
+                .unwrap()
+                .unwrap()
+                .content,
+            "x"
+        );
+        assert_eq!(attachments(&c, "default", "Old", 1).unwrap().len(), 1);
+        assert_eq!(get_execution(&c, "e1").unwrap().unwrap().tenant, "default");
+        drop(c);
+        drop(store);
+        // Opening again changes nothing.
+        let store = DocStore::open(dir.path()).unwrap();
+        let c = store.conn.lock().unwrap();
+        assert!(get_doc(&c, "default", "Old").unwrap().is_some());
+    }
 
     #[test]
     fn names_follow_the_model() {

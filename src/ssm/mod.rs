@@ -4,10 +4,13 @@
 //! `application/x-amz-json-1.1`, errors `{"__type", "message"}` ([`errors`]).
 //!
 //! Documents ([`documents`]) are stored in the daemon's database; automation executions
-//! ([`automation`]) are the daemon's runbook executions. Authentication is SigV4 ([`sigv4`]):
-//! verified against `server.ssm_access_keys_file` when set, else any credentials are accepted
-//! (the daemon then refuses to listen on a non-loopback address).
+//! ([`automation`]) are the daemon's runbook executions. Authentication is SigV4 ([`sigv4`]),
+//! verified against `server.ssm_access_keys_file`; each key belongs to a tenant, and documents
+//! and executions are scoped to it (another tenant's look as if they did not exist). Only with
+//! an explicit `server.ssm_anonymous` are credentials not checked (loopback listeners only,
+//! every caller the default tenant, no attachments from the file system).
 
+pub mod attachments;
 pub mod automation;
 pub mod documents;
 pub mod errors;
@@ -45,13 +48,19 @@ pub struct SsmState {
     pub settings: Arc<Settings>,
     /// The runtimes (checking documents).
     pub catalog: Arc<Catalog>,
-    /// Access keys; `None`: any credentials.
+    /// Access keys; `None`: `--ssm-anonymous` (no credentials checked, no file attachments).
     pub keys: Option<Arc<sigv4::AccessKeys>>,
     /// A folder for attachments while a document is checked.
     pub scratch: PathBuf,
     /// Executions a StopAutomationExecution is cancelling (shown `Cancelling`).
     stopping: Arc<Mutex<HashSet<String>>>,
+    /// Places for documents being checked with their attachments in memory: at most
+    /// [`CONCURRENT_DOCUMENT_CHECKS`] × 5 attachments × `ssm_attachment_max_bytes` are held.
+    pub checks: Arc<tokio::sync::Semaphore>,
 }
+
+/// Documents checked at once (each holds at most 5 attachments in memory).
+pub const CONCURRENT_DOCUMENT_CHECKS: usize = 4;
 
 impl SsmState {
     /// The state; opens the documents' tables in the data directory.
@@ -73,6 +82,7 @@ impl SsmState {
             keys: keys.map(Arc::new),
             scratch: data_dir.join("scratch").join("ssm"),
             stopping: Arc::default(),
+            checks: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_DOCUMENT_CHECKS)),
         })
     }
 
@@ -172,21 +182,29 @@ async fn answer(
         message: rej.body_text(),
     })?;
     let caller = match &st.keys {
-        Some(keys) => Some(sigv4::verify(
+        Some(keys) => sigv4::verify(
             keys,
+            &sigv4::Expect {
+                region: &st.settings.context.region,
+            },
             method,
             uri.path(),
             uri.query().unwrap_or(""),
             headers,
             &body,
             chrono::Utc::now().timestamp(),
-        )?),
-        // Any credentials: the caller is whoever the header names (nothing is checked).
-        None => sigv4::parse_authorization(headers)
-            .ok()
-            .flatten()
-            .map(|a| a.access_key),
+        )?,
+        // `--ssm-anonymous`: nothing is checked; every caller is the default tenant, named
+        // (for `ExecutedBy`) by whatever key its header shows.
+        None => sigv4::Caller {
+            access_key: sigv4::parse_authorization(headers)
+                .ok()
+                .flatten()
+                .map(|a| a.access_key),
+            tenant: sigv4::DEFAULT_TENANT.to_string(),
+        },
     };
+    let caller = &caller;
     let target = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
@@ -214,18 +232,18 @@ async fn answer(
         ));
     }
     match op {
-        "CreateDocument" => documents::create(st, &req).await,
-        "UpdateDocument" => documents::update(st, &req).await,
-        "UpdateDocumentDefaultVersion" => documents::set_default(st, &req).await,
-        "DeleteDocument" => documents::delete(st, &req).await,
-        "GetDocument" => documents::get(st, &req).await,
-        "DescribeDocument" => documents::describe(st, &req).await,
-        "ListDocuments" => documents::list(st, &req).await,
-        "StartAutomationExecution" => automation::start(st, &req, caller.as_deref()).await,
-        "GetAutomationExecution" => automation::get(st, &req).await,
-        "DescribeAutomationExecutions" => automation::describe_executions(st, &req).await,
-        "DescribeAutomationStepExecutions" => automation::describe_steps(st, &req).await,
-        "StopAutomationExecution" => automation::stop(st, &req).await,
+        "CreateDocument" => documents::create(st, caller, &req).await,
+        "UpdateDocument" => documents::update(st, caller, &req).await,
+        "UpdateDocumentDefaultVersion" => documents::set_default(st, caller, &req).await,
+        "DeleteDocument" => documents::delete(st, caller, &req).await,
+        "GetDocument" => documents::get(st, caller, &req).await,
+        "DescribeDocument" => documents::describe(st, caller, &req).await,
+        "ListDocuments" => documents::list(st, caller, &req).await,
+        "StartAutomationExecution" => automation::start(st, caller, &req).await,
+        "GetAutomationExecution" => automation::get(st, caller, &req).await,
+        "DescribeAutomationExecutions" => automation::describe_executions(st, caller, &req).await,
+        "DescribeAutomationStepExecutions" => automation::describe_steps(st, caller, &req).await,
+        "StopAutomationExecution" => automation::stop(st, caller, &req).await,
         other => Err(SsmError::client(
             "UnknownOperationException",
             format!(

@@ -20,13 +20,35 @@ use super::errors::SsmError;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// How far a request's `X-Amz-Date` may be from now (AWS: 15 minutes).
-pub const MAX_SKEW_SECS: i64 = 15 * 60;
+/// How far a request's `X-Amz-Date` may be from now (AWS: 5 minutes).
+pub const MAX_SKEW_SECS: i64 = 5 * 60;
 
-/// Access key id → secret.
+/// The tenant of a key line without a third column (and of every anonymous caller).
+pub const DEFAULT_TENANT: &str = "default";
+
+/// The service name a credential scope must carry.
+pub const SERVICE: &str = "ssm";
+
+/// One access key: its secret and the tenant its caller acts as.
+#[derive(Clone)]
+struct Key {
+    secret: String,
+    tenant: String,
+}
+
+/// Access key id → secret and tenant.
 #[derive(Clone, Default)]
 pub struct AccessKeys {
-    keys: HashMap<String, String>,
+    keys: HashMap<String, Key>,
+}
+
+/// Who a verified request comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The access key id (`ExecutedBy`).
+    pub access_key: Option<String>,
+    /// The tenant whose documents and executions the caller sees.
+    pub tenant: String,
 }
 
 impl std::fmt::Debug for AccessKeys {
@@ -35,8 +57,16 @@ impl std::fmt::Debug for AccessKeys {
     }
 }
 
+/// True for a tenant name that can be stored and compared as is.
+fn valid_tenant(t: &str) -> bool {
+    (1..=64).contains(&t.len())
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
 impl AccessKeys {
-    /// Reads `ACCESS_KEY_ID SECRET` lines (whitespace or `:` between; `#` comments, blanks).
+    /// Reads `ACCESS_KEY_ID SECRET [TENANT]` lines (whitespace or `:` between; `#` comments,
+    /// blanks). A line without a tenant belongs to [`DEFAULT_TENANT`].
     pub fn from_file(path: &Path) -> Result<AccessKeys, String> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             format!(
@@ -63,26 +93,61 @@ impl AccessKeys {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (id, secret) = line
-                .split_once(|c: char| c.is_whitespace() || c == ':')
-                .map(|(a, b)| (a.trim(), b.trim()))
-                .filter(|(a, b)| !a.is_empty() && !b.is_empty())
-                .ok_or_else(|| {
-                    format!("line {}: expected `ACCESS_KEY_ID SECRET_ACCESS_KEY`", n + 1)
-                })?;
-            keys.insert(id.to_string(), secret.to_string());
+            let fields: Vec<&str> = line
+                .split(|c: char| c.is_whitespace() || c == ':')
+                .filter(|f| !f.is_empty())
+                .collect();
+            let (id, secret, tenant) = match fields.as_slice() {
+                [id, secret] => (*id, *secret, DEFAULT_TENANT),
+                [id, secret, tenant] => (*id, *secret, *tenant),
+                _ => {
+                    return Err(format!(
+                        "line {}: expected `ACCESS_KEY_ID SECRET_ACCESS_KEY [TENANT]`",
+                        n + 1
+                    ));
+                }
+            };
+            if !valid_tenant(tenant) {
+                return Err(format!(
+                    "line {}: the tenant {tenant:?} must be 1 to 64 of A-Z a-z 0-9 _ - .",
+                    n + 1
+                ));
+            }
+            if keys.contains_key(id) {
+                return Err(format!("line {}: the access key {id} appears twice", n + 1));
+            }
+            keys.insert(
+                id.to_string(),
+                Key {
+                    secret: secret.to_string(),
+                    tenant: tenant.to_string(),
+                },
+            );
         }
         Ok(AccessKeys { keys })
     }
 
-    /// A set of keys from pairs.
+    /// A set of keys from pairs (all in the default tenant).
     pub fn from_pairs(pairs: &[(&str, &str)]) -> AccessKeys {
         AccessKeys {
             keys: pairs
                 .iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .map(|(a, b)| {
+                    (
+                        a.to_string(),
+                        Key {
+                            secret: b.to_string(),
+                            tenant: DEFAULT_TENANT.to_string(),
+                        },
+                    )
+                })
                 .collect(),
         }
+    }
+
+    /// The tenant of a key id.
+    pub fn tenant_of(&self, id: &str) -> Option<&str> {
+        self.keys.get(id).map(|k| k.tenant.as_str())
     }
 }
 
@@ -291,23 +356,66 @@ fn parse_amz_date(s: &str) -> Option<i64> {
         .map(|t| t.and_utc().timestamp())
 }
 
-/// Verifies a request against the keys; `now` is epoch seconds. Returns the access key id.
+/// What a signature must cover: the daemon's region (the scope's service must be [`SERVICE`]).
+#[derive(Debug, Clone)]
+pub struct Expect<'a> {
+    /// The region of the credential scope (`context.region`).
+    pub region: &'a str,
+}
+
+fn refused(message: impl Into<String>) -> SsmError {
+    SsmError::client("InvalidSignatureException", message)
+}
+
+/// The headers that must be signed when present: `host`, `x-amz-date` and every `x-amz-*`
+/// (the operation's `X-Amz-Target` among them) always; `content-type` too, since it selects
+/// the protocol. A signed header the request does not carry is refused as well.
+fn check_signed_headers(auth: &Authorization, headers: &HeaderMap) -> Result<(), SsmError> {
+    for must in ["host", "x-amz-date"] {
+        if !auth.signed_headers.iter().any(|h| h == must) {
+            return Err(refused(format!("The {must} header must be signed.")));
+        }
+    }
+    for name in headers.keys() {
+        let n = name.as_str();
+        if (n.starts_with("x-amz-") || n == "content-type")
+            && !auth.signed_headers.iter().any(|h| h == n)
+        {
+            return Err(refused(format!(
+                "The {n} header is present but not signed: sign every x-amz-* header and Content-Type."
+            )));
+        }
+    }
+    for h in &auth.signed_headers {
+        if !headers.contains_key(h.as_str()) {
+            return Err(refused(format!(
+                "The signed header {h} is not in the request."
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Verifies a request against the keys; `now` is epoch seconds. Returns the caller: the
+/// access key id and its tenant.
+#[allow(clippy::too_many_arguments)] // reason: the parts of one HTTP request, kept apart for tests
 pub fn verify(
     keys: &AccessKeys,
+    expect: &Expect<'_>,
     method: &Method,
     path: &str,
     query: &str,
     headers: &HeaderMap,
     body: &[u8],
     now: i64,
-) -> Result<String, SsmError> {
+) -> Result<Caller, SsmError> {
     let auth = parse_authorization(headers)?.ok_or_else(|| {
         SsmError::client(
             "MissingAuthenticationTokenException",
             "Request is missing Authentication Token",
         )
     })?;
-    let Some(secret) = keys.keys.get(&auth.access_key) else {
+    let Some(key) = keys.keys.get(&auth.access_key) else {
         return Err(SsmError::client(
             "UnrecognizedClientException",
             "The security token included in the request is invalid.",
@@ -319,11 +427,17 @@ pub fn verify(
             "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.",
         )
     })?;
-    if !auth.signed_headers.iter().any(|h| h == "host") {
-        return Err(SsmError::client(
-            "InvalidSignatureException",
-            "The host header must be signed.",
-        ));
+    check_signed_headers(&auth, headers)?;
+    if auth.service != SERVICE {
+        return Err(refused(format!(
+            "Credential should be scoped to correct service: '{SERVICE}'."
+        )));
+    }
+    if auth.region != expect.region {
+        return Err(refused(format!(
+            "Credential should be scoped to a valid region: '{}'.",
+            expect.region
+        )));
     }
     let when = parse_amz_date(&amz_date).ok_or_else(|| {
         SsmError::client(
@@ -332,21 +446,15 @@ pub fn verify(
         )
     })?;
     if !amz_date.starts_with(&auth.date) {
-        return Err(SsmError::client(
-            "InvalidSignatureException",
-            "The Credential's date does not match X-Amz-Date.",
-        ));
+        return Err(refused("The Credential's date does not match X-Amz-Date."));
     }
-    if (now - when).abs() > MAX_SKEW_SECS {
-        return Err(SsmError::client(
-            "InvalidSignatureException",
-            format!(
-                "Signature expired: {amz_date} is now earlier or later than 15 minutes from the server's time."
-            ),
-        ));
+    if now.abs_diff(when) > MAX_SKEW_SECS.unsigned_abs() {
+        return Err(refused(format!(
+            "Signature expired: {amz_date} is now earlier or later than 5 minutes from the server's time."
+        )));
     }
     let canonical = canonical_request(method, path, query, headers, &auth.signed_headers, body);
-    let expected = signature(secret, &auth, &amz_date, &canonical);
+    let expected = signature(&key.secret, &auth, &amz_date, &canonical);
     let same: bool = expected
         .as_bytes()
         .ct_eq(auth.signature.to_ascii_lowercase().as_bytes())
@@ -358,7 +466,10 @@ pub fn verify(
             message: "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.".into(),
         });
     }
-    Ok(auth.access_key)
+    Ok(Caller {
+        access_key: Some(auth.access_key),
+        tenant: key.tenant.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -369,6 +480,9 @@ mod tests {
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
     // 2015-08-30T12:36:00Z
     const AT: i64 = 1_440_938_160;
+    const US: Expect<'static> = Expect {
+        region: "us-east-1",
+    };
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -405,9 +519,12 @@ mod tests {
             canonical,
             "GET\n/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+        // The vector's scope names the service `service`: the daemon takes only `ssm`.
         assert_eq!(
-            verify(&keys, &Method::GET, "/", "", &h, b"", AT).unwrap(),
-            "AKIDEXAMPLE"
+            verify(&keys, &US, &Method::GET, "/", "", &h, b"", AT)
+                .unwrap_err()
+                .code,
+            "InvalidSignatureException"
         );
     }
 
@@ -433,18 +550,21 @@ mod tests {
     fn a_botocore_signed_ssm_request_verifies() {
         let (h, body) = botocore_ssm_request();
         let keys = AccessKeys::from_pairs(&[("AKIDEXAMPLE", SECRET)]);
-        assert!(verify(&keys, &Method::POST, "/", "", &h, body, AT).is_ok());
+        let caller = verify(&keys, &US, &Method::POST, "/", "", &h, body, AT).unwrap();
+        assert_eq!(caller.access_key.as_deref(), Some("AKIDEXAMPLE"));
+        assert_eq!(caller.tenant, DEFAULT_TENANT);
     }
 
     #[test]
     fn tampering_wrong_secret_unknown_key_and_old_requests_are_refused() {
         let (h, body) = botocore_ssm_request();
         let keys = AccessKeys::from_pairs(&[("AKIDEXAMPLE", SECRET)]);
-        let code = |r: Result<String, SsmError>| r.unwrap_err().code;
+        let code = |r: Result<Caller, SsmError>| r.unwrap_err().code;
         // The body changed.
         assert_eq!(
             code(verify(
                 &keys,
+                &US,
                 &Method::POST,
                 "/",
                 "",
@@ -461,31 +581,32 @@ mod tests {
             HeaderValue::from_static("AmazonSSM.DeleteDocument"),
         );
         assert_eq!(
-            code(verify(&keys, &Method::POST, "/", "", &h2, body, AT)),
+            code(verify(&keys, &US, &Method::POST, "/", "", &h2, body, AT)),
             "InvalidSignatureException"
         );
         // Another secret for the key.
         let other = AccessKeys::from_pairs(&[("AKIDEXAMPLE", "not-the-secret")]);
         assert_eq!(
-            code(verify(&other, &Method::POST, "/", "", &h, body, AT)),
+            code(verify(&other, &US, &Method::POST, "/", "", &h, body, AT)),
             "InvalidSignatureException"
         );
         // An unknown key.
         let unknown = AccessKeys::from_pairs(&[("SOMEONE", SECRET)]);
         assert_eq!(
-            code(verify(&unknown, &Method::POST, "/", "", &h, body, AT)),
+            code(verify(&unknown, &US, &Method::POST, "/", "", &h, body, AT)),
             "UnrecognizedClientException"
         );
-        // Replayed 16 minutes later.
+        // Replayed 6 minutes later (AWS's window is 5 minutes).
         assert_eq!(
             code(verify(
                 &keys,
+                &US,
                 &Method::POST,
                 "/",
                 "",
                 &h,
                 body,
-                AT + 16 * 60
+                AT + 6 * 60
             )),
             "InvalidSignatureException"
         );
@@ -493,17 +614,113 @@ mod tests {
         let mut h3 = h.clone();
         h3.remove("authorization");
         assert_eq!(
-            code(verify(&keys, &Method::POST, "/", "", &h3, body, AT)),
+            code(verify(&keys, &US, &Method::POST, "/", "", &h3, body, AT)),
             "MissingAuthenticationTokenException"
         );
     }
 
     #[test]
     fn the_keys_file_is_read() {
-        let k = AccessKeys::parse("# comment\n\nAKID1 secret1\nAKID2:secret2\n").unwrap();
-        assert_eq!(k.keys["AKID1"], "secret1");
-        assert_eq!(k.keys["AKID2"], "secret2");
+        let k = AccessKeys::parse("# comment\n\nAKID1 secret1\nAKID2:secret2\nAKID3 s3 team-a\n")
+            .unwrap();
+        assert_eq!(k.keys["AKID1"].secret, "secret1");
+        assert_eq!(k.keys["AKID2"].secret, "secret2");
+        assert_eq!(k.tenant_of("AKID1"), Some(DEFAULT_TENANT));
+        assert_eq!(k.tenant_of("AKID3"), Some("team-a"));
         assert!(AccessKeys::parse("lonely\n").is_err());
+        assert!(AccessKeys::parse("a b c d\n").is_err());
+        assert!(AccessKeys::parse("a b ten/ant\n").is_err());
+        assert!(AccessKeys::parse("a b\na c\n").is_err());
+    }
+
+    /// Signs `h` (adding the Authorization header) over `signed` with the test secret.
+    fn sign(h: &mut HeaderMap, signed: &[&str], region: &str, service: &str, body: &[u8]) {
+        let signed: Vec<String> = signed.iter().map(|s| s.to_string()).collect();
+        let auth = Authorization {
+            access_key: "AKIDEXAMPLE".into(),
+            date: "20150830".into(),
+            region: region.into(),
+            service: service.into(),
+            signed_headers: signed.clone(),
+            signature: String::new(),
+        };
+        let canonical = canonical_request(&Method::POST, "/", "", h, &signed, body);
+        let sig = signature(SECRET, &auth, "20150830T123600Z", &canonical);
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&format!(
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/{region}/{service}/aws4_request, SignedHeaders={}, Signature={sig}",
+                signed.join(";")
+            ))
+            .unwrap(),
+        );
+    }
+
+    #[test]
+    fn unsigned_amz_headers_and_foreign_scopes_are_refused() {
+        let keys = AccessKeys::from_pairs(&[("AKIDEXAMPLE", SECRET)]);
+        let body = br#"{"Name":"MyDoc"}"#;
+        let base = || {
+            headers(&[
+                ("host", "127.0.0.1:4583"),
+                ("x-amz-target", "AmazonSSM.DeleteDocument"),
+                ("content-type", "application/x-amz-json-1.1"),
+                ("x-amz-date", "20150830T123600Z"),
+            ])
+        };
+        let all = ["content-type", "host", "x-amz-date", "x-amz-target"];
+        let check = |h: &HeaderMap| {
+            verify(&keys, &US, &Method::POST, "/", "", h, body, AT)
+                .err()
+                .map(|e| (e.code, e.message))
+        };
+        let mut ok = base();
+        sign(&mut ok, &all, "us-east-1", "ssm", body);
+        assert_eq!(check(&ok), None);
+        // Signed over host and x-amz-date only: the target could be switched.
+        let mut h = base();
+        sign(&mut h, &["host", "x-amz-date"], "us-east-1", "ssm", body);
+        let (code, msg) = check(&h).unwrap();
+        assert_eq!(code, "InvalidSignatureException");
+        assert!(
+            msg.contains("content-type") || msg.contains("x-amz-target"),
+            "{msg}"
+        );
+        let mut h = base();
+        sign(
+            &mut h,
+            &["content-type", "host", "x-amz-date"],
+            "us-east-1",
+            "ssm",
+            body,
+        );
+        assert!(check(&h).unwrap().1.contains("x-amz-target"));
+        // Another service or region.
+        for (region, service) in [("mars-1", "s3"), ("us-east-1", "s3"), ("eu-west-1", "ssm")] {
+            let mut h = base();
+            sign(&mut h, &all, region, service, body);
+            assert_eq!(
+                check(&h).unwrap().0,
+                "InvalidSignatureException",
+                "{region} {service}"
+            );
+        }
+        // A signed header that the request lacks.
+        let mut h = base();
+        sign(
+            &mut h,
+            &[
+                "content-type",
+                "host",
+                "x-amz-date",
+                "x-amz-target",
+                "x-amz-security-token",
+            ],
+            "us-east-1",
+            "ssm",
+            body,
+        );
+        assert_eq!(check(&h).unwrap().0, "InvalidSignatureException");
     }
 
     #[test]
