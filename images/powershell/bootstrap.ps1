@@ -150,20 +150,25 @@ when a -File script mentions it, pwsh itself reads stdin as pipeline input and e
     # ------------------------------------------------------------------------------------------------
 
     function Test-MayEndOtherProcesses {
-        # Only where "every other process" means the sandbox's own: the first process of its own PID
-        # namespace (PID 1, or PID 2 under Docker's init), not running as root. Anywhere else (a host,
-        # a debugging session) the bootstrap never signals processes that are not its own.
+        # Only where "every other process" means the sandbox's own: the init of its own PID namespace,
+        # or the child of a container init (Docker's Init: true runs tini as docker-init), and not
+        # root. Anywhere else (a host, under a host's init, a debugging session) the bootstrap never
+        # signals processes that are not its own.
         try {
             $stat = [System.IO.File]::ReadAllText('/proc/self/stat')
             $fields = $stat.Substring($stat.LastIndexOf(')') + 2).Split(' ')   # state, ppid, ...
             $parent = [int]$fields[1]
             $uidLine = [System.IO.File]::ReadAllLines('/proc/self/status') | Where-Object { $_.StartsWith('Uid:') } | Select-Object -First 1
             $euid = [int](($uidLine -split '\s+')[2])   # Uid: real effective saved fs
+            $initArgv0 = [System.IO.File]::ReadAllText('/proc/1/cmdline').Split([char]0)[0]
+            $init = [System.IO.Path]::GetFileName($initArgv0)
         } catch {
             return $false
         }
         if ($euid -eq 0) { return $false }
-        return (($PID -eq 1 -and $parent -eq 0) -or ($PID -eq 2 -and $parent -eq 1))
+        if ($PID -eq 1) { return $true }
+        $containerInits = @('docker-init', 'tini', 'tini-static', 'catatonit', 'podman-init', 'dumb-init')
+        return ($parent -eq 1 -and $containerInits -contains $init)
     }
 
     function Get-OtherLiveProcessIds {

@@ -46,6 +46,9 @@ PUMP_DRAIN_SECONDS = 0.2
 END_PROCESSES_SECONDS = 1.0
 # The uid the host never runs the sandbox as: the bootstrap never signals processes as root.
 ROOT_UID = 0
+# The container inits the bootstrap may run under as their child (Docker's `Init: true` is tini,
+# installed as docker-init). A host's init (systemd...) is none of these.
+CONTAINER_INITS = ("docker-init", "tini", "tini-static", "catatonit", "podman-init", "dumb-init")
 # Bounds on what an error report may carry, so that a RecursionError (about a thousand frames)
 # or a huge exception text cannot make the result frame itself too big for the host.
 MAX_FRAMES = 100
@@ -163,7 +166,7 @@ class OutputChannel(object):
         # could write a result frame of its own before ours: the first R frame is the result,
         # so nothing but the bootstrap may be left when it is written. The dead children's
         # pipe ends close with them, so the pumps then reach EOF after what is already queued.
-        if may_end_other_processes(os.getpid(), os.getppid(), os.geteuid()):
+        if may_end_other_processes(os.getpid(), os.getppid(), os.geteuid(), init_name()):
             end_other_processes(END_PROCESSES_SECONDS)
         drain_until = time.time() + PUMP_DRAIN_SECONDS
         for pump in self.pumps:
@@ -177,14 +180,26 @@ class OutputChannel(object):
         os._exit(0)  # no atexit handlers, no thread joins: nothing can hang after the result
 
 
-def may_end_other_processes(pid, ppid, euid):
+def init_name():
+    """The program name of PID 1 ('docker-init' in a scriptbox container), or '' if unreadable."""
+    try:
+        with open("/proc/1/cmdline", "rb") as handle:
+            argv0 = handle.read().split(b"\0")[0]
+    except OSError:
+        return ""
+    return os.path.basename(argv0).decode("utf-8", "replace")
+
+
+def may_end_other_processes(pid, ppid, euid, init):
     """True only where ending "every other process" means the sandbox's own: the bootstrap is
-    the first process of its own PID namespace (PID 1, or PID 2 under Docker's init) and runs
-    as a non-root user. Run anywhere else (tests on a host, a debugging session) it must never
-    signal processes that are not its own."""
+    the init of its own PID namespace, or the only child of a container init (Docker's
+    `Init: true`), and runs as a non-root user. Run anywhere else (tests on a host, under a
+    host's init, a debugging session) it must never signal processes that are not its own."""
     if euid == ROOT_UID:
         return False
-    return (pid == 1 and ppid == 0) or (pid == 2 and ppid == 1)
+    if pid == 1:
+        return True
+    return ppid == 1 and init in CONTAINER_INITS
 
 
 def live_process_ids(own_pid):

@@ -387,14 +387,17 @@ class Output(BootstrapCase):
         self.assertLess(run.seconds, 5.0)
 
     def test_only_the_first_process_of_its_own_namespace_ends_others(self):
-        may = bootstrap_module().may_end_other_processes
-        self.assertTrue(may(1, 0, 10001))
-        self.assertTrue(may(2, 1, 10001))  # under Docker's init
-        self.assertFalse(may(2, 1, 0))  # never as root
-        self.assertFalse(may(1, 0, 0))
-        self.assertFalse(may(os.getpid(), os.getppid(), 10001))  # a test run on a host
-        self.assertFalse(may(2, 57, 10001))
-        self.assertFalse(may(3, 1, 10001))
+        bootstrap = bootstrap_module()
+        may = bootstrap.may_end_other_processes
+        self.assertTrue(may(1, 0, 10001, ""))  # the init of its own namespace
+        self.assertTrue(may(7, 1, 10001, "docker-init"))  # under Docker's init
+        self.assertFalse(may(7, 1, 0, "docker-init"))  # never as root
+        self.assertFalse(may(1, 0, 0, ""))
+        self.assertFalse(may(7, 1, 10001, "systemd"))  # a daemon under a host's init
+        self.assertFalse(may(7, 1, 10001, ""))  # PID 1 unreadable
+        self.assertFalse(may(7, 57, 10001, "docker-init"))  # not init's child
+        # This very test run: never.
+        self.assertFalse(may(os.getpid(), os.getppid(), 10001, bootstrap.init_name()))
 
     def kill_pid_in(self, pid_file):
         """Stop the background child a test left behind (a container would be removed)."""
