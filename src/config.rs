@@ -717,6 +717,67 @@ mod tests {
     }
 
     #[test]
+    fn huge_requested_limits_are_refused_never_wrapped() {
+        let s = Settings::default();
+        for (req, field) in [
+            (
+                RequestedLimits {
+                    memory_mb: Some(u64::MAX),
+                    ..Default::default()
+                },
+                "Limits.MemoryMb",
+            ),
+            (
+                RequestedLimits {
+                    memory_mb: Some(1 << 63),
+                    ..Default::default()
+                },
+                "Limits.MemoryMb",
+            ),
+            (
+                RequestedLimits {
+                    milli_cpus: Some(u64::MAX),
+                    ..Default::default()
+                },
+                "Limits.MilliCpus",
+            ),
+            (
+                RequestedLimits {
+                    pids_limit: Some(u64::MAX),
+                    ..Default::default()
+                },
+                "Limits.PidsLimit",
+            ),
+            (
+                RequestedLimits {
+                    output_bytes: Some(u64::MAX),
+                    ..Default::default()
+                },
+                "Limits.OutputBytes",
+            ),
+            (
+                RequestedLimits {
+                    timeout_seconds: Some(u64::MAX),
+                    ..Default::default()
+                },
+                "Limits.TimeoutSeconds",
+            ),
+        ] {
+            let e = s.resolve_limits(&req).unwrap_err();
+            assert_eq!(e.field, field);
+            assert!(e.rule.contains("a request can only lower it"), "{e}");
+        }
+        let mut huge = Settings::default();
+        huge.limits.max_timeout_seconds = u64::MAX;
+        assert!(
+            huge.check()
+                .unwrap_err()
+                .to_string()
+                .contains("limits.max_timeout_seconds must be between 1 and 604800")
+        );
+    }
+
+    #[test]
     fn every_key_can_be_overridden_by_name() {
         let mut s = Settings::default();
         let keys: Vec<String> = s.keys().into_iter().map(|(k, _)| k).collect();
