@@ -765,7 +765,8 @@ def h(e, c):
 
 /// The handler of the forged-result tests: a child it forks writes a forged result frame on every
 /// descriptor it inherited (the bootstrap's real stdout among them) and on the container's
-/// stdout through `/proc/1/fd/1`, shortly after the handler returned, plus a late log line.
+/// stdout through `/proc/1/fd/1`, shortly after the handler returned, plus a late log line; before
+/// the return it writes a log line of its own, which must not be lost.
 const FORGES_A_LATE_RESULT: &str = r#"
 import os, struct, time
 
@@ -774,7 +775,10 @@ def frame(kind, body):
 
 def h(e, c):
     forged = frame(b"R", b'{"ok":true,"payload":"forged"}') + frame(b"O", b"late line\n")
+    ready_r, ready_w = os.pipe()
     if os.fork() == 0:
+        os.write(1, b"child line before the return\n")
+        os.write(ready_w, b"x")
         time.sleep(0.1)
         targets = list(range(64))
         try:
@@ -788,6 +792,7 @@ def h(e, c):
                 pass
         time.sleep(5)
         os._exit(0)
+    os.read(ready_r, 1)
     print("before the return")
     return "genuine"
 "#;
@@ -797,7 +802,12 @@ fn assert_the_genuine_result(r: &StepResult) {
     assert_eq!(r.status, StepStatus::Success, "{r:?}");
     assert_eq!(r.payload, json!("genuine"), "the forged result won: {r:?}");
     let lines: Vec<&str> = r.log.iter().map(|l| l.text.as_str()).collect();
-    assert_eq!(lines, vec!["before the return"], "{r:?}");
+    // Every line written before the return arrived (the child's too), none after it.
+    assert_eq!(
+        lines,
+        vec!["child line before the return", "before the return"],
+        "{r:?}"
+    );
 }
 
 /// Threat: a child the handler forked writes a forged result frame after the handler returned (it inherits the bootstrap's real stdout, and /proc/1/fd/1 reaches the container's stdout).
