@@ -124,6 +124,9 @@ struct StepObserver<'a> {
     result: Option<Vec<u8>>,
     result_too_large: Option<u64>,
     unframed: bool,
+    /// The handler's stderr is the container's raw stderr (PowerShell), not `E` frames: it is a
+    /// separate stream from the frames, so its lines may arrive after the result frame.
+    raw_stderr_log: bool,
     on_log: Option<&'a mut (dyn FnMut(&LogLine) + Send)>,
 }
 
@@ -140,6 +143,7 @@ impl<'a> StepObserver<'a> {
             result: None,
             result_too_large: None,
             unframed: false,
+            raw_stderr_log: false,
             on_log,
         }
     }
@@ -219,9 +223,13 @@ impl<'a> StepObserver<'a> {
 
 impl OutputObserver for StepObserver<'_> {
     fn on_output(&mut self, stream: OutputStream, bytes: &[u8]) -> Flow {
-        // The first R frame is the result: nothing after it (a forged second result, late log
-        // lines, a flood) may change the payload, the status or the log.
+        // The first R frame is the result: no frame after it (a forged second result, late log
+        // lines, a flood) may change the payload, the status or the log. Only a raw stderr log
+        // (PowerShell's) may still deliver lines written before the result, within its caps.
         if self.result.is_some() {
+            if stream == OutputStream::Stderr && self.raw_stderr_log {
+                self.log_bytes(LogStream::Stderr, bytes);
+            }
             return Flow::ResultComplete;
         }
         if self.result_too_large.is_some() {
@@ -369,6 +377,8 @@ pub async fn execute_step_pooled(
         memory_bytes: options.memory_bytes,
     };
     let mut observer = StepObserver::new(options.limits, options.on_log);
+    // Only the Python bootstrap frames the handler's stderr; PowerShell's is the raw stream.
+    observer.raw_stderr_log = step.language != crate::runtimes::Language::Python;
     let pooled = prestarted.is_some();
     // Returning at the result frame is safe only where the handler's stderr is framed on the same
     // ordered stream (the Python bootstrap); PowerShell's stderr is raw, so its late lines could
@@ -609,6 +619,27 @@ mod tests {
         assert!(!o.truncated && !o.unframed);
         let texts: Vec<&str> = o.log.iter().map(|l| l.text.as_str()).collect();
         assert_eq!(texts, vec!["before"]);
+
+        // PowerShell's stderr is a raw stream beside the frames: its lines may trail the result
+        // and are still logged, but frames after the result are not, and nothing is a kill.
+        let mut ps = StepObserver::new(&limits, None);
+        ps.raw_stderr_log = true;
+        let mut out = frame(FRAME_RESULT, br#"{"ok":true,"payload":1}"#);
+        out.extend(frame(FRAME_STDOUT, b"late\n"));
+        assert_eq!(
+            ps.on_output(OutputStream::Stdout, &out),
+            Flow::ResultComplete
+        );
+        assert_eq!(
+            ps.on_output(OutputStream::Stderr, b"written before the result\n"),
+            Flow::ResultComplete
+        );
+        assert_eq!(
+            ps.on_output(OutputStream::Stderr, &[b'x'; 4 * 1024 * 1024]),
+            Flow::ResultComplete
+        );
+        assert_eq!(ps.log[0].text, "written before the result");
+        assert!(ps.log.iter().all(|l| l.stream == LogStream::Stderr));
     }
 
     #[test]

@@ -810,22 +810,22 @@ impl Engine {
                 chunk = output.next(), if output_open => match chunk {
                     Some(Ok(LogOutput::StdOut { message })) => {
                         outcome.output_bytes = outcome.output_bytes.saturating_add(byte_count(&message));
-                        if result_at.is_none() {
-                            match observer.on_output(OutputStream::Stdout, &message) {
-                                Flow::Kill(r) => kill = Some(r),
-                                Flow::ResultComplete => result_at = Some(tokio::time::Instant::now()),
-                                Flow::Continue => {}
-                            }
+                        match observer.on_output(OutputStream::Stdout, &message) {
+                            // After the result nothing the container sends may kill it.
+                            _ if result_at.is_some() => {}
+                            Flow::Kill(r) => kill = Some(r),
+                            Flow::ResultComplete => result_at = Some(tokio::time::Instant::now()),
+                            Flow::Continue => {}
                         }
                     }
                     Some(Ok(LogOutput::StdErr { message })) => {
                         outcome.output_bytes = outcome.output_bytes.saturating_add(byte_count(&message));
-                        if result_at.is_none() {
-                            match observer.on_output(OutputStream::Stderr, &message) {
-                                Flow::Kill(r) => kill = Some(r),
-                                Flow::ResultComplete => result_at = Some(tokio::time::Instant::now()),
-                                Flow::Continue => {}
-                            }
+                        match observer.on_output(OutputStream::Stderr, &message) {
+                            // After the result nothing the container sends may kill it.
+                            _ if result_at.is_some() => {}
+                            Flow::Kill(r) => kill = Some(r),
+                            Flow::ResultComplete => result_at = Some(tokio::time::Instant::now()),
+                            Flow::Continue => {}
                         }
                     }
                     Some(Ok(_)) => {}
@@ -888,8 +888,8 @@ impl Engine {
                 killed_at = Some(tokio::time::Instant::now());
                 kill_call = Some(Box::pin(self.kill(id)));
             }
-            if (outcome.kill_reason.is_some() || result_at.is_some()) && exited_at.is_some() {
-                // Nothing after a kill, or after the exit that follows the result, is worth reading.
+            if outcome.kill_reason.is_some() && exited_at.is_some() {
+                // Nothing after a kill is worth reading.
                 output_open = false;
             }
         }
