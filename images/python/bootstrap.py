@@ -166,8 +166,11 @@ class OutputChannel(object):
         # could write a result frame of its own before ours: the first R frame is the result,
         # so nothing but the bootstrap may be left when it is written. The dead children's
         # pipe ends close with them, so the pumps then reach EOF after what is already queued.
-        if may_end_other_processes(os.getpid(), os.getppid(), os.geteuid(), init_name()):
-            end_other_processes(END_PROCESSES_SECONDS)
+        try:
+            if may_end_other_processes(os.getpid(), os.getppid(), os.geteuid(), init_name()):
+                end_other_processes(END_PROCESSES_SECONDS)
+        except Exception:  # best effort: the result must still be written
+            pass
         drain_until = time.time() + PUMP_DRAIN_SECONDS
         for pump in self.pumps:
             pump.join(max(0.0, drain_until - time.time()))
