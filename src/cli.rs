@@ -334,14 +334,20 @@ async fn invoke(
             )));
         }
         Some(mb) => {
-            let bytes = (mb as i64).saturating_mul(1024 * 1024);
-            if bytes > settings.sandbox.memory_bytes {
-                return Err(CliError::Invalid(format!(
-                    "--memory: {mb} MiB is above the configured limit of {} MiB; a request can only lower it",
-                    settings.sandbox.memory_bytes / (1024 * 1024)
-                )));
+            // Checked: a huge value must be refused, never wrap into a negative limit.
+            let bytes = i64::try_from(mb)
+                .ok()
+                .and_then(|m| m.checked_mul(1024 * 1024))
+                .filter(|b| *b <= settings.sandbox.memory_bytes);
+            match bytes {
+                Some(bytes) => Some(bytes),
+                None => {
+                    return Err(CliError::Invalid(format!(
+                        "--memory: {mb} MiB is above the configured limit of {} MiB; a request can only lower it",
+                        settings.sandbox.memory_bytes / (1024 * 1024)
+                    )));
+                }
             }
-            Some(bytes)
         }
     };
     let step = step::validate(&inputs, &catalog, settings.limits.max_timeout_seconds)

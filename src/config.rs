@@ -15,6 +15,12 @@ use crate::pool::PoolConfig;
 use crate::sandbox::SandboxConfig;
 use crate::step::DEFAULT_TIMEOUT_SECS;
 
+/// The longest step timeout and pool idle time an operator may set (7 days): every deadline
+/// computed from them stays far inside what the clocks can represent.
+pub const MAX_DURATION_SECS: u64 = 7 * 24 * 3600;
+/// The most containers an operator may let run at once.
+pub const MAX_CONCURRENCY: usize = 4096;
+
 /// Errors while loading settings.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -592,10 +598,24 @@ impl Settings {
                 rule: "may be none or a named network, never host or another container's".into(),
             });
         }
-        if self.limits.max_timeout_seconds == 0 {
+        if self.limits.max_timeout_seconds == 0
+            || self.limits.max_timeout_seconds > MAX_DURATION_SECS
+        {
             return Err(ConfigError::Invalid {
                 key: "limits.max_timeout_seconds",
-                rule: "must be at least 1".into(),
+                rule: format!(
+                    "must be between 1 and {MAX_DURATION_SECS} seconds (7 days), got {}",
+                    self.limits.max_timeout_seconds
+                ),
+            });
+        }
+        if self.pool.idle_timeout_secs > MAX_DURATION_SECS {
+            return Err(ConfigError::Invalid {
+                key: "pool.idle_timeout_secs",
+                rule: format!(
+                    "must be at most {MAX_DURATION_SECS} seconds (7 days), got {}",
+                    self.pool.idle_timeout_secs
+                ),
             });
         }
         if self.limits.default_timeout_seconds == 0
@@ -627,8 +647,10 @@ impl Settings {
             ),
             (
                 "limits.default_output_limit_bytes",
-                self.limits.default_output_limit_bytes.map(|v| v as i64),
-                s.output_limit_bytes as i64,
+                self.limits
+                    .default_output_limit_bytes
+                    .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+                i64::try_from(s.output_limit_bytes).unwrap_or(i64::MAX),
             ),
         ];
         for (key, value, max) in defaults {
@@ -642,6 +664,15 @@ impl Settings {
             }
         }
         let srv = &self.server;
+        if srv.concurrency > MAX_CONCURRENCY {
+            return Err(ConfigError::Invalid {
+                key: "server.concurrency",
+                rule: format!(
+                    "must be at most {MAX_CONCURRENCY} containers (0: twice the cores), got {}",
+                    srv.concurrency
+                ),
+            });
+        }
         if srv.queue_length > 1_000_000 {
             return Err(ConfigError::Invalid {
                 key: "server.queue_length",
@@ -768,6 +799,67 @@ mod tests {
         );
         let raised = parse("[limits]\nmax_timeout_seconds = 3600").unwrap();
         assert_eq!(raised.limits.max_timeout_seconds, 3600);
+    }
+
+    #[test]
+    fn huge_requested_limits_are_refused_never_wrapped() {
+        let s = Settings::default();
+        for (req, field) in [
+            (
+                RequestedLimits {
+                    memory_mb: Some(u64::MAX),
+                    ..Default::default()
+                },
+                "Limits.MemoryMb",
+            ),
+            (
+                RequestedLimits {
+                    memory_mb: Some(1 << 63),
+                    ..Default::default()
+                },
+                "Limits.MemoryMb",
+            ),
+            (
+                RequestedLimits {
+                    milli_cpus: Some(u64::MAX),
+                    ..Default::default()
+                },
+                "Limits.MilliCpus",
+            ),
+            (
+                RequestedLimits {
+                    pids_limit: Some(u64::MAX),
+                    ..Default::default()
+                },
+                "Limits.PidsLimit",
+            ),
+            (
+                RequestedLimits {
+                    output_bytes: Some(u64::MAX),
+                    ..Default::default()
+                },
+                "Limits.OutputBytes",
+            ),
+            (
+                RequestedLimits {
+                    timeout_seconds: Some(u64::MAX),
+                    ..Default::default()
+                },
+                "Limits.TimeoutSeconds",
+            ),
+        ] {
+            let e = s.resolve_limits(&req).unwrap_err();
+            assert_eq!(e.field, field);
+            assert!(e.rule.contains("a request can only lower it"), "{e}");
+        }
+        let mut huge = Settings::default();
+        huge.limits.max_timeout_seconds = u64::MAX;
+        assert!(
+            huge.check()
+                .unwrap_err()
+                .to_string()
+                .contains("limits.max_timeout_seconds must be between 1 and 604800")
+        );
     }
 
     #[test]

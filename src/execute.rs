@@ -17,7 +17,7 @@ use crate::protocol::{
 use crate::result::{
     ErrorDetail, KillReason, LogLine, LogStream, PayloadVerdict, StepResult, StepStatus,
     TIMEOUT_MESSAGE, apply_payload_rules, aws_failure_message, aws_plain_failure, error_detail,
-    payload_too_large_message,
+    payload_too_large_message, signal_of_exit_code,
 };
 use crate::sandbox::{
     ContainerJob, Engine, Flow, OutputObserver, OutputStream, Removal, SandboxError,
@@ -124,6 +124,9 @@ struct StepObserver<'a> {
     result: Option<Vec<u8>>,
     result_too_large: Option<u64>,
     unframed: bool,
+    /// The handler's stderr is the container's raw stderr (PowerShell), not `E` frames: it is a
+    /// separate stream from the frames, so its lines may arrive after the result frame.
+    raw_stderr_log: bool,
     on_log: Option<&'a mut (dyn FnMut(&LogLine) + Send)>,
 }
 
@@ -140,6 +143,7 @@ impl<'a> StepObserver<'a> {
             result: None,
             result_too_large: None,
             unframed: false,
+            raw_stderr_log: false,
             on_log,
         }
     }
@@ -219,6 +223,18 @@ impl<'a> StepObserver<'a> {
 
 impl OutputObserver for StepObserver<'_> {
     fn on_output(&mut self, stream: OutputStream, bytes: &[u8]) -> Flow {
+        // The first R frame is the result: no frame after it (a forged second result, late log
+        // lines, a flood) may change the payload, the status or the log. Only a raw stderr log
+        // (PowerShell's) may still deliver lines written before the result, within its caps.
+        if self.result.is_some() {
+            if stream == OutputStream::Stderr && self.raw_stderr_log {
+                self.log_bytes(LogStream::Stderr, bytes);
+            }
+            return Flow::ResultComplete;
+        }
+        if self.result_too_large.is_some() {
+            return Flow::Continue;
+        }
         let mut within = true;
         match stream {
             OutputStream::Stderr => within = self.log_bytes(LogStream::Stderr, bytes),
@@ -226,6 +242,9 @@ impl OutputObserver for StepObserver<'_> {
                 let mut events = Vec::new();
                 self.decoder.feed(bytes, &mut |e| events.push(e));
                 for event in events {
+                    if self.result.is_some() || self.result_too_large.is_some() {
+                        break;
+                    }
                     match event {
                         FrameEvent::Stdout(b) => within &= self.log_bytes(LogStream::Stdout, &b),
                         FrameEvent::Stderr(b) => within &= self.log_bytes(LogStream::Stderr, &b),
@@ -233,11 +252,7 @@ impl OutputObserver for StepObserver<'_> {
                             self.unframed = true;
                             within &= self.log_bytes(LogStream::Stdout, &b);
                         }
-                        FrameEvent::Result(body) => {
-                            if self.result.is_none() {
-                                self.result = Some(body);
-                            }
-                        }
+                        FrameEvent::Result(body) => self.result = Some(body),
                         FrameEvent::ResultTooLarge(n) => {
                             // The verdict is known from the frame header: stop the container
                             // rather than read megabytes that will be thrown away.
@@ -256,6 +271,17 @@ impl OutputObserver for StepObserver<'_> {
         } else {
             Flow::Continue
         }
+    }
+}
+
+/// How a container's exit code reads in a message: the signal behind it when there is one.
+fn exit_description(exit_code: Option<i64>) -> String {
+    match exit_code {
+        Some(code) => match signal_of_exit_code(code) {
+            Some((signal, name)) => format!("exit code {code}: signal {signal}, {name}"),
+            None => format!("exit code {code}"),
+        },
+        None => "exit code unknown".into(),
     }
 }
 
@@ -351,6 +377,8 @@ pub async fn execute_step_pooled(
         memory_bytes: options.memory_bytes,
     };
     let mut observer = StepObserver::new(options.limits, options.on_log);
+    // Only the Python bootstrap frames the handler's stderr; PowerShell's is the raw stream.
+    observer.raw_stderr_log = step.language != crate::runtimes::Language::Python;
     let pooled = prestarted.is_some();
     // Returning at the result frame is safe only where the handler's stderr is framed on the same
     // ordered stream (the Python bootstrap); PowerShell's stderr is raw, so its late lines could
@@ -447,6 +475,15 @@ pub async fn execute_step_pooled(
             "OutOfMemory",
             format!("The script ran out of memory (limit {memory_mib} MiB); the kernel killed it."),
         ),
+        Some(KillReason::External) => fail(
+            &mut result,
+            StepStatus::Failed,
+            "KilledExternally",
+            format!(
+                "The container was killed from outside scriptbox ({}), not by its timeout, its limits or a cancellation: someone stopped it through Docker (docker kill, docker stop, docker rm -f) before the script returned a result.",
+                exit_description(outcome.exit_code)
+            ),
+        ),
         None => match (observer.result.take(), observer.result_too_large) {
             (_, Some(size)) => fail(
                 &mut result,
@@ -492,9 +529,14 @@ pub async fn execute_step_pooled(
                     .exit_code
                     .map(|c| c.to_string())
                     .unwrap_or_else(|| "unknown".into());
-                let mut why = format!(
-                    "The script's process ended (exit code {code}) without returning a result."
-                );
+                let mut why = match outcome.exit_code.and_then(signal_of_exit_code) {
+                    Some((signal, name)) => format!(
+                        "The script's process ended (exit code {code}: killed by signal {signal}, {name}) without returning a result."
+                    ),
+                    None => format!(
+                        "The script's process ended (exit code {code}) without returning a result."
+                    ),
+                };
                 if outcome.stdin_incomplete {
                     why.push_str(" It did not read its whole request.");
                 }
@@ -534,6 +576,70 @@ mod tests {
         assert_eq!(m["global:AWS_PARTITION"], "aws");
         assert_eq!(m["global:DATE"], "2026-11-27");
         assert_eq!(m["global:DATE_TIME"], "2026-11-27_12.30.05");
+    }
+
+    #[test]
+    fn nothing_after_the_first_result_frame_counts() {
+        use crate::protocol::{FRAME_RESULT, FRAME_STDERR};
+        let limits = OutputLimits::default();
+        let mut o = StepObserver::new(&limits, None);
+        let mut first = frame(FRAME_STDOUT, b"before\n");
+        first.extend(frame(FRAME_RESULT, br#"{"ok":true,"payload":"genuine"}"#));
+        // In the same chunk, after the result: a forged result, a late line, a huge frame.
+        first.extend(frame(FRAME_RESULT, br#"{"ok":true,"payload":"forged"}"#));
+        first.extend(frame(FRAME_STDOUT, b"late\n"));
+        let mut huge = vec![FRAME_RESULT];
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+        first.extend(huge.clone());
+        assert_eq!(
+            o.on_output(OutputStream::Stdout, &first),
+            Flow::ResultComplete
+        );
+        // Later chunks, on both streams: ignored, never a kill.
+        let mut later = frame(
+            FRAME_RESULT,
+            br#"{"ok":false,"error":{"type":"X","message":"m"}}"#,
+        );
+        later.extend(frame(FRAME_STDERR, b"late err\n"));
+        later.extend(huge);
+        assert_eq!(
+            o.on_output(OutputStream::Stdout, &later),
+            Flow::ResultComplete
+        );
+        assert_eq!(
+            o.on_output(OutputStream::Stderr, &[b'x'; 4 * 1024 * 1024]),
+            Flow::ResultComplete
+        );
+        o.flush_partials();
+        assert_eq!(
+            o.result.as_deref(),
+            Some(&br#"{"ok":true,"payload":"genuine"}"#[..])
+        );
+        assert_eq!(o.result_too_large, None);
+        assert!(!o.truncated && !o.unframed);
+        let texts: Vec<&str> = o.log.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, vec!["before"]);
+
+        // PowerShell's stderr is a raw stream beside the frames: its lines may trail the result
+        // and are still logged, but frames after the result are not, and nothing is a kill.
+        let mut ps = StepObserver::new(&limits, None);
+        ps.raw_stderr_log = true;
+        let mut out = frame(FRAME_RESULT, br#"{"ok":true,"payload":1}"#);
+        out.extend(frame(FRAME_STDOUT, b"late\n"));
+        assert_eq!(
+            ps.on_output(OutputStream::Stdout, &out),
+            Flow::ResultComplete
+        );
+        assert_eq!(
+            ps.on_output(OutputStream::Stderr, b"written before the result\n"),
+            Flow::ResultComplete
+        );
+        assert_eq!(
+            ps.on_output(OutputStream::Stderr, &[b'x'; 4 * 1024 * 1024]),
+            Flow::ResultComplete
+        );
+        assert_eq!(ps.log[0].text, "written before the result");
+        assert!(ps.log.iter().all(|l| l.stream == LogStream::Stderr));
     }
 
     #[test]

@@ -63,6 +63,31 @@ pub enum KillReason {
     OutputLimit,
     /// The execution was cancelled.
     Cancelled,
+    /// Someone other than scriptbox killed the container (`docker kill`, `docker stop`,
+    /// `docker rm -f`): Docker's event log shows a kill that scriptbox did not send.
+    External,
+}
+
+/// The signal behind a container exit code of `128 + n` (how Docker reports a process killed by
+/// signal `n`), with its name when it is a common one.
+pub fn signal_of_exit_code(code: i64) -> Option<(i64, &'static str)> {
+    let signal = code.checked_sub(128).filter(|n| (1..=64).contains(n))?;
+    let name = match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        _ => "a signal",
+    };
+    Some((signal, name))
 }
 
 /// Which stream a log line came from.
@@ -257,6 +282,16 @@ mod tests {
             error_detail(&e).stack_trace,
             vec!["File \"/tmp/abc/customer_script.py\", line 3, in script_handler"]
         );
+    }
+
+    #[test]
+    fn signal_exit_codes_name_their_signal() {
+        assert_eq!(signal_of_exit_code(137), Some((9, "SIGKILL")));
+        assert_eq!(signal_of_exit_code(143), Some((15, "SIGTERM")));
+        assert_eq!(signal_of_exit_code(128 + 40), Some((40, "a signal")));
+        for not_a_signal in [0, 1, 2, 127, 128, 193, -1, i64::MIN, i64::MAX] {
+            assert_eq!(signal_of_exit_code(not_a_signal), None, "{not_a_signal}");
+        }
     }
 
     #[test]

@@ -16,8 +16,8 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, EventsOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -41,6 +41,8 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 const EXIT_AFTER_RESULT: Duration = Duration::from_secs(5);
 /// How long a killed container may take to be reported as exited.
 const EXIT_AFTER_KILL: Duration = Duration::from_secs(15);
+/// How far past the exit Docker's event log is read for a kill by someone else.
+const KILL_EVENT_MARGIN: Duration = Duration::from_millis(250);
 
 /// The operator's sandbox settings. Requests never choose these; they can only lower memory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -431,6 +433,11 @@ async fn call<T>(
     }
 }
 
+/// The length of a chunk of output as the byte counters hold it.
+fn byte_count(bytes: &[u8]) -> u64 {
+    u64::try_from(bytes.len()).unwrap_or(u64::MAX)
+}
+
 fn is_not_found(e: &DockerError) -> bool {
     matches!(
         e,
@@ -523,11 +530,14 @@ impl Engine {
             .memory_bytes
             .map(|m| m.min(c.memory_bytes))
             .unwrap_or(c.memory_bytes);
-        let deadline = SystemTime::now() + job.timeout + ABANDON_GRACE;
-        let deadline = deadline
-            .duration_since(UNIX_EPOCH)
+        // Checked: a timeout too large for the clock must not panic; such a container is
+        // abandoned only when its owner dies.
+        let deadline = SystemTime::now()
+            .checked_add(job.timeout)
+            .and_then(|t| t.checked_add(ABANDON_GRACE))
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_secs())
-            .unwrap_or(0);
+            .unwrap_or(u64::MAX);
         let labels = HashMap::from([
             (LABEL_EXECUTION.to_string(), job.execution_id.clone()),
             (LABEL_OWNER.to_string(), self.owner.label()),
@@ -722,6 +732,9 @@ impl Engine {
         early_result: bool,
     ) -> Result<(ContainerOutcome, bool), SandboxError> {
         let limit = self.call_limit();
+        // Docker's events from here on are this execution's (a pooled container's wait before
+        // it is not).
+        let driven_since = SystemTime::now();
         let attach_options = AttachContainerOptionsBuilder::default()
             .stream(true)
             .stdin(true)
@@ -742,7 +755,12 @@ impl Engine {
         }
         // The deadline counts from the moment the request can be delivered.
         let started = Instant::now();
-        let deadline = tokio::time::Instant::from_std(started + job.timeout);
+        let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        let deadline = started
+            .checked_add(job.timeout)
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or(far)
+            .min(far);
 
         let stdin = job.stdin;
         let feed = async move {
@@ -761,50 +779,64 @@ impl Engine {
         let mut output_open = true;
         let mut exited_at: Option<tokio::time::Instant> = None;
         let mut killed_at: Option<tokio::time::Instant> = None;
-        let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
         // The kill call runs *beside* the output drain: dockerd finishes a killed container only
         // after its output copy is done, so awaiting the kill without reading would deadlock.
         let mut kill_call: Option<PendingCall<'_>> = None;
 
-        let mut result_complete = false;
+        // Set when the observer has the whole result: from then on the execution's outcome is
+        // decided, and nothing the container does (late frames, floods, overstaying) changes it.
+        let mut result_at: Option<tokio::time::Instant> = None;
         loop {
             if exited_at.is_some() && !output_open {
                 break;
             }
-            if result_complete && early_result && outcome.kill_reason.is_none() {
+            if result_at.is_some() && early_result && outcome.kill_reason.is_none() {
                 break;
             }
             let drain_until = exited_at.map(|t| t + DRAIN_AFTER_EXIT).unwrap_or(far);
             let give_up_at = killed_at.map(|t| t + EXIT_AFTER_KILL).unwrap_or(far);
+            let overstay_at = result_at.map(|t| t + EXIT_AFTER_RESULT).unwrap_or(far);
+            let undecided =
+                outcome.kill_reason.is_none() && exited_at.is_none() && result_at.is_none();
             let mut kill: Option<KillReason> = None;
             tokio::select! {
                 biased;
-                _ = cancel.cancelled(), if outcome.kill_reason.is_none() && exited_at.is_none() => {
+                _ = cancel.cancelled(), if undecided => {
                     kill = Some(KillReason::Cancelled);
                 }
-                _ = tokio::time::sleep_until(deadline), if outcome.kill_reason.is_none() && exited_at.is_none() => {
+                _ = tokio::time::sleep_until(deadline), if undecided => {
                     kill = Some(KillReason::Timeout);
                 }
                 chunk = output.next(), if output_open => match chunk {
                     Some(Ok(LogOutput::StdOut { message })) => {
-                        outcome.output_bytes += message.len() as u64;
+                        outcome.output_bytes = outcome.output_bytes.saturating_add(byte_count(&message));
                         match observer.on_output(OutputStream::Stdout, &message) {
+                            // After the result nothing the container sends may kill it.
+                            _ if result_at.is_some() => {}
                             Flow::Kill(r) => kill = Some(r),
-                            Flow::ResultComplete => result_complete = true,
+                            Flow::ResultComplete => result_at = Some(tokio::time::Instant::now()),
                             Flow::Continue => {}
                         }
                     }
                     Some(Ok(LogOutput::StdErr { message })) => {
-                        outcome.output_bytes += message.len() as u64;
+                        outcome.output_bytes = outcome.output_bytes.saturating_add(byte_count(&message));
                         match observer.on_output(OutputStream::Stderr, &message) {
+                            // After the result nothing the container sends may kill it.
+                            _ if result_at.is_some() => {}
                             Flow::Kill(r) => kill = Some(r),
-                            Flow::ResultComplete => result_complete = true,
+                            Flow::ResultComplete => result_at = Some(tokio::time::Instant::now()),
                             Flow::Continue => {}
                         }
                     }
                     Some(Ok(_)) => {}
                     Some(Err(_)) | None => output_open = false,
                 },
+                _ = tokio::time::sleep_until(overstay_at), if result_at.is_some() && killed_at.is_none() && exited_at.is_none() => {
+                    // The bootstrap exits right after its result; a container that stays is
+                    // killed, without a kill reason: the result it gave stands.
+                    killed_at = Some(tokio::time::Instant::now());
+                    kill_call = Some(Box::pin(self.kill(id)));
+                }
                 fed = &mut feed, if feeding => {
                     feeding = false;
                     if fed.is_err() {
@@ -843,12 +875,14 @@ impl Engine {
             }
             if outcome.output_bytes > self.config.output_limit_bytes
                 && outcome.kill_reason.is_none()
+                && result_at.is_none()
             {
                 kill = kill.or(Some(KillReason::OutputLimit));
             }
             if let Some(reason) = kill
                 && outcome.kill_reason.is_none()
                 && exited_at.is_none()
+                && killed_at.is_none()
             {
                 outcome.kill_reason = Some(reason);
                 killed_at = Some(tokio::time::Instant::now());
@@ -873,7 +907,53 @@ impl Engine {
         if outcome.oom_killed && outcome.kill_reason.is_none() {
             outcome.kill_reason = Some(KillReason::OutOfMemory);
         }
+        if outcome.kill_reason.is_none()
+            && result_at.is_none()
+            && killed_at.is_none()
+            && self.killed_by_someone_else(id, driven_since).await
+        {
+            outcome.kill_reason = Some(KillReason::External);
+        }
         Ok((outcome, true))
+    }
+
+    /// Whether Docker's event log holds a `kill` of the container since `since`. Asked only
+    /// when the container ended without a result and scriptbox did not kill it, so any kill is
+    /// someone else's (`docker kill`, `docker stop`, `docker rm -f`). A script that kills its own
+    /// bootstrap leaves no such event. Bounded; an engine that does not answer means "no".
+    async fn killed_by_someone_else(&self, id: &str, since: SystemTime) -> bool {
+        let unix = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| format!("{}.{:09}", d.as_secs(), d.subsec_nanos()))
+                .unwrap_or_else(|_| "0".into())
+        };
+        // dockerd logs the kill when it signals, before it sees the exit; `until` a little after
+        // now only covers the unlikely order where the exit was reported first.
+        let until = SystemTime::now() + KILL_EVENT_MARGIN;
+        let filters = HashMap::from([
+            ("container".to_string(), vec![id.to_string()]),
+            ("type".to_string(), vec!["container".to_string()]),
+            ("event".to_string(), vec!["kill".to_string()]),
+        ]);
+        let options = EventsOptionsBuilder::default()
+            .since(&unix(since))
+            .until(&unix(until))
+            .filters(&filters)
+            .build();
+        let mut events = self.docker.events(Some(options));
+        let first = tokio::time::timeout(self.call_limit(), events.next()).await;
+        match first {
+            Ok(Some(Ok(event))) => event.action.as_deref() == Some("kill"),
+            Ok(Some(Err(e))) => {
+                tracing::warn!("docker events for {id} failed: {e}");
+                false
+            }
+            Ok(None) => false,
+            Err(_) => {
+                tracing::warn!("docker events for {id} did not answer in time");
+                false
+            }
+        }
     }
 
     /// Docker's view of a finished container: exit code and OOM kill.

@@ -211,15 +211,20 @@ pub fn validate(
         }
     };
 
-    let timeout_secs = inputs
+    // Checked conversions: a negative or huge value is refused, never wrapped.
+    let asked = inputs
         .timeout_seconds
-        .unwrap_or(DEFAULT_TIMEOUT_SECS as i64);
-    if timeout_secs < 1 || timeout_secs as u64 > max_timeout_secs {
-        problem(
-            "timeoutSeconds",
-            format!("must be between 1 and {max_timeout_secs} seconds, got {timeout_secs}"),
-        );
-    }
+        .unwrap_or_else(|| i64::try_from(DEFAULT_TIMEOUT_SECS).unwrap_or(i64::MAX));
+    let timeout_secs = match u64::try_from(asked) {
+        Ok(secs) if (1..=max_timeout_secs).contains(&secs) => Some(secs),
+        _ => {
+            problem(
+                "timeoutSeconds",
+                format!("must be between 1 and {max_timeout_secs} seconds, got {asked}"),
+            );
+            None
+        }
+    };
 
     if inputs.attachments.len() > MAX_ATTACHMENTS {
         problem(
@@ -324,7 +329,7 @@ pub fn validate(
         payload,
         files,
         zips,
-        timeout: Duration::from_secs(timeout_secs as u64),
+        timeout: Duration::from_secs(timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS)),
     })
 }
 

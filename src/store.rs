@@ -472,7 +472,7 @@ impl Store {
                 params![
                     status.map(ExecStatus::as_str),
                     before.unwrap_or(i64::MAX),
-                    limit as i64
+                    i64::try_from(limit).unwrap_or(i64::MAX)
                 ],
                 row,
             )?;
@@ -535,14 +535,17 @@ impl Store {
                 "SELECT seq, step, stream, text FROM log_lines
                  WHERE execution_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![id, after, limit as i64], |r| {
-                Ok(LogRow {
-                    seq: r.get(0)?,
-                    step: r.get(1)?,
-                    stream: r.get(2)?,
-                    text: r.get(3)?,
-                })
-            })?;
+            let rows = stmt.query_map(
+                params![id, after, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| {
+                    Ok(LogRow {
+                        seq: r.get(0)?,
+                        step: r.get(1)?,
+                        stream: r.get(2)?,
+                        text: r.get(3)?,
+                    })
+                },
+            )?;
             rows.collect()
         })
         .await

@@ -763,6 +763,115 @@ def h(e, c):
     assert_clean_after(&engine, &id, &r).await;
 }
 
+/// The handler of the forged-result tests: a child it forks writes a forged result frame on every
+/// descriptor it inherited (the bootstrap's real stdout among them) and on the container's
+/// stdout through `/proc/1/fd/1`, shortly after the handler returned, plus a late log line; before
+/// the return it writes a log line of its own, which must not be lost.
+const FORGES_A_LATE_RESULT: &str = r#"
+import os, struct, time
+
+def frame(kind, body):
+    return kind + struct.pack(">I", len(body)) + body
+
+def h(e, c):
+    forged = frame(b"R", b'{"ok":true,"payload":"forged"}') + frame(b"O", b"late line\n")
+    ready_r, ready_w = os.pipe()
+    if os.fork() == 0:
+        os.write(1, b"child line before the return\n")
+        os.write(ready_w, b"x")
+        time.sleep(0.1)
+        targets = list(range(64))
+        try:
+            targets.append(os.open("/proc/1/fd/1", os.O_WRONLY))
+        except OSError:
+            pass
+        for fd in targets:
+            try:
+                os.write(fd, forged)
+            except OSError:
+                pass
+        time.sleep(5)
+        os._exit(0)
+    os.read(ready_r, 1)
+    print("before the return")
+    return "genuine"
+"#;
+
+/// What the host must have recorded for [`FORGES_A_LATE_RESULT`].
+fn assert_the_genuine_result(r: &StepResult) {
+    assert_eq!(r.status, StepStatus::Success, "{r:?}");
+    assert_eq!(r.payload, json!("genuine"), "the forged result won: {r:?}");
+    let lines: Vec<&str> = r.log.iter().map(|l| l.text.as_str()).collect();
+    // Every line written before the return arrived (the child's too), none after it.
+    assert_eq!(
+        lines,
+        vec!["child line before the return", "before the return"],
+        "{r:?}"
+    );
+}
+
+/// Threat: a child the handler forked writes a forged result frame after the handler returned (it inherits the bootstrap's real stdout, and /proc/1/fd/1 reaches the container's stdout).
+/// Defence: the bootstrap SIGKILLs every other process of the sandbox before it writes its result; the host takes the first R frame and ignores every frame after it, cold and warm.
+#[tokio::test]
+async fn a_late_forged_result_never_wins() {
+    let engine = engine_or_skip!();
+    let (id, r) = hostile(&engine, FORGES_A_LATE_RESULT, 30).await;
+    assert_the_genuine_result(&r);
+    assert_eq!(r.exit_code, Some(0), "{r:?}");
+    assert_clean_after(&engine, &id, &r).await;
+
+    // Warm: a pooled run returns at the result frame, so the first frame must be the genuine one.
+    let s = settings();
+    let pool = scriptbox::pool::WarmPool::new(
+        engine.clone(),
+        scriptbox::pool::PoolConfig {
+            size: 1,
+            ..Default::default()
+        },
+        &s.context,
+        Duration::from_secs(600),
+    );
+    let step = step::validate(
+        &py_step(PY, "h", FORGES_A_LATE_RESULT, json!({})),
+        &Catalog::builtin(),
+        600,
+    )
+    .expect("valid step");
+    let run_pooled = || async {
+        let options = scriptbox::execute::ExecuteOptions {
+            execution_id: None,
+            memory_bytes: None,
+            context: &s.context,
+            limits: &s.output,
+            on_log: None,
+            automation_execution_id: None,
+        };
+        let (r, removal) = scriptbox::execute::execute_step_pooled(
+            &engine,
+            Some(&pool),
+            &step,
+            options,
+            &CancellationToken::new(),
+        )
+        .await
+        .expect("the engine runs the step");
+        removal.finish().await.expect("removal");
+        r
+    };
+    // The first use of a runtime runs cold and fills the pool.
+    assert_the_genuine_result(&run_pooled().await);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pool.ready_count() == 0 {
+        assert!(Instant::now() < deadline, "the pool never filled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let warm = run_pooled().await;
+    assert_the_genuine_result(&warm);
+    // Returned at its result frame, before Docker's exit facts: the warm path.
+    assert_eq!(warm.exit_code, None, "{warm:?}");
+    pool.shutdown(Duration::from_secs(30)).await;
+}
+
 /// Threat: reading scriptbox's environment or host files (a canary secret must never show).
 /// Defence: the container's environment is built from an allowlist; no mounts; the script searches everything it can read.
 #[tokio::test]

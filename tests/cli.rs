@@ -177,6 +177,92 @@ fn bad_input_exits_2_naming_the_field_before_any_container_exists() {
     }
 }
 
+/// Numbers past what a flag or setting allows are refused as bad input (exit 2, the flag or key
+/// and the rule named) before any engine is asked: none may wrap (2^63 MiB of `--memory` once
+/// became a negative limit that passed the "only lower" check) or overflow a deadline.
+#[test]
+fn huge_numeric_flags_and_settings_exit_2_naming_the_flag_and_the_rule() {
+    let script = temp_file("s.py", "def h(e, c):\n    return 1\n");
+    let script = script.to_str().unwrap();
+    let step = [
+        "--runtime",
+        "python3.11",
+        "--handler",
+        "h",
+        "--script",
+        script,
+    ];
+    let cases: Vec<(Vec<&str>, Vec<&str>, &str)> = vec![
+        (
+            vec![],
+            vec!["--memory", "9223372036854775808"],
+            "--memory: 9223372036854775808 MiB is above the configured limit of 512 MiB",
+        ),
+        (
+            vec![],
+            vec!["--memory", "18446744073709551615"],
+            "--memory: 18446744073709551615 MiB is above the configured limit",
+        ),
+        (
+            vec![],
+            vec!["--memory", "8796093022208"],
+            "--memory: 8796093022208 MiB is above the configured limit",
+        ),
+        (
+            vec![],
+            vec!["--timeout", "9223372036854775807"],
+            "timeoutSeconds: must be between 1 and 600 seconds, got 9223372036854775807",
+        ),
+        (
+            vec![],
+            vec!["--timeout=-9223372036854775808"],
+            "timeoutSeconds: must be between 1 and 600 seconds, got -9223372036854775808",
+        ),
+        (
+            vec!["--set", "limits.max_timeout_seconds=9223372036854775807"],
+            vec!["--timeout", "9223372036854775807"],
+            "limits.max_timeout_seconds must be between 1 and 604800 seconds",
+        ),
+        (
+            vec!["--set", "pool.idle_timeout_secs=9223372036854775807"],
+            vec![],
+            "pool.idle_timeout_secs must be at most 604800 seconds",
+        ),
+        (
+            vec!["--set", "server.concurrency=9223372036854775807"],
+            vec![],
+            "server.concurrency must be at most 4096",
+        ),
+    ];
+    for (global, flags, want) in cases {
+        let mut full = global.clone();
+        full.push("invoke");
+        full.extend(step.iter());
+        full.extend(flags.iter());
+        let out = scriptbox_without_engine(&full);
+        assert_eq!(out.status.code(), Some(2), "{full:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(want),
+            "{full:?}: want {want:?} in {}",
+            stderr(&out)
+        );
+    }
+    // The daemon's own flags go through the same rules before it touches the engine.
+    let out = scriptbox_without_engine(&[
+        "serve",
+        "--socket",
+        "/nonexistent/scriptbox.sock",
+        "--concurrency",
+        "18446744073709551615",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("server.concurrency must be at most 4096"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn no_engine_is_an_environment_error_with_exit_3() {
     let script = temp_file("s.py", "def h(e, c):\n    return 1\n");

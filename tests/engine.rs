@@ -421,6 +421,96 @@ async fn cancelling_kills_and_removes_the_container() {
     assert!(containers_of(&engine, &id).await.is_empty());
 }
 
+/// Someone else kills the container through Docker while the step sleeps: the record says it was
+/// killed from outside scriptbox (kill reason `External`, the signal from the exit code), not
+/// that the script ended by itself; a script that kills its own bootstrap is not "external".
+#[tokio::test]
+async fn a_container_killed_from_outside_is_recorded_as_an_external_kill() {
+    let engine = engine_or_skip!(PY);
+    let id = format!("external-{}", uuid::Uuid::new_v4());
+    let inputs = py_step(
+        PY,
+        "h",
+        "import time\n\ndef h(e, c):\n    time.sleep(60)\n",
+        json!({}),
+    );
+    let (run_engine, run_id) = (engine.clone(), id.clone());
+    let task = tokio::spawn(async move {
+        run_with(
+            &run_engine,
+            &inputs,
+            Some(run_id),
+            &CancellationToken::new(),
+        )
+        .await
+    });
+    let container = wait_for_container(&engine, &id).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = engine
+            .docker()
+            .inspect_container(&container, None)
+            .await
+            .ok()
+            .and_then(|c| c.state);
+        if state.and_then(|s| s.running) == Some(true) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the container never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // As `docker kill` by somebody else would.
+    engine
+        .docker()
+        .kill_container(
+            &container,
+            Some(
+                bollard::query_parameters::KillContainerOptionsBuilder::default()
+                    .signal("KILL")
+                    .build(),
+            ),
+        )
+        .await
+        .expect("docker kill");
+    let r = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the run ends after the kill")
+        .unwrap();
+    assert_eq!(r.status, StepStatus::Failed, "{r:?}");
+    assert_eq!(r.kill_reason, Some(KillReason::External), "{r:?}");
+    assert_eq!(r.exit_code, Some(137), "{r:?}");
+    let message = r.failure_message.clone().unwrap_or_default();
+    assert!(
+        message.contains("killed from outside scriptbox") && message.contains("signal 9, SIGKILL"),
+        "{message}"
+    );
+    assert_eq!(r.error.as_ref().unwrap().error_type, "KilledExternally");
+    assert!(containers_of(&engine, &id).await.is_empty());
+
+    // Killed from inside: no kill went through Docker, so it is not called external.
+    let own = run(
+        &engine,
+        &py_step(
+            PY,
+            "h",
+            "import os, signal\n\ndef h(e, c):\n    os.kill(os.getpid(), signal.SIGKILL)\n",
+            json!({}),
+        ),
+    )
+    .await;
+    assert_eq!(own.status, StepStatus::Failed, "{own:?}");
+    assert_eq!(own.kill_reason, None, "{own:?}");
+    assert_eq!(own.exit_code, Some(137), "{own:?}");
+    assert!(
+        own.failure_message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("killed by signal 9, SIGKILL"),
+        "{own:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_memory_bomb_is_an_oom_failure_seen_by_docker() {
     let engine = engine_or_skip!(PY);

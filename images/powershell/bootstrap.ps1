@@ -12,7 +12,8 @@ In order, it:
  3. expands the zips listed in `zips` with System.IO.Compression, with the checks of the protocol;
  4. sets $env:InputPayload to the compact JSON of `payload`, makes the task folder the location,
     runs the script and collects its output pipeline;
- 5. writes exactly one R frame and ends with [Environment]::Exit(0).
+ 5. ends every other process of the sandbox (one could otherwise write a frame of its own before
+    the result), then writes exactly one R frame and ends with [Environment]::Exit(0).
 
 Choices made here (they cannot be seen from outside, so they are written down):
  - The script run is customer_script.ps1 (the inline Script). When the request carries no inline
@@ -36,7 +37,8 @@ Choices made here (they cannot be seen from outside, so they are written down):
  - Limitation: a process started outside PowerShell's pipeline (Start-Process -NoNewWindow,
    [Diagnostics.Process]::Start without redirection) inherits the container's real stdout, so its
    bytes land between frames and the host reports unframed output. Native commands called with `&`
-   or by name are captured by the pipeline and are safe.
+   or by name are captured by the pipeline and are safe. Such processes are ended (SIGKILL) once the
+   script returns, before the R frame, so none can write after the script's own end.
 Keep this file compatible with PowerShell 6.0 (.NET Core 2.0): no ternaries, no ?? operators,
 no -Parallel, no ConvertTo-Json -AsArray, no .NET APIs newer than 2.0 without a fallback.
 Never use PowerShell's automatic pipeline-input variable (dollar sign + "input") in this file:
@@ -141,6 +143,63 @@ when a -File script mentions it, pwsh itself reads stdin as pipeline input and e
         try { $Pump.Writer.Dispose() } catch { }
         try { $Pump.Server.Dispose() } catch { }
         [void]$Pump.Async.AsyncWaitHandle.WaitOne(2000)
+    }
+
+    # ------------------------------------------------------------------------------------------------
+    # Ending the sandbox's other processes before the result
+    # ------------------------------------------------------------------------------------------------
+
+    function Test-MayEndOtherProcesses {
+        # Only where "every other process" means the sandbox's own: the init of its own PID namespace,
+        # or the child of a container init (Docker's Init: true runs tini as docker-init), and not
+        # root. Anywhere else (a host, under a host's init, a debugging session) the bootstrap never
+        # signals processes that are not its own.
+        try {
+            $stat = [System.IO.File]::ReadAllText('/proc/self/stat')
+            $fields = $stat.Substring($stat.LastIndexOf(')') + 2).Split(' ')   # state, ppid, ...
+            $parent = [int]$fields[1]
+            $uidLine = [System.IO.File]::ReadAllLines('/proc/self/status') | Where-Object { $_.StartsWith('Uid:') } | Select-Object -First 1
+            $euid = [int](($uidLine -split '\s+')[2])   # Uid: real effective saved fs
+            $initArgv0 = [System.IO.File]::ReadAllText('/proc/1/cmdline').Split([char]0)[0]
+            $init = [System.IO.Path]::GetFileName($initArgv0)
+        } catch {
+            return $false
+        }
+        if ($euid -eq 0) { return $false }
+        if ($PID -eq 1) { return $true }
+        $containerInits = @('docker-init', 'tini', 'tini-static', 'catatonit', 'podman-init', 'dumb-init')
+        return ($parent -eq 1 -and $containerInits -contains $init)
+    }
+
+    function Get-OtherLiveProcessIds {
+        # PIDs in /proc other than init and this one that are not dead yet (zombies cannot write).
+        $ids = New-Object 'System.Collections.Generic.List[int]'
+        foreach ($dir in [System.IO.Directory]::GetDirectories('/proc')) {
+            $id = 0
+            if (-not [int]::TryParse([System.IO.Path]::GetFileName($dir), [ref]$id)) { continue }
+            if ($id -eq 1 -or $id -eq $PID) { continue }
+            $stat = $null
+            try { $stat = [System.IO.File]::ReadAllText("/proc/$id/stat") } catch { continue }
+            $close = $stat.LastIndexOf(')')
+            if ($close -lt 0 -or $close + 2 -ge $stat.Length) { continue }
+            $state = $stat.Substring($close + 2, 1)   # the command name may hold ')': after the last one
+            if ($state -ne 'Z' -and $state -ne 'X') { $ids.Add($id) }
+        }
+        return ,$ids
+    }
+
+    function Stop-OtherProcesses([double]$BoundSeconds) {
+        # SIGKILL (Process.Kill on Unix) every other process until none is alive or the bound passes.
+        $deadline = [DateTime]::UtcNow.AddSeconds($BoundSeconds)
+        while ($true) {
+            $alive = Get-OtherLiveProcessIds
+            if ($alive.Count -eq 0) { return }
+            foreach ($id in $alive) {
+                try { [System.Diagnostics.Process]::GetProcessById($id).Kill() } catch { }
+            }
+            if ([DateTime]::UtcNow -ge $deadline) { return }
+            Start-Sleep -Milliseconds 5
+        }
     }
 
     # ------------------------------------------------------------------------------------------------
@@ -655,6 +714,13 @@ when a -File script mentions it, pwsh itself reads stdin as pipeline input and e
         } else {
             $body = ConvertTo-FailureBody 'BootstrapError' ("scriptbox bootstrap failed: " + $_.Exception.GetType().Name + ": " + $_.Exception.Message) @()
         }
+    }
+    # A process the script started could hold the real stdout and write a result frame of its own
+    # before ours: the first R frame is the result, so nothing else may be left when it is written.
+    try {
+        if (Test-MayEndOtherProcesses) { Stop-OtherProcesses 1.0 }
+    } catch {
+        # Ending them is best effort; the host ignores every frame after the first R frame anyway.
     }
     Stop-OutputPump $pump
     $FrameLock.Wait()

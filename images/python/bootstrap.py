@@ -10,7 +10,9 @@ Runs as ``python3 /opt/scriptbox/bootstrap.py`` inside a fresh, hardened contain
    every field and every archive member, writes the files into the task folder and expands the
    zips listed in ``zips`` with the checks of the protocol;
 4. imports ``entry.module`` from the task folder and calls ``entry.function(payload, context)``;
-5. writes exactly one ``R`` frame with the JSON result and exits 0 with ``os._exit``.
+5. ends every other process of the sandbox (they could otherwise write a frame of their own
+   before the result), drains what the handler wrote, writes exactly one ``R`` frame with the
+   JSON result and exits 0 with ``os._exit``.
 
 It must run unchanged on CPython 3.6 through 3.13 and uses the standard library only:
 check with ``vermin -t=3.6- --violations --no-tips images/python/bootstrap.py``.
@@ -22,6 +24,7 @@ import json
 import linecache  # noqa: F401 -- loaded now so a customer file named linecache.py cannot shadow it
 import os
 import re
+import signal
 import stat
 import struct
 import sys
@@ -38,6 +41,14 @@ CHUNK = 64 * 1024
 # After the handler returns, how long the pump may keep draining the pipe. Background children
 # can hold the pipe's write end forever, so the pump is not waited for without a bound.
 PUMP_DRAIN_SECONDS = 0.2
+# How long the bootstrap keeps ending the sandbox's other processes before it writes the result
+# anyway (SIGKILL cannot be caught; this only bounds a process stuck in the kernel).
+END_PROCESSES_SECONDS = 1.0
+# The uid the host never runs the sandbox as: the bootstrap never signals processes as root.
+ROOT_UID = 0
+# The container inits the bootstrap may run under as their child (Docker's `Init: true` is tini,
+# installed as docker-init). A host's init (systemd...) is none of these.
+CONTAINER_INITS = ("docker-init", "tini", "tini-static", "catatonit", "podman-init", "dumb-init")
 # Bounds on what an error report may carry, so that a RecursionError (about a thousand frames)
 # or a huge exception text cannot make the result frame itself too big for the host.
 MAX_FRAMES = 100
@@ -139,7 +150,8 @@ class OutputChannel(object):
                     self.broken = True
 
     def finish(self, body, main_pid):
-        """Flush the handler's output, write the single R frame and exit 0."""
+        """Flush the handler's output, end every other process, write the single R frame and
+        exit 0."""
         flush_std_streams()
         if os.getpid() != main_pid:
             # A child forked by the handler that returned through the bootstrap: it must not
@@ -150,6 +162,15 @@ class OutputChannel(object):
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
         os.close(devnull)
+        # A child of the handler inherits the real stdout (fork keeps every descriptor) and
+        # could write a result frame of its own before ours: the first R frame is the result,
+        # so nothing but the bootstrap may be left when it is written. The dead children's
+        # pipe ends close with them, so the pumps then reach EOF after what is already queued.
+        try:
+            if may_end_other_processes(os.getpid(), os.getppid(), os.geteuid(), init_name()):
+                end_other_processes(END_PROCESSES_SECONDS)
+        except Exception:  # best effort: the result must still be written
+            pass
         drain_until = time.time() + PUMP_DRAIN_SECONDS
         for pump in self.pumps:
             pump.join(max(0.0, drain_until - time.time()))
@@ -160,6 +181,88 @@ class OutputChannel(object):
             except OSError:
                 pass  # nobody is listening; the host reports the missing result itself
         os._exit(0)  # no atexit handlers, no thread joins: nothing can hang after the result
+
+
+def init_name():
+    """The program name of PID 1 ('docker-init' in a scriptbox container), or '' if unreadable."""
+    try:
+        with open("/proc/1/cmdline", "rb") as handle:
+            argv0 = handle.read().split(b"\0")[0]
+    except OSError:
+        return ""
+    return os.path.basename(argv0).decode("utf-8", "replace")
+
+
+def may_end_other_processes(pid, ppid, euid, init):
+    """True only where ending "every other process" means the sandbox's own: the bootstrap is
+    the init of its own PID namespace, or the only child of a container init (Docker's
+    `Init: true`), and runs as a non-root user. Run anywhere else (tests on a host, under a
+    host's init, a debugging session) it must never signal processes that are not its own."""
+    if euid == ROOT_UID:
+        return False
+    if pid == 1:
+        return True
+    return ppid == 1 and init in CONTAINER_INITS
+
+
+def live_process_ids(own_pid):
+    """PIDs in /proc other than init and own_pid that are not yet dead (zombies cannot write)."""
+    pids = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return pids
+    for name in names:
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        if pid in (1, own_pid):
+            continue
+        try:
+            with open("/proc/{}/stat".format(pid), "rb") as handle:
+                stat_line = handle.read()
+        except OSError:
+            continue  # gone meanwhile
+        # The command name (field 2) may hold spaces and ')': the state follows the last ')'.
+        state = stat_line[stat_line.rfind(b")") + 1:].split()[:1]
+        if state and state[0] not in (b"Z", b"X"):
+            pids.append(pid)
+    return pids
+
+
+def reap_children():
+    """Collect our own dead children, so they leave the process table."""
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except OSError:  # ECHILD: none left
+            return
+        if pid == 0:
+            return
+
+
+def end_other_processes(bound_seconds):
+    """SIGKILL every process of the sandbox but init and this one, until none is left alive
+    or bound_seconds pass; return the PIDs still alive (normally none)."""
+    own_pid = os.getpid()
+    deadline = time.time() + bound_seconds
+    while True:
+        try:
+            # kill(-1) reaches every process we may signal but init and ourselves, in one call
+            # that a fork cannot race (a forking parent with a pending SIGKILL does not fork).
+            os.kill(-1, signal.SIGKILL)
+        except OSError:  # ESRCH: nobody else is left
+            pass
+        reap_children()
+        alive = live_process_ids(own_pid)
+        for pid in alive:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if not alive or time.time() >= deadline:
+            return alive
+        time.sleep(0.005)
 
 
 def rebind_std_streams():

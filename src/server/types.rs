@@ -224,14 +224,15 @@ pub fn prepare(
             ));
         }
         (Some(s), None) => {
+            // A step that sets no timeout gets the execution's ceiling (the default).
+            let ceiling = i64::try_from(limits.timeout_seconds).unwrap_or(i64::MAX);
             let inputs = StepInputs {
                 runtime: Some(s.runtime.clone()),
                 handler: s.handler.clone(),
                 input_payload: s.input_payload.clone(),
                 script: s.script.clone().map(Value::String),
                 attachments: decode("Step.Attachments", &s.attachments)?,
-                // A step that sets no timeout gets the execution's ceiling (the default).
-                timeout_seconds: Some(s.timeout_seconds.unwrap_or(limits.timeout_seconds as i64)),
+                timeout_seconds: Some(s.timeout_seconds.unwrap_or(ceiling)),
             };
             let step = step::validate(&inputs, catalog, limits.timeout_seconds).map_err(|e| {
                 let mut inv = Invalid::new("InvalidStep", None, format!("invalid step: {e}"));

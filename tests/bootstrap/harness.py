@@ -133,13 +133,14 @@ class Run(object):
         return self.result["error"]
 
 
-def run_bootstrap(request, task_dir, env=None, timeout=60, python=None):
-    """Run the bootstrap with request on stdin; return a Run. Exactly one R frame, last."""
+def run_bootstrap(request, task_dir, env=None, timeout=60, python=None, prefix=None):
+    """Run the bootstrap with request on stdin; return a Run. Exactly one R frame, last.
+    prefix: a command the bootstrap runs under (a PID namespace, another user)."""
     child_env = dict(os.environ)
     child_env.pop("SCRIPTBOX_PREIMPORT", None)
     child_env.update(env or {})
     started = time.monotonic()
-    proc = subprocess.Popen([python or PYTHON, BOOTSTRAP], stdin=subprocess.PIPE,
+    proc = subprocess.Popen(list(prefix or []) + [python or PYTHON, BOOTSTRAP], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env,
                             cwd="/")
     try:

@@ -5,6 +5,7 @@ SCRIPTBOX_TEST_PYTHON=/path/to/python3.6 runs the bootstrap under another interp
 """
 
 import glob
+import importlib.util
 import io
 import json
 import os
@@ -32,15 +33,38 @@ def dedent(code):
     return textwrap.dedent(code).lstrip("\n")
 
 
+def sandbox_like_prefix():
+    """A command prefix that runs the bootstrap as PID 1 of a new PID namespace (its own /proc)
+    as uid 10001, like a container; None where that cannot be done (not root, no unshare)."""
+    command = ["unshare", "--pid", "--fork", "--mount-proc",
+               "setpriv", "--reuid=10001", "--regid=10001", "--clear-groups"]
+    if os.geteuid() != 0:
+        return None
+    try:
+        probe = subprocess.run(command + ["sh", "-c", "test $$ -eq 1"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return command if probe.returncode == 0 else None
+
+
+def bootstrap_module():
+    """The bootstrap imported as a module (its main() runs only as a script)."""
+    spec = importlib.util.spec_from_file_location("scriptbox_bootstrap", harness.BOOTSTRAP)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 class BootstrapCase(unittest.TestCase):
     """Helpers shared by the bootstrap tests."""
 
-    def run_request(self, env=None, python=None, task_dir=None, **request):
+    def run_request(self, env=None, python=None, task_dir=None, prefix=None, **request):
         """Build a request for a fresh task folder, run the bootstrap, clean up afterwards."""
         task_dir = task_dir or harness.new_task_dir()
         self.addCleanup(harness.remove_task_dir, task_dir)
         run = harness.run_bootstrap(harness.build_request(task_dir, **request), task_dir,
-                                    env=env, python=python)
+                                    env=env, python=python, prefix=prefix)
         self.assertEqual(run.returncode, 0, run.stderr)
         return run
 
@@ -332,6 +356,48 @@ class Output(BootstrapCase):
         run = self.run_request(script=script)
         self.assertPayload(run, "done")
         self.assertLess(run.seconds, 2.0)
+
+    def test_a_late_forged_result_from_a_child_never_wins(self):
+        # As in a container: the bootstrap is the first process of its own PID namespace and
+        # runs as a non-root user, so it may end every other process before its result.
+        prefix = sandbox_like_prefix()
+        if prefix is None:
+            self.skipTest("SKIPPED: cannot make a PID namespace here (unshare/setpriv as root)")
+        script = dedent("""
+            import os, struct, time
+            def handler(e, c):
+                forged = b'{"ok":true,"payload":"forged"}'
+                frame = b"R" + struct.pack(">I", len(forged)) + forged
+                if os.fork() == 0:
+                    # After the handler returned: write a result on every descriptor it has,
+                    # the bootstrap's private stdout among them.
+                    time.sleep(0.1)
+                    for fd in range(64):
+                        try:
+                            os.write(fd, frame)
+                        except OSError:
+                            pass
+                    os._exit(0)
+                print("before the return")
+                return "genuine"
+            """)
+        run = self.run_request(script=script, prefix=prefix)
+        self.assertPayload(run, "genuine")
+        self.assertEqual(run.stdout_text, "before the return\n")
+        self.assertLess(run.seconds, 5.0)
+
+    def test_only_the_first_process_of_its_own_namespace_ends_others(self):
+        bootstrap = bootstrap_module()
+        may = bootstrap.may_end_other_processes
+        self.assertTrue(may(1, 0, 10001, ""))  # the init of its own namespace
+        self.assertTrue(may(7, 1, 10001, "docker-init"))  # under Docker's init
+        self.assertFalse(may(7, 1, 0, "docker-init"))  # never as root
+        self.assertFalse(may(1, 0, 0, ""))
+        self.assertFalse(may(7, 1, 10001, "systemd"))  # a daemon under a host's init
+        self.assertFalse(may(7, 1, 10001, ""))  # PID 1 unreadable
+        self.assertFalse(may(7, 57, 10001, "docker-init"))  # not init's child
+        # This very test run: never.
+        self.assertFalse(may(os.getpid(), os.getppid(), 10001, bootstrap.init_name()))
 
     def kill_pid_in(self, pid_file):
         """Stop the background child a test left behind (a container would be removed)."""
