@@ -446,9 +446,7 @@ async fn runtimes(
             None => "no engine",
         };
         let facts = match &engine {
-            Some(engine) if state != "missing" => {
-                images::image_facts(engine, &rt.runtime.image).await
-            }
+            Some(engine) if state != "missing" => images::image_facts(engine, &rt).await,
             _ => None,
         }
         .unwrap_or_default();

@@ -63,6 +63,8 @@ const ROOTFS_TRIM: &[&str] = &[
     "./var/cache/debconf/*-old",
     "./var/lib/apt/lists/*",
     "./var/log/*",
+    // The record of what the cached root was bootstrapped with (see `local::shared_root`).
+    "./.scriptbox-include",
 ];
 
 /// One file of a build context: its name and bytes.
@@ -292,8 +294,10 @@ pub struct ImageFacts {
 }
 
 /// Reads an image's CPython version, its source and its size; `None` when the image is missing
-/// or the engine does not answer in time.
-pub async fn image_facts(engine: &Engine, image: &str) -> Option<ImageFacts> {
+/// or the engine does not answer in time. A Debian-recipe image built before images carried
+/// these labels gets them from the cached Debian root it was built from, when that is here.
+pub async fn image_facts(engine: &Engine, rt: &ResolvedRuntime<'_>) -> Option<ImageFacts> {
+    let image = &rt.runtime.image;
     let found = tokio::time::timeout(
         Duration::from_secs(30),
         engine.docker().inspect_image(image),
@@ -308,15 +312,23 @@ pub async fn image_facts(engine: &Engine, image: &str) -> Option<ImageFacts> {
             .map(str::to_string)
             .filter(|v| v.matches('.').count() == 2)
     });
-    let source = labels.get(LABEL_CPYTHON_SOURCE).cloned().or_else(|| {
-        match labels.get(LABEL_SOURCE).map(String::as_str) {
-            Some("debian") => Some("debian".into()),
-            _ if env_version.is_some() => Some("dockerfile (official python image)".into()),
-            _ => None,
+    let mut version = labels.get(LABEL_CPYTHON_VERSION).cloned().or(env_version);
+    let mut source = labels.get(LABEL_CPYTHON_SOURCE).cloned();
+    if source.is_none() && version.is_some() {
+        source = Some("dockerfile (official python image)".into());
+    }
+    if version.is_none() && labels.get(LABEL_SOURCE).is_none_or(|s| s == "debian") {
+        if let Some(offline) = &rt.runtime.offline {
+            let package = format!("python{}", offline.python);
+            let root = cache_dir().join("rootfs").join(&offline.suite);
+            if let Some(v) = dpkg_version(&root, &package) {
+                version = Some(upstream_version(&v));
+                source = Some(format!("debian {} {package} {v}", offline.suite));
+            }
         }
-    });
+    }
     Some(ImageFacts {
-        cpython_version: labels.get(LABEL_CPYTHON_VERSION).cloned().or(env_version),
+        cpython_version: version,
         cpython_source: source,
         size_bytes: found.size.and_then(|s| u64::try_from(s).ok()),
     })
@@ -804,6 +816,15 @@ fn finish_cache_dir(partial: &Path, dir: &Path) -> Result<PathBuf, String> {
     Ok(dir.to_path_buf())
 }
 
+/// The upstream part of a Debian version: `3.9.2-1+deb11u1` → `3.9.2`.
+fn upstream_version(debian: &str) -> String {
+    debian
+        .split(['-', '+', '~'])
+        .next()
+        .unwrap_or(debian)
+        .to_string()
+}
+
 /// The Debian version of an installed package, read from a root's dpkg status.
 fn dpkg_version(rootfs: &Path, package: &str) -> Option<String> {
     let status = std::fs::read_to_string(rootfs.join("var/lib/dpkg/status")).ok()?;
@@ -891,10 +912,7 @@ async fn build_offline(
     let debian_version = dpkg_version(&rootfs, &package);
     let mut labels = vec![(LABEL_SOURCE, "debian".to_string())];
     if let Some(v) = &debian_version {
-        labels.push((
-            LABEL_CPYTHON_VERSION,
-            v.split(['-', '+', '~']).next().unwrap_or(v).to_string(),
-        ));
+        labels.push((LABEL_CPYTHON_VERSION, upstream_version(v)));
         labels.push((
             LABEL_CPYTHON_SOURCE,
             format!("debian {} {package} {v}", offline.suite),

@@ -6,8 +6,6 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use super::{
     Boto3Installer, LABEL_CPYTHON_FINGERPRINT, LABEL_CPYTHON_IDENTITY, LABEL_CPYTHON_PREFIX,
     LABEL_CPYTHON_SOURCE, LABEL_CPYTHON_VERSION, LABEL_SOURCE, Progress, ROOTFS_KERNEL,
@@ -375,24 +373,7 @@ pub(super) async fn build_local(
             list.join(", ")
         ));
     }
-    let mut h = Sha256::new();
-    h.update(packages.join(",").as_bytes());
-    let key: String = h
-        .finalize()
-        .iter()
-        .take(4)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let rootfs = debootstrap(
-        &RootfsRecipe {
-            suite: &suite,
-            include: &packages,
-            cache_name: format!("{suite}-cpython-{key}"),
-            proof: "etc/debian_version",
-        },
-        progress,
-    )
-    .await?;
+    let rootfs = shared_root(&suite, &packages, progress).await?;
     let boto3 = pinned_boto3(Boto3Installer::Interpreter(&inst), &boto3_version, progress)
         .await
         .map_err(failed)?;
@@ -573,6 +554,53 @@ pub(super) async fn build_local(
         .await
         .map_err(failed)?;
     Ok(inst)
+}
+
+/// The file in a cached root listing the packages it was bootstrapped with.
+const INCLUDE_RECORD: &str = ".scriptbox-include";
+
+/// The one cached Debian root per suite that local-CPython images share. When an installation
+/// needs a package the cached root lacks, the root is bootstrapped again with both lists.
+async fn shared_root(
+    suite: &str,
+    packages: &[String],
+    progress: &mut dyn Progress,
+) -> Result<PathBuf, SourceError> {
+    let cache_name = format!("{suite}-cpython");
+    let root = cache_dir().join("rootfs").join(&cache_name);
+    let recorded: BTreeSet<String> = std::fs::read_to_string(root.join(INCLUDE_RECORD))
+        .map(|t| t.lines().map(str::to_string).collect())
+        .unwrap_or_default();
+    let mut include: BTreeSet<String> = packages.iter().cloned().collect();
+    if root.join(INCLUDE_RECORD).exists() && include.is_subset(&recorded) {
+        progress.phase(&format!(
+            "Debian {suite} root filesystem: cached at {}",
+            root.display()
+        ));
+        return Ok(root);
+    }
+    include.extend(recorded);
+    if root.exists() {
+        // Moved aside first: images being assembled elsewhere hold hard links, not this folder.
+        let old = root.with_extension(format!("old-{}", uuid::Uuid::new_v4()));
+        std::fs::rename(&root, &old)
+            .map_err(|e| SourceError::Failed(format!("cannot move {}: {e}", root.display())))?;
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    let include: Vec<String> = include.into_iter().collect();
+    let done = debootstrap(
+        &RootfsRecipe {
+            suite,
+            include: &include,
+            cache_name,
+            proof: INCLUDE_RECORD,
+        },
+        progress,
+    )
+    .await?;
+    std::fs::write(done.join(INCLUDE_RECORD), include.join("\n"))
+        .map_err(|e| SourceError::Failed(format!("cannot write {}: {e}", done.display())))?;
+    Ok(done)
 }
 
 /// A command run inside the image root as a container would run it: chrooted, with a `/proc` of
