@@ -59,10 +59,11 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-## make bench: one trivial execution end to end, next to `docker run --rm` with the same flags.
+## make bench: one trivial execution end to end, next to `docker run --rm` with the same flags;
+## then one row per Python runtime (cold p50 through the library, `docker run --rm`, image size).
 bench: engine
 	$(CARGO) build --release
-	target/release/scriptbox images build python3.11
+	target/release/scriptbox images build --skip-unbuildable $(TEST_RUNTIMES)
 	$(CARGO) run --release --example bench_invoke
 
 ## make bench-warm: latency warm/cold through the daemon API and the CLI next to `docker run --rm`,

@@ -1138,4 +1138,49 @@ mod tests {
             recipe_hash(&catalog.resolve("python3.9").unwrap()).unwrap()
         );
     }
+
+    #[test]
+    fn a_local_image_is_stale_when_its_installation_or_recipe_changes() {
+        let catalog = Catalog::builtin();
+        let rt = catalog.resolve("python3.8").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().join("3.8.1");
+        std::fs::create_dir_all(prefix.join("bin")).unwrap();
+        std::fs::write(prefix.join("bin/python3.8"), "one").unwrap();
+        let fingerprint = cpython::fingerprint(&prefix, "3.8").unwrap();
+        let identity = format!("cpython 3.8.1 | pyenv {} | {fingerprint}", prefix.display());
+        let mut labels = HashMap::from([
+            (LABEL_SOURCE.to_string(), SOURCE_LOCAL_CPYTHON.to_string()),
+            (LABEL_CPYTHON_IDENTITY.to_string(), identity.clone()),
+            (
+                LABEL_RECIPE.to_string(),
+                local_recipe_hash(&rt, &identity).unwrap(),
+            ),
+            (
+                LABEL_CPYTHON_PREFIX.to_string(),
+                prefix.display().to_string(),
+            ),
+            (LABEL_CPYTHON_FINGERPRINT.to_string(), fingerprint),
+        ]);
+        assert_eq!(state_from_labels(&rt, &labels), ImageState::Current);
+        // The installation rebuilt in place: the image no longer matches it.
+        std::fs::write(prefix.join("bin/python3.8"), "other").unwrap();
+        assert_eq!(state_from_labels(&rt, &labels), ImageState::Stale);
+        // The installation removed: the image is self-contained and still runs.
+        std::fs::remove_dir_all(&prefix).unwrap();
+        assert_eq!(state_from_labels(&rt, &labels), ImageState::Current);
+        // Another identity or recipe (bootstrap, pins): stale.
+        assert_ne!(
+            local_recipe_hash(&rt, &identity).unwrap(),
+            local_recipe_hash(&rt, &identity.replace("3.8.1", "3.8.2")).unwrap()
+        );
+        labels.insert(LABEL_RECIPE.to_string(), recipe_hash(&rt).unwrap());
+        assert_eq!(state_from_labels(&rt, &labels), ImageState::Stale);
+    }
+
+    #[test]
+    fn debian_versions_give_their_upstream_cpython() {
+        assert_eq!(upstream_version("3.9.2-1"), "3.9.2");
+        assert_eq!(upstream_version("3.11.2-6+deb12u6"), "3.11.2");
+    }
 }
