@@ -238,11 +238,39 @@ pub fn local_recipe_hash(rt: &ResolvedRuntime<'_>, identity: &str) -> Result<Str
     Ok(digest.iter().take(12).map(|b| format!("{b:02x}")).collect())
 }
 
+/// The fingerprint of the installation an image's labels name, read now: `None` when the image
+/// is not from a local installation or the installation is no longer here, `Some(None)` when it
+/// is here but unreadable. A blocking call (file metadata).
+fn installation_now(rt: &ResolvedRuntime<'_>, labels: &HashMap<String, String>) -> InstallationNow {
+    let (Some(prefix), Some(minor)) = (
+        labels.get(LABEL_CPYTHON_PREFIX).cloned(),
+        rt.runtime.build.get("PYTHON_VERSION").cloned(),
+    ) else {
+        return Box::new(|| None);
+    };
+    if labels.get(LABEL_SOURCE).map(String::as_str) != Some(SOURCE_LOCAL_CPYTHON) {
+        return Box::new(|| None);
+    }
+    Box::new(move || {
+        let prefix = Path::new(&prefix);
+        prefix
+            .exists()
+            .then(|| cpython::fingerprint(prefix, &minor))
+    })
+}
+
+/// A deferred read of an installation's fingerprint (see [`installation_now`]).
+type InstallationNow = Box<dyn FnOnce() -> Option<Option<String>> + Send>;
+
 /// The state an image has given its labels. An image from a local installation is current when
 /// its recipe (bootstrap, pins, identity) matches and the installation it came from, if it is
-/// still on this machine, is unchanged (an image is self-contained: one whose installation has
-/// been removed still runs).
-fn state_from_labels(rt: &ResolvedRuntime<'_>, labels: &HashMap<String, String>) -> ImageState {
+/// still on this machine (`now`: its fingerprint read now), is unchanged: an image is
+/// self-contained, so one whose installation has been removed still runs.
+fn state_from_labels(
+    rt: &ResolvedRuntime<'_>,
+    labels: &HashMap<String, String>,
+    now: Option<Option<String>>,
+) -> ImageState {
     let recipe = labels.get(LABEL_RECIPE);
     if labels.get(LABEL_SOURCE).map(String::as_str) != Some(SOURCE_LOCAL_CPYTHON) {
         return if recipe == recipe_hash(rt).ok().as_ref() {
@@ -257,17 +285,12 @@ fn state_from_labels(rt: &ResolvedRuntime<'_>, labels: &HashMap<String, String>)
     if recipe != local_recipe_hash(rt, identity).ok().as_ref() {
         return ImageState::Stale;
     }
-    let prefix = labels.get(LABEL_CPYTHON_PREFIX).map(Path::new);
-    let minor = rt.runtime.build.get("PYTHON_VERSION");
-    if let (Some(prefix), Some(minor)) = (prefix, minor) {
-        if prefix.exists() {
-            let now = cpython::fingerprint(prefix, minor);
-            if now.as_ref() != labels.get(LABEL_CPYTHON_FINGERPRINT) {
-                return ImageState::Stale;
-            }
+    match now {
+        Some(fingerprint) if fingerprint.as_ref() != labels.get(LABEL_CPYTHON_FINGERPRINT) => {
+            ImageState::Stale
         }
+        _ => ImageState::Current,
     }
-    ImageState::Current
 }
 
 /// Looks up a runtime's image state.
@@ -277,7 +300,16 @@ pub async fn image_state(
 ) -> Result<ImageState, crate::sandbox::SandboxError> {
     Ok(match engine.image_labels(&rt.runtime.image).await? {
         None => ImageState::Missing,
-        Some(labels) => state_from_labels(rt, &labels),
+        Some(labels) => {
+            let read = installation_now(rt, &labels);
+            let now =
+                tokio::time::timeout(Duration::from_secs(30), tokio::task::spawn_blocking(read))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .flatten();
+            state_from_labels(rt, &labels, now)
+        }
     })
 }
 
@@ -321,7 +353,14 @@ pub async fn image_facts(engine: &Engine, rt: &ResolvedRuntime<'_>) -> Option<Im
         if let Some(offline) = &rt.runtime.offline {
             let package = format!("python{}", offline.python);
             let root = cache_dir().join("rootfs").join(&offline.suite);
-            if let Some(v) = dpkg_version(&root, &package) {
+            let wanted = package.clone();
+            let read = tokio::task::spawn_blocking(move || dpkg_version(&root, &wanted));
+            let found = tokio::time::timeout(Duration::from_secs(30), read)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten();
+            if let Some(v) = found {
                 version = Some(upstream_version(&v));
                 source = Some(format!("debian {} {package} {v}", offline.suite));
             }
@@ -1162,20 +1201,23 @@ mod tests {
             ),
             (LABEL_CPYTHON_FINGERPRINT.to_string(), fingerprint),
         ]);
-        assert_eq!(state_from_labels(&rt, &labels), ImageState::Current);
+        let state = |labels: &HashMap<String, String>| {
+            state_from_labels(&rt, labels, installation_now(&rt, labels)())
+        };
+        assert_eq!(state(&labels), ImageState::Current);
         // The installation rebuilt in place: the image no longer matches it.
         std::fs::write(prefix.join("bin/python3.8"), "other").unwrap();
-        assert_eq!(state_from_labels(&rt, &labels), ImageState::Stale);
+        assert_eq!(state(&labels), ImageState::Stale);
         // The installation removed: the image is self-contained and still runs.
         std::fs::remove_dir_all(&prefix).unwrap();
-        assert_eq!(state_from_labels(&rt, &labels), ImageState::Current);
+        assert_eq!(state(&labels), ImageState::Current);
         // Another identity or recipe (bootstrap, pins): stale.
         assert_ne!(
             local_recipe_hash(&rt, &identity).unwrap(),
             local_recipe_hash(&rt, &identity.replace("3.8.1", "3.8.2")).unwrap()
         );
         labels.insert(LABEL_RECIPE.to_string(), recipe_hash(&rt).unwrap());
-        assert_eq!(state_from_labels(&rt, &labels), ImageState::Stale);
+        assert_eq!(state(&labels), ImageState::Stale);
     }
 
     #[test]
