@@ -261,10 +261,12 @@ async fn per_runtime(
             continue;
         }
         let name = rt.runtime.name.clone();
-        if scriptbox::images::image_state(engine, &rt).await?
-            != scriptbox::images::ImageState::Current
-        {
-            println!("| {name} | SKIPPED: image not built here | | | | |");
+        let state = scriptbox::images::image_state(engine, &rt).await?;
+        if state != scriptbox::images::ImageState::Current {
+            println!(
+                "| {name} | SKIPPED: image {} (`scriptbox images build {name}`) | | | | |",
+                state.as_str()
+            );
             continue;
         }
         let facts = scriptbox::images::image_facts(engine, &rt)
