@@ -1,5 +1,6 @@
-//! End-to-end tests of one executeScript step against the real Docker engine and the
-//! offline-built python3.9 / python3.11 images.
+//! End-to-end tests of one executeScript step against the real Docker engine and the runtime
+//! images built here: python3.11 for the detailed checks, and every Python runtime whose image
+//! is here (python3.6 ... python3.12) for the `every_python_*` behaviour checks.
 
 mod common;
 
