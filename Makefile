@@ -1,10 +1,12 @@
 # scriptbox — every target does its own set-up on a fresh Debian machine (as root):
-# Docker engine, debootstrap, the offline runtime images.
+# Docker engine, debootstrap and patchelf, the runtime images this machine can build.
 
 CARGO ?= cargo
 BIN := target/debug/scriptbox
-# Runtimes that can be built offline here (Debian has exactly their CPython).
-TEST_RUNTIMES := python3.9 python3.11
+# Every Python runtime. Each is built from the first source this machine has: the Dockerfile
+# (a registry), Debian's exact CPython (python3.9, python3.11), or a CPython installation here
+# (pyenv, uv, /usr/local, /opt/python*). One that has none prints a SKIPPED line naming why.
+TEST_RUNTIMES := python3.6 python3.7 python3.8 python3.9 python3.10 python3.11 python3.12
 export SCRIPTBOX_LOG ?= warn
 
 .PHONY: all build engine images demo test test-rust test-runsc test-bootstrap lint bench bench-daemon bench-warm security-table conformance clean
@@ -18,7 +20,7 @@ engine:
 	scripts/ensure-engine.sh
 
 images: build engine
-	$(BIN) images build $(TEST_RUNTIMES)
+	$(BIN) images build --skip-unbuildable $(TEST_RUNTIMES)
 
 ## make demo: build, make sure an engine answers, build python3.11 offline, run an example step.
 demo: build engine
@@ -57,10 +59,11 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-## make bench: one trivial execution end to end, next to `docker run --rm` with the same flags.
+## make bench: one trivial execution end to end, next to `docker run --rm` with the same flags;
+## then one row per Python runtime (cold p50 through the library, `docker run --rm`, image size).
 bench: engine
 	$(CARGO) build --release
-	target/release/scriptbox images build python3.11
+	target/release/scriptbox images build --skip-unbuildable $(TEST_RUNTIMES)
 	$(CARGO) run --release --example bench_invoke
 
 ## make bench-warm: latency warm/cold through the daemon API and the CLI next to `docker run --rm`,

@@ -2,7 +2,10 @@
 //! with the same sandbox flags and the same request on stdin.
 //!
 //! Run with `make bench` (release build). `BENCH_N` sets the number of runs (default 30).
-//! Prints a Markdown table of p50 / p95 / mean in milliseconds.
+//! Prints a Markdown table of p50 / p95 / mean in milliseconds, then one row per Python runtime
+//! whose image is here (`BENCH_RUNTIME_N` runs each, default 10): its exact CPython, the image's
+//! size, cold p50 through the library and `docker run --rm -i` of the same image, measured in the
+//! same run, interleaved.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -231,5 +234,103 @@ async fn main() -> anyhow::Result<()> {
         )
     );
     pool.shutdown(Duration::from_secs(30)).await;
+    per_runtime(&engine, &settings, &catalog).await
+}
+
+/// One row per Python runtime whose image is current: cold p50 through the library next to
+/// `docker run --rm -i` of the same image, and the image's size.
+async fn per_runtime(
+    engine: &Engine,
+    settings: &Settings,
+    catalog: &Catalog,
+) -> anyhow::Result<()> {
+    let n: usize = std::env::var("BENCH_RUNTIME_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    println!(
+        "\nEvery Python runtime: the same trivial handler, {n} runs each, interleaved; milliseconds.\n"
+    );
+    println!(
+        "| runtime | CPython | source | image size (MB) | library cold p50 | `docker run --rm -i` p50 |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let stdin = request_bytes();
+    for rt in catalog.runtimes() {
+        if rt.language() != scriptbox::runtimes::Language::Python {
+            continue;
+        }
+        let name = rt.runtime.name.clone();
+        let state = scriptbox::images::image_state(engine, &rt).await?;
+        if state != scriptbox::images::ImageState::Current {
+            println!(
+                "| {name} | SKIPPED: image {} (`scriptbox images build {name}`) | | | | |",
+                state.as_str()
+            );
+            continue;
+        }
+        let facts = scriptbox::images::image_facts(engine, &rt)
+            .await
+            .unwrap_or_default();
+        let inputs = StepInputs {
+            runtime: Some(name.clone()),
+            handler: Some("handler".into()),
+            script: Some(Value::String(SCRIPT.into())),
+            input_payload: Some(json!({})),
+            ..Default::default()
+        };
+        let step = step::validate(&inputs, catalog, 600).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let run_args =
+            docker_run_equivalent(&settings.sandbox, &rt.runtime.image, &rt.family.command);
+        let (mut library, mut docker_run) = (Vec::new(), Vec::new());
+        for i in 0..=n {
+            let began = Instant::now();
+            let options = ExecuteOptions {
+                execution_id: None,
+                memory_bytes: None,
+                context: &settings.context,
+                limits: &settings.output,
+                on_log: None,
+                automation_execution_id: None,
+            };
+            let r = execute_step(engine, &step, options, &CancellationToken::new()).await?;
+            anyhow::ensure!(
+                r.payload == json!({"ok": true}),
+                "{name}: library run failed: {r:?}"
+            );
+            let library_time = began.elapsed();
+            let began = Instant::now();
+            let mut child = Command::new("docker")
+                .args(&run_args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()?;
+            child.stdin.take().expect("stdin").write_all(&stdin)?;
+            let out = child.wait_with_output()?;
+            anyhow::ensure!(
+                out.status.success() && out.stdout.windows(4).any(|w| w == b"true"),
+                "{name}: docker run failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if i > 0 {
+                library.push(library_time);
+                docker_run.push(began.elapsed());
+            }
+        }
+        library.sort();
+        docker_run.sort();
+        println!(
+            "| {name} | {} | {} | {} | {:.0} | {:.0} |",
+            facts.cpython_version.as_deref().unwrap_or("?"),
+            facts.cpython_source.as_deref().unwrap_or("?"),
+            facts
+                .size_bytes
+                .map(|b| (b / 1_000_000).to_string())
+                .unwrap_or_else(|| "?".into()),
+            percentile(&library, 0.5),
+            percentile(&docker_run, 0.5),
+        );
+    }
     Ok(())
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure a Docker engine answers, installing and starting Debian's docker.io when we are root
-# and it is missing. Also installs what the offline image recipe needs (debootstrap) and, with
+# and it is missing. Also installs what the offline image sources need (debootstrap for the Debian
+# recipe and the Debian root of local-CPython images, patchelf to relocate a local CPython) and, with
 # WITH_RUNSC=1, gVisor's runsc registered as a Docker runtime. Safe to run again: every step
 # checks first.
 set -euo pipefail
@@ -21,8 +22,11 @@ apt_install() {
 
 engine_answers() { timeout 10 docker info >/dev/null 2>&1; }
 
-# What the offline image recipe needs.
-command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || apt_install debootstrap
+# What the offline image sources need. Without them those runtimes are skipped, not the run.
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || apt_install debootstrap \
+  || log "debootstrap could not be installed; runtimes needing it will be skipped"
+command -v patchelf >/dev/null 2>&1 || apt_install patchelf \
+  || log "patchelf could not be installed; local-CPython runtimes will be skipped"
 
 if [ "${WITH_RUNSC:-0}" = 1 ] && ! [ -x /usr/bin/runsc ]; then
   apt_install runsc || log "runsc could not be installed; the gVisor pass will be skipped"

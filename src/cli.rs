@@ -90,13 +90,23 @@ pub enum Command {
 /// `scriptbox images ...`
 #[derive(Debug, Subcommand)]
 pub enum ImagesCommand {
-    /// Build runtime images: from the Dockerfile where its base can be pulled, else offline.
+    /// Build runtime images. Sources, in order: the Dockerfile (where its base image can be
+    /// pulled), the Debian recipe (where Debian ships exactly that CPython), a CPython
+    /// installation on this machine (pyenv, uv, /usr/local, /opt/python*).
     Build {
-        /// Runtimes to build (default: every runtime).
+        /// Runtimes to build (default: every runtime; with --python-from, the one it provides).
         runtimes: Vec<String>,
         /// Rebuild even when the image is current.
         #[arg(long)]
         force: bool,
+        /// Build from this CPython installation prefix only (it must hold bin/pythonX.Y of the
+        /// runtime's exact minor version); no other source is tried.
+        #[arg(long, value_name = "PREFIX")]
+        python_from: Option<PathBuf>,
+        /// A runtime no source can build here is reported in one `SKIPPED:` line instead of
+        /// failing the command (a source that exists but fails still fails it).
+        #[arg(long)]
+        skip_unbuildable: bool,
     },
 }
 
@@ -229,8 +239,17 @@ async fn dispatch(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Cli
         Command::Invoke(args) => invoke(args, settings, catalog, shutdown).await,
         Command::Runtimes(args) => runtimes(args, settings, catalog).await,
         Command::Images {
-            command: ImagesCommand::Build { runtimes, force },
-        } => build_images(runtimes, force, settings, catalog).await,
+            command:
+                ImagesCommand::Build {
+                    runtimes,
+                    force,
+                    python_from,
+                    skip_unbuildable,
+                },
+        } => {
+            let options = images::BuildOptions { force, python_from };
+            build_images(runtimes, options, skip_unbuildable, settings, catalog).await
+        }
         Command::Run(args) => run_runbook(args, settings, catalog, shutdown).await,
         Command::Validate(args) => validate_runbook(args, settings, catalog).await,
         Command::Conformance(args) => conformance(args, settings, catalog),
@@ -432,12 +451,20 @@ async fn runtimes(
                 .unwrap_or("unknown"),
             None => "no engine",
         };
+        let facts = match &engine {
+            Some(engine) if state != "missing" => images::image_facts(engine, &rt).await,
+            _ => None,
+        }
+        .unwrap_or_default();
         rows.push(serde_json::json!({
             "Name": rt.runtime.name,
             "Aliases": rt.runtime.aliases,
             "Language": rt.language().as_str(),
             "Image": rt.runtime.image,
             "ImageState": state,
+            "CPythonVersion": facts.cpython_version,
+            "CPythonSource": facts.cpython_source,
+            "ImageSizeBytes": facts.size_bytes,
             "AwsStatus": rt.runtime.aws_status.to_string(),
             "AwsNote": rt.runtime.aws_note,
             "OfflineRecipe": rt.runtime.offline.as_ref().map(|o| format!("debian {} (CPython {})", o.suite, o.python)),
@@ -451,8 +478,8 @@ async fn runtimes(
     }
     writeln!(
         out,
-        "{:<36} {:<33} {:<9} {:<10} NOTE",
-        "RUNTIME", "IMAGE", "IMAGE?", "AWS"
+        "{:<36} {:<33} {:<9} {:<8} {:<10} {:<40} NOTE",
+        "RUNTIME", "IMAGE", "IMAGE?", "CPYTHON", "AWS", "SOURCE"
     )
     .map_err(io)?;
     for r in rows {
@@ -462,13 +489,17 @@ async fn runtimes(
             let list: Vec<&str> = aliases.iter().filter_map(Value::as_str).collect();
             name = format!("{name} ({})", list.join(", "));
         }
+        let version = r["CPythonVersion"].as_str().unwrap_or("-");
+        let source = r["CPythonSource"].as_str().unwrap_or("-");
         writeln!(
             out,
-            "{:<36} {:<33} {:<9} {:<10} {}",
+            "{:<36} {:<33} {:<9} {:<8} {:<10} {:<40} {}",
             name,
             s("Image"),
             s("ImageState"),
+            version,
             s("AwsStatus"),
+            source,
             s("AwsNote")
         )
         .map_err(io)?;
@@ -497,7 +528,8 @@ impl Progress for SpinnerProgress {
 
 async fn build_images(
     names: Vec<String>,
-    force: bool,
+    options: images::BuildOptions,
+    skip_unbuildable: bool,
     settings: Settings,
     catalog: Catalog,
 ) -> Result<ExitCode, CliError> {
@@ -511,6 +543,42 @@ async fn build_images(
         })?;
         selected.push(rt);
     }
+    if let Some(prefix) = &options.python_from {
+        if selected.len() > 1 {
+            return Err(CliError::Invalid(format!(
+                "--python-from names one installation, so it builds one runtime; {} were given",
+                selected.len()
+            )));
+        }
+        if selected.is_empty() {
+            // The runtime the installation provides: its bin/pythonX.Y names the minor version.
+            let found: Vec<_> = catalog
+                .runtimes()
+                .filter(|rt| {
+                    rt.language() == crate::runtimes::Language::Python
+                        && rt.runtime.build.get("PYTHON_VERSION").is_some_and(|minor| {
+                            prefix.join("bin").join(format!("python{minor}")).is_file()
+                        })
+                })
+                .collect();
+            match found.as_slice() {
+                [one] => selected.push(*one),
+                [] => {
+                    return Err(CliError::Invalid(format!(
+                        "--python-from {}: no bin/pythonX.Y of any runtime in the catalog ({})",
+                        prefix.display(),
+                        catalog.names().join(", ")
+                    )));
+                }
+                _ => {
+                    return Err(CliError::Invalid(format!(
+                        "--python-from {} holds several runtimes' interpreters; name the runtime to build",
+                        prefix.display()
+                    )));
+                }
+            }
+        }
+    }
     if selected.is_empty() {
         selected = catalog.runtimes().collect();
     }
@@ -519,15 +587,24 @@ async fn build_images(
     bar.enable_steady_tick(Duration::from_millis(120));
     let mut progress = SpinnerProgress { bar };
     let mut failures = Vec::new();
+    let mut skipped = Vec::new();
     for rt in selected {
-        match images::build_runtime(&engine, &rt, force, &mut progress).await {
+        match images::build_runtime(&engine, &rt, &options, &mut progress).await {
             Ok(outcome) => {
                 let how = match outcome {
-                    BuildOutcome::UpToDate => "up to date",
-                    BuildOutcome::BuiltFromDockerfile => "built from its Dockerfile",
-                    BuildOutcome::BuiltOffline => "built offline from Debian's packages",
+                    BuildOutcome::UpToDate => "up to date".to_string(),
+                    BuildOutcome::BuiltFromDockerfile => "built from its Dockerfile".to_string(),
+                    BuildOutcome::BuiltOffline => {
+                        "built offline from Debian's packages".to_string()
+                    }
+                    BuildOutcome::BuiltFromLocalCpython { version, source } => {
+                        format!("built from CPython {version} ({source})")
+                    }
                 };
                 progress.phase(&format!("{}: {} {how}", rt.runtime.name, rt.runtime.image));
+            }
+            Err(e @ images::ImageError::NoSource { .. }) if skip_unbuildable => {
+                skipped.push(e.to_string());
             }
             Err(e) => {
                 progress.phase(&format!("error: {e}"));
@@ -536,6 +613,11 @@ async fn build_images(
         }
     }
     progress.bar.finish_and_clear();
+    for why in skipped {
+        // One line per runtime: the reasons joined, so a log shows it whole.
+        let one_line: Vec<&str> = why.lines().map(str::trim).collect();
+        eprintln!("SKIPPED: {}", one_line.join(" "));
+    }
     if failures.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {

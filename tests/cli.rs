@@ -404,30 +404,189 @@ fn the_configuration_doc_shows_the_real_defaults() {
     }
 }
 
+/// A catalog with one Python runtime no source can build here (no registry, no Debian recipe,
+/// no CPython 3.5 anywhere scriptbox looks), whose image name no other test uses.
+fn catalog_with_unbuildable_runtime() -> std::path::PathBuf {
+    let builtin = scriptbox::runtimes::BUILTIN_CATALOG;
+    let families = &builtin[..builtin.find("\n[[runtime]]").unwrap()];
+    temp_file(
+        "runtimes.toml",
+        &format!(
+            "{families}[[runtime]]\nname = \"python3.5\"\nfamily = \"python\"\nimage = \"scriptbox-test-nosource:python3.5\"\naws_status = \"retired\"\nbuild = {{ PYTHON_VERSION = \"3.5\", BOTO3_VERSION = \"1.23.10\" }}\n"
+        ),
+    )
+}
+
+/// Runs `scriptbox images build` with every place a CPython is looked for pointing at an empty folder.
+fn build_without_local_pythons(args: &[&str]) -> Output {
+    let empty = std::env::temp_dir().join(format!("scriptbox-empty-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&empty).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_scriptbox"))
+        .args(args)
+        .env("HOME", &empty)
+        .env("PYENV_ROOT", &empty)
+        .env("UV_PYTHON_INSTALL_DIR", &empty)
+        .env_remove("XDG_DATA_HOME")
+        .output()
+        .expect("run scriptbox")
+}
+
 #[tokio::test]
-async fn a_runtime_that_cannot_be_built_here_says_what_is_missing() {
+async fn a_runtime_that_cannot_be_built_here_names_every_source_and_why() {
     let Some(_engine) = common::engine().await else {
         return;
     };
-    // python3.8 has no offline recipe (Debian ships no CPython 3.8); without a registry its
-    // Dockerfile's base cannot be pulled either. Where a registry is reachable it builds: then
-    // there is nothing to prove here.
-    let out = scriptbox(&["images", "build", "python3.8"]);
+    if std::path::Path::new("/usr/local/bin/python3.5").exists() {
+        eprintln!("SKIPPED: /usr/local has a CPython 3.5 here");
+        return;
+    }
+    let catalog = catalog_with_unbuildable_runtime();
+    let catalog = catalog.to_str().unwrap();
+    let out =
+        build_without_local_pythons(&["--runtimes-file", catalog, "images", "build", "python3.5"]);
     if out.status.success() {
-        eprintln!("SKIPPED: python3.8 built from its Dockerfile: a registry is reachable here");
+        eprintln!("SKIPPED: python3.5 built from its Dockerfile: a registry is reachable here");
         return;
     }
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
-        err.contains("python3.8: cannot build image scriptbox-runtime:python3.8"),
+        err.contains("python3.5: cannot build image scriptbox-test-nosource:python3.5 here: every source failed:"),
         "{err}"
     );
-    assert!(err.contains("no offline recipe"), "{err}");
     assert!(
-        err.contains("Build it where a registry is reachable"),
+        err.contains("1. Dockerfile images/python/Dockerfile: "),
         "{err}"
     );
+    assert!(
+        err.contains("2. Debian recipe: none: Debian ships no CPython"),
+        "{err}"
+    );
+    assert!(
+        err.contains("3. local CPython: no usable CPython 3.5 installation: pyenv ("),
+        "{err}"
+    );
+    for place in [
+        "uv (",
+        "/usr/local (/usr/local): no bin/python3.5",
+        "/opt/python* (/opt)",
+    ] {
+        assert!(err.contains(place), "{place} not named: {err}");
+    }
+
+    // Where unbuildable runtimes are skipped (make test), the same reasons are one SKIPPED line.
+    let out = build_without_local_pythons(&[
+        "--runtimes-file",
+        catalog,
+        "images",
+        "build",
+        "--skip-unbuildable",
+        "python3.5",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let skipped: Vec<String> = stderr(&out)
+        .lines()
+        .filter(|l| l.starts_with("SKIPPED: "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(skipped.len(), 1, "{}", stderr(&out));
+    assert!(
+        skipped[0].contains("python3.5") && skipped[0].contains("3. local CPython"),
+        "{skipped:?}"
+    );
+}
+
+#[tokio::test]
+async fn python_from_refuses_an_installation_of_another_version() {
+    let Some(_engine) = common::engine().await else {
+        return;
+    };
+    let Some(prefix) = std::env::var_os("PYENV_ROOT")
+        .map(|r| std::path::PathBuf::from(r).join("versions/3.9.18"))
+        .filter(|p| p.join("bin/python3.9").exists())
+    else {
+        eprintln!("SKIPPED: no pyenv CPython 3.9.18 here to point --python-from at");
+        return;
+    };
+    // Checked before anything is built: the image of python3.5 never exists.
+    let catalog = catalog_with_unbuildable_runtime();
+    let out = scriptbox(&[
+        "--runtimes-file",
+        catalog.to_str().unwrap(),
+        "images",
+        "build",
+        "--python-from",
+        prefix.to_str().unwrap(),
+        "python3.5",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("--python-from"), "{err}");
+    assert!(err.contains("no bin/python3.5"), "{err}");
+    // Without a runtime named, the installation's own version picks it: 3.9 is not in this catalog.
+    let out = scriptbox(&[
+        "--runtimes-file",
+        catalog.to_str().unwrap(),
+        "images",
+        "build",
+        "--python-from",
+        prefix.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no bin/pythonX.Y of any runtime"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn runtimes_shows_each_images_exact_cpython_and_its_source() {
+    let Some(engine) = common::engine().await else {
+        return;
+    };
+    let out = scriptbox(&["runtimes", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let text = String::from_utf8_lossy(&scriptbox(&["runtimes"]).stdout).into_owned();
+    assert!(
+        text.contains("CPYTHON") && text.contains("SOURCE"),
+        "{text}"
+    );
+    let mut shown = 0;
+    for rt in common::python_runtimes(&engine).await {
+        let row = rows.iter().find(|r| r["Name"] == rt.name.as_str()).unwrap();
+        // The row is the image's own record (docker inspect), never a guess.
+        let labels = engine
+            .image_labels(&format!("scriptbox-runtime:{}", rt.name))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            row["CPythonVersion"].as_str(),
+            rt.cpython_version.as_deref(),
+            "{row}"
+        );
+        let version = row["CPythonVersion"].as_str().unwrap_or("-");
+        if let Some(label) = labels.get(scriptbox::images::LABEL_CPYTHON_VERSION) {
+            assert_eq!(version, label, "{row}");
+        }
+        if let Some(label) = labels.get(scriptbox::images::LABEL_CPYTHON_SOURCE) {
+            assert_eq!(row["CPythonSource"].as_str(), Some(label.as_str()), "{row}");
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&format!("{} ", rt.name)))
+                .unwrap();
+            assert!(
+                line.contains(version) && line.contains(label.as_str()),
+                "{line}"
+            );
+            shown += 1;
+        }
+    }
+    if shown == 0 {
+        eprintln!("SKIPPED: no Python image here records its CPython source");
+    }
 }
 
 #[tokio::test]
@@ -435,17 +594,18 @@ async fn validate_notes_runtimes_whose_image_is_not_built() {
     let Some(engine) = common::engine().await else {
         return;
     };
+    // PowerShell has no source on a machine without a registry (every Python runtime has one).
     let rt = scriptbox::runtimes::Catalog::builtin();
-    let rt = rt.resolve("python3.8").unwrap();
+    let rt = rt.resolve("PowerShell 7.0").unwrap();
     if scriptbox::images::image_state(&engine, &rt).await.unwrap()
         == scriptbox::images::ImageState::Current
     {
-        eprintln!("SKIPPED: the python3.8 image is built here, so there is nothing to note");
+        eprintln!("SKIPPED: the PowerShell 7.0 image is built here, so there is nothing to note");
         return;
     }
     let doc = temp_file(
         "legacy.yaml",
-        "schemaVersion: '0.3'\nmainSteps:\n  - name: s\n    action: aws:executeScript\n    inputs:\n      Runtime: python3.8\n      Handler: h\n      Script: |-\n        def h(e, c):\n            return 1\n",
+        "schemaVersion: '0.3'\nmainSteps:\n  - name: s\n    action: aws:executeScript\n    inputs:\n      Runtime: PowerShell 7.0\n      Script: Write-Output 1\n",
     );
     let out = scriptbox(&["validate", doc.to_str().unwrap()]);
     assert_eq!(
@@ -456,11 +616,13 @@ async fn validate_notes_runtimes_whose_image_is_not_built() {
     );
     let err = stderr(&out);
     assert!(
-        err.contains("note: runtime python3.8: image scriptbox-runtime:python3.8 is missing"),
+        err.contains(
+            "note: runtime PowerShell 7.0: image scriptbox-runtime:powershell7.0 is missing"
+        ),
         "{err}"
     );
     assert!(
-        err.contains("scriptbox images build \"python3.8\""),
+        err.contains("scriptbox images build \"PowerShell 7.0\""),
         "{err}"
     );
 }

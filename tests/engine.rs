@@ -1,5 +1,6 @@
-//! End-to-end tests of one executeScript step against the real Docker engine and the
-//! offline-built python3.9 / python3.11 images.
+//! End-to-end tests of one executeScript step against the real Docker engine and the runtime
+//! images built here: python3.11 for the detailed checks, and every Python runtime whose image
+//! is here (python3.6 ... python3.12) for the `every_python_*` behaviour checks.
 
 mod common;
 
@@ -600,4 +601,331 @@ async fn leftovers_of_a_dead_scriptbox_are_swept_by_label() {
     let report = engine.sweep_leftovers().await.unwrap();
     assert!(!report.removed.is_empty());
     assert!(containers_of(&engine, &id).await.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every Python runtime: the same behaviour checks on each real interpreter whose image is here
+// (python3.6 ... python3.12; `make test` builds every one this machine can build).
+
+const AWS_SUFFIX: &str =
+    ". Please refer to Automation Service Troubleshooting Guide for more diagnosis details.";
+
+/// The failure message has the service's shape and ends with `Type - message`.
+fn assert_aws_failure(runtime: &str, r: &scriptbox::result::StepResult, type_and_message: &str) {
+    assert_eq!(r.status, StepStatus::Failed, "{runtime}: {r:?}");
+    let msg = r.failure_message.clone().unwrap_or_default();
+    assert!(
+        msg.starts_with("Step fails when it is Poll action status for completion. Traceback (most recent call last):\n"),
+        "{runtime}: {msg}"
+    );
+    assert!(msg.ends_with(AWS_SUFFIX), "{runtime}: {msg}");
+    assert!(
+        msg.contains(&format!("\n\n{type_and_message}")),
+        "{runtime}: {msg} should contain {type_and_message:?}"
+    );
+}
+
+#[tokio::test]
+async fn every_python_runtime_runs_each_handler_form() {
+    let Some(engine) = engine().await else { return };
+    for rt in python_runtimes(&engine).await {
+        let name = rt.name.as_str();
+        // Inline script: the payload round-trips with its types; None is null.
+        let r = run(
+            &engine,
+            &py_step(
+                name,
+                "handler",
+                "def handler(events, context):\n    return {'got': events, 'ctx': sorted(context)[:1]}\n",
+                json!({"s": "x", "i": 3, "l": [1, true, null]}),
+            ),
+        )
+        .await;
+        assert_eq!(r.status, StepStatus::Success, "{name}: {r:?}");
+        assert_eq!(
+            r.payload,
+            json!({"got": {"s": "x", "i": 3, "l": [1, true, null]}, "ctx": ["automation:EXECUTION_ID"]}),
+            "{name}"
+        );
+        let r = run(
+            &engine,
+            &py_step(name, "h", "def h(e, c):\n    print('logged')\n", json!({})),
+        )
+        .await;
+        assert_eq!(r.payload, json!(null), "{name}: {r:?}");
+        assert!(log_text(&r).contains("logged"), "{name}: {r:?}");
+
+        // A .py attachment, as `file.method` and as a bare `method`.
+        for handler in ["process_instance.process", "process"] {
+            let mut inputs = py_step(name, handler, "", json!({"id": "i-1"}));
+            inputs.script = None;
+            inputs.attachments = vec![attachment(
+                "process_instance.py",
+                b"def process(events, context):\n    return {'id': events['id']}\n",
+            )];
+            let r = run(&engine, &inputs).await;
+            assert_eq!(r.status, StepStatus::Success, "{name} {handler}: {r:?}");
+            assert_eq!(r.payload, json!({"id": "i-1"}), "{name} {handler}");
+        }
+
+        // A .zip attachment's package, imported from the inline script.
+        let zip = zip_of(&[
+            ("library/__init__.py", ""),
+            ("library/module.py", "def double(x):\n    return 2 * x\n"),
+        ]);
+        let mut inputs = py_step(
+            name,
+            "handler",
+            "from library import module\n\ndef handler(e, c):\n    return module.double(e['n'])\n",
+            json!({"n": 21}),
+        );
+        inputs.attachments = vec![attachment("lib.zip", &zip)];
+        let r = run(&engine, &inputs).await;
+        assert_eq!(r.status, StepStatus::Success, "{name}: {r:?}");
+        assert_eq!(r.payload, json!(42), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn every_python_runtime_applies_the_payload_rules() {
+    let Some(engine) = engine().await else { return };
+    for rt in python_runtimes(&engine).await {
+        let name = rt.name.as_str();
+        let r = run(
+            &engine,
+            &py_step(
+                name,
+                "h",
+                "def h(e, c):\n    return list(range(250))\n",
+                json!({}),
+            ),
+        )
+        .await;
+        assert_eq!(r.status, StepStatus::Success, "{name}: {r:?}");
+        assert_eq!(r.payload.as_array().map(Vec::len), Some(100), "{name}");
+        let r = run(
+            &engine,
+            &py_step(
+                name,
+                "h",
+                "def h(e, c):\n    return 'x' * 200000\n",
+                json!({}),
+            ),
+        )
+        .await;
+        assert_eq!(r.status, StepStatus::Failed, "{name}: {r:?}");
+        assert_eq!(r.error.unwrap().error_type, "PayloadTooLarge", "{name}");
+        let r = run(
+            &engine,
+            &py_step(
+                name,
+                "h",
+                "import datetime\n\ndef h(e, c):\n    return {'at': datetime.datetime(2020, 1, 1)}\n",
+                json!({}),
+            ),
+        )
+        .await;
+        assert_eq!(r.status, StepStatus::Failed, "{name}: {r:?}");
+        let err = r.error.unwrap();
+        assert_eq!(err.error_type, "TypeError", "{name}");
+        assert!(err.message.contains("JSON serializable"), "{name}: {err:?}");
+    }
+}
+
+#[tokio::test]
+async fn every_python_runtime_fails_with_the_services_message_and_times_out() {
+    let Some(engine) = engine().await else { return };
+    let runtimes = python_runtimes(&engine).await;
+    for rt in &runtimes {
+        let name = rt.name.as_str();
+        let script = "import json\n\ndef handler(events, context):\n    return events['x']\n";
+        let r = run(&engine, &py_step(name, "handler", script, json!({}))).await;
+        assert_aws_failure(name, &r, "KeyError - 'x'");
+        let msg = r.failure_message.unwrap();
+        assert!(
+            msg.contains("/customer_script.py\", line 4, in handler\n    return events['x']\n"),
+            "{name}: {msg}"
+        );
+    }
+    // The timeouts run side by side: each must end within its own limit.
+    let timeouts = runtimes.iter().map(|rt| {
+        let engine = engine.clone();
+        let name = rt.name.clone();
+        async move {
+            let mut inputs = py_step(
+                &name,
+                "h",
+                "import time\n\ndef h(e, c):\n    time.sleep(60)\n",
+                json!({}),
+            );
+            inputs.timeout_seconds = Some(2);
+            let id = format!("timeout-{}", uuid::Uuid::new_v4());
+            let began = Instant::now();
+            let r = run_with(
+                &engine,
+                &inputs,
+                Some(id.clone()),
+                &CancellationToken::new(),
+            )
+            .await;
+            (name, r, began.elapsed(), containers_of(&engine, &id).await)
+        }
+    });
+    for (name, r, elapsed, left) in futures::future::join_all(timeouts).await {
+        assert_eq!(r.status, StepStatus::TimedOut, "{name}: {r:?}");
+        assert_eq!(r.kill_reason, Some(KillReason::Timeout), "{name}");
+        assert!(elapsed < Duration::from_secs(8), "{name}: took {elapsed:?}");
+        assert!(left.is_empty(), "{name}: container left behind");
+    }
+}
+
+#[tokio::test]
+async fn every_python_runtime_is_its_exact_cpython_with_its_pinned_boto3() {
+    let Some(engine) = engine().await else { return };
+    for rt in python_runtimes(&engine).await {
+        let name = rt.name.as_str();
+        let script = "import sys, platform, boto3\n\ndef h(e, c):\n    return [platform.python_version(), boto3.__version__, sys.implementation.name]\n";
+        let r = run(&engine, &py_step(name, "h", script, json!({}))).await;
+        assert_eq!(r.status, StepStatus::Success, "{name}: {r:?}");
+        let version = r.payload[0].as_str().unwrap_or("").to_string();
+        assert_eq!(r.payload[1], json!(rt.boto3), "{name}: boto3 pin");
+        assert_eq!(r.payload[2], json!("cpython"), "{name}");
+        assert!(
+            version.starts_with(&format!("{}.{}.", rt.minor.0, rt.minor.1)),
+            "{name} runs CPython {version}"
+        );
+        // What the image records of itself (docker inspect) is what runs.
+        assert_eq!(
+            rt.cpython_version.as_deref(),
+            Some(version.as_str()),
+            "{name}: the image's label"
+        );
+        // An image from a local installation runs exactly that installation's version.
+        let prefix = engine
+            .image_labels(&format!("scriptbox-runtime:{name}"))
+            .await
+            .unwrap()
+            .unwrap_or_default()
+            .get(scriptbox::images::LABEL_CPYTHON_PREFIX)
+            .cloned();
+        if let Some(prefix) = prefix.filter(|p| std::path::Path::new(p).exists()) {
+            let host = std::process::Command::new(format!(
+                "{prefix}/bin/python{}.{}",
+                rt.minor.0, rt.minor.1
+            ))
+            .args(["-c", "import platform; print(platform.python_version())"])
+            .output()
+            .unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&host.stdout).trim(),
+                version,
+                "{name}: the installation at {prefix}"
+            );
+        }
+    }
+}
+
+/// What one version has and another lacks, proven on the real interpreters: each failure is the
+/// step failure AWS's shape gives for it, and each success is a success.
+#[tokio::test]
+async fn syntax_and_modules_differ_between_versions_as_on_the_real_interpreters() {
+    let Some(engine) = engine().await else { return };
+    let runtimes = python_runtimes(&engine).await;
+    for rt in &runtimes {
+        let name = rt.name.as_str();
+        let minor = rt.minor;
+        // An assignment expression: 3.8+.
+        let walrus = "def h(e, c):\n    if (n := len(e)) >= 0:\n        return n\n";
+        let r = run(&engine, &py_step(name, "h", walrus, json!({"a": 1}))).await;
+        if minor < (3, 8) {
+            assert_aws_failure(name, &r, "SyntaxError - ");
+            assert_eq!(r.error.unwrap().error_type, "SyntaxError", "{name}");
+        } else {
+            assert_eq!(r.payload, json!(1), "{name}: {r:?}");
+        }
+        // `async` as a name: a keyword from 3.7.
+        let async_name = "def h(e, c):\n    async = 1\n    return async\n";
+        let r = run(&engine, &py_step(name, "h", async_name, json!({}))).await;
+        if minor < (3, 7) {
+            assert_eq!(r.payload, json!(1), "{name}: {r:?}");
+        } else {
+            assert_aws_failure(name, &r, "SyntaxError - ");
+        }
+        // Modules a later version removed.
+        for (module, removed_in) in [("imp", (3, 12)), ("distutils", (3, 12))] {
+            let script = format!("def h(e, c):\n    import {module}\n    return '{module}'\n");
+            let r = run(&engine, &py_step(name, "h", &script, json!({}))).await;
+            if minor < removed_in {
+                assert_eq!(r.payload, json!(module), "{name}: {r:?}");
+            } else {
+                assert_aws_failure(
+                    name,
+                    &r,
+                    &format!("ModuleNotFoundError - No module named '{module}'"),
+                );
+            }
+        }
+        let mapping =
+            "def h(e, c):\n    from collections import Mapping\n    return Mapping.__name__\n";
+        let r = run(&engine, &py_step(name, "h", mapping, json!({}))).await;
+        if minor < (3, 10) {
+            assert_eq!(r.payload, json!("Mapping"), "{name}: {r:?}");
+        } else {
+            assert_aws_failure(
+                name,
+                &r,
+                "ImportError - cannot import name 'Mapping' from 'collections'",
+            );
+        }
+    }
+}
+
+/// Every Python image, as Docker holds it, is hardened: it runs as 10001:10001 and no file in it
+/// has a setuid or setgid bit (read from the image's exported filesystem, not from inside).
+#[tokio::test]
+async fn every_python_image_is_non_root_without_setuid_files() {
+    use futures::StreamExt;
+    let Some(engine) = engine().await else { return };
+    for rt in python_runtimes(&engine).await {
+        let image = format!("scriptbox-runtime:{}", rt.name);
+        let inspect = engine.docker().inspect_image(&image).await.unwrap();
+        assert_eq!(
+            inspect.config.and_then(|c| c.user).as_deref(),
+            Some("10001:10001"),
+            "{image}"
+        );
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(image.clone()),
+            network_disabled: Some(true),
+            ..Default::default()
+        };
+        let created = engine.docker().create_container(None, body).await.unwrap();
+        let mut stream = engine.docker().export_container(&created.id);
+        let mut tarball = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            tarball.extend_from_slice(&chunk.unwrap());
+        }
+        let _ = engine
+            .docker()
+            .remove_container(
+                &created.id,
+                Some(bollard::query_parameters::RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        let mut archive = tar::Archive::new(std::io::Cursor::new(tarball));
+        let mut files = 0;
+        let mut setid = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let entry = entry.unwrap();
+            files += 1;
+            if entry.header().mode().unwrap() & 0o6000 != 0 {
+                setid.push(entry.path().unwrap().display().to_string());
+            }
+        }
+        assert!(files > 1000, "{image}: {files} files exported");
+        assert!(setid.is_empty(), "{image}: setuid/setgid files {setid:?}");
+    }
 }

@@ -24,6 +24,27 @@ fn conformance_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance")
 }
 
+/// The real-runbook corpus beside the clone, or `None` with one SKIPPED line when a fresh clone
+/// has nothing beside it. CI has the corpus: `.ci/run` sets `SCRIPTBOX_REQUIRE_CONFORMANCE=1`,
+/// which makes its absence a failure.
+fn conformance_or_skip() -> Option<PathBuf> {
+    let dir = conformance_dir();
+    if dir.join("runbooks").is_dir() {
+        return Some(dir);
+    }
+    if std::env::var("SCRIPTBOX_REQUIRE_CONFORMANCE").as_deref() == Ok("1") {
+        panic!(
+            "SCRIPTBOX_REQUIRE_CONFORMANCE=1 but the conformance corpus {} is absent",
+            dir.join("runbooks").display()
+        );
+    }
+    eprintln!(
+        "SKIPPED: the real-runbook corpus {} is not beside this clone",
+        dir.join("runbooks").display()
+    );
+    None
+}
+
 fn scriptbox(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_scriptbox"))
         .args(args)
@@ -499,7 +520,10 @@ fn every_conformance_runbook_validates_or_is_refused_naming_what_is_unsupported(
         max_timeout_secs: 600,
         attachments_dir: None,
     };
-    let verdicts = conformance_verdicts(&conformance_dir().join("runbooks"), &options).unwrap();
+    let Some(corpus) = conformance_or_skip() else {
+        return;
+    };
+    let verdicts = conformance_verdicts(&corpus.join("runbooks"), &options).unwrap();
     assert!(verdicts.len() >= 50, "{}", verdicts.len());
     let mut valid = Vec::new();
     for v in &verdicts {
@@ -565,7 +589,10 @@ fn every_conformance_runbook_validates_or_is_refused_naming_what_is_unsupported(
 /// needs_attachment = no), whose actions are all supported and whose runtime image is here.
 #[tokio::test]
 async fn conformance_runbooks_that_need_no_aws_account_run() {
-    let index = std::fs::read_to_string(conformance_dir().join("runbooks/INDEX.tsv")).unwrap();
+    let Some(corpus) = conformance_or_skip() else {
+        return;
+    };
+    let index = std::fs::read_to_string(corpus.join("runbooks/INDEX.tsv")).unwrap();
     let catalog = Catalog::builtin();
     let options = LoadOptions {
         catalog: &catalog,
@@ -579,7 +606,7 @@ async fn conformance_runbooks_that_need_no_aws_account_run() {
         if boto3 != "no" || attachment != "no" || !["python3.11", "python3.9"].contains(&runtimes) {
             continue;
         }
-        let path = conformance_dir().join("runbooks").join(file);
+        let path = corpus.join("runbooks").join(file);
         if load_file(&path, &options).is_err() {
             continue; // Refused (an unsupported action): covered by the test above.
         }

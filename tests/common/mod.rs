@@ -52,7 +52,22 @@ pub async fn engine_with(settings: Settings) -> Option<Engine> {
     }
 }
 
-/// True when the runtime's image is present and current; otherwise explains the skip.
+/// Whether this machine has a source for a runtime besides a registry (the Debian recipe or a
+/// CPython installation): `Ok(source)` or `Err(why not)`.
+pub async fn offline_source_here(runtime: &str) -> Result<String, String> {
+    let name = runtime.to_string();
+    tokio::task::spawn_blocking(move || {
+        let catalog = Catalog::builtin();
+        let rt = catalog.resolve(&name).expect("known runtime");
+        images::offline_source_here(&rt)
+    })
+    .await
+    .expect("the source check runs")
+}
+
+/// True when the runtime's image is present and current; otherwise explains the skip. Under
+/// `SCRIPTBOX_REQUIRE_ENGINE=1` a missing image of a runtime this machine can build (Debian
+/// recipe or local CPython) is a failure.
 pub async fn require_image(engine: &Engine, runtime: &str) -> bool {
     let catalog = Catalog::builtin();
     let rt = catalog.resolve(runtime).expect("known runtime");
@@ -67,19 +82,58 @@ pub async fn require_image(engine: &Engine, runtime: &str) -> bool {
         rt.runtime.image,
         state.as_str()
     );
-    let offline = rt.runtime.offline.is_some();
-    if required() && offline {
-        panic!("SCRIPTBOX_REQUIRE_ENGINE=1 but {why}");
-    }
-    eprintln!(
-        "SKIPPED: {why}{}",
-        if offline {
-            ""
-        } else {
-            "; it has no offline recipe, so it can only be built where a container registry is reachable"
+    match offline_source_here(runtime).await {
+        Ok(source) if required() => {
+            panic!("SCRIPTBOX_REQUIRE_ENGINE=1 but {why}, and this machine can build it ({source})")
         }
-    );
+        Ok(source) => eprintln!("SKIPPED: {why}; this machine can build it from {source}"),
+        Err(no) => eprintln!(
+            "SKIPPED: {why}; this machine cannot build it (only where a container registry is reachable): {no}"
+        ),
+    }
     false
+}
+
+/// One Python runtime whose image is here, with what its image says of itself.
+#[derive(Debug, Clone)]
+pub struct PyRuntime {
+    /// The runtime name (`python3.8`).
+    pub name: String,
+    /// Its minor version as numbers (`(3, 8)`).
+    pub minor: (u32, u32),
+    /// The pinned boto3.
+    pub boto3: String,
+    /// The exact CPython the image records (label, or the official image's PYTHON_VERSION).
+    pub cpython_version: Option<String>,
+    /// Where that CPython came from.
+    pub cpython_source: Option<String>,
+}
+
+/// Every Python runtime of the catalog whose image is present and current, in catalog order.
+/// Each other one prints one SKIPPED line naming why (and fails under
+/// `SCRIPTBOX_REQUIRE_ENGINE=1` when this machine can build it).
+pub async fn python_runtimes(engine: &Engine) -> Vec<PyRuntime> {
+    let catalog = Catalog::builtin();
+    let mut out = Vec::new();
+    for rt in catalog.runtimes() {
+        if rt.language() != scriptbox::runtimes::Language::Python {
+            continue;
+        }
+        if !require_image(engine, &rt.runtime.name).await {
+            continue;
+        }
+        let minor = rt.runtime.build["PYTHON_VERSION"].clone();
+        let (major, minor) = minor.split_once('.').expect("X.Y");
+        let facts = images::image_facts(engine, &rt).await.unwrap_or_default();
+        out.push(PyRuntime {
+            name: rt.runtime.name.clone(),
+            minor: (major.parse().unwrap(), minor.parse().unwrap()),
+            boto3: rt.runtime.build["BOTO3_VERSION"].clone(),
+            cpython_version: facts.cpython_version,
+            cpython_source: facts.cpython_source,
+        });
+    }
+    out
 }
 
 /// Inputs for an inline Python step.
