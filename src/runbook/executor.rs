@@ -404,7 +404,7 @@ async fn run_step(
             };
             let timeout = step
                 .timeout_seconds
-                .map(|t| Duration::from_secs(t.max(0) as u64));
+                .map(|t| Duration::from_secs(u64::try_from(t).unwrap_or(0)));
             match sleep::sleep(wait, timeout, cancel).await {
                 SleepEnd::Slept => record.status = StepStatus::Success,
                 SleepEnd::TimedOut => {

@@ -204,9 +204,9 @@ impl Budget {
     }
 }
 
-/// The size of a value as JSON text, or `None` as soon as it is larger than `limit` (so a large
-/// value is not walked in full).
-fn size_within(v: &Value, limit: usize) -> Option<usize> {
+/// The size of a value as JSON text (about: numbers count 24), or `None` as soon as it is
+/// larger than `limit` (so a large value is not walked in full).
+pub fn size_within(v: &Value, limit: usize) -> Option<usize> {
     fn walk(v: &Value, total: &mut usize, limit: usize) -> bool {
         let own = match v {
             Value::String(s) => s.len() + 2,
