@@ -462,6 +462,30 @@ fn gather_attachments(req: &Value, into: &Path) -> Result<Vec<PathBuf>, SsmError
     Ok(folders)
 }
 
+/// [`build_version`] on a blocking thread: reading and checking a document is CPU work (bounded
+/// by the runbook reader's limits), never done on the async workers.
+async fn build_version_off_workers(
+    st: &SsmState,
+    req: &Value,
+    name: &str,
+    version: i64,
+    previous_files: Vec<(String, Vec<u8>)>,
+) -> Result<(VersionRow, Files), SsmError> {
+    let (st, req, name) = (st.clone(), req.clone(), name.to_string());
+    let work = tokio::task::spawn_blocking(move || {
+        build_version(&st, &req, &name, version, previous_files)
+    });
+    let deadline = crate::server::scheduler::VALIDATION_DEADLINE;
+    match tokio::time::timeout(deadline, work).await {
+        Ok(Ok(built)) => built,
+        Ok(Err(e)) => Err(SsmError::internal(e)),
+        Err(_) => Err(SsmError::validation(format!(
+            "checking the document took longer than {} s; it is refused",
+            deadline.as_secs()
+        ))),
+    }
+}
+
 /// Checks the content (a schema 0.3 runbook, with its attachments) and builds the version.
 fn build_version(
     st: &SsmState,
@@ -646,7 +670,7 @@ pub async fn create(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
             "DocumentType {ty}: scriptbox stores and runs Automation documents only"
         )));
     }
-    let (v, files) = build_version(st, req, &name, 1, vec![])?;
+    let (v, files) = build_version_off_workers(st, req, &name, 1, vec![]).await?;
     let doc = DocRow {
         name: name.clone(),
         document_type: ty,
@@ -719,7 +743,8 @@ pub async fn update(st: &SsmState, req: &Value) -> Result<Value, SsmError> {
             ),
         ));
     }
-    let (mut v, files) = build_version(st, req, &name, doc.latest_version + 1, files)?;
+    let (mut v, files) =
+        build_version_off_workers(st, req, &name, doc.latest_version + 1, files).await?;
     if v.hash == latest.hash {
         return Err(SsmError::client(
             "DuplicateDocumentContent",
