@@ -322,17 +322,27 @@ impl<'a> Reader<'a> {
     }
 
     /// Keeps an anchored node with the size it added to the tree since `start` (nodes, bytes).
-    fn anchor(&mut self, anchor: usize, node: &Node, start: (usize, usize)) {
+    /// The kept copy counts against the bounds too: anchors nested in anchors would otherwise
+    /// copy a large subtree once per level.
+    fn anchor(
+        &mut self,
+        anchor: usize,
+        node: &Node,
+        start: (usize, usize),
+    ) -> Result<(), ReadProblem> {
         if anchor > 0 {
+            let (nodes, bytes) = (self.nodes - start.0, self.bytes - start.1);
+            self.grow(node.pos, nodes, bytes)?;
             self.anchors.insert(
                 anchor,
                 Anchored {
                     node: node.clone(),
-                    nodes: self.nodes - start.0,
-                    bytes: self.bytes - start.1,
+                    nodes,
+                    bytes,
                 },
             );
         }
+        Ok(())
     }
 
     fn stream(&mut self) -> Result<Option<Node>, ReadProblem> {
@@ -451,7 +461,7 @@ impl<'a> Reader<'a> {
                     }
                 })?;
                 let node = Node { pos, kind };
-                self.anchor(anchor, &node, start);
+                self.anchor(anchor, &node, start)?;
                 Ok(node)
             }
             Event::SequenceStart(anchor, tag) => {
@@ -469,7 +479,7 @@ impl<'a> Reader<'a> {
                     pos,
                     kind: Kind::Seq(items),
                 };
-                self.anchor(anchor, &node, start);
+                self.anchor(anchor, &node, start)?;
                 Ok(node)
             }
             Event::MappingStart(anchor, tag) => {
@@ -516,7 +526,7 @@ impl<'a> Reader<'a> {
                     pos,
                     kind: Kind::Map(entries),
                 };
-                self.anchor(anchor, &node, start);
+                self.anchor(anchor, &node, start)?;
                 Ok(node)
             }
             other => Err(ReadProblem {
@@ -762,6 +772,18 @@ mod tests {
         assert!(p[0].message.contains("more than 128 levels deep"), "{p:?}");
         let ok: String = (0..100).map(|i| format!("{}- \n", " ".repeat(i))).collect();
         assert!(read(&format!("a:\n{ok}"), Format::Yaml).0.is_some());
+    }
+
+    #[test]
+    fn anchors_nested_in_anchors_count_their_copies() {
+        // 120 anchored levels around 2500 values: each level's anchor keeps a copy (300,000).
+        let mut t = format!("[{}]", vec!["1"; 2500].join(","));
+        for i in 0..120 {
+            t = format!("{{k: &l{i} {t}}}");
+        }
+        let (n, p) = read(&format!("a: {t}\n"), Format::Yaml);
+        assert!(n.is_none());
+        assert!(p[0].message.contains("more than 250000 values"), "{p:?}");
     }
 
     #[test]
