@@ -1585,21 +1585,25 @@ async fn max_attempts_is_bounded_and_a_loud_retried_step_stays_bounded() {
     let watch = HealthWatch::start(&d.socket);
     let id = submit_ok(&c, &runbook(&loud("100"), json!({}))).await;
     wait_until(&c, &id, &["Running"], Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_secs(25)).await;
+    // Cancel it while it runs (if its hundred attempts are not over first: then it is Failed).
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(15) && get(&c, &id).await["Status"] == "Running" {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let a = c
         .post(&format!("/v1/executions/{id}/cancel"), &json!({}))
         .await
         .unwrap();
-    assert!(a.status < 300, "{}", String::from_utf8_lossy(&a.body));
-    let v = wait_until(&c, &id, &["Cancelled"], Duration::from_secs(60)).await;
+    let v = wait_until(&c, &id, &["Cancelled", "Failed"], Duration::from_secs(60)).await;
     let attempts = v["StepExecutions"][0]["ScriptboxAttempts"]
         .as_u64()
         .unwrap_or(0);
-    assert!(
-        attempts >= 3,
-        "{attempts} attempts in 25 s: {}",
-        v["StepExecutions"][0]["StepStatus"]
-    );
+    if v["Status"] == "Failed" {
+        assert_eq!(attempts, 100, "{v}");
+    } else {
+        assert!(a.status < 300, "{}", String::from_utf8_lossy(&a.body));
+        assert!(attempts >= 3, "{attempts} attempts in 15 s: {v}");
+    }
     let data: u64 = std::fs::read_dir(&d.data_dir)
         .unwrap()
         .flatten()
