@@ -1240,6 +1240,7 @@ async fn the_defaults_are_the_hardened_ones() {
 
 /// Runs `scriptbox ARGS` to its end; returns its exit code, its stderr and its peak resident
 /// memory in bytes (from wait4's rusage, the host's own account).
+#[allow(clippy::zombie_processes)] // Reason: the child is reaped by wait4 (for its rusage), not by Child::wait.
 fn scriptbox_measured(args: &[&str]) -> (Option<i32>, String, u64) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_scriptbox"))
         .args(args)
