@@ -330,7 +330,7 @@ impl Scheduler {
                 problems: vec![],
             })
         };
-        let _turn = self
+        let turn = self
             .validations
             .clone()
             .acquire_owned()
@@ -342,8 +342,11 @@ impl Scheduler {
             self.catalog.clone(),
             self.scratch.clone(),
         );
-        let work =
-            tokio::task::spawn_blocking(move || prepare(&req, &settings, &catalog, &scratch));
+        let work = tokio::task::spawn_blocking(move || {
+            // Held until the work ends, even past the deadline below.
+            let _turn = turn;
+            prepare(&req, &settings, &catalog, &scratch)
+        });
         match tokio::time::timeout(VALIDATION_DEADLINE, work).await {
             Ok(Ok(prepared)) => prepared.map_err(SubmitError::Invalid),
             Ok(Err(e)) => Err(refused(format!(
