@@ -11,6 +11,10 @@
 //! - Cancelled during a step: the step is `Cancelled`; with `onCancel: step:name` that step (and
 //!   what follows it) runs with a fresh cancellation token; the execution ends `Cancelled`.
 //! - A step execution can repeat through branches; past 1000 step executions the execution fails.
+//! - The whole execution runs at most [`ExecOptions::max_run_secs`]: then the running step is
+//!   stopped through its cancellation token (its container killed and removed) and both end
+//!   `TimedOut`. A retried step's record keeps earlier attempts' log lines up to
+//!   [`MAX_EARLIER_ATTEMPTS_LOG_BYTES`].
 
 use std::collections::HashMap;
 use std::time::Duration;
