@@ -1387,6 +1387,11 @@ async fn interpolation_and_parameter_values_are_bounded_before_they_are_built() 
         "{}",
         a.error_message()
     );
+    let health = c.get("/v1/health").await.unwrap().json();
+    assert_eq!(
+        (health["Queued"].as_u64(), health["Running"].as_u64()),
+        (Some(0), Some(0))
+    );
     watch.assert_answered_within_a_second().await;
     let peak = peak_memory(d.pid());
     eprintln!("the daemon peaked at {} MiB", peak / (1024 * 1024));
