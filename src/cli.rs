@@ -988,6 +988,7 @@ async fn run_runbook(
         context: &settings.context,
         catalog: &catalog,
         max_timeout_secs: settings.limits.max_timeout_seconds,
+        max_run_secs: settings.limits.max_runbook_seconds,
     };
     let execution = match &engine {
         Some(engine) => {

@@ -81,6 +81,9 @@ pub struct StepLimits {
     /// The timeout of a step that sets none (AWS: 600), and the per-step ceiling of a daemon
     /// execution that does not ask for another one.
     pub default_timeout_seconds: u64,
+    /// The longest a whole runbook execution may run, seconds (default a day); past it the
+    /// running step is stopped and the execution ends `TimedOut`.
+    pub max_runbook_seconds: u64,
     /// Memory of a daemon execution that does not ask (default: `sandbox.memory_bytes`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_memory_bytes: Option<i64>,
@@ -100,6 +103,7 @@ impl Default for StepLimits {
         Self {
             max_timeout_seconds: DEFAULT_TIMEOUT_SECS,
             default_timeout_seconds: DEFAULT_TIMEOUT_SECS,
+            max_runbook_seconds: 86_400,
             default_memory_bytes: None,
             default_nano_cpus: None,
             default_pids_limit: None,
@@ -616,6 +620,12 @@ impl Settings {
                     "must be at most {MAX_DURATION_SECS} seconds (7 days), got {}",
                     self.pool.idle_timeout_secs
                 ),
+            });
+        }
+        if self.limits.max_runbook_seconds == 0 {
+            return Err(ConfigError::Invalid {
+                key: "limits.max_runbook_seconds",
+                rule: "must be at least 1".into(),
             });
         }
         if self.limits.default_timeout_seconds == 0

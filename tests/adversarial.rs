@@ -1346,3 +1346,83 @@ async fn the_defaults_are_the_hardened_ones() {
     assert!(s.memory_bytes <= 1 << 30);
     assert!(s.output_limit_bytes <= 64 << 20);
 }
+
+/// Runs `scriptbox ARGS` to its end; returns its exit code, its stderr and its peak resident
+/// memory in bytes (from wait4's rusage, the host's own account).
+#[allow(clippy::zombie_processes)] // Reason: the child is reaped by wait4 (for its rusage), not by Child::wait.
+fn scriptbox_measured(args: &[&str]) -> (Option<i32>, String, u64) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scriptbox"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run scriptbox");
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let pid = i32::try_from(child.id()).unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 on our own child fills it in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our unreaped child; status and usage are valid for writes.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid);
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    let peak = u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024;
+    (code, reader.join().unwrap(), peak)
+}
+
+/// Threat: a hostile runbook (a 600-byte YAML alias bomb, block nesting 20,000 deep, a sleep whose duration overflows) exhausting or crashing `scriptbox validate` and `run`.
+/// Defence: the YAML reader's bounds (128 levels, 250,000 values with aliases expanded, 4 MiB copied by aliases) checked before anything is copied; aws:sleep parsed without a panic, at most 604,799 s.
+#[tokio::test]
+async fn hostile_runbooks_are_refused_by_validate_and_run_without_a_blowup() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let mut bomb = String::from(
+        "schemaVersion: '0.3'\nmainSteps:\n  - name: s\n    action: aws:executeScript\n    inputs:\n      Runtime: python3.11\n      Handler: h\n      Script: 'def h(e, c): return 1'\n      InputPayload:\n        a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n",
+    );
+    for i in 1..7 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        bomb.push_str(&format!("        a{i}: &a{i} [{refs}]\n"));
+    }
+    let deep = format!(
+        "schemaVersion: '0.3'\nmainSteps:\n  {}x\n",
+        "- ".repeat(20_000)
+    );
+    for (name, text, rule) in [
+        (
+            "bomb.yaml",
+            bomb.as_str(),
+            "more than 250000 values once its aliases are expanded",
+        ),
+        ("deep.yaml", deep.as_str(), "more than 128 levels deep"),
+    ] {
+        let began = Instant::now();
+        let (code, err, peak) = scriptbox_measured(&["validate", &write(name, text)]);
+        assert_eq!(code, Some(2), "{name}: {err}");
+        assert!(err.contains(rule), "{name}: {err}");
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "{name}: {:?}",
+            began.elapsed()
+        );
+        assert!(
+            peak < 128 * 1024 * 1024,
+            "{name}: validate peaked at {peak} bytes"
+        );
+    }
+    let sleep = "schemaVersion: '0.3'\nparameters:\n  D: {type: String}\nmainSteps:\n  - name: z\n    action: aws:sleep\n    inputs: {Duration: '{{ D }}'}\n";
+    let doc = write("sleep.yaml", sleep);
+    let (code, err, _) = scriptbox_measured(&["run", &doc, "-p", "D=PT99999999999999999999S"]);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(code, Some(0), "{err}");
+    assert_ne!(code, Some(101), "a Rust panic's exit code: {err}");
+    assert!(err.contains("604799"), "{err}");
+}

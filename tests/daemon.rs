@@ -1368,3 +1368,439 @@ async fn slow_and_idle_connections_are_bounded_and_closed() {
     let (status, secs) = common::ssm::timed_health(&d.socket).await;
     assert!(status == 200 && secs < 1.0, "{status} {secs}");
 }
+
+// ---- Hostile requests (issue 10): every input is bounded before it is expanded or evaluated,
+// judged from the daemon's health endpoint, its memory (/proc VmHWM), its records and its data
+// directory.
+
+/// The daemon's peak resident memory, bytes (VmHWM).
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the daemon lives");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        * 1024
+}
+
+/// The bound on the daemon's peak memory during these attacks (it idles near 30 MiB).
+const MEMORY_BOUND: u64 = 256 * 1024 * 1024;
+
+/// Polls `/v1/health` every 100 ms until stopped; `stop` returns the slowest answer.
+struct HealthWatch {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<(Duration, usize)>,
+}
+
+impl HealthWatch {
+    fn start(socket: &Path) -> HealthWatch {
+        let client = Client::new(Endpoint::Unix(socket.to_path_buf()));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let done = stop.clone();
+        let task = tokio::spawn(async move {
+            let (mut slowest, mut answers) = (Duration::ZERO, 0);
+            while !done.is_cancelled() {
+                let began = Instant::now();
+                let answer =
+                    tokio::time::timeout(Duration::from_secs(10), client.get("/v1/health")).await;
+                slowest = slowest.max(began.elapsed());
+                if let Ok(Ok(a)) = answer {
+                    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+                    answers += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (slowest, answers)
+        });
+        HealthWatch { stop, task }
+    }
+
+    /// Stops and asserts the health check answered within a second every time.
+    async fn assert_answered_within_a_second(self) {
+        self.stop.cancel();
+        let (slowest, answers) = self.task.await.expect("the health watch");
+        assert!(answers > 0, "the health check never answered");
+        assert!(
+            slowest < Duration::from_secs(1),
+            "the health check took {slowest:?} during the attack"
+        );
+    }
+}
+
+/// An SSM API call (`X-Amz-Target: AmazonSSM.<op>`) over a raw loopback connection.
+async fn ssm_call(addr: &str, op: &str, body: &Value) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = body.to_string();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: AmazonSSM.{op}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut answer))
+        .await
+        .expect("the SSM API answers within a minute")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// Seven levels of ten aliases: 10^7 values from under 600 bytes, in an InputPayload.
+fn alias_bomb() -> String {
+    let mut t = String::from(
+        "schemaVersion: '0.3'\nmainSteps:\n  - name: s\n    action: aws:executeScript\n    inputs:\n      Runtime: python3.11\n      Handler: h\n      Script: 'def h(e, c): return 1'\n      InputPayload:\n        a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n",
+    );
+    for i in 1..7 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        t.push_str(&format!("        a{i}: &a{i} [{refs}]\n"));
+    }
+    t
+}
+
+fn runbook(document: &str, parameters: Value) -> Value {
+    json!({"Runbook": {"Document": document, "Parameters": parameters}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alias_bombs_and_deep_nesting_are_refused_before_they_are_expanded() {
+    if common::engine().await.is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &["--listen", "127.0.0.1:0", "--ssm-api"]);
+    let c = d.client();
+    let watch = HealthWatch::start(&d.socket);
+    let bomb = alias_bomb();
+    assert!(bomb.len() < 800, "{}", bomb.len());
+
+    // Through the SSM API's CreateDocument (which killed the daemon).
+    let began = Instant::now();
+    let (status, text) = ssm_call(
+        d.tcp.as_deref().unwrap(),
+        "CreateDocument",
+        &json!({"Name": "bomb", "DocumentType": "Automation", "DocumentFormat": "YAML", "Content": bomb}),
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("InvalidDocumentContent"), "{text}");
+    assert!(
+        text.contains("more than 250000 values once its aliases are expanded"),
+        "{text}"
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+
+    // Through the native API.
+    let a = submit(&c, &runbook(&bomb, json!({}))).await;
+    assert_eq!(a.status, 400, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.json()["Error"]["Code"], "InvalidRunbook", "{}", a.json());
+    // Block nesting 20,000 deep (40 KB) overflowed the stack of an async worker: an abort.
+    let doc = format!(
+        "schemaVersion: '0.3'\nmainSteps:\n  {}x\n",
+        "- ".repeat(20_000)
+    );
+    let a = submit(&c, &runbook(&doc, json!({}))).await;
+    assert_eq!(a.status, 400, "{}", String::from_utf8_lossy(&a.body));
+    assert!(
+        a.error_message().contains("more than 128 levels deep"),
+        "{}",
+        a.error_message()
+    );
+
+    watch.assert_answered_within_a_second().await;
+    let peak = peak_memory(d.pid());
+    eprintln!("the daemon peaked at {} MiB", peak / (1024 * 1024));
+    assert!(peak < MEMORY_BOUND, "the daemon peaked at {peak} bytes");
+    let health = c.get("/v1/health").await.unwrap().json();
+    assert_eq!(
+        (health["Queued"].as_u64(), health["Running"].as_u64()),
+        (Some(0), Some(0))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interpolation_and_parameter_values_are_bounded_before_they_are_built() {
+    if common::engine().await.is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &["--set", "pool.size=0"]);
+    let c = d.client();
+    let watch = HealthWatch::start(&d.socket);
+    // '{{P}}' a thousand times with a 1 MB P: a gigabyte before, refused now (at run time: the
+    // value is known only then), before any container.
+    let doc = format!(
+        "schemaVersion: '0.3'\nparameters:\n  P: {{type: String}}\nmainSteps:\n  - name: s\n    action: aws:executeScript\n    inputs:\n      Runtime: python3.11\n      Handler: h\n      Script: 'def h(e, c): return 1'\n      InputPayload:\n        a: '{}'\n",
+        "{{P}}".repeat(1000)
+    );
+    let id = submit_ok(&c, &runbook(&doc, json!({"P": "x".repeat(1_000_000)}))).await;
+    let v = wait_until(&c, &id, &["Failed"], Duration::from_secs(30)).await;
+    let failure = v["FailureMessage"].as_str().unwrap_or_default();
+    assert!(failure.contains("larger than 8388608 bytes"), "{v}");
+    // A value above 1 MiB is refused before it is converted.
+    let a = submit(
+        &c,
+        &runbook(&doc, json!({"P": "x".repeat(2 * 1024 * 1024)})),
+    )
+    .await;
+    assert_eq!(a.status, 400, "{}", String::from_utf8_lossy(&a.body));
+    assert!(
+        a.error_message()
+            .contains("parameter P: is larger than 1048576 bytes"),
+        "{}",
+        a.error_message()
+    );
+    let health = c.get("/v1/health").await.unwrap().json();
+    assert_eq!(
+        (health["Queued"].as_u64(), health["Running"].as_u64()),
+        (Some(0), Some(0))
+    );
+    watch.assert_answered_within_a_second().await;
+    let peak = peak_memory(d.pid());
+    eprintln!("the daemon peaked at {} MiB", peak / (1024 * 1024));
+    assert!(peak < MEMORY_BOUND, "the daemon peaked at {peak} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catastrophic_allowed_patterns_are_bounded_and_off_the_async_workers() {
+    if common::engine().await.is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &["--set", "pool.size=0"]);
+    let c = d.client();
+    let doc = "schemaVersion: '0.3'\nparameters:\n  L: {type: StringList, allowedPattern: '^(?=(a|aa)*$)(a|aa)*c$'}\nmainSteps:\n  - name: z\n    action: aws:sleep\n    inputs: {Duration: PT1S}\n";
+    let watch = HealthWatch::start(&d.socket);
+    // 3000 items: refused by their count, before any matching.
+    let began = Instant::now();
+    let a = submit(&c, &runbook(doc, json!({"L": vec!["a".repeat(25); 3000]}))).await;
+    assert_eq!(a.status, 400, "{}", String::from_utf8_lossy(&a.body));
+    assert!(
+        a.error_message().contains("has more than 1000 items"),
+        "{}",
+        a.error_message()
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        began.elapsed()
+    );
+    // Two requests of 1000 backtracking items each, at once (both async workers' worth): each
+    // ends within its budget, naming the parameter and the rule.
+    let body = runbook(doc, json!({"L": vec!["a".repeat(40); 1000]}));
+    let began = Instant::now();
+    let (a, b) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(submit(&c, &body), submit(&c, &body))
+    })
+    .await
+    .expect("both requests are answered within 30 s");
+    assert!(
+        began.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        began.elapsed()
+    );
+    for a in [a, b] {
+        assert_eq!(a.status, 400, "{}", String::from_utf8_lossy(&a.body));
+        let msg = a.error_message();
+        assert!(msg.contains("parameter L: "), "{msg}");
+        assert!(
+            msg.contains("backtracking steps") || msg.contains("took more than 2 s in all"),
+            "{msg}"
+        );
+    }
+    watch.assert_answered_within_a_second().await;
+    let peak = peak_memory(d.pid());
+    eprintln!("the daemon peaked at {} MiB", peak / (1024 * 1024));
+    assert!(peak < MEMORY_BOUND, "the daemon peaked at {peak} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_sleeps_end_and_give_their_slot_back() {
+    if common::engine().await.is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        &[
+            "--set",
+            "pool.size=0",
+            "--concurrency",
+            "1",
+            "--queue-length",
+            "1",
+            "--set",
+            "limits.max_runbook_seconds=3",
+        ],
+    );
+    let c = d.client();
+    let watch = HealthWatch::start(&d.socket);
+    let by_param = |key: &str| {
+        format!(
+            "schemaVersion: '0.3'\nparameters:\n  D: {{type: String}}\nmainSteps:\n  - name: z\n    action: aws:sleep\n    inputs: {{{key}: '{{{{ D }}}}'}}\n"
+        )
+    };
+    // The duration that panicked the execution's task (leaving it Running with its place
+    // taken): three of them in a row, each Failed, each giving its place back.
+    for _ in 0..3 {
+        let id = submit_ok(
+            &c,
+            &runbook(
+                &by_param("Duration"),
+                json!({"D": "PT99999999999999999999S"}),
+            ),
+        )
+        .await;
+        let v = wait_until(&c, &id, &["Failed"], Duration::from_secs(20)).await;
+        assert!(
+            v.to_string()
+                .contains("is longer than aws:sleep's maximum of 604799 seconds"),
+            "{v}"
+        );
+    }
+    // Until 9999-12-31: refused when literal, Failed when it comes by a parameter.
+    let literal = "schemaVersion: '0.3'\nmainSteps:\n  - name: z\n    action: aws:sleep\n    inputs: {Timestamp: '9999-12-31T23:59:59Z'}\n";
+    let a = submit(&c, &runbook(literal, json!({}))).await;
+    assert_eq!(a.status, 400, "{}", String::from_utf8_lossy(&a.body));
+    assert!(
+        a.error_message().contains(
+            "inputs.Timestamp: \"9999-12-31T23:59:59Z\" is more than aws:sleep's maximum"
+        ),
+        "{}",
+        a.error_message()
+    );
+    let id = submit_ok(
+        &c,
+        &runbook(&by_param("Timestamp"), json!({"D": "9999-12-31T23:59:59Z"})),
+    )
+    .await;
+    wait_until(&c, &id, &["Failed"], Duration::from_secs(20)).await;
+    // A legal sleep longer than the operator's limits.max_runbook_seconds: TimedOut at it.
+    let long = "schemaVersion: '0.3'\nmainSteps:\n  - name: z\n    action: aws:sleep\n    inputs: {Duration: PT600S}\n";
+    let began = Instant::now();
+    let id = submit_ok(&c, &runbook(long, json!({}))).await;
+    let v = wait_until(&c, &id, &["TimedOut"], Duration::from_secs(20)).await;
+    assert!(
+        began.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(
+        v["FailureMessage"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("limits.max_runbook_seconds (3 s)"),
+        "{v}"
+    );
+    // Nothing stays Running; the one slot and the one queue place are free.
+    let health = c.get("/v1/health").await.unwrap().json();
+    assert_eq!(
+        (health["Queued"].as_u64(), health["Running"].as_u64()),
+        (Some(0), Some(0))
+    );
+    let a = c.get("/v1/executions?Status=Running").await.unwrap();
+    assert_eq!(
+        a.json()["Executions"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        a.json()
+    );
+    let id = submit_ok(&c, &runbook(long, json!({}))).await;
+    wait_until(&c, &id, &["Running"], Duration::from_secs(10)).await;
+    let a = c
+        .post(&format!("/v1/executions/{id}/cancel"), &json!({}))
+        .await
+        .unwrap();
+    assert!(a.status < 300, "{}", String::from_utf8_lossy(&a.body));
+    wait_until(&c, &id, &["Cancelled"], Duration::from_secs(10)).await;
+    watch.assert_answered_within_a_second().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_attempts_is_bounded_and_a_loud_retried_step_stays_bounded() {
+    let Some(_engine) = ready().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        &[
+            "--set",
+            "pool.size=0",
+            "--set",
+            "sandbox.output_limit_bytes=4194304",
+        ],
+    );
+    let c = d.client();
+    let loud = |attempts: &str| {
+        format!(
+            "schemaVersion: '0.3'\nmainSteps:\n  - name: loud\n    action: aws:executeScript\n    maxAttempts: {attempts}\n    inputs:\n      Runtime: python3.11\n      Handler: h\n      Script: |\n        def h(e, c):\n            print('x' * 2000000)\n            raise Exception('again')\n"
+        )
+    };
+    // `as u32` made 4294967296 zero and i64::MAX 4294967295 attempts: refused now.
+    for attempts in ["4294967296", "9223372036854775807", "0", "101"] {
+        let a = submit(&c, &runbook(&loud(attempts), json!({}))).await;
+        assert_eq!(
+            a.status,
+            400,
+            "{attempts}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        assert!(
+            a.error_message().contains(&format!(
+                "maxAttempts: must be a whole number ≥ 1 and ≤ 100, not {attempts}"
+            )),
+            "{}",
+            a.error_message()
+        );
+    }
+    // The most attempts allowed, 2 MB printed by each: the stored log stays under the output
+    // limit and the daemon's memory bounded; cancelling ends it and the daemon goes on.
+    let watch = HealthWatch::start(&d.socket);
+    let id = submit_ok(&c, &runbook(&loud("100"), json!({}))).await;
+    wait_until(&c, &id, &["Running"], Duration::from_secs(30)).await;
+    // Cancel it while it runs (if its hundred attempts are not over first: then it is Failed).
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(15) && get(&c, &id).await["Status"] == "Running" {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let a = c
+        .post(&format!("/v1/executions/{id}/cancel"), &json!({}))
+        .await
+        .unwrap();
+    let v = wait_until(&c, &id, &["Cancelled", "Failed"], Duration::from_secs(60)).await;
+    let attempts = v["StepExecutions"][0]["ScriptboxAttempts"]
+        .as_u64()
+        .unwrap_or(0);
+    if v["Status"] == "Failed" {
+        assert_eq!(attempts, 100, "{v}");
+    } else {
+        assert!(a.status < 300, "{}", String::from_utf8_lossy(&a.body));
+        assert!(attempts >= 3, "{attempts} attempts in 15 s: {v}");
+    }
+    let data: u64 = std::fs::read_dir(&d.data_dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
+    eprintln!("{attempts} attempts; the data directory holds {data} bytes");
+    assert!(
+        data < 24 * 1024 * 1024,
+        "the data directory holds {data} bytes after {attempts} attempts of 2 MB"
+    );
+    watch.assert_answered_within_a_second().await;
+    let peak = peak_memory(d.pid());
+    eprintln!("the daemon peaked at {} MiB", peak / (1024 * 1024));
+    assert!(peak < MEMORY_BOUND, "the daemon peaked at {peak} bytes");
+    assert!(c.get("/v1/health").await.unwrap().status == 200);
+}

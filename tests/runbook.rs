@@ -102,6 +102,7 @@ async fn run_file_until(
         context: &settings.context,
         catalog: &catalog,
         max_timeout_secs: 600,
+        max_run_secs: settings.limits.max_runbook_seconds,
     };
     let mut log = Vec::new();
     let e = execute(

@@ -20,6 +20,14 @@ use super::{Problem, ProblemKind, Refused, step_context};
 use crate::runtimes::Catalog;
 use crate::step::{self, Attachment, StepInputs, ValidatedStep};
 
+/// The most attempts a step may ask for with `maxAttempts` **(ours: AWS documents no maximum)**;
+/// every attempt's output is kept, so the bound keeps a failing step's log bounded too.
+pub const MAX_ATTEMPTS: u32 = 100;
+
+/// The largest `timeoutSeconds` of any step: aws:sleep's maximum (executeScript steps are held
+/// to the operator's `limits.max_timeout_seconds` besides).
+pub const MAX_STEP_TIMEOUT_SECS: i64 = 604_799;
+
 /// The actions scriptbox runs.
 pub const SUPPORTED_ACTIONS: [&str; 3] = ["aws:executeScript", "aws:sleep", "aws:branch"];
 
@@ -654,16 +662,16 @@ impl Checker<'_> {
                 Map::new()
             }
         };
-        let int = |key: &str, min: i64, this: &mut Self| -> Option<i64> {
+        let int = |key: &str, min: i64, max: i64, this: &mut Self| -> Option<i64> {
             let n = node.get(key)?;
             match &n.kind {
-                Kind::Int(i) if *i >= min => Some(*i),
+                Kind::Int(i) if (min..=max).contains(i) => Some(*i),
                 _ => {
                     this.invalid(
                         n.pos,
                         format!("{ctx}: {key}"),
                         format!(
-                            "must be a whole number ≥ {min}, not {}",
+                            "must be a whole number ≥ {min} and ≤ {max}, not {}",
                             short(&n.to_json())
                         ),
                     );
@@ -671,8 +679,10 @@ impl Checker<'_> {
                 }
             }
         };
-        let max_attempts = int("maxAttempts", 1, self).unwrap_or(1) as u32;
-        let timeout_seconds = int("timeoutSeconds", 1, self);
+        let max_attempts = int("maxAttempts", 1, i64::from(MAX_ATTEMPTS), self)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(1);
+        let timeout_seconds = int("timeoutSeconds", 1, MAX_STEP_TIMEOUT_SECS, self);
         let boolean = |key: &str, this: &mut Self| -> Option<bool> {
             let n = node.get(key)?;
             match &n.kind {
@@ -997,7 +1007,9 @@ impl Checker<'_> {
                         let r = if key == "Duration" {
                             sleep::parse_duration(s).map(|_| ())
                         } else {
-                            sleep::parse_timestamp(s).map(|_| ())
+                            sleep::parse_timestamp(s)
+                                .and_then(|at| sleep::until(s, at, chrono::Utc::now()))
+                                .map(|_| ())
                         };
                         if let Err(e) = r {
                             self.invalid(pos(key), format!("{ctx}: inputs.{key}"), e);
@@ -1635,5 +1647,33 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e[0].contains("always gives a list"), "{e:?}");
+        let bounds = yaml("schemaVersion: '0.3'\nmainSteps:\n  - name: z\n    action: aws:sleep\n    maxAttempts: 4294967296\n    timeoutSeconds: 9223372036854775807\n    inputs: {Duration: PT99999999999999999999S}\n  - name: y\n    action: aws:sleep\n    maxAttempts: 101\n    inputs: {Timestamp: '9999-12-31T23:59:59Z'}\n").unwrap_err();
+        let bounds_text = bounds.join("\n");
+        assert!(
+            bounds_text
+                .contains("maxAttempts: must be a whole number ≥ 1 and ≤ 100, not 4294967296"),
+            "{bounds_text}"
+        );
+        assert!(
+            bounds_text.contains("maxAttempts: must be a whole number ≥ 1 and ≤ 100, not 101"),
+            "{bounds_text}"
+        );
+        assert!(
+            bounds_text.contains("timeoutSeconds: must be a whole number ≥ 1 and ≤ 604799"),
+            "{bounds_text}"
+        );
+        assert!(
+            bounds_text.contains("inputs.Duration: \"PT99999999999999999999S\" is longer than aws:sleep's maximum of 604799 seconds"),
+            "{bounds_text}"
+        );
+        assert!(
+            bounds_text.contains(
+                "inputs.Timestamp: \"9999-12-31T23:59:59Z\" is more than aws:sleep's maximum"
+            ),
+            "{bounds_text}"
+        );
+        assert_eq!(bounds.len(), 5, "{bounds_text}");
+        let rb = yaml("schemaVersion: '0.3'\nmainSteps:\n  - name: z\n    action: aws:sleep\n    maxAttempts: 100\n    timeoutSeconds: 604799\n    inputs: {Duration: PT604799S}\n").unwrap();
+        assert_eq!(rb.steps[0].max_attempts, 100);
     }
 }

@@ -11,6 +11,10 @@
 //! - Cancelled during a step: the step is `Cancelled`; with `onCancel: step:name` that step (and
 //!   what follows it) runs with a fresh cancellation token; the execution ends `Cancelled`.
 //! - A step execution can repeat through branches; past 1000 step executions the execution fails.
+//! - The whole execution runs at most [`ExecOptions::max_run_secs`]: then the running step is
+//!   stopped through its cancellation token (its container killed and removed) and both end
+//!   `TimedOut`. A retried step's record keeps earlier attempts' log lines up to
+//!   [`MAX_EARLIER_ATTEMPTS_LOG_BYTES`].
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -187,6 +191,8 @@ pub struct ExecOptions<'a> {
     pub catalog: &'a Catalog,
     /// The operator's timeout ceiling.
     pub max_timeout_secs: u64,
+    /// The longest the whole execution may run (`limits.max_runbook_seconds`).
+    pub max_run_secs: u64,
 }
 
 /// Runs a runbook with resolved parameters.
@@ -216,7 +222,19 @@ pub async fn execute(
     let mut status = StepStatus::Success;
     let mut failure_message = None;
     let mut engine_error = None;
+    // No deadline only when it is too far to be represented (it never comes).
+    let deadline =
+        tokio::time::Instant::now().checked_add(Duration::from_secs(options.max_run_secs));
+    let out_of_time = format!(
+        "The execution ran longer than limits.max_runbook_seconds ({} s) and was stopped.",
+        options.max_run_secs
+    );
     while let Some(i) = next {
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            status = StepStatus::TimedOut;
+            failure_message = Some(out_of_time.clone());
+            break;
+        }
         if records.len() >= MAX_STEP_EXECUTIONS {
             status = StepStatus::Failed;
             failure_message = Some(format!(
@@ -229,8 +247,41 @@ pub async fn execute(
             break;
         }
         let step = &rb.steps[i];
-        let (mut record, branch_target, engine_failed) =
-            run_step(rb, step, &id, runner, options, &mut scope, observer, &token).await;
+        // The step gets its own token so that the deadline stops it the way a cancel does
+        // (its container is killed and removed) without cancelling the execution.
+        let step_token = token.child_token();
+        let mut timed_out = false;
+        let (mut record, branch_target, engine_failed) = {
+            let run = run_step(
+                rb,
+                step,
+                &id,
+                runner,
+                options,
+                &mut scope,
+                observer,
+                &step_token,
+            );
+            tokio::pin!(run);
+            tokio::select! {
+                r = &mut run => r,
+                _ = until(deadline) => {
+                    timed_out = true;
+                    step_token.cancel();
+                    run.await
+                }
+            }
+        };
+        if timed_out && !token.is_cancelled() {
+            record.status = StepStatus::TimedOut;
+            record.failure_message = Some(out_of_time.clone());
+            record.next_step = None;
+            observer(RunEvent::StepFinished { record: &record });
+            records.push(record);
+            status = StepStatus::TimedOut;
+            failure_message = Some(out_of_time.clone());
+            break;
+        }
         let successor = |target: Option<String>| -> Option<usize> {
             match target.or_else(|| step.next_step.clone()) {
                 Some(t) => rb.step_index(&t),
@@ -324,6 +375,19 @@ pub async fn execute(
     }
 }
 
+/// Waits until the deadline; forever without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The most bytes of log lines from earlier attempts a step's record keeps (every line is
+/// still passed to the observer, which stores the execution's log). The last attempt's lines
+/// are always kept; the container's output limit bounds them.
+pub const MAX_EARLIER_ATTEMPTS_LOG_BYTES: usize = 1024 * 1024;
+
 fn base_record(step: &StepDecl, inputs: Map<String, Value>) -> StepRecord {
     let now = Utc::now();
     StepRecord {
@@ -404,7 +468,7 @@ async fn run_step(
             };
             let timeout = step
                 .timeout_seconds
-                .map(|t| Duration::from_secs(t.max(0) as u64));
+                .map(|t| Duration::from_secs(u64::try_from(t).unwrap_or(0)));
             match sleep::sleep(wait, timeout, cancel).await {
                 SleepEnd::Slept => record.status = StepStatus::Success,
                 SleepEnd::TimedOut => {
@@ -453,6 +517,17 @@ async fn run_step(
             let mut attempt = 1;
             loop {
                 if attempt > 1 {
+                    let kept: usize = record.log.iter().map(|l| l.text.len()).sum();
+                    if kept > MAX_EARLIER_ATTEMPTS_LOG_BYTES {
+                        let lines = record.log.len();
+                        record.log.clear();
+                        record.log.push(LogLine {
+                            stream: LogStream::Scriptbox,
+                            text: format!(
+                                "{lines} log lines of attempts before attempt {attempt} are left out of this record (more than {MAX_EARLIER_ATTEMPTS_LOG_BYTES} bytes)"
+                            ),
+                        });
+                    }
                     observer(RunEvent::StepStarted { step, attempt });
                     record.log.push(LogLine {
                         stream: LogStream::Scriptbox,
@@ -527,6 +602,8 @@ mod tests {
         ran: Mutex<Vec<String>>,
         /// Handlers that block until cancelled.
         blocking: Vec<String>,
+        /// Bytes of output each run prints (one line).
+        log_bytes: usize,
     }
 
     impl Fake {
@@ -538,6 +615,7 @@ mod tests {
                     .collect(),
                 ran: Mutex::new(Vec::new()),
                 blocking: Vec::new(),
+                log_bytes: 0,
             }
         }
     }
@@ -580,7 +658,13 @@ mod tests {
                     failure_message: (status != StepStatus::Success)
                         .then(|| format!("{handler} {status}")),
                     error: None,
-                    log: vec![],
+                    log: (self.log_bytes > 0)
+                        .then(|| LogLine {
+                            stream: LogStream::Stdout,
+                            text: "x".repeat(self.log_bytes),
+                        })
+                        .into_iter()
+                        .collect(),
                     log_truncated: false,
                     kill_reason: None,
                     exit_code: Some(0),
@@ -632,6 +716,15 @@ mod tests {
         fake: &Fake,
         cancel: &CancellationToken,
     ) -> (Execution, Vec<String>) {
+        run_limited(rb, fake, cancel, 86_400).await
+    }
+
+    async fn run_limited(
+        rb: &Runbook,
+        fake: &Fake,
+        cancel: &CancellationToken,
+        max_run_secs: u64,
+    ) -> (Execution, Vec<String>) {
         let catalog = Catalog::builtin();
         let ctx = AwsContext::default();
         let options = ExecOptions {
@@ -639,6 +732,7 @@ mod tests {
             context: &ctx,
             catalog: &catalog,
             max_timeout_secs: 600,
+            max_run_secs,
         };
         let mut events = Vec::new();
         let params = crate::runbook::parameters::resolve(&rb.parameters, &[]).unwrap();
@@ -902,5 +996,57 @@ mod tests {
         let e = run(&rb, &Fake::new(&[])).await;
         assert_eq!(e.steps.len(), MAX_STEP_EXECUTIONS);
         assert_eq!(e.status, StepStatus::Failed);
+    }
+
+    #[tokio::test]
+    async fn the_whole_run_has_a_deadline() {
+        let rb = doc(
+            &[
+                ("z", "action: aws:sleep\ninputs: {Duration: PT30S}"),
+                ("a", ""),
+            ],
+            "",
+        );
+        let fake = Fake::new(&[]);
+        let began = std::time::Instant::now();
+        let (e, _) = run_limited(&rb, &fake, &CancellationToken::new(), 1).await;
+        assert!(began.elapsed() < Duration::from_secs(10));
+        assert_eq!(e.status, StepStatus::TimedOut);
+        assert_eq!(names(&e), ["z:TimedOut"]);
+        assert!(
+            e.failure_message
+                .as_deref()
+                .unwrap()
+                .contains("longer than limits.max_runbook_seconds (1 s)"),
+            "{:?}",
+            e.failure_message
+        );
+        // A script step blocked in its container is stopped through its token, like a cancel.
+        let rb = doc(&[("b", "")], "");
+        let mut fake = Fake::new(&[]);
+        fake.blocking.push("b".into());
+        let (e, _) = run_limited(&rb, &fake, &CancellationToken::new(), 1).await;
+        assert_eq!(names(&e), ["b:TimedOut"]);
+        assert_eq!(e.status, StepStatus::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn retries_keep_the_record_log_bounded() {
+        let rb = doc(&[("a", "maxAttempts: 100")], "");
+        let mut fake = Fake::new(&[("a", FAIL)]);
+        fake.log_bytes = 300 * 1024;
+        let e = run(&rb, &fake).await;
+        assert_eq!(e.steps[0].attempts, 100);
+        let kept: usize = e.steps[0].log.iter().map(|l| l.text.len()).sum();
+        assert!(
+            kept <= MAX_EARLIER_ATTEMPTS_LOG_BYTES + 2 * fake.log_bytes,
+            "{kept}"
+        );
+        assert!(
+            e.steps[0]
+                .log
+                .iter()
+                .any(|l| l.text.contains("are left out of this record")),
+        );
     }
 }

@@ -178,24 +178,82 @@ pub struct Scope {
     pub unsuccessful: HashMap<String, String>,
 }
 
+/// The most bytes one substitution may produce (a step's inputs, a branch's operand): room
+/// for the largest Script (`step::MAX_SCRIPT_BYTES`) and InputPayload (`step::MAX_PAYLOAD_BYTES`)
+/// together **(ours)**. Checked before each value is copied, so `'{{P}}'` a thousand times with
+/// a large `P` is refused, not built.
+pub const MAX_SUBSTITUTED_BYTES: usize = 8 * 1024 * 1024;
+
+/// What is left of [`MAX_SUBSTITUTED_BYTES`] during one substitution.
+struct Budget {
+    left: usize,
+}
+
+impl Budget {
+    /// Takes `n` bytes, or explains why the substitution is refused.
+    fn take(&mut self, n: usize, what: &str) -> Result<(), String> {
+        match self.left.checked_sub(n) {
+            Some(left) => {
+                self.left = left;
+                Ok(())
+            }
+            None => Err(format!(
+                "substituting {what} would make the value larger than {MAX_SUBSTITUTED_BYTES} bytes; the substitution is refused"
+            )),
+        }
+    }
+}
+
+/// The size of a value as JSON text (about: numbers count 24), or `None` as soon as it is
+/// larger than `limit` (so a large value is not walked in full).
+pub fn size_within(v: &Value, limit: usize) -> Option<usize> {
+    fn walk(v: &Value, total: &mut usize, limit: usize) -> bool {
+        let own = match v {
+            Value::String(s) => s.len() + 2,
+            Value::Array(items) => {
+                *total += 2 + items.len();
+                if *total > limit {
+                    return false;
+                }
+                return items.iter().all(|i| walk(i, total, limit));
+            }
+            Value::Object(m) => {
+                *total += 2 + m.len() * 2;
+                if *total > limit {
+                    return false;
+                }
+                return m.iter().all(|(k, i)| {
+                    *total += k.len() + 2;
+                    walk(i, total, limit)
+                });
+            }
+            Value::Null => 4,
+            Value::Bool(_) => 5,
+            // At most 20 digits, a sign and an exponent.
+            Value::Number(_) => 24,
+        };
+        *total += own;
+        *total <= limit
+    }
+    let mut total = 0;
+    walk(v, &mut total, limit).then_some(total)
+}
+
 impl Scope {
-    /// The value of a reference.
-    pub fn lookup(&self, r: &Ref) -> Result<Value, String> {
+    /// The value of a reference, borrowed (measured before it is copied).
+    fn get(&self, r: &Ref) -> Result<&Value, String> {
         match r {
             Ref::Param(name) => self
                 .params
                 .get(name)
-                .cloned()
                 .ok_or_else(|| format!("parameter {name:?} is not defined")),
             Ref::System(name) => self
                 .system
                 .get(name)
-                .cloned()
                 .ok_or_else(|| format!("system variable {name:?} has no value")),
             Ref::Output { step, output } => match self.outputs.get(step) {
                 Some(outputs) => outputs
                     .get(output)
-                    .cloned()
                     .ok_or_else(|| format!("step {step:?} has no output {output:?}")),
                 None => Err(match self.unsuccessful.get(step) {
                     Some(status) => format!(
@@ -209,49 +267,98 @@ impl Scope {
         }
     }
 
-    /// Substitutes every reference in a value (recursively through lists and maps).
+    /// The value of a reference.
+    pub fn lookup(&self, r: &Ref) -> Result<Value, String> {
+        self.get(r).cloned()
+    }
+
+    /// Substitutes every reference in a value (recursively through lists and maps). The result
+    /// is at most [`MAX_SUBSTITUTED_BYTES`] as JSON; past that it is refused before it is built.
     pub fn substitute(&self, v: &Value) -> Result<Value, String> {
+        self.substitute_within(
+            v,
+            &mut Budget {
+                left: MAX_SUBSTITUTED_BYTES,
+            },
+        )
+    }
+
+    fn substitute_within(&self, v: &Value, budget: &mut Budget) -> Result<Value, String> {
         Ok(match v {
-            Value::String(s) => self.substitute_str(s)?,
-            Value::Array(items) => Value::Array(
-                items
-                    .iter()
-                    .map(|i| self.substitute(i))
-                    .collect::<Result<_, _>>()?,
-            ),
+            Value::String(s) => self.substitute_str_within(s, budget)?,
+            Value::Array(items) => {
+                budget.take(2 + items.len(), "a list")?;
+                Value::Array(
+                    items
+                        .iter()
+                        .map(|i| self.substitute_within(i, budget))
+                        .collect::<Result<_, _>>()?,
+                )
+            }
             Value::Object(m) => {
                 let mut out = Map::new();
                 for (k, v) in m {
-                    out.insert(k.clone(), self.substitute(v)?);
+                    budget.take(k.len() + 4, "a map")?;
+                    out.insert(k.clone(), self.substitute_within(v, budget)?);
                 }
                 Value::Object(out)
             }
-            other => other.clone(),
+            other => {
+                budget.take(24, "a value")?;
+                other.clone()
+            }
         })
     }
 
     /// Substitutes in one string: a whole-value reference keeps its type, otherwise text.
     pub fn substitute_str(&self, s: &str) -> Result<Value, String> {
+        self.substitute_str_within(
+            s,
+            &mut Budget {
+                left: MAX_SUBSTITUTED_BYTES,
+            },
+        )
+    }
+
+    fn substitute_str_within(&self, s: &str, budget: &mut Budget) -> Result<Value, String> {
         let found = find(s);
         if found.is_empty() {
+            budget.take(s.len() + 2, "a string")?;
             return Ok(Value::String(s.to_string()));
         }
-        let resolve = |f: &Found| -> Result<Value, String> {
+        let resolve = |f: &Found| -> Result<&Value, String> {
             match &f.parsed {
-                Ok(r) => self.lookup(r),
+                Ok(r) => self.get(r),
                 Err(e) => Err(format!("{}: {}", e.text, e.message)),
             }
         };
+        let text_of = |f: &Found| &s[f.range.clone()];
+        // Measured before it is copied.
+        let measure = |f: &Found, v: &Value, budget: &mut Budget| -> Result<(), String> {
+            let size = match v {
+                Value::String(t) => Some(t.len()),
+                Value::Null => Some(0),
+                other => size_within(other, budget.left),
+            };
+            budget.take(size.unwrap_or(usize::MAX), text_of(f))
+        };
         if found.len() == 1 && found[0].range == (0..s.len()) {
-            return resolve(&found[0]);
+            let v = resolve(&found[0])?;
+            measure(&found[0], v, budget)?;
+            return Ok(v.clone());
         }
         let mut out = String::new();
         let mut at = 0;
         for f in &found {
-            out.push_str(&s[at..f.range.start]);
-            out.push_str(&as_text(&resolve(f)?));
+            let literal = &s[at..f.range.start];
+            budget.take(literal.len(), "the text")?;
+            out.push_str(literal);
+            let v = resolve(f)?;
+            measure(f, v, budget)?;
+            out.push_str(&as_text(v));
             at = f.range.end;
         }
+        budget.take(s.len() - at, "the text")?;
         out.push_str(&s[at..]);
         Ok(Value::String(out))
     }
@@ -365,5 +472,33 @@ mod tests {
                 .unwrap_err()
                 .contains("drilling")
         );
+    }
+
+    #[test]
+    fn substitution_is_bounded_before_it_is_built() {
+        let mut s = Scope::default();
+        s.params.insert("P".into(), json!("x".repeat(1024 * 1024)));
+        s.params
+            .insert("L".into(), json!(vec!["y".repeat(1024); 1024]));
+        // A thousand references to 1 MiB: refused after eight, not a gigabyte built.
+        let many = "{{P}}".repeat(1000);
+        let e = s.substitute_str(&many).unwrap_err();
+        assert!(
+            e.contains("substituting {{P}} would make the value larger than 8388608 bytes"),
+            "{e}"
+        );
+        // Whole-value references (typed copies) count too, in lists and maps.
+        let e = s
+            .substitute(&json!({"a": vec!["{{ L }}"; 1000]}))
+            .unwrap_err();
+        assert!(e.contains("{{ L }}"), "{e}");
+        // Up to the bound is fine.
+        let v = s
+            .substitute(&json!(["{{P}}", "{{ L }}", "a {{P}}"]))
+            .unwrap();
+        assert_eq!(v[0].as_str().unwrap().len(), 1024 * 1024);
+        assert_eq!(v[2].as_str().unwrap().len(), 1024 * 1024 + 2);
+        assert_eq!(size_within(&json!([1, "ab", {"k": null}]), 100), Some(44));
+        assert_eq!(size_within(&json!(vec!["y"; 100]), 10), None);
     }
 }

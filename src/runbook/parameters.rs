@@ -8,9 +8,17 @@
 //!   (fancy-regex), as in Java.
 //! - Types `AWS::...` (e.g. `AWS::IAM::Role::Arn`) are Strings locally: nothing checks that the
 //!   resource exists.
+//! - Bounds, checked before a value is converted or matched: a value at most
+//!   [`MAX_VALUE_BYTES`], a list at most [`MAX_LIST_ITEMS`] items, an `allowedPattern` at most
+//!   [`MAX_PATTERN_CHARS`] characters. A pattern without lookarounds or backreferences runs on
+//!   the linear-time `regex` crate (fancy-regex hands it over whole); one with them runs on
+//!   fancy-regex's backtracking, at most [`BACKTRACK_LIMIT`] steps per value and
+//!   [`PATTERN_TIME_BUDGET`] for all the values of one run. Past either, the value is refused.
 //! - From the command line every value is text: a StringList is a JSON list or comma-separated;
 //!   a StringMap / MapList is JSON. From a parameters file values may be typed, or lists of
 //!   strings as AWS's API takes them (`{"Name": ["v"]}`).
+
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
@@ -18,6 +26,23 @@ use super::selector::{ValueType, short};
 use super::yaml::{Kind, Node, Pos};
 use super::{Problem, interpolate};
 use crate::step::json_type_name;
+
+/// The largest parameter value, bytes (as text, or as JSON when typed) **(ours)**: as large as
+/// an InputPayload may be.
+pub const MAX_VALUE_BYTES: usize = crate::step::MAX_PAYLOAD_BYTES;
+
+/// The most items of a StringList or MapList value **(ours)**.
+pub const MAX_LIST_ITEMS: usize = 1000;
+
+/// The longest `allowedPattern`, characters **(ours)**.
+pub const MAX_PATTERN_CHARS: usize = 1024;
+
+/// Backtracking steps one `allowedPattern` may take on one value (patterns with lookarounds or
+/// backreferences; others run in linear time).
+pub const BACKTRACK_LIMIT: usize = 100_000;
+
+/// The time all `allowedPattern` checks of one run may take together.
+pub const PATTERN_TIME_BUDGET: Duration = Duration::from_secs(2);
 
 /// One declared parameter.
 #[derive(Debug, Clone)]
@@ -153,7 +178,19 @@ pub fn declare(
     };
     let description = string("description", problems);
     let display_type = string("displayType", problems);
-    let pattern_text = string("allowedPattern", problems);
+    let pattern_text = string("allowedPattern", problems).filter(|p| {
+        let long = p.chars().count() > MAX_PATTERN_CHARS;
+        if long {
+            problems.push(Problem::invalid(
+                node.get("allowedPattern")
+                    .map(|n| n.pos)
+                    .unwrap_or_default(),
+                format!("{ctx}.allowedPattern"),
+                format!("is longer than {MAX_PATTERN_CHARS} characters"),
+            ));
+        }
+        !long
+    });
     let allowed_pattern = pattern_text.and_then(|p| match compile_pattern(&p) {
         Ok(re) => Some((p, re)),
         Err(e) => {
@@ -222,8 +259,12 @@ pub fn declare(
 /// Compiles an allowedPattern with Java's meaning: `\w` and `\d` are ASCII (as in Java, and
 /// small: a Unicode `\w{1,253}` is too large to compile), and a `-` right after a class escape
 /// inside `[...]` (`[\w-_]`) is a literal.
+/// Backtracking is bounded by [`BACKTRACK_LIMIT`] steps per match.
 pub fn compile_pattern(p: &str) -> Result<fancy_regex::Regex, String> {
-    fancy_regex::Regex::new(&java_to_rust(p)).map_err(|e| e.to_string())
+    fancy_regex::RegexBuilder::new(&java_to_rust(p))
+        .backtrack_limit(BACKTRACK_LIMIT)
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 fn java_to_rust(p: &str) -> String {
@@ -393,9 +434,52 @@ pub fn coerce_text(ty: ValueType, s: &str) -> Result<Value, String> {
     }
 }
 
+/// What is left of [`PATTERN_TIME_BUDGET`] for one run's pattern checks.
+struct PatternBudget {
+    ends: Instant,
+}
+
+impl PatternBudget {
+    fn new() -> PatternBudget {
+        PatternBudget {
+            ends: Instant::now() + PATTERN_TIME_BUDGET,
+        }
+    }
+}
+
+/// The size bounds of a supplied value, checked before it is converted.
+fn check_size(given: &Supplied) -> Result<(), String> {
+    let bytes = match given {
+        Supplied::Text(t) => Some(t.len()).filter(|n| *n <= MAX_VALUE_BYTES),
+        Supplied::Typed(v) => interpolate::size_within(v, MAX_VALUE_BYTES),
+    };
+    if bytes.is_none() {
+        return Err(format!("is larger than {MAX_VALUE_BYTES} bytes"));
+    }
+    if let Supplied::Typed(Value::Array(items)) = given {
+        if items.len() > MAX_LIST_ITEMS {
+            return Err(format!("has more than {MAX_LIST_ITEMS} items"));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a typed value against the declaration's rules; returns every broken rule.
 pub fn check_rules(d: &ParamDecl, v: &Value) -> Vec<String> {
+    check_rules_within(d, v, &mut PatternBudget::new())
+}
+
+fn check_rules_within(d: &ParamDecl, v: &Value, budget: &mut PatternBudget) -> Vec<String> {
     let mut out = Vec::new();
+    if let Value::Array(items) = v {
+        if items.len() > MAX_LIST_ITEMS {
+            // Refused before any rule is applied to its items.
+            return vec![format!(
+                "has {} items, more than scriptbox's maximum of {MAX_LIST_ITEMS}",
+                items.len()
+            )];
+        }
+    }
     let items: Vec<&Value> = match v {
         Value::Array(items) if d.ty == ValueType::StringList => items.iter().collect(),
         _ => vec![v],
@@ -426,10 +510,26 @@ pub fn check_rules(d: &ParamDecl, v: &Value) -> Vec<String> {
             ValueType::String | ValueType::Integer | ValueType::StringList
         ) {
             for item in &items {
+                if Instant::now() >= budget.ends {
+                    out.push(format!(
+                        "checking the values against the allowedPattern {p:?} took more than {} s in all (scriptbox's budget for one run); simplify the pattern or give fewer values",
+                        PATTERN_TIME_BUDGET.as_secs()
+                    ));
+                    break;
+                }
                 let t = text(item);
                 match re.is_match(&t) {
                     Ok(true) => {}
-                    Ok(false) => out.push(format!("{t:?} does not match the allowedPattern {p:?}")),
+                    Ok(false) => out.push(format!(
+                        "{} does not match the allowedPattern {p:?}",
+                        short(item)
+                    )),
+                    Err(fancy_regex::Error::RuntimeError(
+                        fancy_regex::RuntimeError::BacktrackLimitExceeded,
+                    )) => out.push(format!(
+                        "the allowedPattern {p:?} needs more than {BACKTRACK_LIMIT} backtracking steps on {} (scriptbox's bound); simplify the pattern (its lookarounds or backreferences)",
+                        short(item)
+                    )),
                     Err(e) => out.push(format!("allowedPattern {p:?} could not be applied: {e}")),
                 }
             }
@@ -480,6 +580,7 @@ pub fn resolve(
 ) -> Result<Map<String, Value>, Vec<Problem>> {
     let mut problems = Vec::new();
     let mut values = Map::new();
+    let mut budget = PatternBudget::new();
     for (i, (name, _)) in supplied.iter().enumerate() {
         if supplied[..i].iter().any(|(n, _)| n == name) {
             problems.push(Problem::invalid(
@@ -507,6 +608,10 @@ pub fn resolve(
     for d in decls {
         let ctx = format!("parameter {}", d.name);
         let given = supplied.iter().find(|(n, _)| n == &d.name).map(|(_, v)| v);
+        if let Some(Err(e)) = given.map(check_size) {
+            problems.push(Problem::invalid(d.pos, &ctx, e));
+            continue;
+        }
         let value = match given {
             Some(Supplied::Text(t)) => coerce_text(d.ty, t),
             Some(Supplied::Typed(v)) => coerce(d.ty, v),
@@ -550,7 +655,7 @@ pub fn resolve(
                 } else {
                     " (its default)"
                 };
-                for rule in check_rules(d, &v) {
+                for rule in check_rules_within(d, &v, &mut budget) {
                     problems.push(Problem::invalid(d.pos, &ctx, format!("{rule}{source}")));
                 }
                 values.insert(d.name.clone(), v);
@@ -747,5 +852,89 @@ mod tests {
         let re = compile_pattern(r"^[A-Za-z\d][\w.-]{1,253}[A-Za-z\d]$").unwrap();
         assert!(re.is_match("my-bucket.name").unwrap());
         assert!(!re.is_match("bücket").unwrap());
+    }
+
+    const REDOS: &str = "^(?=(a|aa)*$)(a|aa)*c$";
+
+    #[test]
+    fn catastrophic_patterns_are_bounded_per_value_and_per_run() {
+        let y = format!("P: {{type: StringList, allowedPattern: '{REDOS}'}}");
+        let (d, p) = decls(&y);
+        assert!(p.is_empty(), "{p:?}");
+        // One value: the backtracking bound ends it, with the parameter and the rule named.
+        let began = Instant::now();
+        let e = one(&y, text(&"a".repeat(40))).unwrap_err();
+        assert!(
+            began.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            began.elapsed()
+        );
+        assert!(
+            e[0].starts_with("line 1, column 1: parameter P: the allowedPattern"),
+            "{e:?}"
+        );
+        assert!(
+            e[0].contains("needs more than 100000 backtracking steps"),
+            "{e:?}"
+        );
+        // A thousand values: the run's time budget ends them all.
+        let many = vec![Value::String("a".repeat(40)); MAX_LIST_ITEMS];
+        let began = Instant::now();
+        let e = resolve(&d, &[("P".into(), Supplied::Typed(Value::Array(many)))]).unwrap_err();
+        let took = began.elapsed();
+        assert!(
+            took < PATTERN_TIME_BUDGET + Duration::from_secs(2),
+            "{took:?}"
+        );
+        let last = e.last().unwrap().to_string();
+        assert!(
+            last.contains("took more than 2 s in all") || e.len() == MAX_LIST_ITEMS,
+            "{last}"
+        );
+        // A plain pattern is linear: a long value is no problem.
+        let y = "P: {type: String, allowedPattern: '^(a|aa)*c$'}";
+        let began = Instant::now();
+        assert!(one(y, text(&"a".repeat(100_000))).is_err());
+        assert!(began.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn values_lists_and_patterns_have_bounds() {
+        let y = "P: {type: StringList}";
+        let e = one(y, text(&vec!["a"; MAX_LIST_ITEMS + 1].join(","))).unwrap_err();
+        assert!(
+            e[0].contains("has 1001 items, more than scriptbox's maximum of 1000"),
+            "{e:?}"
+        );
+        let e = one(
+            y,
+            Some(Supplied::Typed(json!(vec!["a"; MAX_LIST_ITEMS + 1]))),
+        )
+        .unwrap_err();
+        assert!(
+            e[0].contains("parameter P: has more than 1000 items"),
+            "{e:?}"
+        );
+        assert!(one(y, text(&vec!["a"; MAX_LIST_ITEMS].join(","))).is_ok());
+        let e = one("P: {type: String}", text(&"x".repeat(MAX_VALUE_BYTES + 1))).unwrap_err();
+        assert!(
+            e[0].contains("parameter P: is larger than 1048576 bytes"),
+            "{e:?}"
+        );
+        let e = one(
+            "P: {type: StringMap}",
+            Some(Supplied::Typed(json!({"k": "x".repeat(MAX_VALUE_BYTES)}))),
+        )
+        .unwrap_err();
+        assert!(e[0].contains("is larger than 1048576 bytes"), "{e:?}");
+        let (_, p) = decls(&format!(
+            "P: {{type: String, allowedPattern: '{}'}}",
+            "a".repeat(MAX_PATTERN_CHARS + 1)
+        ));
+        assert!(
+            p[0].to_string()
+                .contains("parameters.P.allowedPattern: is longer than 1024 characters"),
+            "{p:?}"
+        );
     }
 }

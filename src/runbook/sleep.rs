@@ -1,10 +1,24 @@
 //! `aws:sleep`: an ISO 8601 `Duration` or an RFC 3339 `Timestamp`, cancellable.
+//!
+//! AWS's maximum holds: a `Duration` of at most [`MAX_SLEEP_SECS`] (604,799 s, 7 days minus a
+//! second), a `Timestamp` at most that far ahead **(ours: AWS states the maximum for durations
+//! only)**. A literal beyond it refuses the document; a value that arrives through `{{ }}` fails
+//! the step. Nothing here panics on any input.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+
+/// aws:sleep's longest sleep, seconds (AWS: 604,799, 7 days minus a second).
+pub const MAX_SLEEP_SECS: u64 = 604_799;
+
+fn too_long(s: &str) -> String {
+    format!(
+        "{s:?} is longer than aws:sleep's maximum of {MAX_SLEEP_SECS} seconds (7 days minus a second)"
+    )
+}
 
 /// Parses an ISO 8601 duration: `PT10S`, `PT1M30S`, `PT0.5S`, `P1D`, `P1DT2H`, `P2W`.
 /// Years and months are refused: their length depends on the calendar.
@@ -52,7 +66,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if !number.is_empty() || !seen_any {
         return Err(bad("a number has no unit"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    // Checked before the conversion, which panics on a value too large for a Duration.
+    if !secs.is_finite() || secs > MAX_SLEEP_SECS as f64 {
+        return Err(too_long(s));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| too_long(s))
 }
 
 /// Parses an RFC 3339 timestamp such as `2026-01-01T10:00:00Z`.
@@ -72,14 +90,23 @@ pub fn how_long(
 ) -> Result<Duration, String> {
     match (inputs.get("Duration"), inputs.get("Timestamp")) {
         (Some(Value::String(d)), None) => parse_duration(d),
-        (None, Some(Value::String(t))) => {
-            let at = parse_timestamp(t)?;
-            Ok((at - now).to_std().unwrap_or(Duration::ZERO))
-        }
+        (None, Some(Value::String(t))) => until(t, parse_timestamp(t)?, now),
         (Some(_), Some(_)) => Err("give Duration or Timestamp, not both".into()),
         (None, None) => Err("Duration or Timestamp is required".into()),
         (Some(v), None) | (None, Some(v)) => Err(format!("must be a string, not {v}")),
     }
+}
+
+/// How long from `now` until the timestamp `at` (written `text`); zero when it has passed,
+/// refused when it is more than [`MAX_SLEEP_SECS`] ahead.
+pub fn until(text: &str, at: DateTime<Utc>, now: DateTime<Utc>) -> Result<Duration, String> {
+    let wait = (at - now).to_std().unwrap_or(Duration::ZERO);
+    if wait > Duration::from_secs(MAX_SLEEP_SECS) {
+        return Err(format!(
+            "{text:?} is more than aws:sleep's maximum of {MAX_SLEEP_SECS} seconds (7 days minus a second) ahead"
+        ));
+    }
+    Ok(wait)
 }
 
 /// How a sleep ended.
@@ -119,7 +146,11 @@ mod tests {
             parse_duration("P1DT2H").unwrap(),
             Duration::from_secs(93600)
         );
-        assert_eq!(parse_duration("P1W").unwrap(), Duration::from_secs(604800));
+        // A week is one second past aws:sleep's maximum (refused below); half a week is not.
+        assert_eq!(
+            parse_duration("P0.5W").unwrap(),
+            Duration::from_secs(302400)
+        );
         assert_eq!(
             parse_duration("PT0.5S").unwrap(),
             Duration::from_millis(500)
@@ -134,6 +165,57 @@ mod tests {
         );
         assert!(parse_duration("PT-5S").is_err());
         assert!(parse_duration("P1H").is_err());
+    }
+
+    #[test]
+    fn durations_are_bounded_and_never_panic() {
+        assert_eq!(
+            parse_duration("PT604799S").unwrap(),
+            Duration::from_secs(MAX_SLEEP_SECS)
+        );
+        assert_eq!(
+            parse_duration("P6DT23H59M59S").unwrap(),
+            Duration::from_secs(MAX_SLEEP_SECS)
+        );
+        // Duration::from_secs_f64 panicked on this one.
+        for huge in [
+            "PT99999999999999999999S",
+            "PT604800S",
+            "P1W",
+            "P99999999999999999999999999999999999999999W",
+            "PT1e400S",
+            "PT1.2.3S",
+        ] {
+            let e = parse_duration(huge).unwrap_err();
+            assert!(
+                e.contains("maximum of 604799 seconds")
+                    || e.contains("is not an ISO 8601 duration"),
+                "{huge}: {e}"
+            );
+        }
+        let mut m = serde_json::Map::new();
+        m.insert("Duration".into(), json!("PT99999999999999999999S"));
+        assert!(how_long(&m, Utc::now()).unwrap_err().contains("604799"));
+    }
+
+    #[test]
+    fn timestamps_are_at_most_seven_days_ahead() {
+        let now = parse_timestamp("2026-01-01T10:00:00Z").unwrap();
+        let mut m = serde_json::Map::new();
+        m.insert("Timestamp".into(), json!("2026-01-08T09:59:59Z"));
+        assert_eq!(
+            how_long(&m, now).unwrap(),
+            Duration::from_secs(MAX_SLEEP_SECS)
+        );
+        for far in ["2026-01-08T10:00:00Z", "9999-12-31T23:59:59Z"] {
+            m.insert("Timestamp".into(), json!(far));
+            assert!(
+                how_long(&m, now)
+                    .unwrap_err()
+                    .contains("more than aws:sleep's maximum of 604799 seconds"),
+                "{far}"
+            );
+        }
     }
 
     #[test]

@@ -4,12 +4,27 @@
 //! (their syntax errors are reported by `serde_json`, whose messages are clearer for JSON).
 //! Tags other than the core ones (`!GetAtt`, `!Sub`, `!Ref`: CloudFormation's) are reported with
 //! their position; duplicate keys are errors, as YAML says.
+//!
+//! The tree is bounded while it is read, before anything is copied: at most [`MAX_DEPTH`]
+//! levels of nesting, [`MAX_NODES`] nodes once aliases are expanded (each `*alias` counts every
+//! node it copies), and [`MAX_ALIAS_BYTES`] bytes of text copied by aliases **(ours)**. A few
+//! hundred bytes of nested aliases (a "billion laughs") are refused, not expanded.
 
 use std::collections::HashMap;
 use std::fmt;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 use serde_json::{Map, Number, Value};
+
+/// The deepest nesting of lists and maps a document may have (a runbook needs a handful of
+/// levels; an InputPayload at most `step::MAX_PAYLOAD_DEPTH`).
+pub const MAX_DEPTH: usize = 128;
+
+/// The most nodes (scalars, lists and maps) a document may hold once its aliases are expanded.
+pub const MAX_NODES: usize = 250_000;
+
+/// The most bytes of text that aliases (`*name`) may copy into a document, in all.
+pub const MAX_ALIAS_BYTES: usize = 4 * 1024 * 1024;
 
 /// A position in the source: line and column, both 1-based. Line 0 means unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord)]
@@ -208,35 +223,66 @@ pub fn read(text: &str, format: Format) -> (Option<Node>, Vec<ReadProblem>) {
         };
         // Positions come from the YAML reader; should it disagree with serde_json on a valid
         // JSON text (it should not), the tree from serde_json is used, without positions.
-        let (node, problems) = read_yaml(text);
+        let (node, problems, over_bound) = read_yaml(text);
         return match node {
             Some(n) if problems.is_empty() => (Some(n), problems),
+            // A bound holds for JSON too: serde_json's tree is not a way around it.
+            _ if over_bound => (None, problems),
             _ => (Some(Node::from_json(&value)), Vec::new()),
         };
     }
-    read_yaml(text)
+    let (node, problems, _) = read_yaml(text);
+    (node, problems)
 }
 
-fn read_yaml(text: &str) -> (Option<Node>, Vec<ReadProblem>) {
+/// Reads YAML; the flag is true when a bound (depth, values, alias bytes) refused the text.
+fn read_yaml(text: &str) -> (Option<Node>, Vec<ReadProblem>, bool) {
     let mut reader = Reader {
         parser: Parser::new_from_str(text),
         anchors: HashMap::new(),
         problems: Vec::new(),
+        nodes: 0,
+        bytes: 0,
+        alias_bytes: 0,
+        over_bound: false,
     };
     match reader.stream() {
-        Ok(node) => (node, reader.problems),
+        Ok(node) => (node, reader.problems, false),
         Err(p) => {
             let mut problems = vec![p];
             problems.extend(reader.problems);
-            (None, problems)
+            (None, problems, reader.over_bound)
         }
     }
 }
 
+/// An anchored node with its expanded size, so an alias is measured before it is copied.
+struct Anchored {
+    node: Node,
+    nodes: usize,
+    bytes: usize,
+}
+
 struct Reader<'a> {
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
-    anchors: HashMap<usize, Node>,
+    anchors: HashMap<usize, Anchored>,
     problems: Vec<ReadProblem>,
+    /// Nodes in the tree so far, aliases expanded.
+    nodes: usize,
+    /// Bytes of scalar text in the tree so far, aliases expanded.
+    bytes: usize,
+    /// Bytes of scalar text copied by aliases so far.
+    alias_bytes: usize,
+    /// Set when a bound refused the text.
+    over_bound: bool,
+}
+
+fn too_large(pos: Pos, message: String) -> ReadProblem {
+    ReadProblem {
+        pos,
+        message,
+        unsupported_tag: None,
+    }
 }
 
 impl<'a> Reader<'a> {
@@ -259,6 +305,46 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Counts `nodes` more nodes holding `bytes` bytes of text, refusing past [`MAX_NODES`].
+    fn grow(&mut self, pos: Pos, nodes: usize, bytes: usize) -> Result<(), ReadProblem> {
+        self.nodes = self.nodes.saturating_add(nodes);
+        self.bytes = self.bytes.saturating_add(bytes);
+        if self.nodes > MAX_NODES {
+            self.over_bound = true;
+            return Err(too_large(
+                pos,
+                format!(
+                    "the document holds more than {MAX_NODES} values once its aliases are expanded (each *alias counts every value it copies); it is refused before it is expanded"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Keeps an anchored node with the size it added to the tree since `start` (nodes, bytes).
+    /// The kept copy counts against the bounds too: anchors nested in anchors would otherwise
+    /// copy a large subtree once per level.
+    fn anchor(
+        &mut self,
+        anchor: usize,
+        node: &Node,
+        start: (usize, usize),
+    ) -> Result<(), ReadProblem> {
+        if anchor > 0 {
+            let (nodes, bytes) = (self.nodes - start.0, self.bytes - start.1);
+            self.grow(node.pos, nodes, bytes)?;
+            self.anchors.insert(
+                anchor,
+                Anchored {
+                    node: node.clone(),
+                    nodes,
+                    bytes,
+                },
+            );
+        }
+        Ok(())
+    }
+
     fn stream(&mut self) -> Result<Option<Node>, ReadProblem> {
         let mut doc = None;
         loop {
@@ -268,7 +354,7 @@ impl<'a> Reader<'a> {
                 Event::StreamEnd => return Ok(doc),
                 Event::DocumentStart(_) => {
                     let (event, span2) = self.next()?;
-                    let node = self.node(event, span2)?;
+                    let node = self.node(event, span2, 0)?;
                     if doc.is_some() {
                         return Err(ReadProblem {
                             pos: Pos::of(&span),
@@ -334,15 +420,38 @@ impl<'a> Reader<'a> {
         None
     }
 
-    fn node(&mut self, event: Event<'a>, span: Span) -> Result<Node, ReadProblem> {
+    fn node(&mut self, event: Event<'a>, span: Span, depth: usize) -> Result<Node, ReadProblem> {
         let pos = Pos::of(&span);
-        match event {
-            Event::Alias(id) => self.anchors.get(&id).cloned().ok_or(ReadProblem {
+        if depth > MAX_DEPTH {
+            self.over_bound = true;
+            return Err(too_large(
                 pos,
-                message: "alias to an unknown anchor".into(),
-                unsupported_tag: None,
-            }),
+                format!("the document nests lists and maps more than {MAX_DEPTH} levels deep"),
+            ));
+        }
+        let start = (self.nodes, self.bytes);
+        match event {
+            Event::Alias(id) => {
+                let Some(a) = self.anchors.get(&id) else {
+                    return Err(too_large(pos, "alias to an unknown anchor".into()));
+                };
+                let (nodes, bytes) = (a.nodes, a.bytes);
+                // Measured before it is copied: an alias of an alias of ... is refused here.
+                self.alias_bytes = self.alias_bytes.saturating_add(bytes);
+                if self.alias_bytes > MAX_ALIAS_BYTES {
+                    self.over_bound = true;
+                    return Err(too_large(
+                        pos,
+                        format!(
+                            "aliases (*name) copy more than {MAX_ALIAS_BYTES} bytes of text into the document; it is refused before it is expanded"
+                        ),
+                    ));
+                }
+                self.grow(pos, nodes, bytes)?;
+                Ok(self.anchors[&id].node.clone())
+            }
             Event::Scalar(value, style, anchor, tag) => {
+                self.grow(pos, 1, value.len())?;
                 let tag = self.check_tag(&tag, pos);
                 let kind = resolve_scalar(&value, style, tag.as_deref()).map_err(|message| {
                     ReadProblem {
@@ -352,12 +461,11 @@ impl<'a> Reader<'a> {
                     }
                 })?;
                 let node = Node { pos, kind };
-                if anchor > 0 {
-                    self.anchors.insert(anchor, node.clone());
-                }
+                self.anchor(anchor, &node, start)?;
                 Ok(node)
             }
             Event::SequenceStart(anchor, tag) => {
+                self.grow(pos, 1, 0)?;
                 self.check_tag(&tag, pos);
                 let mut items = Vec::new();
                 loop {
@@ -365,18 +473,17 @@ impl<'a> Reader<'a> {
                     if matches!(event, Event::SequenceEnd) {
                         break;
                     }
-                    items.push(self.node(event, span)?);
+                    items.push(self.node(event, span, depth + 1)?);
                 }
                 let node = Node {
                     pos,
                     kind: Kind::Seq(items),
                 };
-                if anchor > 0 {
-                    self.anchors.insert(anchor, node.clone());
-                }
+                self.anchor(anchor, &node, start)?;
                 Ok(node)
             }
             Event::MappingStart(anchor, tag) => {
+                self.grow(pos, 1, 0)?;
                 self.check_tag(&tag, pos);
                 let mut entries: Vec<(String, Pos, Node)> = Vec::new();
                 loop {
@@ -384,7 +491,7 @@ impl<'a> Reader<'a> {
                     if matches!(event, Event::MappingEnd) {
                         break;
                     }
-                    let key = self.node(event, span)?;
+                    let key = self.node(event, span, depth + 1)?;
                     let key_text = match &key.kind {
                         Kind::Str(s) => s.clone(),
                         Kind::Null => String::new(),
@@ -402,7 +509,7 @@ impl<'a> Reader<'a> {
                         }
                     };
                     let (event, span) = self.next()?;
-                    let value = self.node(event, span)?;
+                    let value = self.node(event, span, depth + 1)?;
                     if let Some((_, first, _)) = entries.iter().find(|(k, _, _)| *k == key_text) {
                         self.problems.push(ReadProblem {
                             pos: key.pos,
@@ -419,9 +526,7 @@ impl<'a> Reader<'a> {
                     pos,
                     kind: Kind::Map(entries),
                 };
-                if anchor > 0 {
-                    self.anchors.insert(anchor, node.clone());
-                }
+                self.anchor(anchor, &node, start)?;
                 Ok(node)
             }
             other => Err(ReadProblem {
@@ -610,5 +715,84 @@ mod tests {
         assert_eq!(Format::detect("x.txt", "  {\"a\":1}"), Format::Json);
         assert_eq!(Format::detect("x.JSON", "a: 1"), Format::Json);
         assert_eq!(Format::detect("x", "a: 1"), Format::Yaml);
+    }
+
+    /// Seven levels of ten aliases each: 10^7 values from a few hundred bytes.
+    fn alias_bomb(levels: usize) -> String {
+        let mut t = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..levels {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            t.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        t
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_before_it_is_expanded() {
+        let text = alias_bomb(7);
+        assert!(text.len() < 600, "{}", text.len());
+        let began = std::time::Instant::now();
+        let (n, p) = read(&text, Format::Yaml);
+        assert!(began.elapsed() < std::time::Duration::from_secs(2));
+        assert!(n.is_none());
+        assert!(
+            p[0].message
+                .contains("more than 250000 values once its aliases are expanded"),
+            "{p:?}"
+        );
+        assert_eq!(p[0].pos.line, 6, "{p:?}");
+        // A few levels are fine (10^4 values).
+        let (n, p) = read(&alias_bomb(4), Format::Yaml);
+        assert!(p.is_empty() && n.is_some(), "{p:?}");
+    }
+
+    #[test]
+    fn aliases_of_long_text_are_bounded_by_bytes() {
+        let long = "x".repeat(1024 * 1024);
+        let text = format!("a: &a '{long}'\nb: [*a, *a, *a, *a, *a]\n");
+        let (n, p) = read(&text, Format::Yaml);
+        assert!(n.is_none());
+        assert!(
+            p[0].message
+                .contains("aliases (*name) copy more than 4194304 bytes"),
+            "{p:?}"
+        );
+        let text = format!("a: &a '{long}'\nb: [*a, *a, *a]\n");
+        assert!(read(&text, Format::Yaml).0.is_some());
+    }
+
+    #[test]
+    fn nesting_is_bounded_without_overflowing_the_stack() {
+        // Block style: saphyr-parser does not limit its depth; the reader does.
+        let deep: String = (0..20_000)
+            .map(|i| format!("{}- \n", " ".repeat(i)))
+            .collect();
+        let (n, p) = read(&format!("a:\n{deep}"), Format::Yaml);
+        assert!(n.is_none());
+        assert!(p[0].message.contains("more than 128 levels deep"), "{p:?}");
+        let ok: String = (0..100).map(|i| format!("{}- \n", " ".repeat(i))).collect();
+        assert!(read(&format!("a:\n{ok}"), Format::Yaml).0.is_some());
+    }
+
+    #[test]
+    fn anchors_nested_in_anchors_count_their_copies() {
+        // 120 anchored levels around 2500 values: each level's anchor keeps a copy (300,000).
+        let mut t = format!("[{}]", vec!["1"; 2500].join(","));
+        for i in 0..120 {
+            t = format!("{{k: &l{i} {t}}}");
+        }
+        let (n, p) = read(&format!("a: {t}\n"), Format::Yaml);
+        assert!(n.is_none());
+        assert!(p[0].message.contains("more than 250000 values"), "{p:?}");
+    }
+
+    #[test]
+    fn plain_documents_are_bounded_too() {
+        let many = format!("[{}]", vec!["1"; MAX_NODES + 1].join(","));
+        for format in [Format::Yaml, Format::Json] {
+            let (n, p) = read(&many, format);
+            assert!(n.is_none());
+            assert!(p[0].message.contains("more than 250000 values"), "{p:?}");
+        }
     }
 }

@@ -10,6 +10,11 @@
 //!   record and log line is written as it happens.
 //! - One cancellation token per execution: cancelling a queued one takes it out of the queue;
 //!   cancelling a running one kills its container (the step ends `Cancelled`).
+//! - A submission is validated off the async workers ([`Scheduler::submit`]: at most
+//!   [`VALIDATIONS_AT_ONCE`] at once, each within [`VALIDATION_DEADLINE`]): reading a runbook and
+//!   matching its parameters is CPU work, bounded by the runbook module's own limits.
+//! - A panic in an execution's task ends that execution `Failed` with a message and returns its
+//!   permit and queue place; the daemon goes on.
 //! - Running "one step in a container" is behind [`ContainerRunner`]. [`SandboxRunner`] takes a
 //!   pre-started container from the warm pool when the execution's limits are the pool's; a
 //!   waiting pool container holds a permit too (it is alive), the pool fills only with free
@@ -18,12 +23,14 @@
 //!   background, and only then is the execution's permit released.
 
 use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -32,7 +39,8 @@ use tokio_util::task::TaskTracker;
 
 use super::metrics::Metrics;
 use super::types::{
-    CANCELLED_QUEUED_MESSAGE, Prepared, SubmitRequest, Work, envelope, prepare, provisional,
+    CANCELLED_QUEUED_MESSAGE, Invalid, Prepared, SubmitRequest, Work, envelope, prepare,
+    provisional,
 };
 use crate::config::{EffectiveLimits, Settings};
 use crate::execute::{ExecuteError, ExecuteOptions, execute_step_pooled};
@@ -44,6 +52,13 @@ use crate::sandbox::Engine;
 use crate::sandbox::Removal;
 use crate::step::ValidatedStep;
 use crate::store::{ExecKind, ExecStatus, ExecutionRow, Finish, NewExecution, Store};
+
+/// Submissions validated at once (each on a blocking thread); more wait their turn.
+pub const VALIDATIONS_AT_ONCE: usize = 4;
+
+/// The longest one submission's validation may take before it is refused. Its work is bounded
+/// by the runbook module's limits (values, aliases, pattern budget); this is the last guard.
+pub const VALIDATION_DEADLINE: Duration = Duration::from_secs(30);
 
 /// What one container run needs besides the step.
 pub struct ContainerJob<'a> {
@@ -150,6 +165,15 @@ impl rb::executor::StepRunner for RunbookSteps<'_> {
     }
 }
 
+/// Releases the containers-alive gauge when dropped.
+struct Alive<'m>(&'m Metrics);
+
+impl Drop for Alive<'_> {
+    fn drop(&mut self) {
+        self.0.container_removed();
+    }
+}
+
 /// Why a submission was not accepted.
 #[derive(Debug)]
 pub enum SubmitError {
@@ -231,6 +255,7 @@ pub struct Scheduler {
     notify: Notify,
     tracker: TaskTracker,
     stop_dispatch: CancellationToken,
+    validations: Arc<Semaphore>,
 }
 
 fn now() -> String {
@@ -269,6 +294,7 @@ impl Scheduler {
             notify: Notify::new(),
             tracker: TaskTracker::new(),
             stop_dispatch: CancellationToken::new(),
+            validations: Arc::new(Semaphore::new(VALIDATIONS_AT_ONCE)),
         })
     }
 
@@ -293,9 +319,49 @@ impl Scheduler {
         prepare(req, &self.settings, &self.catalog, &self.scratch).map_err(SubmitError::Invalid)
     }
 
+    /// Validates a submission on a blocking thread (never on the async workers), within
+    /// [`VALIDATION_DEADLINE`].
+    pub async fn prepare_off_workers(&self, req: &SubmitRequest) -> Result<Prepared, SubmitError> {
+        let refused = |message: String| {
+            SubmitError::Invalid(Invalid {
+                code: "InvalidRequest",
+                field: None,
+                message,
+                problems: vec![],
+            })
+        };
+        let turn = self
+            .validations
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| SubmitError::ShuttingDown)?;
+        let (req, settings, catalog, scratch) = (
+            req.clone(),
+            self.settings.clone(),
+            self.catalog.clone(),
+            self.scratch.clone(),
+        );
+        let work = tokio::task::spawn_blocking(move || {
+            // Held until the work ends, even past the deadline below.
+            let _turn = turn;
+            prepare(&req, &settings, &catalog, &scratch)
+        });
+        match tokio::time::timeout(VALIDATION_DEADLINE, work).await {
+            Ok(Ok(prepared)) => prepared.map_err(SubmitError::Invalid),
+            Ok(Err(e)) => Err(refused(format!(
+                "scriptbox failed internally while validating the request: {e}"
+            ))),
+            Err(_) => Err(refused(format!(
+                "validating the request took longer than {} s; it is refused",
+                VALIDATION_DEADLINE.as_secs()
+            ))),
+        }
+    }
+
     /// Validates, admits, stores (durably) and queues a submission; returns its id.
     pub async fn submit(&self, req: &SubmitRequest) -> Result<String, SubmitError> {
-        let prepared = self.prepare(req)?;
+        let prepared = self.prepare_off_workers(req).await?;
         let id = uuid::Uuid::new_v4().to_string();
         {
             let mut st = self.state.lock().expect("scheduler lock");
@@ -459,7 +525,44 @@ impl Scheduler {
         }
     }
 
+    /// Runs a job; a panic inside ends the execution `Failed` and returns its queue place (its
+    /// permit is dropped as the panic unwinds).
     async fn run_job(self: Arc<Self>, job: Job, permit: OwnedSemaphorePermit) {
+        let id = job.id.clone();
+        let label = job.runtime_label.clone();
+        let ran = AssertUnwindSafe(self.clone().run_job_inner(job, permit))
+            .catch_unwind()
+            .await;
+        let Err(panic) = ran else { return };
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic");
+        let msg = format!(
+            "scriptbox failed internally while running this execution ({why}); it is ended as Failed"
+        );
+        tracing::error!("execution {id}: {msg}");
+        self.store.log(&id, None, LogStream::Scriptbox, &msg);
+        if let Ok(Some(mut row)) = self.store.get(&id).await {
+            row.ended_at = Some(now());
+            let body = provisional(&row, &[], &[], Some(&msg), ExecStatus::Failed);
+            let finish = Finish {
+                id: id.clone(),
+                status: ExecStatus::Failed,
+                result: body.to_string(),
+                failure_message: Some(msg),
+                ended_at: now(),
+            };
+            if let Err(e) = self.store.finish(finish).await {
+                tracing::error!("cannot record the end of {id}: {e}");
+            }
+        }
+        self.metrics.finished("Failed", &label, 0.0);
+        self.release(&id);
+    }
+
+    async fn run_job_inner(self: Arc<Self>, job: Job, permit: OwnedSemaphorePermit) {
         let id = job.id.clone();
         let Some(token) = self.token(&id) else {
             return;
@@ -474,6 +577,8 @@ impl Scheduler {
             tracing::error!("cannot record the start of {id}: {e}");
         }
         self.metrics.container_started();
+        // Counts the container permit as released however this ends (a panic too).
+        let alive = Alive(&self.metrics);
         let limits = job.prepared.limits.clone();
         let (status, body, failure, removal) = match job.prepared.work {
             Work::Step(step) => self.run_step(&id, &step, &limits, &token).await,
@@ -553,7 +658,7 @@ impl Scheduler {
         }
         // The container is removed: the permit can go.
         drop(permit);
-        self.metrics.container_removed();
+        drop(alive);
         self.release(&id);
     }
 
@@ -641,12 +746,20 @@ impl Scheduler {
             context: &self.settings.context,
             catalog: &self.catalog,
             max_timeout_secs: self.settings.limits.max_timeout_seconds,
+            max_run_secs: self.settings.limits.max_runbook_seconds,
         };
         let store = self.store.clone();
         let exec_id = id.to_string();
         let mut index: i64 = 0;
+        // A step's stored log, over all its attempts, is at most one container's output limit:
+        // a failing step retried maxAttempts times does not grow the database past it.
+        let log_cap = usize::try_from(limits.output_limit_bytes).unwrap_or(usize::MAX);
+        let mut logged: usize = 0;
         let mut observer = move |event: RunEvent<'_>| match event {
             RunEvent::StepStarted { step, attempt } => {
+                if attempt == 1 {
+                    logged = 0;
+                }
                 let record = json!({
                     "StepName": step.name,
                     "Action": step.action,
@@ -663,7 +776,20 @@ impl Scheduler {
                 );
             }
             RunEvent::Log { step, line } => {
-                store.log(&exec_id, Some(&step.name), line.stream, &line.text);
+                let before = logged;
+                logged = logged.saturating_add(line.text.len());
+                if logged <= log_cap {
+                    store.log(&exec_id, Some(&step.name), line.stream, &line.text);
+                } else if before <= log_cap {
+                    store.log(
+                        &exec_id,
+                        Some(&step.name),
+                        LogStream::Scriptbox,
+                        &format!(
+                            "further log lines of this step are not stored: its attempts printed more than {log_cap} bytes (the output limit); its record keeps the last attempt's log"
+                        ),
+                    );
+                }
             }
             RunEvent::StepFinished { record } => {
                 let json = rb::output::step_json(record);
@@ -793,5 +919,86 @@ impl Scheduler {
             }
             self.tracker.wait().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::types::StepRequest;
+
+    /// A runner that panics, as a bug would.
+    struct Panics;
+
+    impl ContainerRunner for Panics {
+        fn run<'a>(
+            &'a self,
+            _step: &'a ValidatedStep,
+            _job: ContainerJob<'a>,
+        ) -> BoxFuture<'a, Result<(StepResult, Removal), ExecuteError>> {
+            Box::pin(async { panic!("a bug in a runner") })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_ends_the_execution_failed_and_returns_its_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings::default();
+        settings.server.concurrency = 1;
+        settings.server.queue_length = 0;
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let sched = Scheduler::new(
+            Arc::new(settings),
+            Arc::new(Catalog::builtin()),
+            store.clone(),
+            Arc::new(Metrics::default()),
+            Arc::new(Panics),
+            dir.path().join("scratch"),
+            ContainerCapacity {
+                permits: Arc::new(Semaphore::new(1)),
+                pool: None,
+            },
+        );
+        sched.start();
+        let req = SubmitRequest {
+            step: Some(StepRequest {
+                runtime: "python3.11".into(),
+                handler: Some("h".into()),
+                script: Some("def h(e, c): return 1".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // One place in all: each submission is accepted only if the one before gave it back.
+        for _ in 0..3 {
+            let id = sched.submit(&req).await.expect("a place is free");
+            let began = Instant::now();
+            let row = loop {
+                let row = store.get(&id).await.unwrap().unwrap();
+                if row.status != ExecStatus::Queued && row.status != ExecStatus::Running {
+                    break row;
+                }
+                assert!(
+                    began.elapsed() < Duration::from_secs(10),
+                    "{:?}",
+                    row.status
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            assert_eq!(row.status, ExecStatus::Failed);
+            let failure = row.failure_message.unwrap_or_default();
+            assert!(
+                failure.contains("scriptbox failed internally")
+                    && failure.contains("a bug in a runner"),
+                "{failure}"
+            );
+            while sched.load() != (0, 0) {
+                assert!(began.elapsed() < Duration::from_secs(10));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        // Three runs with one permit: each panic gave it back (the dispatcher now holds it,
+        // waiting for the next job).
+        sched.shutdown(Duration::from_secs(5)).await;
     }
 }
