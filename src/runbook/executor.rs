@@ -574,9 +574,15 @@ async fn run_step(
                             Some(aws_plain_failure("InvalidOutput", &problems.join("; ")));
                     }
                 }
-                let retry = matches!(record.status, StepStatus::Failed | StepStatus::TimedOut)
-                    && attempt < step.max_attempts
-                    && !cancel.is_cancelled();
+                let unsuccessful =
+                    matches!(record.status, StepStatus::Failed | StepStatus::TimedOut);
+                if unsuccessful && cancel.is_cancelled() {
+                    // The cancel raced an attempt that ended for its own reason (an output
+                    // limit, a timeout): the operator asked to stop, so the step is Cancelled.
+                    record.status = StepStatus::Cancelled;
+                    record.failure_message = Some("The step was cancelled.".into());
+                }
+                let retry = unsuccessful && attempt < step.max_attempts && !cancel.is_cancelled();
                 if !retry {
                     break;
                 }
