@@ -1070,9 +1070,11 @@ def h(e, c):
 async fn no_docker_socket_inside() {
     let engine = engine_or_skip!();
     let script = r#"
-import os, stat
+import os, stat, time
 
 def h(e, c):
+    # Held open a moment so that the host inspects a live container, even on a loaded machine.
+    time.sleep(2)
     sockets = []
     for root, dirs, files in os.walk('/'):
         if root.startswith(('/proc', '/sys')):
