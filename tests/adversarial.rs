@@ -1073,8 +1073,9 @@ async fn no_docker_socket_inside() {
 import os, stat, time
 
 def h(e, c):
-    # Held open a moment so that the host inspects a live container, even on a loaded machine.
-    time.sleep(2)
+    # Held open so that the host inspects a live container even when a loaded engine is slow
+    # to list it.
+    time.sleep(5)
     sockets = []
     for root, dirs, files in os.walk('/'):
         if root.startswith(('/proc', '/sys')):
