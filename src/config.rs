@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::execute::{AwsContext, OutputLimits};
+use crate::context::AwsContext;
+use crate::execute::OutputLimits;
 use crate::pool::PoolConfig;
 use crate::sandbox::SandboxConfig;
 use crate::step::DEFAULT_TIMEOUT_SECS;

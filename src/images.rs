@@ -17,8 +17,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use bollard::query_parameters::{BuildImageOptionsBuilder, CreateImageOptionsBuilder};
-use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
@@ -330,16 +328,12 @@ pub struct ImageFacts {
 /// these labels gets them from the cached Debian root it was built from, when that is here.
 pub async fn image_facts(engine: &Engine, rt: &ResolvedRuntime<'_>) -> Option<ImageFacts> {
     let image = &rt.runtime.image;
-    let found = tokio::time::timeout(
-        Duration::from_secs(30),
-        engine.docker().inspect_image(image),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    let config = found.config.unwrap_or_default();
-    let labels = config.labels.unwrap_or_default();
-    let env_version = config.env.unwrap_or_default().into_iter().find_map(|e| {
+    let found = tokio::time::timeout(Duration::from_secs(30), engine.image_details(image))
+        .await
+        .ok()?
+        .ok()??;
+    let labels = found.labels;
+    let env_version = found.env.into_iter().find_map(|e| {
         e.strip_prefix("PYTHON_VERSION=")
             .map(str::to_string)
             .filter(|v| v.matches('.').count() == 2)
@@ -369,7 +363,7 @@ pub async fn image_facts(engine: &Engine, rt: &ResolvedRuntime<'_>) -> Option<Im
     Some(ImageFacts {
         cpython_version: version,
         cpython_source: source,
-        size_bytes: found.size.and_then(|s| u64::try_from(s).ok()),
+        size_bytes: found.size_bytes,
     })
 }
 
@@ -590,37 +584,23 @@ async fn build_from_dockerfile(
         (LABEL_RECIPE.to_string(), recipe.to_string()),
         ("scriptbox.runtime".to_string(), rt.runtime.name.clone()),
     ]);
-    let options = BuildImageOptionsBuilder::default()
-        .dockerfile("Dockerfile")
-        .t(&rt.runtime.image)
-        .buildargs(&buildargs)
-        .labels(&labels)
-        .rm(true)
-        .forcerm(true)
-        .build();
-    let mut stream = engine.docker().build_image(
-        options,
-        None,
-        Some(bollard::body_full(bytes::Bytes::from(context))),
-    );
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(info) => {
-                if let Some(err) = info.error_detail.and_then(|d| d.message) {
-                    return Err(err);
-                }
-                if let Some(line) = info
-                    .stream
-                    .as_deref()
-                    .map(str::trim)
-                    .filter(|l| l.starts_with("Step "))
-                {
-                    progress.phase(&format!("{}: {line}", rt.runtime.name));
-                }
-            }
-            Err(e) => return Err(e.to_string()),
+    let name = &rt.runtime.name;
+    let mut on_line = |line: &str| {
+        let line = line.trim();
+        if line.starts_with("Step ") {
+            progress.phase(&format!("{name}: {line}"));
         }
-    }
+    };
+    engine
+        .build_image(
+            &rt.runtime.image,
+            &buildargs,
+            &labels,
+            context,
+            &mut on_line,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -1069,31 +1049,11 @@ async fn import_tree(
         .image
         .rsplit_once(':')
         .unwrap_or((&rt.runtime.image, "latest"));
-    let options = CreateImageOptionsBuilder::default()
-        .from_src("-")
-        .repo(repo)
-        .tag(tag)
-        .changes(changes)
-        .build();
-    let body = bollard::body_stream(tokio_stream_from(rx));
-    let mut stream = engine
-        .docker()
-        .create_image(Some(options), Some(body), None);
-    let mut import_error = None;
-    let import = async {
-        while let Some(item) = stream.next().await {
-            if let Err(e) = item {
-                import_error = Some(e.to_string());
-                break;
-            }
-        }
+    let import = engine.import_image(repo, tag, changes, rx);
+    let import_error = match tokio::time::timeout(Duration::from_secs(1200), import).await {
+        Err(_) => return Err("the engine did not finish the import within 1200 s".into()),
+        Ok(imported) => imported.err().map(|e| e.to_string()),
     };
-    if tokio::time::timeout(Duration::from_secs(1200), import)
-        .await
-        .is_err()
-    {
-        return Err("the engine did not finish the import within 1200 s".into());
-    }
     let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
         .await
         .map_err(|_| "tar did not finish".to_string())?
@@ -1113,12 +1073,6 @@ async fn import_tree(
         rt.runtime.image
     ));
     Ok(bytes)
-}
-
-fn tokio_stream_from(
-    mut rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
-) -> impl futures::Stream<Item = bytes::Bytes> + Send + 'static {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 fn write_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod context;
 pub mod cpython;
 pub mod daemon_cli;
 pub mod execute;

@@ -185,6 +185,18 @@ pub fn parse_result(body: &[u8]) -> Result<BootstrapResult, String> {
     }
 }
 
+/// One frame as the bootstrap writes it: the kind byte, the body's length (big-endian `u32`),
+/// the body. A body longer than `u32::MAX` is announced as `u32::MAX` long (the decoder then
+/// reports a result too large), never cut silently.
+pub fn encode_frame(kind: u8, body: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+    let mut frame = Vec::with_capacity(body.len().saturating_add(5));
+    frame.push(kind);
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(body);
+    frame
+}
+
 /// What the frame decoder found in a chunk of stdout.
 #[derive(Debug, PartialEq, Eq)]
 pub enum FrameEvent {
