@@ -190,7 +190,7 @@ pub fn recipe_hash(rt: &ResolvedRuntime<'_>) -> Result<String, ImageError> {
     for (name, bytes) in family_files(&rt.family.dockerfile)? {
         h.update(name.as_bytes());
         h.update([0]);
-        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(u64::try_from(bytes.len()).unwrap_or(u64::MAX).to_be_bytes());
         h.update(bytes);
     }
     for (k, v) in &rt.runtime.build {
@@ -572,7 +572,7 @@ async fn build_from_dockerfile(
     for (name, bytes) in family_files(&rt.family.dockerfile).map_err(|e| e.to_string())? {
         let mut header = tar::Header::new_ustar();
         header.set_mode(0o644);
-        header.set_size(bytes.len() as u64);
+        header.set_size(u64::try_from(bytes.len()).unwrap_or(u64::MAX));
         header.set_mtime(0);
         context
             .append_data(&mut header, name, *bytes)

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
-use bollard::container::LogOutput;
+use bollard::container::{AttachContainerResults, LogOutput};
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
 use bollard::query_parameters::{
@@ -369,20 +369,15 @@ impl Engine {
         Ok((outcome, Removal(None)))
     }
 
-    /// Attach, start, feed stdin, drain output, enforce the deadline, wait, inspect.
-    async fn drive(
+    /// Attaches to the container and starts it (unless pre-started). Returns its output and
+    /// input streams, when the run started, and its deadline.
+    async fn attach_and_start(
         &self,
         id: &str,
-        job: ContainerJob,
-        observer: &mut dyn OutputObserver,
-        cancel: &CancellationToken,
         start: bool,
-        early_result: bool,
-    ) -> Result<(ContainerOutcome, bool), SandboxError> {
+        timeout: Duration,
+    ) -> Result<(AttachContainerResults, Instant, tokio::time::Instant), SandboxError> {
         let limit = self.call_limit();
-        // Docker's events from here on are this execution's (a pooled container's wait before
-        // it is not).
-        let driven_since = SystemTime::now();
         let attach_options = AttachContainerOptionsBuilder::default()
             .stream(true)
             .stdin(true)
@@ -396,20 +391,36 @@ impl Engine {
             self.docker.attach_container(id, Some(attach_options)),
         )
         .await?;
-        let mut output = attached.output;
-        let mut input = attached.input;
         if start {
             call("start", id, limit, self.docker.start_container(id, None)).await?;
         }
         // The deadline counts from the moment the request can be delivered.
         let started = Instant::now();
-        let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
         let deadline = started
-            .checked_add(job.timeout)
+            .checked_add(timeout)
             .map(tokio::time::Instant::from_std)
-            .unwrap_or(far)
-            .min(far);
+            .unwrap_or_else(far_future)
+            .min(far_future());
+        Ok((attached, started, deadline))
+    }
 
+    /// Attach, start, feed stdin, drain output, enforce the deadline, wait, inspect.
+    async fn drive(
+        &self,
+        id: &str,
+        job: ContainerJob,
+        observer: &mut dyn OutputObserver,
+        cancel: &CancellationToken,
+        start: bool,
+        early_result: bool,
+    ) -> Result<(ContainerOutcome, bool), SandboxError> {
+        // Docker's events from here on are this execution's (a pooled container's wait before
+        // it is not).
+        let driven_since = SystemTime::now();
+        let (attached, started, deadline) = self.attach_and_start(id, start, job.timeout).await?;
+        let mut output = attached.output;
+        let mut input = attached.input;
+        let far = far_future();
         let stdin = job.stdin;
         let feed = async move {
             input.write_all(&stdin).await?;
@@ -418,91 +429,50 @@ impl Engine {
         };
         tokio::pin!(feed);
         let mut wait = self.docker.wait_container(id, None);
-
-        let mut outcome = ContainerOutcome {
-            container_id: id.to_string(),
-            ..Default::default()
-        };
-        let mut feeding = true;
-        let mut output_open = true;
-        let mut exited_at: Option<tokio::time::Instant> = None;
-        let mut killed_at: Option<tokio::time::Instant> = None;
+        let mut st = Drive::new(id);
         // The kill call runs *beside* the output drain: dockerd finishes a killed container only
         // after its output copy is done, so awaiting the kill without reading would deadlock.
         let mut kill_call: Option<PendingCall<'_>> = None;
-
-        // Set when the observer has the whole result: from then on the execution's outcome is
-        // decided, and nothing the container does (late frames, floods, overstaying) changes it.
-        let mut result_at: Option<tokio::time::Instant> = None;
-        loop {
-            if exited_at.is_some() && !output_open {
-                break;
-            }
-            if result_at.is_some() && early_result && outcome.kill_reason.is_none() {
-                break;
-            }
-            let drain_until = exited_at.map(|t| t + DRAIN_AFTER_EXIT).unwrap_or(far);
-            let give_up_at = killed_at.map(|t| t + EXIT_AFTER_KILL).unwrap_or(far);
-            let overstay_at = result_at.map(|t| t + EXIT_AFTER_RESULT).unwrap_or(far);
-            let undecided =
-                outcome.kill_reason.is_none() && exited_at.is_none() && result_at.is_none();
+        while !st.done(early_result) {
+            let drain_until = st.exited_at.map(|t| t + DRAIN_AFTER_EXIT).unwrap_or(far);
+            let give_up_at = st.killed_at.map(|t| t + EXIT_AFTER_KILL).unwrap_or(far);
+            let overstay_at = st.result_at.map(|t| t + EXIT_AFTER_RESULT).unwrap_or(far);
+            let undecided = st.undecided();
             let mut kill: Option<KillReason> = None;
             tokio::select! {
                 biased;
-                _ = cancel.cancelled(), if undecided => {
-                    kill = Some(KillReason::Cancelled);
-                }
-                _ = tokio::time::sleep_until(deadline), if undecided => {
-                    kill = Some(KillReason::Timeout);
-                }
-                chunk = output.next(), if output_open => match chunk {
+                _ = cancel.cancelled(), if undecided => kill = Some(KillReason::Cancelled),
+                _ = tokio::time::sleep_until(deadline), if undecided => kill = Some(KillReason::Timeout),
+                chunk = output.next(), if st.output_open => match chunk {
                     Some(Ok(LogOutput::StdOut { message })) => {
-                        outcome.output_bytes = outcome.output_bytes.saturating_add(byte_count(&message));
-                        match observer.on_output(OutputStream::Stdout, &message) {
-                            // After the result nothing the container sends may kill it.
-                            _ if result_at.is_some() => {}
-                            Flow::Kill(r) => kill = Some(r),
-                            Flow::ResultComplete => result_at = Some(tokio::time::Instant::now()),
-                            Flow::Continue => {}
-                        }
+                        kill = st.on_output(OutputStream::Stdout, &message, observer);
                     }
                     Some(Ok(LogOutput::StdErr { message })) => {
-                        outcome.output_bytes = outcome.output_bytes.saturating_add(byte_count(&message));
-                        match observer.on_output(OutputStream::Stderr, &message) {
-                            // After the result nothing the container sends may kill it.
-                            _ if result_at.is_some() => {}
-                            Flow::Kill(r) => kill = Some(r),
-                            Flow::ResultComplete => result_at = Some(tokio::time::Instant::now()),
-                            Flow::Continue => {}
-                        }
+                        kill = st.on_output(OutputStream::Stderr, &message, observer);
                     }
                     Some(Ok(_)) => {}
-                    Some(Err(_)) | None => output_open = false,
+                    Some(Err(_)) | None => st.output_open = false,
                 },
-                _ = tokio::time::sleep_until(overstay_at), if result_at.is_some() && killed_at.is_none() && exited_at.is_none() => {
+                _ = tokio::time::sleep_until(overstay_at), if st.overstaying() => {
                     // The bootstrap exits right after its result; a container that stays is
                     // killed, without a kill reason: the result it gave stands.
-                    killed_at = Some(tokio::time::Instant::now());
+                    st.killed_at = Some(tokio::time::Instant::now());
                     kill_call = Some(Box::pin(self.kill(id)));
                 }
-                fed = &mut feed, if feeding => {
-                    feeding = false;
+                fed = &mut feed, if st.feeding => {
+                    st.feeding = false;
                     if fed.is_err() {
-                        outcome.stdin_incomplete = true;
+                        st.outcome.stdin_incomplete = true;
                     }
                 }
-                waited = wait.next(), if exited_at.is_none() => {
-                    exited_at = Some(tokio::time::Instant::now());
-                    outcome.run = started.elapsed();
-                    outcome.exit_code = match waited {
-                        Some(Ok(r)) => Some(r.status_code),
-                        Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Some(code),
-                        _ => None,
-                    };
+                waited = wait.next(), if st.exited_at.is_none() => {
+                    st.exited_at = Some(tokio::time::Instant::now());
+                    st.outcome.run = started.elapsed();
+                    st.outcome.exit_code = waited.and_then(exit_code_of);
                 }
-                _ = tokio::time::sleep_until(drain_until), if exited_at.is_some() => {
+                _ = tokio::time::sleep_until(drain_until), if st.exited_at.is_some() => {
                     // The stream normally ends ~30 ms after exit; never wait on it forever.
-                    output_open = false;
+                    st.output_open = false;
                 }
                 killed = async {
                     match kill_call.as_mut() {
@@ -513,7 +483,7 @@ impl Engine {
                     kill_call = None;
                     killed?;
                 }
-                _ = tokio::time::sleep_until(give_up_at), if killed_at.is_some() && exited_at.is_none() => {
+                _ = tokio::time::sleep_until(give_up_at), if st.killed_at.is_some() && st.exited_at.is_none() => {
                     return Err(SandboxError::Deadline {
                         operation: "wait after kill",
                         subject: id.to_string(),
@@ -521,32 +491,26 @@ impl Engine {
                     });
                 }
             }
-            if outcome.output_bytes > self.config.output_limit_bytes
-                && outcome.kill_reason.is_none()
-                && result_at.is_none()
-            {
-                kill = kill.or(Some(KillReason::OutputLimit));
-            }
-            if let Some(reason) = kill
-                && outcome.kill_reason.is_none()
-                && exited_at.is_none()
-                && killed_at.is_none()
-            {
-                outcome.kill_reason = Some(reason);
-                killed_at = Some(tokio::time::Instant::now());
+            if st.settle(kill, self.config.output_limit_bytes) {
                 kill_call = Some(Box::pin(self.kill(id)));
             }
-            if outcome.kill_reason.is_some() && exited_at.is_some() {
-                // Nothing after a kill is worth reading.
-                output_open = false;
-            }
         }
-
-        if exited_at.is_none() {
+        if st.exited_at.is_none() {
             // Early result: the exit is observed in the background, before removal.
-            outcome.run = started.elapsed();
-            return Ok((outcome, false));
+            st.outcome.run = started.elapsed();
+            return Ok((st.outcome, false));
         }
+        self.judge_exit(id, st, driven_since).await
+    }
+
+    /// After the exit: Docker's exit code and OOM kill, and whether someone else killed it.
+    async fn judge_exit(
+        &self,
+        id: &str,
+        st: Drive,
+        driven_since: SystemTime,
+    ) -> Result<(ContainerOutcome, bool), SandboxError> {
+        let mut outcome = st.outcome;
         let facts = self.inspect_exit(id).await?;
         outcome.oom_killed = facts.oom_killed;
         if facts.exit_code.is_some() {
@@ -556,8 +520,8 @@ impl Engine {
             outcome.kill_reason = Some(KillReason::OutOfMemory);
         }
         if outcome.kill_reason.is_none()
-            && result_at.is_none()
-            && killed_at.is_none()
+            && st.result_at.is_none()
+            && st.killed_at.is_none()
             && self.killed_by_someone_else(id, driven_since).await
         {
             outcome.kill_reason = Some(KillReason::External);
@@ -742,6 +706,116 @@ impl Engine {
     pub async fn finish_cleanup(&self, limit: Duration) {
         self.cleanup.close();
         let _ = tokio::time::timeout(limit, self.cleanup.wait()).await;
+    }
+}
+
+/// The exit code in Docker's answer to a wait (an error answer may carry one too).
+fn exit_code_of(
+    waited: Result<bollard::models::ContainerWaitResponse, DockerError>,
+) -> Option<i64> {
+    match waited {
+        Ok(r) => Some(r.status_code),
+        Err(DockerError::DockerContainerWaitError { code, .. }) => Some(code),
+        Err(_) => None,
+    }
+}
+
+/// A year from now: the "never" of the drive loop's timers.
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+/// What the drive loop knows of one container so far.
+struct Drive {
+    outcome: ContainerOutcome,
+    feeding: bool,
+    output_open: bool,
+    exited_at: Option<tokio::time::Instant>,
+    killed_at: Option<tokio::time::Instant>,
+    /// Set when the observer has the whole result: from then on the execution's outcome is
+    /// decided, and nothing the container does (late frames, floods, overstaying) changes it.
+    result_at: Option<tokio::time::Instant>,
+}
+
+impl Drive {
+    fn new(id: &str) -> Self {
+        Drive {
+            outcome: ContainerOutcome {
+                container_id: id.to_string(),
+                ..Default::default()
+            },
+            feeding: true,
+            output_open: true,
+            exited_at: None,
+            killed_at: None,
+            result_at: None,
+        }
+    }
+
+    /// The loop ends when the container exited and its output is drained, or (an early
+    /// result) as soon as the result is whole.
+    fn done(&self, early_result: bool) -> bool {
+        (self.exited_at.is_some() && !self.output_open)
+            || (self.result_at.is_some() && early_result && self.outcome.kill_reason.is_none())
+    }
+
+    /// Nothing has decided the outcome yet: a cancel or the deadline still may.
+    fn undecided(&self) -> bool {
+        self.outcome.kill_reason.is_none() && self.exited_at.is_none() && self.result_at.is_none()
+    }
+
+    /// The result is in but the container neither exited nor was killed.
+    fn overstaying(&self) -> bool {
+        self.result_at.is_some() && self.killed_at.is_none() && self.exited_at.is_none()
+    }
+
+    /// Counts and hands a chunk to the observer; returns the kill it asks for.
+    fn on_output(
+        &mut self,
+        stream: OutputStream,
+        message: &[u8],
+        observer: &mut dyn OutputObserver,
+    ) -> Option<KillReason> {
+        self.outcome.output_bytes = self
+            .outcome
+            .output_bytes
+            .saturating_add(byte_count(message));
+        match observer.on_output(stream, message) {
+            // After the result nothing the container sends may kill it.
+            _ if self.result_at.is_some() => None,
+            Flow::Kill(r) => Some(r),
+            Flow::ResultComplete => {
+                self.result_at = Some(tokio::time::Instant::now());
+                None
+            }
+            Flow::Continue => None,
+        }
+    }
+
+    /// Applies the output limit and a kill asked for this turn; true when a kill must start.
+    fn settle(&mut self, kill: Option<KillReason>, output_limit_bytes: u64) -> bool {
+        let mut kill = kill;
+        if self.outcome.output_bytes > output_limit_bytes
+            && self.outcome.kill_reason.is_none()
+            && self.result_at.is_none()
+        {
+            kill = kill.or(Some(KillReason::OutputLimit));
+        }
+        let mut start_kill = false;
+        if let Some(reason) = kill
+            && self.outcome.kill_reason.is_none()
+            && self.exited_at.is_none()
+            && self.killed_at.is_none()
+        {
+            self.outcome.kill_reason = Some(reason);
+            self.killed_at = Some(tokio::time::Instant::now());
+            start_kill = true;
+        }
+        if self.outcome.kill_reason.is_some() && self.exited_at.is_some() {
+            // Nothing after a kill is worth reading.
+            self.output_open = false;
+        }
+        start_kill
     }
 }
 

@@ -344,6 +344,16 @@ pub struct SweepReport {
     pub kept: usize,
 }
 
+/// `--cpus` of `nano_cpus` (units of 1e-9 CPUs), in decimal without trailing zeros (`1.5`).
+fn cpus_flag(nano_cpus: i64) -> String {
+    let (whole, frac) = (nano_cpus / 1_000_000_000, (nano_cpus % 1_000_000_000).abs());
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let digits = format!("{frac:09}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
 /// The `docker run --rm -i` arguments equivalent to [`Engine::container_spec`] for `image` and
 /// `command` (the benchmarks compare scriptbox with exactly this; labels are left out).
 pub fn docker_run_equivalent(
@@ -366,7 +376,7 @@ pub fn docker_run_equivalent(
         ("--network", c.network.clone()),
         ("--memory", c.memory_bytes.to_string()),
         ("--memory-swap", c.memory_bytes.to_string()),
-        ("--cpus", format!("{}", c.nano_cpus as f64 / 1e9)),
+        ("--cpus", cpus_flag(c.nano_cpus)),
         ("--pids-limit", c.effective_pids_limit().to_string()),
         ("--ulimit", format!("nofile={0}:{0}", c.nofile)),
         ("--ulimit", format!("fsize={0}:{0}", c.fsize_bytes)),
@@ -454,6 +464,19 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpus_read_as_the_float_docker_takes() {
+        for (nano, want) in [
+            (1_000_000_000, "1"),
+            (1_500_000_000, "1.5"),
+            (250_000_000, "0.25"),
+            (10_000_000, "0.01"),
+            (3_000_000_007, "3.000000007"),
+        ] {
+            assert_eq!(cpus_flag(nano), want);
+        }
+    }
 
     #[test]
     fn the_docker_run_equivalent_carries_every_limit() {
