@@ -480,13 +480,29 @@ pub async fn build_runtime(
             Err(SourceError::Failed(why)) => Err(unbuildable(why)),
         };
     }
+    match build_from_sources(engine, rt, &recipe, progress).await {
+        Ok(outcome) => Ok(outcome),
+        Err(tried) => Err(every_source_failed(name, image, &tried)),
+    }
+}
+
+/// Tries the Dockerfile, the Debian recipe and a local CPython, in that order; the first that
+/// builds wins, else every source with why it failed.
+async fn build_from_sources(
+    engine: &Engine,
+    rt: &ResolvedRuntime<'_>,
+    recipe: &str,
+    progress: &mut dyn Progress,
+) -> Result<BuildOutcome, Vec<(String, SourceError)>> {
+    let name = &rt.runtime.name;
+    let image = &rt.runtime.image;
     let mut tried: Vec<(String, SourceError)> = Vec::new();
 
     progress.phase(&format!(
         "{name}: building {image} from {}/Dockerfile",
         rt.family.dockerfile
     ));
-    match build_from_dockerfile(engine, rt, &recipe, progress).await {
+    match build_from_dockerfile(engine, rt, recipe, progress).await {
         Ok(()) => return Ok(BuildOutcome::BuiltFromDockerfile),
         // A base image that cannot be pulled is the usual case without a registry.
         Err(e) => tried.push((
@@ -507,7 +523,7 @@ pub async fn build_runtime(
                 "{name}: base image not available; building offline from Debian {} (CPython {})",
                 offline.suite, offline.python
             ));
-            match build_offline(engine, rt, &recipe, progress).await {
+            match build_offline(engine, rt, recipe, progress).await {
                 Ok(()) => return Ok(BuildOutcome::BuiltOffline),
                 Err(e) => tried.push((format!("Debian recipe ({})", offline.suite), e)),
             }
@@ -534,6 +550,11 @@ pub async fn build_runtime(
         ));
     }
 
+    Err(tried)
+}
+
+/// The error of a build whose every source failed: `NoSource` when none was there at all.
+fn every_source_failed(name: &str, image: &str, tried: &[(String, SourceError)]) -> ImageError {
     let why = format!(
         "every source failed:\n{}",
         tried
@@ -547,13 +568,17 @@ pub async fn build_runtime(
         .iter()
         .all(|(_, e)| matches!(e, SourceError::Unavailable(_)))
     {
-        Err(ImageError::NoSource {
-            runtime: name.clone(),
-            image: image.clone(),
+        ImageError::NoSource {
+            runtime: name.to_string(),
+            image: image.to_string(),
             why,
-        })
+        }
     } else {
-        Err(unbuildable(why))
+        ImageError::Unbuildable {
+            runtime: name.to_string(),
+            image: image.to_string(),
+            why,
+        }
     }
 }
 
