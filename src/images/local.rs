@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    Boto3Installer, LABEL_CPYTHON_FINGERPRINT, LABEL_CPYTHON_IDENTITY, LABEL_CPYTHON_PREFIX,
-    LABEL_CPYTHON_SOURCE, LABEL_CPYTHON_VERSION, LABEL_SOURCE, Progress, ROOTFS_KERNEL,
-    ROOTFS_TRIM, RootfsRecipe, SOURCE_LOCAL_CPYTHON, SourceError, add_bootstrap, cache_dir,
-    capture, common_changes, debootstrap, import_tree, local_recipe_hash, local_tools_missing,
-    pinned_boto3, run_command, site_packages, tempdir_in, which,
+    Boto3Installer, BuildError, LABEL_CPYTHON_FINGERPRINT, LABEL_CPYTHON_IDENTITY,
+    LABEL_CPYTHON_PREFIX, LABEL_CPYTHON_SOURCE, LABEL_CPYTHON_VERSION, LABEL_SOURCE, Progress,
+    ROOTFS_KERNEL, ROOTFS_TRIM, RootfsRecipe, SOURCE_LOCAL_CPYTHON, SourceError, add_bootstrap,
+    cache_dir, capture, common_changes, debootstrap, import_tree, local_recipe_hash,
+    local_tools_missing, pinned_boto3, run_command, site_packages, tempdir_in, which,
 };
 use crate::cpython::{self, Installation, SearchPlace};
 use crate::runtimes::ResolvedRuntime;
@@ -27,14 +27,17 @@ const REQUIRED_MODULES: &str = "ssl, sqlite3, ctypes, zlib, bz2, lzma, json";
 async fn blocking<T: Send + 'static>(
     limit: Duration,
     what: &str,
-    work: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
+    work: impl FnOnce() -> Result<T, BuildError> + Send + 'static,
+) -> Result<T, BuildError> {
     match tokio::time::timeout(limit, tokio::task::spawn_blocking(work)).await {
-        Err(_) => Err(format!(
-            "{what} did not finish within {} s",
-            limit.as_secs()
-        )),
-        Ok(Err(e)) => Err(format!("{what} failed: {e}")),
+        Err(_) => Err(BuildError::Deadline {
+            what: what.to_string(),
+            seconds: limit.as_secs(),
+        }),
+        Ok(Err(e)) => Err(BuildError::Wait {
+            what: what.to_string(),
+            why: e.to_string(),
+        }),
         Ok(Ok(result)) => result,
     }
 }
@@ -117,13 +120,16 @@ fn run_blocking(
     cmd: &mut std::process::Command,
     limit: Duration,
     what: &str,
-) -> Result<std::process::Output, String> {
+) -> Result<std::process::Output, BuildError> {
     let mut child = cmd
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start {what}: {e}"))?;
+        .map_err(|source| BuildError::Start {
+            what: what.to_string(),
+            source,
+        })?;
     // Read the pipes on their own threads so a chatty child never blocks on a full pipe.
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
@@ -151,12 +157,16 @@ fn run_blocking(
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
-                    "{what} did not finish within {} s",
-                    limit.as_secs()
-                ));
+                return Err(BuildError::Deadline {
+                    what: what.to_string(),
+                    seconds: limit.as_secs(),
+                });
             }
-            Err(e) => return Err(format!("{what} could not be waited for: {e}")),
+            Err(e) => {
+                return Err(BuildError::Refused(format!(
+                    "{what} could not be waited for: {e}"
+                )));
+            }
         }
     };
     Ok(std::process::Output {
@@ -168,7 +178,7 @@ fn run_blocking(
 
 /// The Debian packages the installation's libraries come from (read with `ldd` and `dpkg -S` on
 /// this machine, which is the suite it was built against), and the modules already broken here.
-fn runtime_packages(inst: &Installation) -> Result<(Vec<String>, BTreeSet<String>), String> {
+fn runtime_packages(inst: &Installation) -> Result<(Vec<String>, BTreeSet<String>), BuildError> {
     let files = elf_files(inst);
     let out = run_blocking(
         std::process::Command::new("ldd").args(files.iter().map(|f| inst.prefix.join(f.rel()))),
@@ -184,10 +194,10 @@ fn runtime_packages(inst: &Installation) -> Result<(Vec<String>, BTreeSet<String
             .unwrap_or_default();
         if !missing.is_empty() {
             if !file.contains("lib-dynload") {
-                return Err(format!(
+                return Err(BuildError::Refused(format!(
                     "{file} does not run here: {} not found",
                     missing.join(", ")
-                ));
+                )));
             }
             broken.insert(name);
         }
@@ -243,8 +253,11 @@ fn runtime_packages(inst: &Installation) -> Result<(Vec<String>, BTreeSet<String
 
 /// Copies what the image keeps of the installation to `dest` (`.../opt/cpython/<version>`):
 /// the interpreter (with `python3` and `python` links), libpython, and the trimmed stdlib.
-fn copy_installation(inst: &Installation, dest: &Path) -> Result<(), String> {
-    let io = |what: &Path, e: std::io::Error| format!("{}: {e}", what.display());
+fn copy_installation(inst: &Installation, dest: &Path) -> Result<(), BuildError> {
+    let io = |what: &Path, source: std::io::Error| BuildError::Path {
+        path: what.to_path_buf(),
+        source,
+    };
     let bin = dest.join("bin");
     std::fs::create_dir_all(&bin).map_err(|e| io(&bin, e))?;
     let interpreter = format!("python{}", inst.minor);
@@ -279,10 +292,10 @@ fn copy_installation(inst: &Installation, dest: &Path) -> Result<(), String> {
             }
             copied += 1;
             if copied > MAX_FILES {
-                return Err(format!(
+                return Err(BuildError::Refused(format!(
                     "{} has more than {MAX_FILES} files: not a CPython standard library",
                     lib_src.join(&stdlib).display()
-                ));
+                )));
             }
             let kind = entry.file_type().map_err(|e| io(&entry.path(), e))?;
             if kind.is_dir() {
@@ -297,8 +310,11 @@ fn copy_installation(inst: &Installation, dest: &Path) -> Result<(), String> {
 
 /// Copies a file, or recreates a symlink that stays in its folder (`libpython3.8.so ->
 /// libpython3.8.so.1.0`); any other symlink is copied as the file it points to.
-fn copy_entry(src: &Path, dst: &Path) -> Result<(), String> {
-    let io = |e: std::io::Error| format!("{}: {e}", src.display());
+fn copy_entry(src: &Path, dst: &Path) -> Result<(), BuildError> {
+    let io = |source: std::io::Error| BuildError::Path {
+        path: src.to_path_buf(),
+        source,
+    };
     let meta = std::fs::symlink_metadata(src).map_err(io)?;
     if meta.file_type().is_symlink() {
         let target = std::fs::read_link(src).map_err(io)?;
@@ -323,7 +339,6 @@ pub(super) async fn build_local(
     places: Vec<SearchPlace>,
     progress: &mut dyn Progress,
 ) -> Result<Installation, SourceError> {
-    let failed = SourceError::Failed;
     let name = rt.runtime.name.clone();
     let (inst, boto3_version) = find_installation(rt, places, progress).await?;
     let (patchelf, suite) = local_tools(&inst)?;
@@ -334,7 +349,7 @@ pub(super) async fn build_local(
         move || runtime_packages(&for_packages),
     )
     .await
-    .map_err(failed)?;
+    .map_err(SourceError::failed)?;
     if !broken_here.is_empty() {
         let list: Vec<&str> = broken_here.iter().map(String::as_str).collect();
         progress.phase(&format!(
@@ -345,7 +360,7 @@ pub(super) async fn build_local(
     let rootfs = shared_root(&suite, &packages, progress).await?;
     let boto3 = pinned_boto3(Boto3Installer::Interpreter(&inst), &boto3_version, progress)
         .await
-        .map_err(failed)?;
+        .map_err(SourceError::failed)?;
     let (_stage, tree) = stage_tree(&rootfs).await?;
     let image_prefix = inst.image_prefix();
     let dest = tree.join(image_prefix.trim_start_matches('/'));
@@ -358,17 +373,17 @@ pub(super) async fn build_local(
         copy_installation(&for_copy, &copy_dest)
     })
     .await
-    .map_err(failed)?;
+    .map_err(SourceError::failed)?;
     let elves = relocate(&inst, &dest, &patchelf, &name, progress).await?;
-    add_bootstrap(rt, &tree).map_err(failed)?;
+    add_bootstrap(rt, &tree).map_err(SourceError::failed)?;
     let site = site_packages(rt);
     let site_dir = tree.join(site.trim_start_matches('/'));
-    std::fs::create_dir_all(&site_dir).map_err(|e| failed(e.to_string()))?;
+    std::fs::create_dir_all(&site_dir).map_err(|e| SourceError::failed(e.to_string()))?;
     let mut cmd = tokio::process::Command::new("cp");
     cmd.arg("-a").arg(boto3.join(".")).arg(&site_dir);
     run_command(cmd, Duration::from_secs(300), "cp boto3")
         .await
-        .map_err(failed)?;
+        .map_err(SourceError::failed)?;
     let image = LocalImage {
         rt,
         inst: &inst,
@@ -392,13 +407,12 @@ async fn find_installation(
     places: Vec<SearchPlace>,
     progress: &mut dyn Progress,
 ) -> Result<(Installation, String), SourceError> {
-    let unavailable = SourceError::Unavailable;
     let minor = rt
         .runtime
         .build
         .get("PYTHON_VERSION")
         .cloned()
-        .ok_or_else(|| unavailable("the runtime pins no PYTHON_VERSION".into()))?;
+        .ok_or_else(|| SourceError::unavailable("the runtime pins no PYTHON_VERSION"))?;
     let boto3_version = rt
         .runtime
         .build
@@ -406,10 +420,10 @@ async fn find_installation(
         .cloned()
         .ok_or_else(|| SourceError::Failed("the runtime pins no BOTO3_VERSION".into()))?;
     let inst = blocking(Duration::from_secs(300), "the search", move || {
-        cpython::find(&minor, &places).map_err(|e| e.to_string())
+        cpython::find(&minor, &places).map_err(BuildError::from)
     })
     .await
-    .map_err(unavailable)?;
+    .map_err(SourceError::unavailable)?;
     progress.phase(&format!(
         "{}: CPython {} from {}",
         rt.runtime.name,
@@ -421,24 +435,22 @@ async fn find_installation(
 
 /// The tools a local build needs here: patchelf, and a Debian host (its suite).
 fn local_tools(inst: &Installation) -> Result<(PathBuf, String), SourceError> {
-    let unavailable = SourceError::Unavailable;
-    local_tools_missing().map_err(unavailable)?;
+    local_tools_missing().map_err(SourceError::unavailable)?;
     let Some(patchelf) = which("patchelf") else {
-        return Err(unavailable(format!(
+        return Err(SourceError::unavailable(format!(
             "patchelf is not installed (apt-get install -y patchelf): it points the copy's RUNPATH, now {}/lib, at its new place",
             inst.prefix.display()
         )));
     };
     let suite = cpython::host_debian_suite()
-        .ok_or_else(|| unavailable("this machine is not Debian".into()))?;
+        .ok_or_else(|| SourceError::unavailable("this machine is not Debian"))?;
     Ok((patchelf, suite))
 }
 
 /// The image tree: the cached root as hard links (it is only read, never written through
 /// them), copied when links cannot be made. The stage folder goes when the first value drops.
 async fn stage_tree(rootfs: &Path) -> Result<(super::TempDir, PathBuf), SourceError> {
-    let failed = SourceError::Failed;
-    let stage = tempdir_in(&cache_dir().join("stage")).map_err(failed)?;
+    let stage = tempdir_in(&cache_dir().join("stage")).map_err(SourceError::failed)?;
     let tree = stage.path().join("root");
     let mut cmd = tokio::process::Command::new("cp");
     cmd.arg("-a").arg("-l").arg(rootfs).arg(&tree);
@@ -451,7 +463,7 @@ async fn stage_tree(rootfs: &Path) -> Result<(super::TempDir, PathBuf), SourceEr
         cmd.arg("-a").arg(rootfs).arg(&tree);
         run_command(cmd, Duration::from_secs(600), "cp -a")
             .await
-            .map_err(failed)?;
+            .map_err(SourceError::failed)?;
     }
     Ok((stage, tree))
 }
@@ -465,7 +477,6 @@ async fn relocate(
     name: &str,
     progress: &mut dyn Progress,
 ) -> Result<Vec<ElfFile>, SourceError> {
-    let failed = SourceError::Failed;
     let elves = elf_files(inst);
     let strip = which("strip");
     let old_prefixes: Vec<PathBuf> = places_of(inst);
@@ -481,20 +492,20 @@ async fn relocate(
             cmd.arg("--strip-debug").arg(&file);
             run_command(cmd, Duration::from_secs(120), "strip")
                 .await
-                .map_err(failed)?;
+                .map_err(SourceError::failed)?;
         }
         let mut cmd = tokio::process::Command::new(patchelf);
         cmd.arg("--print-rpath").arg(&file);
         let out = capture(cmd, Duration::from_secs(60), "patchelf --print-rpath")
             .await
-            .map_err(failed)?;
+            .map_err(SourceError::failed)?;
         let current = text(&out.stdout);
         if let Some(new) = cpython::relocated_runpath(&current, &old, &elf.rel_dir) {
             let mut cmd = tokio::process::Command::new(patchelf);
             cmd.arg("--set-rpath").arg(&new).arg(&file);
             run_command(cmd, Duration::from_secs(60), "patchelf --set-rpath")
                 .await
-                .map_err(failed)?;
+                .map_err(SourceError::failed)?;
             relocated += 1;
         }
     }
@@ -529,7 +540,7 @@ impl LocalImage<'_> {
             .args(elves.iter().map(|e| Path::new(&image_prefix).join(e.rel())));
         let out = capture(cmd, Duration::from_secs(120), "ldd inside the image root")
             .await
-            .map_err(SourceError::Failed)?;
+            .map_err(SourceError::failed)?;
         let unresolved: Vec<String> = parse_ldd(&String::from_utf8_lossy(&out.stdout))
             .into_iter()
             .filter(|(file, _, missing)| {
@@ -574,7 +585,7 @@ impl LocalImage<'_> {
             "the interpreter inside the image root",
         )
         .await
-        .map_err(SourceError::Failed)?;
+        .map_err(SourceError::failed)?;
         let want = serde_json::json!([self.inst.version, boto3_version]);
         let got: Option<serde_json::Value> = serde_json::from_slice(&out.stdout).ok();
         if !out.status.success() || got.as_ref() != Some(&want) {
@@ -616,10 +627,10 @@ impl LocalImage<'_> {
         engine: &Engine,
         progress: &mut dyn Progress,
     ) -> Result<(), SourceError> {
-        let failed = SourceError::Failed;
         let (rt, inst) = (self.rt, self.inst);
         let identity = inst.identity();
-        let recipe = local_recipe_hash(rt, &identity).map_err(|e| failed(e.to_string()))?;
+        let recipe =
+            local_recipe_hash(rt, &identity).map_err(|e| SourceError::failed(e.to_string()))?;
         let labels = vec![
             (LABEL_SOURCE, SOURCE_LOCAL_CPYTHON.to_string()),
             (LABEL_CPYTHON_VERSION, inst.version.clone()),
@@ -633,7 +644,7 @@ impl LocalImage<'_> {
             format!("ENV PYTHONPATH={}", self.site),
             "ENV LANG=C.UTF-8".to_string(),
         ];
-        changes.extend(common_changes(rt, &recipe, &labels).map_err(failed)?);
+        changes.extend(common_changes(rt, &recipe, &labels).map_err(SourceError::failed)?);
         let mut args: Vec<OsString> = ROOTFS_KERNEL.iter().map(Into::into).collect();
         args.extend(
             ROOTFS_TRIM
@@ -643,7 +654,7 @@ impl LocalImage<'_> {
         args.extend(["-C".into(), self.tree.as_os_str().to_owned(), ".".into()]);
         import_tree(engine, rt, args, changes, progress)
             .await
-            .map_err(failed)?;
+            .map_err(SourceError::failed)?;
         Ok(())
     }
 }
