@@ -756,6 +756,131 @@ mod tests {
     use super::*;
     use crate::protocol::FRAME_STDOUT;
 
+    fn python_step() -> ValidatedStep {
+        let inputs = crate::step::StepInputs {
+            runtime: Some("python3.11".into()),
+            handler: Some("h".into()),
+            script: Some("def h(e, c): return 1".into()),
+            ..Default::default()
+        };
+        crate::step::validate(&inputs, &crate::runtimes::Catalog::builtin(), 600).unwrap()
+    }
+
+    fn job<'a>(id: &str, limits: JobLimits, cancel: &'a CancellationToken) -> StepJob<'a> {
+        StepJob {
+            execution_id: id.into(),
+            automation_execution_id: None,
+            limits,
+            on_log: None,
+            cancel,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_runner_serves_lowered_limits_cold_and_the_backends_own_from_the_pool() {
+        use crate::sandbox::fake::{Call, FakeBackend, Reply};
+        let fake = FakeBackend::new(SandboxConfig::default());
+        let backend: Arc<dyn Backend> = fake.clone();
+        let pool = WarmPool::with_backend(
+            backend.clone(),
+            crate::pool::PoolConfig {
+                size: 1,
+                idle_timeout_secs: 300,
+                python_preimport: vec![],
+            },
+            &AwsContext::default(),
+            Duration::from_secs(600),
+            None,
+        );
+        let runner = Runner::new(
+            backend,
+            Some(pool.clone()),
+            AwsContext::default(),
+            OutputLimits::default(),
+        );
+        let step = python_step();
+        let cancel = CancellationToken::new();
+        // The runtime's first use runs cold and fills the pool. (With the pool on, the run's
+        // id is a fresh one, not the caller's: the behaviour of the runner before the seam.)
+        let (first, _) = runner
+            .run(&step, job("first", JobLimits::default(), &cancel))
+            .await
+            .unwrap();
+        assert_eq!(first.status, StepStatus::Success);
+        let began = Instant::now();
+        while pool.ready_count() == 0 {
+            assert!(
+                began.elapsed() < Duration::from_secs(10),
+                "the pool never filled"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Lowered limits: a new container under the caller's id, with the timeout capped.
+        let lowered = JobLimits {
+            sandbox: Some(SandboxConfig {
+                memory_bytes: 64 * 1024 * 1024,
+                ..SandboxConfig::default()
+            }),
+            timeout_cap: Some(Duration::from_millis(50)),
+            memory_bytes: Some(64 * 1024 * 1024),
+        };
+        fake.push(Reply::HangUntilCancel);
+        let (capped, _) = runner
+            .run(&step, job("lowered", lowered, &cancel))
+            .await
+            .unwrap();
+        assert_eq!(capped.status, StepStatus::TimedOut);
+        assert_eq!(capped.execution_id, "lowered");
+        assert_eq!(
+            pool.ready_count(),
+            1,
+            "a lowered run took a pooled container"
+        );
+        // The backend's own limits: the pooled container, whose label id the run adopts.
+        let same = JobLimits {
+            sandbox: Some(SandboxConfig::default()),
+            ..JobLimits::default()
+        };
+        let (warm, removal) = runner.run(&step, job("warm", same, &cancel)).await.unwrap();
+        removal.finish().await.unwrap();
+        assert_eq!(warm.status, StepStatus::Success);
+        assert_ne!(warm.execution_id, "warm");
+        let runs: Vec<(String, bool)> = fake
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Run {
+                    execution_id,
+                    prestarted,
+                } => Some((execution_id, prestarted)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(runs[0], (first.execution_id.clone(), false));
+        assert_eq!(runs[1], ("lowered".to_string(), false));
+        assert_eq!(runs[2], (warm.execution_id.clone(), true));
+        pool.shutdown(Duration::from_secs(5)).await;
+        assert!(fake.live().is_empty(), "{:?}", fake.live());
+    }
+
+    #[tokio::test]
+    async fn without_an_engine_every_run_fails_unavailable() {
+        let runner = Runner::new(
+            Arc::new(crate::sandbox::Unavailable::default()),
+            None,
+            AwsContext::default(),
+            OutputLimits::default(),
+        );
+        let cancel = CancellationToken::new();
+        let ran = runner
+            .run(&python_step(), job("x", JobLimits::default(), &cancel))
+            .await;
+        assert!(
+            matches!(ran, Err(ExecuteError::Sandbox(SandboxError::Unavailable))),
+            "{ran:?}"
+        );
+    }
+
     fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
         crate::protocol::encode_frame(kind, body)
     }

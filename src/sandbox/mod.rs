@@ -25,8 +25,10 @@ use crate::result::KillReason;
 mod docker;
 #[doc(hidden)]
 pub mod fake;
+mod unavailable;
 
 pub use docker::{Engine, ImageDetails};
+pub use unavailable::Unavailable;
 
 /// Label carrying the execution id, on every container scriptbox creates.
 pub const LABEL_EXECUTION: &str = "scriptbox.execution";
@@ -134,6 +136,10 @@ pub enum SandboxError {
         /// The client's error.
         source: DockerError,
     },
+    /// There is no container engine (a run of work that needs none, such as `scriptbox run` of
+    /// a runbook without executeScript steps, where Docker is not reachable).
+    #[error("no container engine is available: start dockerd, or set DOCKER_HOST")]
+    Unavailable,
     /// The engine refused or failed, in its own words (an image build or import, or a test
     /// double's scripted failure).
     #[error("{0}")]
