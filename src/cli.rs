@@ -992,10 +992,12 @@ async fn run_runbook(
     };
     let execution = match &engine {
         Some(engine) => {
-            let runner = rb::executor::EngineRunner {
-                engine,
-                settings: &settings,
-            };
+            let runner = crate::execute::Runner::new(
+                std::sync::Arc::new(engine.clone()),
+                None,
+                settings.context.clone(),
+                settings.output.clone(),
+            );
             rb::executor::execute(
                 &doc,
                 params,

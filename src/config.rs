@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::execute::{AwsContext, OutputLimits};
+use crate::context::AwsContext;
+use crate::execute::OutputLimits;
 use crate::pool::PoolConfig;
 use crate::sandbox::SandboxConfig;
 use crate::step::DEFAULT_TIMEOUT_SECS;
@@ -297,6 +298,17 @@ impl EffectiveLimits {
     }
 }
 
+/// A count the configuration holds as `i64` (Docker's type), as `u64`; negative is 0 (the
+/// configuration check refuses those).
+fn non_negative(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// A `u64` as Docker's `i64`, saturated.
+fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 /// A request limit that breaks a rule: the field and the rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {rule}")]
@@ -345,44 +357,48 @@ impl Settings {
             l.default_timeout_seconds,
             "seconds",
         )?;
-        let max_mb = (s.memory_bytes / mib) as u64;
+        let max_mb = non_negative(s.memory_bytes / mib);
         let memory = match req.memory_mb {
             None => l
                 .default_memory_bytes
                 .unwrap_or(s.memory_bytes)
                 .min(s.memory_bytes),
-            Some(_) => {
-                pick("Limits.MemoryMb", req.memory_mb, 6, max_mb, max_mb, "MiB")? as i64 * mib
-            }
+            Some(_) => saturating_i64(pick(
+                "Limits.MemoryMb",
+                req.memory_mb,
+                6,
+                max_mb,
+                max_mb,
+                "MiB",
+            )?)
+            .saturating_mul(mib),
         };
-        let max_milli = (s.nano_cpus / 1_000_000) as u64;
+        let max_milli = non_negative(s.nano_cpus / 1_000_000);
         let nano_cpus = match req.milli_cpus {
             None => l.default_nano_cpus.unwrap_or(s.nano_cpus).min(s.nano_cpus),
-            Some(_) => {
-                pick(
-                    "Limits.MilliCpus",
-                    req.milli_cpus,
-                    10,
-                    max_milli,
-                    max_milli,
-                    "milli-CPUs",
-                )? as i64
-                    * 1_000_000
-            }
+            Some(_) => saturating_i64(pick(
+                "Limits.MilliCpus",
+                req.milli_cpus,
+                10,
+                max_milli,
+                max_milli,
+                "milli-CPUs",
+            )?)
+            .saturating_mul(1_000_000),
         };
         let pids = match req.pids_limit {
             None => l
                 .default_pids_limit
                 .unwrap_or(s.pids_limit)
                 .min(s.pids_limit),
-            Some(_) => pick(
+            Some(_) => saturating_i64(pick(
                 "Limits.PidsLimit",
                 req.pids_limit,
                 8,
-                s.pids_limit as u64,
-                s.pids_limit as u64,
+                non_negative(s.pids_limit),
+                non_negative(s.pids_limit),
                 "processes",
-            )? as i64,
+            )?),
         };
         let output = match req.output_bytes {
             None => l
@@ -551,8 +567,18 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Checks the rules that types alone do not express.
+    /// Checks the rules that types alone do not express, section by section (the first
+    /// broken rule is reported).
     pub fn check(&self) -> Result<(), ConfigError> {
+        self.check_sandbox()?;
+        self.check_limits()?;
+        self.check_server()?;
+        self.check_ssm()?;
+        self.check_server_timeouts()
+    }
+
+    /// `[sandbox]`: positive limits, a non-root numeric user, a known runtime, no host network.
+    fn check_sandbox(&self) -> Result<(), ConfigError> {
         let s = &self.sandbox;
         let positive = [
             ("sandbox.memory_bytes", s.memory_bytes),
@@ -602,6 +628,13 @@ impl Settings {
                 rule: "may be none or a named network, never host or another container's".into(),
             });
         }
+        Ok(())
+    }
+
+    /// `[limits]` (and the pool's idle time-out, bounded like them): durations within a week,
+    /// defaults within the `[sandbox]` maxima.
+    fn check_limits(&self) -> Result<(), ConfigError> {
+        let s = &self.sandbox;
         if self.limits.max_timeout_seconds == 0
             || self.limits.max_timeout_seconds > MAX_DURATION_SECS
         {
@@ -673,6 +706,11 @@ impl Settings {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// `[server]`: concurrency, queue and request bounds; TCP needs a token.
+    fn check_server(&self) -> Result<(), ConfigError> {
         let srv = &self.server;
         if srv.concurrency > MAX_CONCURRENCY {
             return Err(ConfigError::Invalid {
@@ -702,6 +740,13 @@ impl Settings {
                     .into(),
             });
         }
+        Ok(())
+    }
+
+    /// The SSM API's settings: a TCP listener, keys or an explicit anonymous mode, absolute
+    /// attachment roots.
+    fn check_ssm(&self) -> Result<(), ConfigError> {
+        let srv = &self.server;
         if srv.ssm_api && srv.tcp_listen.is_none() {
             return Err(ConfigError::Invalid {
                 key: "server.ssm_api",
@@ -730,6 +775,12 @@ impl Settings {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// The server's time-outs and connection bound.
+    fn check_server_timeouts(&self) -> Result<(), ConfigError> {
+        let srv = &self.server;
         let positive = [
             (
                 "server.ssm_attachment_max_bytes",

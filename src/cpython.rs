@@ -194,10 +194,83 @@ pub fn valid_minor(minor: &str) -> bool {
     )
 }
 
+/// Why a place or a candidate folder holds no usable installation: one entry of the search's
+/// report, so each reads as a short clause after the place or the interpreter.
+#[derive(Debug, thiserror::Error)]
+enum Rejected {
+    /// The place is not a folder.
+    #[error("{} does not exist", .0.display())]
+    NoPlace(PathBuf),
+    /// The folder has no interpreter of the minor version.
+    #[error("{} has no bin/python{minor}", prefix.display())]
+    NoInterpreter {
+        /// The folder.
+        prefix: PathBuf,
+        /// The minor version.
+        minor: String,
+    },
+    /// The folder cannot be resolved.
+    #[error("{}: {source}", path.display())]
+    Unreadable {
+        /// The folder.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The interpreter's probe failed.
+    #[error("{} {why}", interpreter.display())]
+    Probe {
+        /// The interpreter.
+        interpreter: PathBuf,
+        /// What went wrong.
+        why: ProbeError,
+    },
+    /// The interpreter's or libpython's file facts cannot be read.
+    #[error("cannot read {}", .0.display())]
+    NoFingerprint(PathBuf),
+    /// The interpreter runs but is not the installation wanted (not CPython, another version,
+    /// a pre-release, a venv, a missing libpython...).
+    #[error("{} {why}", interpreter.display())]
+    Unfit {
+        /// The interpreter.
+        interpreter: PathBuf,
+        /// How it differs from what is wanted.
+        why: String,
+    },
+}
+
+/// Why running an interpreter's probe gave no facts.
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    /// It could not be started.
+    #[error("does not run ({0})")]
+    Spawn(std::io::Error),
+    /// It did not finish in time (it was killed).
+    #[error("did not answer within {0} s")]
+    Deadline(u64),
+    /// Waiting for it failed.
+    #[error("could not be waited for ({0})")]
+    Wait(std::io::Error),
+    /// Its output could not be read.
+    #[error("could not be read ({0})")]
+    Read(std::io::Error),
+    /// It exited unsuccessfully; the last line of its stderr.
+    #[error("does not run ({status}: {last_line})")]
+    Failed {
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// The last line it wrote to stderr.
+        last_line: String,
+    },
+    /// Its output is not the probe's JSON.
+    #[error("printed no usable facts ({0})")]
+    Facts(serde_json::Error),
+}
+
 /// The candidate prefixes of a place, or why it has none.
-fn candidates(place: &SearchPlace) -> Result<Vec<PathBuf>, String> {
+fn candidates(place: &SearchPlace) -> Result<Vec<PathBuf>, Rejected> {
     if !place.root.is_dir() {
-        return Err(format!("{} does not exist", place.root.display()));
+        return Err(Rejected::NoPlace(place.root.clone()));
     }
     let list = |dir: &Path, filter: &dyn Fn(&str) -> bool| -> Vec<PathBuf> {
         let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -243,7 +316,7 @@ struct Probe {
 }
 
 /// Runs the interpreter's probe under a deadline (a blocking call: run it off the async workers).
-fn probe(interpreter: &Path) -> Result<Probe, String> {
+fn probe(interpreter: &Path) -> Result<Probe, ProbeError> {
     let mut child = std::process::Command::new(interpreter)
         // -I: no user site, no PYTHON* variables; -S: no site module. Only the interpreter itself.
         .args(["-I", "-S", "-c", PROBE_CODE])
@@ -253,7 +326,7 @@ fn probe(interpreter: &Path) -> Result<Probe, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("does not run ({e})"))?;
+        .map_err(ProbeError::Spawn)?;
     let deadline = std::time::Instant::now() + PROBE_LIMIT;
     loop {
         match child.try_wait() {
@@ -264,25 +337,27 @@ fn probe(interpreter: &Path) -> Result<Probe, String> {
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("did not answer within {} s", PROBE_LIMIT.as_secs()));
+                return Err(ProbeError::Deadline(PROBE_LIMIT.as_secs()));
             }
-            Err(e) => return Err(format!("could not be waited for ({e})")),
+            Err(e) => return Err(ProbeError::Wait(e)),
         }
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("could not be read ({e})"))?;
+    let out = child.wait_with_output().map_err(ProbeError::Read)?;
     if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr[..out.stderr.len().min(PROBE_OUTPUT_CAP)])
-            .trim()
-            .lines()
-            .last()
-            .unwrap_or("")
-            .to_string();
-        return Err(format!("does not run ({}: {err})", out.status));
+        let last_line =
+            String::from_utf8_lossy(&out.stderr[..out.stderr.len().min(PROBE_OUTPUT_CAP)])
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("")
+                .to_string();
+        return Err(ProbeError::Failed {
+            status: out.status,
+            last_line,
+        });
     }
     let text = &out.stdout[..out.stdout.len().min(PROBE_OUTPUT_CAP)];
-    serde_json::from_slice(text).map_err(|e| format!("printed no usable facts ({e})"))
+    serde_json::from_slice(text).map_err(ProbeError::Facts)
 }
 
 /// A cheap identity of an installation's files: the interpreter's and libpython's size and
@@ -322,21 +397,30 @@ pub fn fingerprint(prefix: &Path, minor: &str) -> Option<String> {
 }
 
 /// Checks one candidate prefix for `minor`.
-fn check_candidate(prefix: &Path, minor: &str, source: &str) -> Result<Installation, String> {
+fn check_candidate(prefix: &Path, minor: &str, source: &str) -> Result<Installation, Rejected> {
     let interpreter = prefix.join("bin").join(format!("python{minor}"));
     if !interpreter.is_file() {
-        return Err(format!("{} has no bin/python{minor}", prefix.display()));
+        return Err(Rejected::NoInterpreter {
+            prefix: prefix.to_path_buf(),
+            minor: minor.to_string(),
+        });
     }
     let canonical = prefix
         .canonicalize()
-        .map_err(|e| format!("{}: {e}", prefix.display()))?;
-    let facts = probe(&interpreter).map_err(|e| format!("{} {e}", interpreter.display()))?;
+        .map_err(|source| Rejected::Unreadable {
+            path: prefix.to_path_buf(),
+            source,
+        })?;
+    let facts = probe(&interpreter).map_err(|why| Rejected::Probe {
+        interpreter: interpreter.clone(),
+        why,
+    })?;
+    let unfit = |why: String| Rejected::Unfit {
+        interpreter: interpreter.clone(),
+        why,
+    };
     if facts.implementation != "cpython" {
-        return Err(format!(
-            "{} is {}, not CPython",
-            interpreter.display(),
-            facts.implementation
-        ));
+        return Err(unfit(format!("is {}, not CPython", facts.implementation)));
     }
     let reported = facts
         .version
@@ -352,17 +436,13 @@ fn check_candidate(prefix: &Path, minor: &str, source: &str) -> Result<Installat
         .collect::<Vec<_>>()
         .join(".");
     if reported_minor != minor || facts.version.len() != 3 {
-        return Err(format!(
-            "{} reports CPython {reported}, not {minor}",
-            interpreter.display()
-        ));
+        return Err(unfit(format!("reports CPython {reported}, not {minor}")));
     }
     if facts.releaselevel != "final" {
-        return Err(format!(
-            "{} is a pre-release ({reported} {})",
-            interpreter.display(),
+        return Err(unfit(format!(
+            "is a pre-release ({reported} {})",
             facts.releaselevel
-        ));
+        )));
     }
     // A venv, or a /usr/local/bin/python3.X that is a link to another installation, is not the
     // installation itself: copying this folder would not copy the interpreter's library.
@@ -370,11 +450,10 @@ fn check_candidate(prefix: &Path, minor: &str, source: &str) -> Result<Installat
         .canonicalize()
         .unwrap_or_else(|_| PathBuf::from(&facts.prefix));
     if real_prefix != canonical {
-        return Err(format!(
-            "{} belongs to the installation at {}, not this folder",
-            interpreter.display(),
+        return Err(unfit(format!(
+            "belongs to the installation at {}, not this folder",
             facts.prefix
-        ));
+        )));
     }
     let shared = match &facts.shared {
         Some(serde_json::Value::Number(n)) => n.as_u64() == Some(1),
@@ -385,20 +464,19 @@ fn check_candidate(prefix: &Path, minor: &str, source: &str) -> Result<Installat
         let name = facts
             .instsoname
             .filter(|n| !n.is_empty() && !n.contains('/'))
-            .ok_or_else(|| format!("{} is shared but names no libpython", interpreter.display()))?;
+            .ok_or_else(|| unfit("is shared but names no libpython".into()))?;
         if !canonical.join("lib").join(&name).exists() {
-            return Err(format!(
-                "{} is shared but {} is missing",
-                interpreter.display(),
+            return Err(unfit(format!(
+                "is shared but {} is missing",
                 canonical.join("lib").join(&name).display()
-            ));
+            )));
         }
         Some(name)
     } else {
         None
     };
     let fingerprint = fingerprint(&canonical, minor)
-        .ok_or_else(|| format!("cannot read {}", interpreter.display()))?;
+        .ok_or_else(|| Rejected::NoFingerprint(interpreter.clone()))?;
     Ok(Installation {
         source: source.to_string(),
         prefix: canonical,
@@ -429,7 +507,7 @@ pub fn find(minor: &str, places: &[SearchPlace]) -> Result<Installation, NotFoun
         let list = match candidates(place) {
             Ok(list) => list,
             Err(why) => {
-                tried.push((where_, why));
+                tried.push((where_, why.to_string()));
                 continue;
             }
         };
@@ -445,7 +523,7 @@ pub fn find(minor: &str, places: &[SearchPlace]) -> Result<Installation, NotFoun
             }
             match check_candidate(prefix, minor, &place.label) {
                 Ok(inst) => found.push(inst),
-                Err(why) => problems.push(why),
+                Err(why) => problems.push(why.to_string()),
             }
         }
         if found.len() == before {

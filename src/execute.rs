@@ -2,13 +2,15 @@
 //!
 //! Data flows one way: validated step → request bytes → container → frames and log → result.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::context::{AwsContext, container_env, context_dict};
 use crate::pool::WarmPool;
 use crate::protocol::{
     BootstrapLimits, BootstrapResult, FrameDecoder, FrameEvent, PROTOCOL_VERSION, RequestHeader,
@@ -20,31 +22,10 @@ use crate::result::{
     payload_too_large_message, signal_of_exit_code,
 };
 use crate::sandbox::{
-    ContainerJob, Engine, Flow, OutputObserver, OutputStream, Removal, SandboxError,
+    Backend, ContainerJob, ContainerOutcome, Engine, Flow, OutputObserver, OutputStream,
+    PrestartedContainer, Removal, SandboxConfig, SandboxError,
 };
 use crate::step::ValidatedStep;
-
-/// Values of the context dict and the AWS environment of a container.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AwsContext {
-    /// `global:ACCOUNT_ID`.
-    pub account_id: String,
-    /// `global:REGION`, and `AWS_REGION` / `AWS_DEFAULT_REGION` in the container.
-    pub region: String,
-    /// `global:AWS_PARTITION`.
-    pub partition: String,
-}
-
-impl Default for AwsContext {
-    fn default() -> Self {
-        Self {
-            account_id: "123456789012".into(),
-            region: "us-east-1".into(),
-            partition: "aws".into(),
-        }
-    }
-}
 
 /// Limits of what the executor keeps of a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,28 +69,6 @@ pub struct ExecuteOptions<'a> {
     pub on_log: Option<&'a mut (dyn FnMut(&LogLine) + Send)>,
     /// `automation:EXECUTION_ID` when the step is part of a runbook execution.
     pub automation_execution_id: Option<String>,
-}
-
-/// Builds the context dict a handler receives.
-pub fn context_dict(
-    ctx: &AwsContext,
-    execution_id: &str,
-    now: DateTime<Utc>,
-) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("automation:EXECUTION_ID".into(), execution_id.into());
-    m.insert("global:ACCOUNT_ID".into(), ctx.account_id.clone().into());
-    m.insert("global:REGION".into(), ctx.region.clone().into());
-    m.insert("global:AWS_PARTITION".into(), ctx.partition.clone().into());
-    m.insert(
-        "global:DATE".into(),
-        now.format("%Y-%m-%d").to_string().into(),
-    );
-    m.insert(
-        "global:DATE_TIME".into(),
-        now.format("%Y-%m-%d_%H.%M.%S").to_string().into(),
-    );
-    m
 }
 
 /// Collects the container's output: frames, the log with its caps, and live delivery.
@@ -296,27 +255,162 @@ pub enum ExecuteError {
     Sandbox(#[from] SandboxError),
 }
 
-/// Runs a validated step in a fresh container.
+/// The limits of one execution where they differ from the backend's (a daemon request's).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobLimits {
+    /// The execution's sandbox settings; the warm pool serves only executions without them
+    /// (or with exactly the backend's).
+    pub sandbox: Option<SandboxConfig>,
+    /// A ceiling on the step's own timeout.
+    pub timeout_cap: Option<Duration>,
+    /// A lower memory limit than the sandbox's, for a container started for this execution.
+    pub memory_bytes: Option<i64>,
+}
+
+/// What one run of a step needs besides the step.
+pub struct StepJob<'a> {
+    /// The execution id (the container's `scriptbox.execution` label, unless a pooled
+    /// container's own label is adopted).
+    pub execution_id: String,
+    /// `automation:EXECUTION_ID` for a runbook's step; the execution id otherwise.
+    pub automation_execution_id: Option<String>,
+    /// The execution's limits.
+    pub limits: JobLimits,
+    /// Called with each log line as soon as it is complete.
+    pub on_log: Option<&'a mut (dyn FnMut(&LogLine) + Send)>,
+    /// Kills the container.
+    pub cancel: &'a CancellationToken,
+}
+
+/// The one runner: runs a validated step in a fresh container of its backend, one from the
+/// warm pool when the execution's limits are the pool's, else a new one. The daemon, the CLI
+/// (`invoke`, `run`) and the runbook executor (through [`crate::runbook::runner`]) all use it.
+#[derive(Clone)]
+pub struct Runner {
+    backend: Arc<dyn Backend>,
+    pool: Option<WarmPool>,
+    context: Arc<AwsContext>,
+    output: Arc<OutputLimits>,
+    /// The limits the runbook port ([`crate::runbook::executor::StepRunner`]) runs steps with.
+    runbook_limits: JobLimits,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("backend", &self.backend)
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runner {
+    /// A runner on `backend`, taking pre-started containers from `pool` when it may.
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        pool: Option<WarmPool>,
+        context: AwsContext,
+        output: OutputLimits,
+    ) -> Self {
+        Runner {
+            backend,
+            pool,
+            context: Arc::new(context),
+            output: Arc::new(output),
+            runbook_limits: JobLimits::default(),
+        }
+    }
+
+    /// The backend it runs containers on.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The warm pool, when on.
+    pub fn pool(&self) -> Option<&WarmPool> {
+        self.pool.as_ref()
+    }
+
+    /// The same runner whose runbook steps run with `limits` (one daemon execution's).
+    pub fn with_runbook_limits(&self, limits: JobLimits) -> Runner {
+        Runner {
+            runbook_limits: limits,
+            ..self.clone()
+        }
+    }
+
+    /// The limits the runbook port runs steps with.
+    pub fn runbook_limits(&self) -> &JobLimits {
+        &self.runbook_limits
+    }
+
+    /// Runs the step. The result may come back before the container is gone (a warm run);
+    /// the [`Removal`] completes when it is.
+    pub async fn run<'a>(
+        &'a self,
+        step: &'a ValidatedStep,
+        job: StepJob<'a>,
+    ) -> Result<(StepResult, Removal), ExecuteError> {
+        let StepJob {
+            execution_id,
+            automation_execution_id,
+            limits,
+            on_log,
+            cancel,
+        } = job;
+        // Pooled containers were made with the backend's sandbox: only an execution with
+        // exactly those limits may take one.
+        let own_sandbox = limits
+            .sandbox
+            .filter(|sandbox| sandbox != self.backend.config());
+        let pool = self.pool.as_ref().filter(|_| own_sandbox.is_none());
+        let lowered;
+        let backend: &dyn Backend = match own_sandbox {
+            Some(sandbox) => {
+                lowered = self.backend.with_sandbox(sandbox);
+                lowered.as_ref()
+            }
+            None => self.backend.as_ref(),
+        };
+        let capped;
+        let step = match limits.timeout_cap {
+            Some(cap) if cap < step.timeout => {
+                let mut lower = step.clone();
+                lower.timeout = cap;
+                capped = lower;
+                &capped
+            }
+            _ => step,
+        };
+        let options = ExecuteOptions {
+            // A pooled container carries its own execution id label, which the step adopts.
+            execution_id: pool.is_none().then(|| execution_id.clone()),
+            memory_bytes: if pool.is_none() {
+                limits.memory_bytes
+            } else {
+                None
+            },
+            context: &self.context,
+            limits: &self.output,
+            on_log,
+            // The handler's automation:EXECUTION_ID is the caller's execution id either way.
+            automation_execution_id: automation_execution_id
+                .or_else(|| pool.map(|_| execution_id.clone())),
+        };
+        run_step(backend, pool, step, options, cancel).await
+    }
+}
+
+/// Runs a validated step in a fresh container of `engine` (no pool) and waits for its removal.
 pub async fn execute_step(
     engine: &Engine,
     step: &ValidatedStep,
     options: ExecuteOptions<'_>,
     cancel: &CancellationToken,
 ) -> Result<StepResult, ExecuteError> {
-    let (result, removal) = execute_step_pooled(engine, None, step, options, cancel).await?;
+    let (result, removal) = run_step(engine, None, step, options, cancel).await?;
     removal.finish().await?;
     Ok(result)
-}
-
-/// The environment of every sandbox: an allowlist, never scriptbox's own environment.
-pub fn container_env(context: &AwsContext) -> Vec<String> {
-    let region = &context.region;
-    vec![
-        "HOME=/tmp".into(),
-        "LANG=C.UTF-8".into(),
-        format!("AWS_REGION={region}"),
-        format!("AWS_DEFAULT_REGION={region}"),
-    ]
 }
 
 /// Runs a validated step, in a pre-started container of `pool` when one fits (same image and
@@ -330,21 +424,19 @@ pub async fn execute_step_pooled(
     options: ExecuteOptions<'_>,
     cancel: &CancellationToken,
 ) -> Result<(StepResult, Removal), ExecuteError> {
-    let began = Instant::now();
-    // A pooled container already carries its execution id label: the execution adopts it.
-    let prestarted = match (pool, &options.execution_id, options.memory_bytes) {
-        (Some(pool), None, None) => pool.take(step),
-        _ => None,
-    };
-    let execution_id = prestarted
-        .as_ref()
-        .map(|c| c.execution_id.clone())
-        .or(options.execution_id)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    run_step(engine, pool, step, options, cancel).await
+}
+
+/// The request bytes and the container job of one execution.
+fn container_job(
+    step: &ValidatedStep,
+    execution_id: &str,
+    automation_id: &str,
+    context: &AwsContext,
+    limits: &OutputLimits,
+    memory_bytes: Option<i64>,
+) -> Result<ContainerJob, ExecuteError> {
     let now = Utc::now();
-    let automation_id = options
-        .automation_execution_id
-        .unwrap_or_else(|| execution_id.clone());
     let task_dir = format!(
         "/tmp/{}-{}",
         uuid::Uuid::new_v4(),
@@ -356,200 +448,307 @@ pub async fn execute_step_pooled(
         language: step.language.as_str(),
         entry: step.entry.clone(),
         payload: step.payload.clone(),
-        context: context_dict(options.context, &automation_id, now),
+        context: context_dict(context, automation_id, now),
         zips: step.zips.clone(),
         limits: BootstrapLimits {
-            unzip_bytes: options.limits.unzip_bytes,
-            unzip_entries: options.limits.unzip_entries,
+            unzip_bytes: limits.unzip_bytes,
+            unzip_entries: limits.unzip_entries,
             payload_items: crate::result::MAX_PAYLOAD_ITEMS,
         },
         archive_bytes: 0,
     };
     let stdin = encode_request(header, &step.files)?;
-    let job = ContainerJob {
-        execution_id: execution_id.clone(),
+    Ok(ContainerJob {
+        execution_id: execution_id.to_string(),
         image: step.image.clone(),
         runtime: step.runtime.clone(),
         command: step.command.clone(),
-        env: container_env(options.context),
+        env: container_env(context),
         stdin,
         timeout: step.timeout,
-        memory_bytes: options.memory_bytes,
-    };
-    let mut observer = StepObserver::new(options.limits, options.on_log);
-    // Only the Python bootstrap frames the handler's stderr; PowerShell's is the raw stream.
-    observer.raw_stderr_log = step.language != crate::runtimes::Language::Python;
+        memory_bytes,
+    })
+}
+
+/// Runs the job in `prestarted` or a new container. A pooled container that died while waiting
+/// never reads the request and writes nothing (the bootstrap always writes a result): the job
+/// then runs in a new container instead.
+async fn run_container(
+    backend: &dyn Backend,
+    prestarted: Option<PrestartedContainer>,
+    step: &ValidatedStep,
+    job: ContainerJob,
+    observer: &mut StepObserver<'_>,
+    cancel: &CancellationToken,
+) -> Result<(ContainerOutcome, Removal), SandboxError> {
     let pooled = prestarted.is_some();
     // Returning at the result frame is safe only where the handler's stderr is framed on the same
     // ordered stream (the Python bootstrap); PowerShell's stderr is raw, so its late lines could
     // arrive after the result: a pooled PowerShell run waits for the exit as a cold one does.
     let defer = pooled && step.language == crate::runtimes::Language::Python;
-    let mut ran = engine
-        .run_with(prestarted, job.clone(), &mut observer, cancel, defer)
+    if !pooled {
+        return backend.run(None, job, observer, cancel, false).await;
+    }
+    let ran = backend
+        .run(prestarted, job.clone(), observer, cancel, defer)
         .await;
-    // A pooled container that died while waiting never reads the request and writes nothing
-    // (the bootstrap always writes a result): run the execution in a new container instead.
     let stale = match &ran {
         Ok((o, _)) => o.output_bytes == 0 && o.kill_reason.is_none(),
         Err(_) => true,
     };
-    if pooled && stale && !cancel.is_cancelled() {
+    if stale && !cancel.is_cancelled() {
         tracing::warn!(
             "a pooled container for {} was not usable; running cold",
             step.runtime
         );
-        ran = engine
-            .run_with(None, job, &mut observer, cancel, false)
-            .await;
+        return backend.run(None, job, observer, cancel, false).await;
     }
-    let (outcome, removal) = ran?;
-    observer.flush_partials();
+    ran
+}
 
-    let mut result = StepResult {
+/// Milliseconds since `began`, saturated.
+fn millis_since(began: Instant) -> u64 {
+    u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The core of every run: request, container, result.
+async fn run_step(
+    backend: &dyn Backend,
+    pool: Option<&WarmPool>,
+    step: &ValidatedStep,
+    options: ExecuteOptions<'_>,
+    cancel: &CancellationToken,
+) -> Result<(StepResult, Removal), ExecuteError> {
+    let began = Instant::now();
+    let ExecuteOptions {
         execution_id,
-        runtime: step.runtime.clone(),
-        status: StepStatus::Failed,
-        payload: Value::Null,
-        failure_message: None,
-        error: None,
-        log: Vec::new(),
-        log_truncated: observer.truncated,
-        kill_reason: outcome.kill_reason,
-        exit_code: outcome.exit_code,
-        container_id: Some(outcome.container_id.clone()),
-        duration_ms: began.elapsed().as_millis() as u64,
+        memory_bytes,
+        context,
+        limits,
+        on_log,
+        automation_execution_id,
+    } = options;
+    // A pooled container already carries its execution id label: the execution adopts it.
+    let prestarted = match (pool, &execution_id, memory_bytes) {
+        (Some(pool), None, None) => pool.take(step),
+        _ => None,
     };
-    let fail = |result: &mut StepResult, status: StepStatus, kind: &str, message: String| {
-        result.status = status;
-        result.failure_message = Some(if status == StepStatus::TimedOut {
-            format!("{TIMEOUT_MESSAGE} {message}")
-        } else {
-            aws_plain_failure(kind, &message)
-        });
-        result.error = Some(ErrorDetail {
-            error_type: kind.into(),
-            message,
-            stack_trace: vec![],
-        });
+    let execution_id = prestarted
+        .as_ref()
+        .map(|c| c.execution_id.clone())
+        .or(execution_id)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let automation_id = automation_execution_id.unwrap_or_else(|| execution_id.clone());
+    let job = container_job(
+        step,
+        &execution_id,
+        &automation_id,
+        context,
+        limits,
+        memory_bytes,
+    )?;
+    let mut observer = StepObserver::new(limits, on_log);
+    // Only the Python bootstrap frames the handler's stderr; PowerShell's is the raw stream.
+    observer.raw_stderr_log = step.language != crate::runtimes::Language::Python;
+    let (outcome, removal) =
+        run_container(backend, prestarted, step, job, &mut observer, cancel).await?;
+    observer.flush_partials();
+    let config = backend.config();
+    let verdict = Verdict {
+        step,
+        limits,
+        memory_limit: memory_bytes
+            .map(|m| m.min(config.memory_bytes))
+            .unwrap_or(config.memory_bytes),
+        output_limit_bytes: config.output_limit_bytes,
     };
-    let memory_mib = options
-        .memory_bytes
-        .map(|m| m.min(engine.config().memory_bytes))
-        .unwrap_or(engine.config().memory_bytes)
-        / (1024 * 1024);
-    // A result too large to read was the reason for an output-limit kill: report the payload.
-    let kill_reason = match (outcome.kill_reason, observer.result_too_large) {
-        (Some(KillReason::OutputLimit), Some(_)) => None,
-        (reason, _) => reason,
-    };
-    result.kill_reason = kill_reason;
-    match kill_reason {
-        Some(KillReason::Cancelled) => fail(
-            &mut result,
-            StepStatus::Cancelled,
-            "Cancelled",
-            "The execution was cancelled; its container was killed.".into(),
-        ),
-        Some(KillReason::Timeout) => fail(
-            &mut result,
-            StepStatus::TimedOut,
-            "Timeout",
-            format!(
-                "The step's timeout of {} seconds passed; its container was killed.",
-                step.timeout.as_secs()
-            ),
-        ),
-        Some(KillReason::OutputLimit) => fail(
-            &mut result,
-            StepStatus::Failed,
-            "OutputLimitExceeded",
-            format!(
-                "The script wrote more output than allowed ({} bytes per stream, {} bytes in all); its container was killed and the log truncated.",
-                options.limits.log_bytes_per_stream,
-                engine.config().output_limit_bytes
-            ),
-        ),
-        Some(KillReason::OutOfMemory) => fail(
-            &mut result,
-            StepStatus::Failed,
-            "OutOfMemory",
-            format!("The script ran out of memory (limit {memory_mib} MiB); the kernel killed it."),
-        ),
-        Some(KillReason::External) => fail(
-            &mut result,
-            StepStatus::Failed,
-            "KilledExternally",
-            format!(
-                "The container was killed from outside scriptbox ({}), not by its timeout, its limits or a cancellation: someone stopped it through Docker (docker kill, docker stop, docker rm -f) before the script returned a result.",
-                exit_description(outcome.exit_code)
-            ),
-        ),
-        None => match (observer.result.take(), observer.result_too_large) {
-            (_, Some(size)) => fail(
-                &mut result,
-                StepStatus::Failed,
-                "PayloadTooLarge",
-                payload_too_large_message(size as usize, false),
-            ),
-            (Some(body), None) => match parse_result(&body) {
-                Ok(BootstrapResult::Returned {
-                    payload,
-                    original_items,
-                }) => match apply_payload_rules(payload, original_items) {
-                    PayloadVerdict::Keep(payload, note) => {
-                        result.status = StepStatus::Success;
-                        result.payload = payload;
-                        if let Some(note) = note {
-                            observer.log.push(LogLine {
-                                stream: LogStream::Scriptbox,
-                                text: note,
-                            });
-                        }
-                    }
-                    PayloadVerdict::TooLarge(size) => fail(
-                        &mut result,
-                        StepStatus::Failed,
-                        "PayloadTooLarge",
-                        payload_too_large_message(size, true),
-                    ),
-                },
-                Ok(BootstrapResult::Raised(error)) => {
-                    result.failure_message = Some(aws_failure_message(&error));
-                    result.error = Some(error_detail(&error));
-                }
-                Err(why) => fail(
+    let mut result = verdict.result(execution_id, &outcome, observer);
+    result.duration_ms = millis_since(began);
+    Ok((result, removal))
+}
+
+/// What judging a run's outcome needs besides the outcome.
+struct Verdict<'a> {
+    step: &'a ValidatedStep,
+    limits: &'a OutputLimits,
+    memory_limit: i64,
+    output_limit_bytes: u64,
+}
+
+impl Verdict<'_> {
+    /// The step's result from the container's outcome and what the observer collected.
+    fn result(
+        &self,
+        execution_id: String,
+        outcome: &ContainerOutcome,
+        mut observer: StepObserver<'_>,
+    ) -> StepResult {
+        let mut result = StepResult {
+            execution_id,
+            runtime: self.step.runtime.clone(),
+            status: StepStatus::Failed,
+            payload: Value::Null,
+            failure_message: None,
+            error: None,
+            log: Vec::new(),
+            log_truncated: observer.truncated,
+            kill_reason: outcome.kill_reason,
+            exit_code: outcome.exit_code,
+            container_id: Some(outcome.container_id.clone()),
+            duration_ms: 0,
+        };
+        // A result too large to read was the reason for an output-limit kill: report the payload.
+        let kill_reason = match (outcome.kill_reason, observer.result_too_large) {
+            (Some(KillReason::OutputLimit), Some(_)) => None,
+            (reason, _) => reason,
+        };
+        result.kill_reason = kill_reason;
+        match kill_reason {
+            Some(reason) => {
+                let (status, kind, message) = self.killed(reason, outcome.exit_code);
+                fail(&mut result, status, kind, message);
+            }
+            None => match (observer.result.take(), observer.result_too_large) {
+                (_, Some(size)) => fail(
                     &mut result,
                     StepStatus::Failed,
-                    "ProtocolError",
-                    format!("The sandbox's result could not be read: {why}"),
+                    "PayloadTooLarge",
+                    payload_too_large_message(usize::try_from(size).unwrap_or(usize::MAX), false),
                 ),
+                (Some(body), None) => returned(&mut result, &body, &mut observer.log),
+                (None, None) => {
+                    let why = exited_without_result(outcome, observer.unframed);
+                    fail(&mut result, StepStatus::Failed, "ScriptExited", why);
+                }
             },
-            (None, None) => {
-                let code = outcome
-                    .exit_code
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "unknown".into());
-                let mut why = match outcome.exit_code.and_then(signal_of_exit_code) {
-                    Some((signal, name)) => format!(
-                        "The script's process ended (exit code {code}: killed by signal {signal}, {name}) without returning a result."
-                    ),
-                    None => format!(
-                        "The script's process ended (exit code {code}) without returning a result."
-                    ),
-                };
-                if outcome.stdin_incomplete {
-                    why.push_str(" It did not read its whole request.");
-                }
-                if observer.unframed {
-                    why.push_str(" Its bootstrap wrote unexpected output; is the image built for this version of scriptbox?");
-                }
-                fail(&mut result, StepStatus::Failed, "ScriptExited", why);
-            }
-        },
+        }
+        result.log = observer.log;
+        result
     }
-    result.log = observer.log;
-    result.duration_ms = began.elapsed().as_millis() as u64;
-    Ok((result, removal))
+
+    /// The status, error type and message of a container scriptbox (or someone) killed.
+    fn killed(
+        &self,
+        reason: KillReason,
+        exit_code: Option<i64>,
+    ) -> (StepStatus, &'static str, String) {
+        match reason {
+            KillReason::Cancelled => (
+                StepStatus::Cancelled,
+                "Cancelled",
+                "The execution was cancelled; its container was killed.".into(),
+            ),
+            KillReason::Timeout => (
+                StepStatus::TimedOut,
+                "Timeout",
+                format!(
+                    "The step's timeout of {} seconds passed; its container was killed.",
+                    self.step.timeout.as_secs()
+                ),
+            ),
+            KillReason::OutputLimit => (
+                StepStatus::Failed,
+                "OutputLimitExceeded",
+                format!(
+                    "The script wrote more output than allowed ({} bytes per stream, {} bytes in all); its container was killed and the log truncated.",
+                    self.limits.log_bytes_per_stream, self.output_limit_bytes
+                ),
+            ),
+            KillReason::OutOfMemory => (
+                StepStatus::Failed,
+                "OutOfMemory",
+                format!(
+                    "The script ran out of memory (limit {} MiB); the kernel killed it.",
+                    self.memory_limit / (1024 * 1024)
+                ),
+            ),
+            KillReason::External => (
+                StepStatus::Failed,
+                "KilledExternally",
+                format!(
+                    "The container was killed from outside scriptbox ({}), not by its timeout, its limits or a cancellation: someone stopped it through Docker (docker kill, docker stop, docker rm -f) before the script returned a result.",
+                    exit_description(exit_code)
+                ),
+            ),
+        }
+    }
+}
+
+/// Marks the result failed with an error of `kind`.
+fn fail(result: &mut StepResult, status: StepStatus, kind: &str, message: String) {
+    result.status = status;
+    result.failure_message = Some(if status == StepStatus::TimedOut {
+        format!("{TIMEOUT_MESSAGE} {message}")
+    } else {
+        aws_plain_failure(kind, &message)
+    });
+    result.error = Some(ErrorDetail {
+        error_type: kind.into(),
+        message,
+        stack_trace: vec![],
+    });
+}
+
+/// Reads the `R` frame: the handler returned (within the payload rules) or raised.
+fn returned(result: &mut StepResult, body: &[u8], log: &mut Vec<LogLine>) {
+    match parse_result(body) {
+        Ok(BootstrapResult::Returned {
+            payload,
+            original_items,
+        }) => match apply_payload_rules(payload, original_items) {
+            PayloadVerdict::Keep(payload, note) => {
+                result.status = StepStatus::Success;
+                result.payload = payload;
+                if let Some(note) = note {
+                    log.push(LogLine {
+                        stream: LogStream::Scriptbox,
+                        text: note,
+                    });
+                }
+            }
+            PayloadVerdict::TooLarge(size) => fail(
+                result,
+                StepStatus::Failed,
+                "PayloadTooLarge",
+                payload_too_large_message(size, true),
+            ),
+        },
+        Ok(BootstrapResult::Raised(error)) => {
+            result.failure_message = Some(aws_failure_message(&error));
+            result.error = Some(error_detail(&error));
+        }
+        Err(why) => fail(
+            result,
+            StepStatus::Failed,
+            "ProtocolError",
+            format!("The sandbox's result could not be read: {why}"),
+        ),
+    }
+}
+
+/// Why a process that ended without a result failed, in the user's terms.
+fn exited_without_result(outcome: &ContainerOutcome, unframed: bool) -> String {
+    let code = outcome
+        .exit_code
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let mut why = match outcome.exit_code.and_then(signal_of_exit_code) {
+        Some((signal, name)) => format!(
+            "The script's process ended (exit code {code}: killed by signal {signal}, {name}) without returning a result."
+        ),
+        None => {
+            format!("The script's process ended (exit code {code}) without returning a result.")
+        }
+    };
+    if outcome.stdin_incomplete {
+        why.push_str(" It did not read its whole request.");
+    }
+    if unframed {
+        why.push_str(
+            " Its bootstrap wrote unexpected output; is the image built for this version of scriptbox?",
+        );
+    }
+    why
 }
 
 #[cfg(test)]
@@ -557,25 +756,133 @@ mod tests {
     use super::*;
     use crate::protocol::FRAME_STDOUT;
 
-    fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![kind];
-        v.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
+    fn python_step() -> ValidatedStep {
+        let inputs = crate::step::StepInputs {
+            runtime: Some("python3.11".into()),
+            handler: Some("h".into()),
+            script: Some("def h(e, c): return 1".into()),
+            ..Default::default()
+        };
+        crate::step::validate(&inputs, &crate::runtimes::Catalog::builtin(), 600).unwrap()
     }
 
-    #[test]
-    fn context_has_the_documented_keys_and_formats() {
-        let now = DateTime::parse_from_rfc3339("2026-11-27T12:30:05Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let m = context_dict(&AwsContext::default(), "exec-1", now);
-        assert_eq!(m["automation:EXECUTION_ID"], "exec-1");
-        assert_eq!(m["global:ACCOUNT_ID"], "123456789012");
-        assert_eq!(m["global:REGION"], "us-east-1");
-        assert_eq!(m["global:AWS_PARTITION"], "aws");
-        assert_eq!(m["global:DATE"], "2026-11-27");
-        assert_eq!(m["global:DATE_TIME"], "2026-11-27_12.30.05");
+    fn job<'a>(id: &str, limits: JobLimits, cancel: &'a CancellationToken) -> StepJob<'a> {
+        StepJob {
+            execution_id: id.into(),
+            automation_execution_id: None,
+            limits,
+            on_log: None,
+            cancel,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_runner_serves_lowered_limits_cold_and_the_backends_own_from_the_pool() {
+        use crate::sandbox::fake::{Call, FakeBackend, Reply};
+        let fake = FakeBackend::new(SandboxConfig::default());
+        let backend: Arc<dyn Backend> = fake.clone();
+        let pool = WarmPool::with_backend(
+            backend.clone(),
+            crate::pool::PoolConfig {
+                size: 1,
+                idle_timeout_secs: 300,
+                python_preimport: vec![],
+            },
+            &AwsContext::default(),
+            Duration::from_secs(600),
+            None,
+        );
+        let runner = Runner::new(
+            backend,
+            Some(pool.clone()),
+            AwsContext::default(),
+            OutputLimits::default(),
+        );
+        let step = python_step();
+        let cancel = CancellationToken::new();
+        // The runtime's first use runs cold and fills the pool. (With the pool on, the run's
+        // id is a fresh one, not the caller's: the behaviour of the runner before the seam.)
+        let (first, _) = runner
+            .run(&step, job("first", JobLimits::default(), &cancel))
+            .await
+            .unwrap();
+        assert_eq!(first.status, StepStatus::Success);
+        let began = Instant::now();
+        while pool.ready_count() == 0 {
+            assert!(
+                began.elapsed() < Duration::from_secs(10),
+                "the pool never filled"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Lowered limits: a new container under the caller's id, with the timeout capped.
+        let lowered = JobLimits {
+            sandbox: Some(SandboxConfig {
+                memory_bytes: 64 * 1024 * 1024,
+                ..SandboxConfig::default()
+            }),
+            timeout_cap: Some(Duration::from_millis(50)),
+            memory_bytes: Some(64 * 1024 * 1024),
+        };
+        fake.push(Reply::HangUntilCancel);
+        let (capped, _) = runner
+            .run(&step, job("lowered", lowered, &cancel))
+            .await
+            .unwrap();
+        assert_eq!(capped.status, StepStatus::TimedOut);
+        assert_eq!(capped.execution_id, "lowered");
+        assert_eq!(
+            pool.ready_count(),
+            1,
+            "a lowered run took a pooled container"
+        );
+        // The backend's own limits: the pooled container, whose label id the run adopts.
+        let same = JobLimits {
+            sandbox: Some(SandboxConfig::default()),
+            ..JobLimits::default()
+        };
+        let (warm, removal) = runner.run(&step, job("warm", same, &cancel)).await.unwrap();
+        removal.finish().await.unwrap();
+        assert_eq!(warm.status, StepStatus::Success);
+        assert_ne!(warm.execution_id, "warm");
+        let runs: Vec<(String, bool)> = fake
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Run {
+                    execution_id,
+                    prestarted,
+                } => Some((execution_id, prestarted)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(runs[0], (first.execution_id.clone(), false));
+        assert_eq!(runs[1], ("lowered".to_string(), false));
+        assert_eq!(runs[2], (warm.execution_id.clone(), true));
+        pool.shutdown(Duration::from_secs(5)).await;
+        assert!(fake.live().is_empty(), "{:?}", fake.live());
+    }
+
+    #[tokio::test]
+    async fn without_an_engine_every_run_fails_unavailable() {
+        let runner = Runner::new(
+            Arc::new(crate::sandbox::Unavailable::default()),
+            None,
+            AwsContext::default(),
+            OutputLimits::default(),
+        );
+        let cancel = CancellationToken::new();
+        let ran = runner
+            .run(&python_step(), job("x", JobLimits::default(), &cancel))
+            .await;
+        assert!(
+            matches!(ran, Err(ExecuteError::Sandbox(SandboxError::Unavailable))),
+            "{ran:?}"
+        );
+    }
+
+    fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
+        crate::protocol::encode_frame(kind, body)
     }
 
     #[test]

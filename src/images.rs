@@ -17,8 +17,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use bollard::query_parameters::{BuildImageOptionsBuilder, CreateImageOptionsBuilder};
-use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
@@ -153,6 +151,90 @@ pub struct BuildOptions {
     pub python_from: Option<PathBuf>,
 }
 
+/// Why one step of an image build failed: a command, a file, the engine, or a condition the
+/// build needs. Its message is the line the build's report shows.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A command could not be started.
+    #[error("cannot start {what}: {source}")]
+    Start {
+        /// The command.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A command (or blocking work) did not finish within its deadline; it was stopped.
+    #[error("{what} did not finish within {seconds} s")]
+    Deadline {
+        /// The work.
+        what: String,
+        /// The deadline.
+        seconds: u64,
+    },
+    /// Waiting for a command (or blocking work) failed.
+    #[error("{what} failed: {why}")]
+    Wait {
+        /// The work.
+        what: String,
+        /// The error.
+        why: String,
+    },
+    /// A command exited unsuccessfully.
+    #[error("{what} exited with {status}: {tail}")]
+    Exited {
+        /// The command.
+        what: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// The last lines of its stderr, joined by ` | `.
+        tail: String,
+    },
+    /// A file operation failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    File {
+        /// `create`, `write`, `chmod`, `clear`, `move ... into place`.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Reading or copying a path failed.
+    #[error("{}: {source}", path.display())]
+    Path {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A tool or condition the build needs is missing (the sentence names it and the fix).
+    #[error("{0}")]
+    Missing(String),
+    /// What the build made or found is not what it must be (the sentence says how).
+    #[error("{0}")]
+    Refused(String),
+    /// An I/O error of the build context.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A value could not be written as JSON.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// The family's files.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The engine refused or failed.
+    #[error(transparent)]
+    Engine(#[from] crate::sandbox::SandboxError),
+    /// No installation was found.
+    #[error(transparent)]
+    NotFound(#[from] cpython::NotFound),
+}
+
+/// Why no source of a runtime is on this machine: each source and why it is not.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.join("; "))]
+pub struct NoOfflineSource(pub Vec<String>);
+
 /// Why one source gave no image.
 #[derive(Debug, Clone)]
 enum SourceError {
@@ -163,6 +245,16 @@ enum SourceError {
 }
 
 impl SourceError {
+    /// The source is not here, for this reason.
+    fn unavailable(why: impl std::fmt::Display) -> Self {
+        SourceError::Unavailable(why.to_string())
+    }
+
+    /// The build from the source SourceError::failed, for this reason.
+    fn failed(why: impl std::fmt::Display) -> Self {
+        SourceError::Failed(why.to_string())
+    }
+
     fn text(&self) -> &str {
         match self {
             SourceError::Unavailable(s) | SourceError::Failed(s) => s,
@@ -192,7 +284,7 @@ pub fn recipe_hash(rt: &ResolvedRuntime<'_>) -> Result<String, ImageError> {
     for (name, bytes) in family_files(&rt.family.dockerfile)? {
         h.update(name.as_bytes());
         h.update([0]);
-        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(u64::try_from(bytes.len()).unwrap_or(u64::MAX).to_be_bytes());
         h.update(bytes);
     }
     for (k, v) in &rt.runtime.build {
@@ -330,16 +422,12 @@ pub struct ImageFacts {
 /// these labels gets them from the cached Debian root it was built from, when that is here.
 pub async fn image_facts(engine: &Engine, rt: &ResolvedRuntime<'_>) -> Option<ImageFacts> {
     let image = &rt.runtime.image;
-    let found = tokio::time::timeout(
-        Duration::from_secs(30),
-        engine.docker().inspect_image(image),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    let config = found.config.unwrap_or_default();
-    let labels = config.labels.unwrap_or_default();
-    let env_version = config.env.unwrap_or_default().into_iter().find_map(|e| {
+    let found = tokio::time::timeout(Duration::from_secs(30), engine.image_details(image))
+        .await
+        .ok()?
+        .ok()??;
+    let labels = found.labels;
+    let env_version = found.env.into_iter().find_map(|e| {
         e.strip_prefix("PYTHON_VERSION=")
             .map(str::to_string)
             .filter(|v| v.matches('.').count() == 2)
@@ -369,14 +457,14 @@ pub async fn image_facts(engine: &Engine, rt: &ResolvedRuntime<'_>) -> Option<Im
     Some(ImageFacts {
         cpython_version: version,
         cpython_source: source,
-        size_bytes: found.size.and_then(|s| u64::try_from(s).ok()),
+        size_bytes: found.size_bytes,
     })
 }
 
 /// Whether this machine has a source for a runtime besides a registry, without building:
 /// `Ok(what)` names the source (`debian bullseye`, `pyenv /root/.pyenv/versions/3.8.18`),
 /// `Err(why)` says why there is none. A blocking call (it may start interpreters).
-pub fn offline_source_here(rt: &ResolvedRuntime<'_>) -> Result<String, String> {
+pub fn offline_source_here(rt: &ResolvedRuntime<'_>) -> Result<String, NoOfflineSource> {
     let mut why = Vec::new();
     if let Some(offline) = &rt.runtime.offline {
         let cached = cache_dir()
@@ -396,29 +484,31 @@ pub fn offline_source_here(rt: &ResolvedRuntime<'_>) -> Result<String, String> {
     }
     if rt.language() != Language::Python {
         why.push("local CPython: not a Python runtime".into());
-        return Err(why.join("; "));
+        return Err(NoOfflineSource(why));
     }
     let Some(minor) = rt.runtime.build.get("PYTHON_VERSION") else {
         why.push("local CPython: the runtime pins no PYTHON_VERSION".into());
-        return Err(why.join("; "));
+        return Err(NoOfflineSource(why));
     };
     if let Err(e) = local_tools_missing() {
         why.push(format!("local CPython: {e}"));
-        return Err(why.join("; "));
+        return Err(NoOfflineSource(why));
     }
     match cpython::find(minor, &cpython::default_places()) {
         Ok(inst) => Ok(inst.source_description()),
         Err(e) => {
             why.push(format!("local CPython: {e}"));
-            Err(why.join("; "))
+            Err(NoOfflineSource(why))
         }
     }
 }
 
 /// What building from a local installation needs besides the installation.
-fn local_tools_missing() -> Result<(), String> {
+fn local_tools_missing() -> Result<(), BuildError> {
     if !is_root() {
-        return Err("building from a local installation needs root (debootstrap, chroot)".into());
+        return Err(BuildError::Missing(
+            "building from a local installation needs root (debootstrap, chroot)".into(),
+        ));
     }
     for (tool, package) in [
         ("debootstrap", "debootstrap"),
@@ -430,15 +520,15 @@ fn local_tools_missing() -> Result<(), String> {
         ("cp", "coreutils"),
     ] {
         if which(tool).is_none() {
-            return Err(format!(
+            return Err(BuildError::Missing(format!(
                 "{tool} is not installed (apt-get install -y {package})"
-            ));
+            )));
         }
     }
     if cpython::host_debian_suite().is_none() {
-        return Err(
+        return Err(BuildError::Missing(
             "this machine is not Debian (/etc/os-release): the suite its installations were built against is unknown".into(),
-        );
+        ));
     }
     Ok(())
 }
@@ -486,18 +576,34 @@ pub async fn build_runtime(
             Err(SourceError::Failed(why)) => Err(unbuildable(why)),
         };
     }
+    match build_from_sources(engine, rt, &recipe, progress).await {
+        Ok(outcome) => Ok(outcome),
+        Err(tried) => Err(every_source_failed(name, image, &tried)),
+    }
+}
+
+/// Tries the Dockerfile, the Debian recipe and a local CPython, in that order; the first that
+/// builds wins, else every source with why it failed.
+async fn build_from_sources(
+    engine: &Engine,
+    rt: &ResolvedRuntime<'_>,
+    recipe: &str,
+    progress: &mut dyn Progress,
+) -> Result<BuildOutcome, Vec<(String, SourceError)>> {
+    let name = &rt.runtime.name;
+    let image = &rt.runtime.image;
     let mut tried: Vec<(String, SourceError)> = Vec::new();
 
     progress.phase(&format!(
         "{name}: building {image} from {}/Dockerfile",
         rt.family.dockerfile
     ));
-    match build_from_dockerfile(engine, rt, &recipe, progress).await {
+    match build_from_dockerfile(engine, rt, recipe, progress).await {
         Ok(()) => return Ok(BuildOutcome::BuiltFromDockerfile),
         // A base image that cannot be pulled is the usual case without a registry.
         Err(e) => tried.push((
             format!("Dockerfile {}/Dockerfile", rt.family.dockerfile),
-            SourceError::Unavailable(first_line(&e).to_string()),
+            SourceError::Unavailable(first_line(&e.to_string()).to_string()),
         )),
     }
 
@@ -513,7 +619,7 @@ pub async fn build_runtime(
                 "{name}: base image not available; building offline from Debian {} (CPython {})",
                 offline.suite, offline.python
             ));
-            match build_offline(engine, rt, &recipe, progress).await {
+            match build_offline(engine, rt, recipe, progress).await {
                 Ok(()) => return Ok(BuildOutcome::BuiltOffline),
                 Err(e) => tried.push((format!("Debian recipe ({})", offline.suite), e)),
             }
@@ -540,6 +646,11 @@ pub async fn build_runtime(
         ));
     }
 
+    Err(tried)
+}
+
+/// The error of a build whose every source failed: `NoSource` when none was there at all.
+fn every_source_failed(name: &str, image: &str, tried: &[(String, SourceError)]) -> ImageError {
     let why = format!(
         "every source failed:\n{}",
         tried
@@ -553,13 +664,17 @@ pub async fn build_runtime(
         .iter()
         .all(|(_, e)| matches!(e, SourceError::Unavailable(_)))
     {
-        Err(ImageError::NoSource {
-            runtime: name.clone(),
-            image: image.clone(),
+        ImageError::NoSource {
+            runtime: name.to_string(),
+            image: image.to_string(),
             why,
-        })
+        }
     } else {
-        Err(unbuildable(why))
+        ImageError::Unbuildable {
+            runtime: name.to_string(),
+            image: image.to_string(),
+            why,
+        }
     }
 }
 
@@ -573,54 +688,37 @@ async fn build_from_dockerfile(
     rt: &ResolvedRuntime<'_>,
     recipe: &str,
     progress: &mut dyn Progress,
-) -> Result<(), String> {
+) -> Result<(), BuildError> {
     let mut context = tar::Builder::new(Vec::new());
-    for (name, bytes) in family_files(&rt.family.dockerfile).map_err(|e| e.to_string())? {
+    for (name, bytes) in family_files(&rt.family.dockerfile)? {
         let mut header = tar::Header::new_ustar();
         header.set_mode(0o644);
-        header.set_size(bytes.len() as u64);
+        header.set_size(u64::try_from(bytes.len()).unwrap_or(u64::MAX));
         header.set_mtime(0);
-        context
-            .append_data(&mut header, name, *bytes)
-            .map_err(|e| e.to_string())?;
+        context.append_data(&mut header, name, *bytes)?;
     }
-    let context = context.into_inner().map_err(|e| e.to_string())?;
+    let context = context.into_inner()?;
     let buildargs: HashMap<String, String> = rt.runtime.build.clone().into_iter().collect();
     let labels = HashMap::from([
         (LABEL_RECIPE.to_string(), recipe.to_string()),
         ("scriptbox.runtime".to_string(), rt.runtime.name.clone()),
     ]);
-    let options = BuildImageOptionsBuilder::default()
-        .dockerfile("Dockerfile")
-        .t(&rt.runtime.image)
-        .buildargs(&buildargs)
-        .labels(&labels)
-        .rm(true)
-        .forcerm(true)
-        .build();
-    let mut stream = engine.docker().build_image(
-        options,
-        None,
-        Some(bollard::body_full(bytes::Bytes::from(context))),
-    );
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(info) => {
-                if let Some(err) = info.error_detail.and_then(|d| d.message) {
-                    return Err(err);
-                }
-                if let Some(line) = info
-                    .stream
-                    .as_deref()
-                    .map(str::trim)
-                    .filter(|l| l.starts_with("Step "))
-                {
-                    progress.phase(&format!("{}: {line}", rt.runtime.name));
-                }
-            }
-            Err(e) => return Err(e.to_string()),
+    let name = &rt.runtime.name;
+    let mut on_line = |line: &str| {
+        let line = line.trim();
+        if line.starts_with("Step ") {
+            progress.phase(&format!("{name}: {line}"));
         }
-    }
+    };
+    engine
+        .build_image(
+            &rt.runtime.image,
+            &buildargs,
+            &labels,
+            context,
+            &mut on_line,
+        )
+        .await?;
     Ok(())
 }
 
@@ -661,20 +759,24 @@ async fn capture(
     mut cmd: tokio::process::Command,
     limit: Duration,
     what: &str,
-) -> Result<std::process::Output, String> {
+) -> Result<std::process::Output, BuildError> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {what}: {e}"))?;
+    let child = cmd.spawn().map_err(|source| BuildError::Start {
+        what: what.to_string(),
+        source,
+    })?;
     match tokio::time::timeout(limit, child.wait_with_output()).await {
-        Err(_) => Err(format!(
-            "{what} did not finish within {} s",
-            limit.as_secs()
-        )),
-        Ok(Err(e)) => Err(format!("{what} failed: {e}")),
+        Err(_) => Err(BuildError::Deadline {
+            what: what.to_string(),
+            seconds: limit.as_secs(),
+        }),
+        Ok(Err(e)) => Err(BuildError::Wait {
+            what: what.to_string(),
+            why: e.to_string(),
+        }),
         Ok(Ok(out)) => Ok(out),
     }
 }
@@ -684,7 +786,7 @@ async fn run_command(
     cmd: tokio::process::Command,
     limit: Duration,
     what: &str,
-) -> Result<(), String> {
+) -> Result<(), BuildError> {
     let out = capture(cmd, limit, what).await?;
     if out.status.success() {
         return Ok(());
@@ -692,11 +794,11 @@ async fn run_command(
     let text = String::from_utf8_lossy(&out.stderr);
     let tail: Vec<&str> = text.lines().rev().take(5).collect();
     let tail: Vec<&str> = tail.into_iter().rev().collect();
-    Err(format!(
-        "{what} exited with {}: {}",
-        out.status,
-        tail.join(" | ")
-    ))
+    Err(BuildError::Exited {
+        what: what.to_string(),
+        status: out.status,
+        tail: tail.join(" | "),
+    })
 }
 
 /// A Debian root filesystem to debootstrap once and cache (atomically: a partial tree is never
@@ -738,14 +840,13 @@ async fn debootstrap(
             "debootstrap is not installed (apt-get install -y debootstrap)".into(),
         ));
     };
-    let failed = SourceError::Failed;
     let partial = root.join(format!("{}.partial", recipe.cache_name));
     if partial.exists() {
         std::fs::remove_dir_all(&partial)
-            .map_err(|e| failed(format!("cannot clear {}: {e}", partial.display())))?;
+            .map_err(|source| SourceError::failed(file_error("clear", &partial, source)))?;
     }
     std::fs::create_dir_all(&root)
-        .map_err(|e| failed(format!("cannot create {}: {e}", root.display())))?;
+        .map_err(|source| SourceError::failed(file_error("create", &root, source)))?;
     let include = recipe.include.join(",");
     progress.phase(&format!(
         "Debian {suite}: debootstrap --variant=minbase --include={include} (about a minute)"
@@ -758,9 +859,9 @@ async fn debootstrap(
     cmd.arg(suite).arg(&partial);
     run_command(cmd, Duration::from_secs(1200), "debootstrap")
         .await
-        .map_err(failed)?;
+        .map_err(SourceError::failed)?;
     std::fs::rename(&partial, &done)
-        .map_err(|e| failed(format!("cannot move {} into place: {e}", partial.display())))?;
+        .map_err(|source| SourceError::failed(moved_error(&partial, source)))?;
     Ok(done)
 }
 
@@ -777,7 +878,7 @@ async fn pinned_boto3(
     installer: Boto3Installer<'_>,
     version: &str,
     progress: &mut dyn Progress,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, BuildError> {
     let (key, python) = match &installer {
         Boto3Installer::HostPip { python } => (format!("py{python}"), python.to_string()),
         Boto3Installer::Interpreter(inst) => {
@@ -793,8 +894,7 @@ async fn pinned_boto3(
     }
     let partial = dir.with_extension("partial");
     let _ = std::fs::remove_dir_all(&partial);
-    std::fs::create_dir_all(&partial)
-        .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+    std::fs::create_dir_all(&partial).map_err(|source| file_error("create", &partial, source))?;
     let pip_args = |cmd: &mut tokio::process::Command| {
         cmd.args([
             "-m",
@@ -826,19 +926,19 @@ async fn pinned_boto3(
         }
         let _ = std::fs::remove_dir_all(&partial);
         std::fs::create_dir_all(&partial)
-            .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+            .map_err(|source| file_error("create", &partial, source))?;
     }
     progress.phase(&format!(
         "pip install boto3=={version} for CPython {python} with the host's pip"
     ));
     let python_bin = which("python3").ok_or_else(|| {
-        format!(
+        BuildError::Missing(format!(
             "python3 with pip is needed on the host to fetch boto3{}",
             own_pip_error
                 .as_ref()
                 .map(|e| format!(" (the installation's own pip failed: {e})"))
                 .unwrap_or_default()
-        )
+        ))
     })?;
     let mut cmd = tokio::process::Command::new(python_bin);
     pip_args(&mut cmd);
@@ -848,11 +948,27 @@ async fn pinned_boto3(
     finish_cache_dir(&partial, &dir)
 }
 
-fn finish_cache_dir(partial: &Path, dir: &Path) -> Result<PathBuf, String> {
+fn finish_cache_dir(partial: &Path, dir: &Path) -> Result<PathBuf, BuildError> {
     let _ = std::fs::remove_dir_all(dir);
-    std::fs::rename(partial, dir)
-        .map_err(|e| format!("cannot move {} into place: {e}", partial.display()))?;
+    std::fs::rename(partial, dir).map_err(|source| moved_error(partial, source))?;
     Ok(dir.to_path_buf())
+}
+
+/// A failed file operation on `path`.
+fn file_error(action: &'static str, path: &Path, source: std::io::Error) -> BuildError {
+    BuildError::File {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A cache folder that could not be renamed into place (`cannot move X into place: e`).
+fn moved_error(partial: &Path, source: std::io::Error) -> BuildError {
+    BuildError::Refused(format!(
+        "cannot move {} into place: {source}",
+        partial.display()
+    ))
 }
 
 /// The upstream part of a Debian version: `3.9.2-1+deb11u1` → `3.9.2`.
@@ -907,12 +1023,11 @@ async fn build_offline(
         progress,
     )
     .await?;
-    let failed = SourceError::Failed;
     let boto3_version = rt
         .runtime
         .build
         .get("BOTO3_VERSION")
-        .ok_or_else(|| failed("the runtime pins no BOTO3_VERSION".into()))?;
+        .ok_or_else(|| SourceError::failed("the runtime pins no BOTO3_VERSION"))?;
     let boto3 = pinned_boto3(
         Boto3Installer::HostPip {
             python: &offline.python,
@@ -921,12 +1036,12 @@ async fn build_offline(
         progress,
     )
     .await
-    .map_err(failed)?;
+    .map_err(SourceError::failed)?;
     let site = site_packages(rt);
 
     // A staging tree holding only what we add on top of Debian: the bootstrap and boto3.
-    let stage = tempdir_in(&cache_dir().join("stage")).map_err(failed)?;
-    add_bootstrap(rt, stage.path()).map_err(failed)?;
+    let stage = tempdir_in(&cache_dir().join("stage")).map_err(SourceError::failed)?;
+    add_bootstrap(rt, stage.path()).map_err(SourceError::failed)?;
     let site_rel = site.trim_start_matches('/');
 
     // One stream: Debian's tree minus the kernel filesystems, our staging tree, boto3 at `site`.
@@ -958,10 +1073,10 @@ async fn build_offline(
         ));
     }
     let mut changes = vec![format!("ENV PYTHONPATH={site}")];
-    changes.extend(common_changes(rt, recipe, &labels).map_err(failed)?);
+    changes.extend(common_changes(rt, recipe, &labels).map_err(SourceError::failed)?);
     import_tree(engine, rt, args, changes, progress)
         .await
-        .map_err(failed)?;
+        .map_err(SourceError::failed)?;
     Ok(())
 }
 
@@ -981,10 +1096,10 @@ fn site_packages(rt: &ResolvedRuntime<'_>) -> String {
 }
 
 /// Writes the family's bootstrap files to `<root>/opt/scriptbox`, read-only.
-fn add_bootstrap(rt: &ResolvedRuntime<'_>, root: &Path) -> Result<(), String> {
+fn add_bootstrap(rt: &ResolvedRuntime<'_>, root: &Path) -> Result<(), BuildError> {
     let bootstrap_dir = root.join("opt/scriptbox");
-    std::fs::create_dir_all(&bootstrap_dir).map_err(|e| e.to_string())?;
-    for (name, bytes) in family_files(&rt.family.dockerfile).map_err(|e| e.to_string())? {
+    std::fs::create_dir_all(&bootstrap_dir)?;
+    for (name, bytes) in family_files(&rt.family.dockerfile)? {
         if *name != "Dockerfile" {
             write_mode(&bootstrap_dir.join(name), bytes, 0o444)?;
         }
@@ -997,8 +1112,8 @@ fn common_changes(
     rt: &ResolvedRuntime<'_>,
     recipe: &str,
     labels: &[(&str, String)],
-) -> Result<Vec<String>, String> {
-    let quote = |v: &str| serde_json::to_string(v).map_err(|e| e.to_string());
+) -> Result<Vec<String>, BuildError> {
+    let quote = serde_json::to_string::<str>;
     let mut changes = vec![
         "ENV PYTHONDONTWRITEBYTECODE=1".to_string(),
         "ENV PYTHONUNBUFFERED=1".to_string(),
@@ -1012,7 +1127,7 @@ fn common_changes(
     }
     changes.push(format!(
         "CMD {}",
-        serde_json::to_string(&rt.family.command).map_err(|e| e.to_string())?
+        serde_json::to_string(&rt.family.command)?
     ));
     Ok(changes)
 }
@@ -1025,8 +1140,8 @@ async fn import_tree(
     args: Vec<std::ffi::OsString>,
     changes: Vec<String>,
     progress: &mut dyn Progress,
-) -> Result<u64, String> {
-    let tar_bin = which("tar").ok_or("tar is not installed")?;
+) -> Result<u64, BuildError> {
+    let tar_bin = which("tar").ok_or_else(|| BuildError::Missing("tar is not installed".into()))?;
     progress.phase(&format!(
         "{}: importing the image into the engine",
         rt.runtime.name
@@ -1038,9 +1153,13 @@ async fn import_tree(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start tar: {e}"))?;
-    let mut stdout = child.stdout.take().ok_or("tar has no stdout")?;
-    let mut stderr = child.stderr.take().ok_or("tar has no stderr")?;
+    let mut child = cmd.spawn().map_err(|source| BuildError::Start {
+        what: "tar".into(),
+        source,
+    })?;
+    let missing = |what: &str| BuildError::Missing(format!("tar has no {what}"));
+    let mut stdout = child.stdout.take().ok_or_else(|| missing("stdout"))?;
+    let mut stderr = child.stderr.take().ok_or_else(|| missing("stderr"))?;
     let err_reader = tokio::spawn(async move {
         let mut err = Vec::new();
         let _ = (&mut stderr).take(64 * 1024).read_to_end(&mut err).await;
@@ -1069,42 +1188,34 @@ async fn import_tree(
         .image
         .rsplit_once(':')
         .unwrap_or((&rt.runtime.image, "latest"));
-    let options = CreateImageOptionsBuilder::default()
-        .from_src("-")
-        .repo(repo)
-        .tag(tag)
-        .changes(changes)
-        .build();
-    let body = bollard::body_stream(tokio_stream_from(rx));
-    let mut stream = engine
-        .docker()
-        .create_image(Some(options), Some(body), None);
-    let mut import_error = None;
-    let import = async {
-        while let Some(item) = stream.next().await {
-            if let Err(e) = item {
-                import_error = Some(e.to_string());
-                break;
-            }
+    let import = engine.import_image(repo, tag, changes, rx);
+    let import_error = match tokio::time::timeout(Duration::from_secs(1200), import).await {
+        Err(_) => {
+            return Err(BuildError::Deadline {
+                what: "the engine's import".into(),
+                seconds: 1200,
+            });
         }
+        Ok(imported) => imported.err().map(|e| e.to_string()),
     };
-    if tokio::time::timeout(Duration::from_secs(1200), import)
-        .await
-        .is_err()
-    {
-        return Err("the engine did not finish the import within 1200 s".into());
-    }
     let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
         .await
-        .map_err(|_| "tar did not finish".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| BuildError::Deadline {
+            what: "tar".into(),
+            seconds: 60,
+        })??;
     let bytes = reader.await.unwrap_or(0);
     if let Some(e) = import_error {
-        return Err(format!("the engine refused the import: {e}"));
+        return Err(BuildError::Refused(format!(
+            "the engine refused the import: {e}"
+        )));
     }
     if !status.success() {
         let err = err_reader.await.unwrap_or_default();
-        return Err(format!("tar failed ({status}): {}", err.trim()));
+        return Err(BuildError::Refused(format!(
+            "tar failed ({status}): {}",
+            err.trim()
+        )));
     }
     progress.phase(&format!(
         "{}: imported {} MB as {}",
@@ -1115,17 +1226,11 @@ async fn import_tree(
     Ok(bytes)
 }
 
-fn tokio_stream_from(
-    mut rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
-) -> impl futures::Stream<Item = bytes::Bytes> + Send + 'static {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-fn write_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+fn write_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), BuildError> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    std::fs::write(path, bytes).map_err(|source| file_error("write", path, source))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("cannot chmod {}: {e}", path.display()))
+        .map_err(|source| file_error("chmod", path, source))
 }
 
 /// A temporary folder removed on drop.
@@ -1143,11 +1248,10 @@ impl Drop for TempDir {
     }
 }
 
-fn tempdir_in(parent: &Path) -> Result<TempDir, String> {
-    std::fs::create_dir_all(parent)
-        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+fn tempdir_in(parent: &Path) -> Result<TempDir, BuildError> {
+    std::fs::create_dir_all(parent).map_err(|source| file_error("create", parent, source))?;
     let dir = parent.join(uuid::Uuid::new_v4().to_string());
-    std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir(&dir).map_err(|source| file_error("create", &dir, source))?;
     Ok(TempDir(dir))
 }
 

@@ -1,13 +1,15 @@
 //! scriptbox: run AWS Systems Manager Automation `aws:executeScript` steps, each in a fresh,
 //! hardened Docker container of the right runtime.
 //!
-//! Data flows one way: request → validated step ([`step`]) → container ([`sandbox`], fed by
-//! [`protocol`]) → result ([`result`], assembled by [`execute`]). The daemon ([`server`]) runs the
-//! same code behind an HTTP API, with records in [`store`]; [`client`] talks to it.
+//! Data flows one way: request → validated step ([`step`]) → [`execute::Runner`] → container
+//! (a [`sandbox::Backend`], Docker's in `sandbox/docker.rs`, fed by [`protocol`]) → result
+//! ([`result`], assembled by [`execute`]). The daemon ([`server`]) runs the same code behind an
+//! HTTP API, with records in [`store`]; [`client`] talks to it.
 
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod context;
 pub mod cpython;
 pub mod daemon_cli;
 pub mod execute;

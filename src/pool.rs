@@ -16,8 +16,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::execute::{AwsContext, container_env};
-use crate::sandbox::{ContainerJob, Engine, PrestartedContainer};
+use crate::context::{AwsContext, container_env};
+use crate::sandbox::{Backend, ContainerJob, Engine, PrestartedContainer};
 use crate::step::ValidatedStep;
 
 /// Pool settings (`[pool]`).
@@ -68,7 +68,7 @@ struct Slot {
 }
 
 struct Inner {
-    engine: Engine,
+    backend: Arc<dyn Backend>,
     config: PoolConfig,
     env: Vec<String>,
     max_timeout: Duration,
@@ -116,9 +116,20 @@ impl WarmPool {
         max_timeout: Duration,
         permits: Option<Arc<Semaphore>>,
     ) -> Self {
+        Self::with_backend(Arc::new(engine), config, context, max_timeout, permits)
+    }
+
+    /// [`WarmPool::with_permits`] on any [`Backend`] (the scheduler's tests use a fake one).
+    pub fn with_backend(
+        backend: Arc<dyn Backend>,
+        config: PoolConfig,
+        context: &AwsContext,
+        max_timeout: Duration,
+        permits: Option<Arc<Semaphore>>,
+    ) -> Self {
         let pool = WarmPool {
             inner: Arc::new(Inner {
-                engine,
+                backend,
                 config,
                 env: container_env(context),
                 max_timeout,
@@ -305,14 +316,14 @@ impl WarmPool {
             timeout: wait + self.inner.max_timeout,
             memory_bytes: None,
         };
-        self.inner.engine.prestart(&job).await
+        self.inner.backend.prestart(&job).await
     }
 
     /// Removes a waiting container; its permit (if any) is released only once it is gone.
     fn remove_in_background(&self, w: Waiting) {
-        let engine = self.inner.engine.clone();
+        let backend = self.inner.backend.clone();
         self.inner.tasks.spawn(async move {
-            if let Err(e) = engine.remove(&w.container.id).await {
+            if let Err(e) = backend.remove(&w.container.id).await {
                 tracing::warn!("warm pool: could not remove {}: {e}", w.container.id);
             }
             drop(w.permit);

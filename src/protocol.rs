@@ -96,7 +96,7 @@ pub fn encode_request(
         entry.set_uid(0);
         entry.set_gid(0);
         entry.set_mtime(0);
-        entry.set_size(bytes.len() as u64);
+        entry.set_size(u64::try_from(bytes.len()).unwrap_or(u64::MAX));
         builder
             .append_data(&mut entry, name, bytes.as_slice())
             .map_err(|source| RequestError::Archive {
@@ -110,7 +110,7 @@ pub fn encode_request(
             name: "(end of archive)".into(),
             source,
         })?;
-    header.archive_bytes = archive.len() as u64;
+    header.archive_bytes = u64::try_from(archive.len()).unwrap_or(u64::MAX);
     let mut out = serde_json::to_vec(&header)?;
     out.push(b'\n');
     out.extend_from_slice(&archive);
@@ -169,10 +169,20 @@ struct RawResult {
     error: Option<ScriptError>,
 }
 
+/// Why an `R` frame body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// The body is not the result object.
+    #[error("the result is not valid JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+    /// `ok` is false but there is no `error`.
+    #[error("the result says the handler failed but gives no error")]
+    FailureWithoutError,
+}
+
 /// Parses an `R` frame body. The body comes from the sandbox: it is untrusted input.
-pub fn parse_result(body: &[u8]) -> Result<BootstrapResult, String> {
-    let raw: RawResult =
-        serde_json::from_slice(body).map_err(|e| format!("the result is not valid JSON: {e}"))?;
+pub fn parse_result(body: &[u8]) -> Result<BootstrapResult, ProtocolError> {
+    let raw: RawResult = serde_json::from_slice(body)?;
     if raw.ok {
         Ok(BootstrapResult::Returned {
             payload: raw.payload,
@@ -181,8 +191,20 @@ pub fn parse_result(body: &[u8]) -> Result<BootstrapResult, String> {
     } else {
         raw.error
             .map(BootstrapResult::Raised)
-            .ok_or_else(|| "the result says the handler failed but gives no error".to_string())
+            .ok_or(ProtocolError::FailureWithoutError)
     }
+}
+
+/// One frame as the bootstrap writes it: the kind byte, the body's length (big-endian `u32`),
+/// the body. A body longer than `u32::MAX` is announced as `u32::MAX` long (the decoder then
+/// reports a result too large), never cut silently.
+pub fn encode_frame(kind: u8, body: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+    let mut frame = Vec::with_capacity(body.len().saturating_add(5));
+    frame.push(kind);
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(body);
+    frame
 }
 
 /// What the frame decoder found in a chunk of stdout.
@@ -249,7 +271,8 @@ impl FrameDecoder {
                         return;
                     }
                     let kind = have[0];
-                    let body = u32::from_be_bytes([have[1], have[2], have[3], have[4]]) as usize;
+                    let announced = u32::from_be_bytes([have[1], have[2], have[3], have[4]]);
+                    let body = usize::try_from(announced).unwrap_or(usize::MAX);
                     match kind {
                         FRAME_STDOUT | FRAME_STDERR => {
                             self.state = DecoderState::Body {
@@ -266,7 +289,7 @@ impl FrameDecoder {
                             }
                         }
                         FRAME_RESULT => {
-                            emit(FrameEvent::ResultTooLarge(body as u64));
+                            emit(FrameEvent::ResultTooLarge(u64::from(announced)));
                             self.state = DecoderState::Body {
                                 kind,
                                 remaining: body,
@@ -334,7 +357,7 @@ mod tests {
 
     fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
         let mut v = vec![kind];
-        v.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        v.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
         v.extend_from_slice(body);
         v
     }
@@ -388,7 +411,7 @@ mod tests {
         let mut head = vec![FRAME_RESULT];
         head.extend_from_slice(&(u32::MAX).to_be_bytes());
         let evs = decode_all(&[&head, &[b'x'; 1000]]);
-        assert_eq!(evs, vec![FrameEvent::ResultTooLarge(u32::MAX as u64)]);
+        assert_eq!(evs, vec![FrameEvent::ResultTooLarge(u64::from(u32::MAX))]);
     }
 
     #[test]
@@ -443,7 +466,7 @@ mod tests {
         let head: Value = serde_json::from_slice(&bytes[..nl]).unwrap();
         let archive = &bytes[nl + 1..];
         assert_eq!(
-            head["archive_bytes"].as_u64().unwrap() as usize,
+            usize::try_from(head["archive_bytes"].as_u64().unwrap()).unwrap(),
             archive.len()
         );
         let mut ar = tar::Archive::new(archive);

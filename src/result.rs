@@ -225,11 +225,10 @@ pub fn apply_payload_rules(payload: Value, original_items: Option<u64>) -> Paylo
     let mut note = None;
     let payload = match payload {
         Value::Array(mut items) => {
-            let original = original_items
-                .unwrap_or(items.len() as u64)
-                .max(items.len() as u64);
+            let len = u64::try_from(items.len()).unwrap_or(u64::MAX);
+            let original = original_items.unwrap_or(len).max(len);
             items.truncate(MAX_PAYLOAD_ITEMS);
-            if original > MAX_PAYLOAD_ITEMS as u64 {
+            if original > u64::try_from(MAX_PAYLOAD_ITEMS).unwrap_or(u64::MAX) {
                 note = Some(format!(
                     "The payload is a list of {original} items; only the first {MAX_PAYLOAD_ITEMS} are returned, as AWS does."
                 ));

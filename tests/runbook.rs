@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use scriptbox::cli::conformance_verdicts;
+use scriptbox::execute::Runner;
 use scriptbox::result::StepStatus;
 use scriptbox::runbook::document::{LoadOptions, load_file};
-use scriptbox::runbook::executor::{EngineRunner, ExecOptions, Execution, RunEvent, execute};
+use scriptbox::runbook::executor::{ExecOptions, Execution, RunEvent, execute};
 use scriptbox::runbook::parameters::{Supplied, resolve};
 use scriptbox::runbook::{ProblemKind, output};
 use scriptbox::runtimes::Catalog;
@@ -93,10 +94,12 @@ async fn run_file_until(
         .map(|(k, v)| (k.to_string(), Supplied::Text(v.to_string())))
         .collect();
     let params = resolve(&rb.parameters, &supplied).unwrap_or_else(|e| panic!("{e:?}"));
-    let runner = EngineRunner {
-        engine: &engine,
-        settings: &settings,
-    };
+    let runner = Runner::new(
+        std::sync::Arc::new(engine.clone()),
+        None,
+        settings.context.clone(),
+        settings.output.clone(),
+    );
     let exec_options = ExecOptions {
         execution_id: None,
         context: &settings.context,

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    Boto3Installer, LABEL_CPYTHON_FINGERPRINT, LABEL_CPYTHON_IDENTITY, LABEL_CPYTHON_PREFIX,
-    LABEL_CPYTHON_SOURCE, LABEL_CPYTHON_VERSION, LABEL_SOURCE, Progress, ROOTFS_KERNEL,
-    ROOTFS_TRIM, RootfsRecipe, SOURCE_LOCAL_CPYTHON, SourceError, add_bootstrap, cache_dir,
-    capture, common_changes, debootstrap, import_tree, local_recipe_hash, local_tools_missing,
-    pinned_boto3, run_command, site_packages, tempdir_in, which,
+    Boto3Installer, BuildError, LABEL_CPYTHON_FINGERPRINT, LABEL_CPYTHON_IDENTITY,
+    LABEL_CPYTHON_PREFIX, LABEL_CPYTHON_SOURCE, LABEL_CPYTHON_VERSION, LABEL_SOURCE, Progress,
+    ROOTFS_KERNEL, ROOTFS_TRIM, RootfsRecipe, SOURCE_LOCAL_CPYTHON, SourceError, add_bootstrap,
+    cache_dir, capture, common_changes, debootstrap, import_tree, local_recipe_hash,
+    local_tools_missing, pinned_boto3, run_command, site_packages, tempdir_in, which,
 };
 use crate::cpython::{self, Installation, SearchPlace};
 use crate::runtimes::ResolvedRuntime;
@@ -27,14 +27,17 @@ const REQUIRED_MODULES: &str = "ssl, sqlite3, ctypes, zlib, bz2, lzma, json";
 async fn blocking<T: Send + 'static>(
     limit: Duration,
     what: &str,
-    work: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
+    work: impl FnOnce() -> Result<T, BuildError> + Send + 'static,
+) -> Result<T, BuildError> {
     match tokio::time::timeout(limit, tokio::task::spawn_blocking(work)).await {
-        Err(_) => Err(format!(
-            "{what} did not finish within {} s",
-            limit.as_secs()
-        )),
-        Ok(Err(e)) => Err(format!("{what} failed: {e}")),
+        Err(_) => Err(BuildError::Deadline {
+            what: what.to_string(),
+            seconds: limit.as_secs(),
+        }),
+        Ok(Err(e)) => Err(BuildError::Wait {
+            what: what.to_string(),
+            why: e.to_string(),
+        }),
         Ok(Ok(result)) => result,
     }
 }
@@ -117,13 +120,16 @@ fn run_blocking(
     cmd: &mut std::process::Command,
     limit: Duration,
     what: &str,
-) -> Result<std::process::Output, String> {
+) -> Result<std::process::Output, BuildError> {
     let mut child = cmd
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start {what}: {e}"))?;
+        .map_err(|source| BuildError::Start {
+            what: what.to_string(),
+            source,
+        })?;
     // Read the pipes on their own threads so a chatty child never blocks on a full pipe.
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
@@ -151,12 +157,16 @@ fn run_blocking(
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
-                    "{what} did not finish within {} s",
-                    limit.as_secs()
-                ));
+                return Err(BuildError::Deadline {
+                    what: what.to_string(),
+                    seconds: limit.as_secs(),
+                });
             }
-            Err(e) => return Err(format!("{what} could not be waited for: {e}")),
+            Err(e) => {
+                return Err(BuildError::Refused(format!(
+                    "{what} could not be waited for: {e}"
+                )));
+            }
         }
     };
     Ok(std::process::Output {
@@ -168,7 +178,7 @@ fn run_blocking(
 
 /// The Debian packages the installation's libraries come from (read with `ldd` and `dpkg -S` on
 /// this machine, which is the suite it was built against), and the modules already broken here.
-fn runtime_packages(inst: &Installation) -> Result<(Vec<String>, BTreeSet<String>), String> {
+fn runtime_packages(inst: &Installation) -> Result<(Vec<String>, BTreeSet<String>), BuildError> {
     let files = elf_files(inst);
     let out = run_blocking(
         std::process::Command::new("ldd").args(files.iter().map(|f| inst.prefix.join(f.rel()))),
@@ -184,10 +194,10 @@ fn runtime_packages(inst: &Installation) -> Result<(Vec<String>, BTreeSet<String
             .unwrap_or_default();
         if !missing.is_empty() {
             if !file.contains("lib-dynload") {
-                return Err(format!(
+                return Err(BuildError::Refused(format!(
                     "{file} does not run here: {} not found",
                     missing.join(", ")
-                ));
+                )));
             }
             broken.insert(name);
         }
@@ -243,8 +253,11 @@ fn runtime_packages(inst: &Installation) -> Result<(Vec<String>, BTreeSet<String
 
 /// Copies what the image keeps of the installation to `dest` (`.../opt/cpython/<version>`):
 /// the interpreter (with `python3` and `python` links), libpython, and the trimmed stdlib.
-fn copy_installation(inst: &Installation, dest: &Path) -> Result<(), String> {
-    let io = |what: &Path, e: std::io::Error| format!("{}: {e}", what.display());
+fn copy_installation(inst: &Installation, dest: &Path) -> Result<(), BuildError> {
+    let io = |what: &Path, source: std::io::Error| BuildError::Path {
+        path: what.to_path_buf(),
+        source,
+    };
     let bin = dest.join("bin");
     std::fs::create_dir_all(&bin).map_err(|e| io(&bin, e))?;
     let interpreter = format!("python{}", inst.minor);
@@ -279,10 +292,10 @@ fn copy_installation(inst: &Installation, dest: &Path) -> Result<(), String> {
             }
             copied += 1;
             if copied > MAX_FILES {
-                return Err(format!(
+                return Err(BuildError::Refused(format!(
                     "{} has more than {MAX_FILES} files: not a CPython standard library",
                     lib_src.join(&stdlib).display()
-                ));
+                )));
             }
             let kind = entry.file_type().map_err(|e| io(&entry.path(), e))?;
             if kind.is_dir() {
@@ -297,8 +310,11 @@ fn copy_installation(inst: &Installation, dest: &Path) -> Result<(), String> {
 
 /// Copies a file, or recreates a symlink that stays in its folder (`libpython3.8.so ->
 /// libpython3.8.so.1.0`); any other symlink is copied as the file it points to.
-fn copy_entry(src: &Path, dst: &Path) -> Result<(), String> {
-    let io = |e: std::io::Error| format!("{}: {e}", src.display());
+fn copy_entry(src: &Path, dst: &Path) -> Result<(), BuildError> {
+    let io = |source: std::io::Error| BuildError::Path {
+        path: src.to_path_buf(),
+        source,
+    };
     let meta = std::fs::symlink_metadata(src).map_err(io)?;
     if meta.file_type().is_symlink() {
         let target = std::fs::read_link(src).map_err(io)?;
@@ -323,41 +339,9 @@ pub(super) async fn build_local(
     places: Vec<SearchPlace>,
     progress: &mut dyn Progress,
 ) -> Result<Installation, SourceError> {
-    let unavailable = SourceError::Unavailable;
-    let failed = SourceError::Failed;
     let name = rt.runtime.name.clone();
-    let minor = rt
-        .runtime
-        .build
-        .get("PYTHON_VERSION")
-        .cloned()
-        .ok_or_else(|| unavailable("the runtime pins no PYTHON_VERSION".into()))?;
-    let boto3_version = rt
-        .runtime
-        .build
-        .get("BOTO3_VERSION")
-        .cloned()
-        .ok_or_else(|| failed("the runtime pins no BOTO3_VERSION".into()))?;
-    let inst = blocking(Duration::from_secs(300), "the search", move || {
-        cpython::find(&minor, &places).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(unavailable)?;
-    progress.phase(&format!(
-        "{name}: CPython {} from {}",
-        inst.version,
-        inst.source_description()
-    ));
-    local_tools_missing().map_err(unavailable)?;
-    let Some(patchelf) = which("patchelf") else {
-        return Err(unavailable(format!(
-            "patchelf is not installed (apt-get install -y patchelf): it points the copy's RUNPATH, now {}/lib, at its new place",
-            inst.prefix.display()
-        )));
-    };
-    let suite = cpython::host_debian_suite()
-        .ok_or_else(|| unavailable("this machine is not Debian".into()))?;
-
+    let (inst, boto3_version) = find_installation(rt, places, progress).await?;
+    let (patchelf, suite) = local_tools(&inst)?;
     let for_packages = inst.clone();
     let (packages, broken_here) = blocking(
         Duration::from_secs(300),
@@ -365,7 +349,7 @@ pub(super) async fn build_local(
         move || runtime_packages(&for_packages),
     )
     .await
-    .map_err(failed)?;
+    .map_err(SourceError::failed)?;
     if !broken_here.is_empty() {
         let list: Vec<&str> = broken_here.iter().map(String::as_str).collect();
         progress.phase(&format!(
@@ -376,25 +360,8 @@ pub(super) async fn build_local(
     let rootfs = shared_root(&suite, &packages, progress).await?;
     let boto3 = pinned_boto3(Boto3Installer::Interpreter(&inst), &boto3_version, progress)
         .await
-        .map_err(failed)?;
-
-    // The image tree: the cached root as hard links (it is only read, never written through
-    // them), the installation, boto3 and the bootstrap.
-    let stage = tempdir_in(&cache_dir().join("stage")).map_err(failed)?;
-    let tree = stage.path().join("root");
-    let mut cmd = tokio::process::Command::new("cp");
-    cmd.arg("-a").arg("-l").arg(&rootfs).arg(&tree);
-    if run_command(cmd, Duration::from_secs(300), "cp -al")
-        .await
-        .is_err()
-    {
-        let _ = std::fs::remove_dir_all(&tree);
-        let mut cmd = tokio::process::Command::new("cp");
-        cmd.arg("-a").arg(&rootfs).arg(&tree);
-        run_command(cmd, Duration::from_secs(600), "cp -a")
-            .await
-            .map_err(failed)?;
-    }
+        .map_err(SourceError::failed)?;
+    let (_stage, tree) = stage_tree(&rootfs).await?;
     let image_prefix = inst.image_prefix();
     let dest = tree.join(image_prefix.trim_start_matches('/'));
     progress.phase(&format!(
@@ -406,12 +373,113 @@ pub(super) async fn build_local(
         copy_installation(&for_copy, &copy_dest)
     })
     .await
-    .map_err(failed)?;
+    .map_err(SourceError::failed)?;
+    let elves = relocate(&inst, &dest, &patchelf, &name, progress).await?;
+    add_bootstrap(rt, &tree).map_err(SourceError::failed)?;
+    let site = site_packages(rt);
+    let site_dir = tree.join(site.trim_start_matches('/'));
+    std::fs::create_dir_all(&site_dir).map_err(|e| SourceError::failed(e.to_string()))?;
+    let mut cmd = tokio::process::Command::new("cp");
+    cmd.arg("-a").arg(boto3.join(".")).arg(&site_dir);
+    run_command(cmd, Duration::from_secs(300), "cp boto3")
+        .await
+        .map_err(SourceError::failed)?;
+    let image = LocalImage {
+        rt,
+        inst: &inst,
+        tree: &tree,
+        suite: &suite,
+        site: &site,
+        path_env: format!(
+            "PATH={image_prefix}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        ),
+    };
+    image.check_libraries(&elves, &broken_here).await?;
+    image.check_interpreter(&boto3_version, progress).await?;
+    image.compile(progress).await;
+    image.import(engine, progress).await?;
+    Ok(inst)
+}
 
-    // Debug symbols are of no use to a step; then RUNPATH: $ORIGIN-relative, never the old path.
-    let elves = elf_files(&inst);
+/// The runtime's pinned versions and the newest installation of its minor version in `places`.
+async fn find_installation(
+    rt: &ResolvedRuntime<'_>,
+    places: Vec<SearchPlace>,
+    progress: &mut dyn Progress,
+) -> Result<(Installation, String), SourceError> {
+    let minor = rt
+        .runtime
+        .build
+        .get("PYTHON_VERSION")
+        .cloned()
+        .ok_or_else(|| SourceError::unavailable("the runtime pins no PYTHON_VERSION"))?;
+    let boto3_version = rt
+        .runtime
+        .build
+        .get("BOTO3_VERSION")
+        .cloned()
+        .ok_or_else(|| SourceError::Failed("the runtime pins no BOTO3_VERSION".into()))?;
+    let inst = blocking(Duration::from_secs(300), "the search", move || {
+        cpython::find(&minor, &places).map_err(BuildError::from)
+    })
+    .await
+    .map_err(SourceError::unavailable)?;
+    progress.phase(&format!(
+        "{}: CPython {} from {}",
+        rt.runtime.name,
+        inst.version,
+        inst.source_description()
+    ));
+    Ok((inst, boto3_version))
+}
+
+/// The tools a local build needs here: patchelf, and a Debian host (its suite).
+fn local_tools(inst: &Installation) -> Result<(PathBuf, String), SourceError> {
+    local_tools_missing().map_err(SourceError::unavailable)?;
+    let Some(patchelf) = which("patchelf") else {
+        return Err(SourceError::unavailable(format!(
+            "patchelf is not installed (apt-get install -y patchelf): it points the copy's RUNPATH, now {}/lib, at its new place",
+            inst.prefix.display()
+        )));
+    };
+    let suite = cpython::host_debian_suite()
+        .ok_or_else(|| SourceError::unavailable("this machine is not Debian"))?;
+    Ok((patchelf, suite))
+}
+
+/// The image tree: the cached root as hard links (it is only read, never written through
+/// them), copied when links cannot be made. The stage folder goes when the first value drops.
+async fn stage_tree(rootfs: &Path) -> Result<(super::TempDir, PathBuf), SourceError> {
+    let stage = tempdir_in(&cache_dir().join("stage")).map_err(SourceError::failed)?;
+    let tree = stage.path().join("root");
+    let mut cmd = tokio::process::Command::new("cp");
+    cmd.arg("-a").arg("-l").arg(rootfs).arg(&tree);
+    if run_command(cmd, Duration::from_secs(300), "cp -al")
+        .await
+        .is_err()
+    {
+        let _ = std::fs::remove_dir_all(&tree);
+        let mut cmd = tokio::process::Command::new("cp");
+        cmd.arg("-a").arg(rootfs).arg(&tree);
+        run_command(cmd, Duration::from_secs(600), "cp -a")
+            .await
+            .map_err(SourceError::failed)?;
+    }
+    Ok((stage, tree))
+}
+
+/// Strips debug symbols (of no use to a step) from the copy's ELF files and makes their
+/// RUNPATH `$ORIGIN`-relative, never the old path. Returns the ELF files.
+async fn relocate(
+    inst: &Installation,
+    dest: &Path,
+    patchelf: &Path,
+    name: &str,
+    progress: &mut dyn Progress,
+) -> Result<Vec<ElfFile>, SourceError> {
+    let elves = elf_files(inst);
     let strip = which("strip");
-    let old_prefixes: Vec<PathBuf> = places_of(&inst);
+    let old_prefixes: Vec<PathBuf> = places_of(inst);
     let old: Vec<&Path> = old_prefixes.iter().map(PathBuf::as_path).collect();
     let mut relocated = 0usize;
     for elf in &elves {
@@ -424,20 +492,20 @@ pub(super) async fn build_local(
             cmd.arg("--strip-debug").arg(&file);
             run_command(cmd, Duration::from_secs(120), "strip")
                 .await
-                .map_err(failed)?;
+                .map_err(SourceError::failed)?;
         }
-        let mut cmd = tokio::process::Command::new(&patchelf);
+        let mut cmd = tokio::process::Command::new(patchelf);
         cmd.arg("--print-rpath").arg(&file);
         let out = capture(cmd, Duration::from_secs(60), "patchelf --print-rpath")
             .await
-            .map_err(failed)?;
+            .map_err(SourceError::failed)?;
         let current = text(&out.stdout);
         if let Some(new) = cpython::relocated_runpath(&current, &old, &elf.rel_dir) {
-            let mut cmd = tokio::process::Command::new(&patchelf);
+            let mut cmd = tokio::process::Command::new(patchelf);
             cmd.arg("--set-rpath").arg(&new).arg(&file);
             run_command(cmd, Duration::from_secs(60), "patchelf --set-rpath")
                 .await
-                .map_err(failed)?;
+                .map_err(SourceError::failed)?;
             relocated += 1;
         }
     }
@@ -445,115 +513,150 @@ pub(super) async fn build_local(
         "{name}: RUNPATH of {relocated} of {} ELF files made $ORIGIN-relative",
         elves.len()
     ));
-    add_bootstrap(rt, &tree).map_err(failed)?;
-    let site = site_packages(rt);
-    let site_dir = tree.join(site.trim_start_matches('/'));
-    std::fs::create_dir_all(&site_dir).map_err(|e| failed(e.to_string()))?;
-    let mut cmd = tokio::process::Command::new("cp");
-    cmd.arg("-a").arg(boto3.join(".")).arg(&site_dir);
-    run_command(cmd, Duration::from_secs(300), "cp boto3")
-        .await
-        .map_err(failed)?;
+    Ok(elves)
+}
 
-    // Inside the image root, before anything is imported: every library resolves, and the
-    // interpreter (as the runtime's user) is exactly this version with the pinned boto3.
-    let mut cmd = in_root(&tree, None);
-    cmd.arg("/usr/bin/ldd")
-        .args(elves.iter().map(|e| Path::new(&image_prefix).join(e.rel())));
-    let out = capture(cmd, Duration::from_secs(120), "ldd inside the image root")
+/// A staged local-CPython image root, checked and imported from inside.
+struct LocalImage<'a> {
+    rt: &'a ResolvedRuntime<'a>,
+    inst: &'a Installation,
+    tree: &'a Path,
+    suite: &'a str,
+    site: &'a str,
+    path_env: String,
+}
+
+impl LocalImage<'_> {
+    /// Inside the image root, before anything is imported: every library resolves (but those
+    /// of modules that do not load on this machine either).
+    async fn check_libraries(
+        &self,
+        elves: &[ElfFile],
+        broken_here: &BTreeSet<String>,
+    ) -> Result<(), SourceError> {
+        let image_prefix = self.inst.image_prefix();
+        let mut cmd = in_root(self.tree, None);
+        cmd.arg("/usr/bin/ldd")
+            .args(elves.iter().map(|e| Path::new(&image_prefix).join(e.rel())));
+        let out = capture(cmd, Duration::from_secs(120), "ldd inside the image root")
+            .await
+            .map_err(SourceError::failed)?;
+        let unresolved: Vec<String> = parse_ldd(&String::from_utf8_lossy(&out.stdout))
+            .into_iter()
+            .filter(|(file, _, missing)| {
+                !missing.is_empty()
+                    && !broken_here.contains(
+                        Path::new(file)
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default()
+                            .as_str(),
+                    )
+            })
+            .map(|(file, _, missing)| format!("{file} needs {}", missing.join(", ")))
+            .collect();
+        if !unresolved.is_empty() {
+            return Err(SourceError::Failed(format!(
+                "shared libraries do not resolve inside the {} root: {}",
+                self.suite,
+                unresolved.join("; ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// The interpreter, as the runtime's user, is exactly this version with the pinned boto3.
+    async fn check_interpreter(
+        &self,
+        boto3_version: &str,
+        progress: &mut dyn Progress,
+    ) -> Result<(), SourceError> {
+        let check = format!(
+            "import json, platform, {REQUIRED_MODULES}, boto3; print(json.dumps([platform.python_version(), boto3.__version__]))"
+        );
+        let mut cmd = in_root(self.tree, Some("10001:10001"));
+        cmd.args(["/usr/bin/env", "-i", &self.path_env])
+            .arg(format!("PYTHONPATH={}", self.site))
+            .args(["PYTHONDONTWRITEBYTECODE=1", "LANG=C.UTF-8", "python3", "-c"])
+            .arg(&check);
+        let out = capture(
+            cmd,
+            Duration::from_secs(120),
+            "the interpreter inside the image root",
+        )
         .await
-        .map_err(failed)?;
-    let unresolved: Vec<String> = parse_ldd(&String::from_utf8_lossy(&out.stdout))
-        .into_iter()
-        .filter(|(file, _, missing)| {
-            !missing.is_empty()
-                && !broken_here.contains(
-                    Path::new(file)
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default()
-                        .as_str(),
-                )
-        })
-        .map(|(file, _, missing)| format!("{file} needs {}", missing.join(", ")))
-        .collect();
-    if !unresolved.is_empty() {
-        return Err(failed(format!(
-            "shared libraries do not resolve inside the {suite} root: {}",
-            unresolved.join("; ")
-        )));
-    }
-    let path_env = format!(
-        "PATH={image_prefix}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    );
-    let check = format!(
-        "import json, platform, {REQUIRED_MODULES}, boto3; print(json.dumps([platform.python_version(), boto3.__version__]))"
-    );
-    let mut cmd = in_root(&tree, Some("10001:10001"));
-    cmd.args(["/usr/bin/env", "-i", &path_env])
-        .arg(format!("PYTHONPATH={site}"))
-        .args(["PYTHONDONTWRITEBYTECODE=1", "LANG=C.UTF-8", "python3", "-c"])
-        .arg(&check);
-    let out = capture(
-        cmd,
-        Duration::from_secs(120),
-        "the interpreter inside the image root",
-    )
-    .await
-    .map_err(failed)?;
-    let want = serde_json::json!([inst.version, boto3_version]);
-    let got: Option<serde_json::Value> = serde_json::from_slice(&out.stdout).ok();
-    if !out.status.success() || got.as_ref() != Some(&want) {
-        return Err(failed(format!(
-            "inside the {suite} root, python3 -c 'import {REQUIRED_MODULES}, boto3' gave {} instead of {want} ({})",
-            text(&out.stdout),
-            text(&out.stderr).lines().last().unwrap_or("")
-        )));
-    }
-    progress.phase(&format!(
-        "{name}: inside the image root CPython {} imports {REQUIRED_MODULES} and boto3 {boto3_version}",
-        inst.version
-    ));
-    // One bytecode cache per module, compiled by the image's own interpreter at its final paths:
-    // the root is read-only at run time, so without it every step would compile what it imports.
-    let mut cmd = in_root(&tree, None);
-    cmd.args(["/usr/bin/env", "-i", &path_env, "LANG=C.UTF-8"])
-        .args(["python3", "-m", "compileall", "-q"])
-        .arg(format!("{image_prefix}/lib/{}", inst.stdlib_name()))
-        .arg(&site);
-    if let Err(e) = run_command(cmd, Duration::from_secs(600), "compileall").await {
+        .map_err(SourceError::failed)?;
+        let want = serde_json::json!([self.inst.version, boto3_version]);
+        let got: Option<serde_json::Value> = serde_json::from_slice(&out.stdout).ok();
+        if !out.status.success() || got.as_ref() != Some(&want) {
+            return Err(SourceError::Failed(format!(
+                "inside the {} root, python3 -c 'import {REQUIRED_MODULES}, boto3' gave {} instead of {want} ({})",
+                self.suite,
+                text(&out.stdout),
+                text(&out.stderr).lines().last().unwrap_or("")
+            )));
+        }
         progress.phase(&format!(
-            "{name}: some files did not compile ({e}); they run from source"
+            "{}: inside the image root CPython {} imports {REQUIRED_MODULES} and boto3 {boto3_version}",
+            self.rt.runtime.name, self.inst.version
         ));
+        Ok(())
     }
 
-    let identity = inst.identity();
-    let recipe = local_recipe_hash(rt, &identity).map_err(|e| failed(e.to_string()))?;
-    let labels = vec![
-        (LABEL_SOURCE, SOURCE_LOCAL_CPYTHON.to_string()),
-        (LABEL_CPYTHON_VERSION, inst.version.clone()),
-        (LABEL_CPYTHON_SOURCE, inst.source_description()),
-        (LABEL_CPYTHON_IDENTITY, identity),
-        (LABEL_CPYTHON_PREFIX, inst.prefix.display().to_string()),
-        (LABEL_CPYTHON_FINGERPRINT, inst.fingerprint.clone()),
-    ];
-    let mut changes = vec![
-        format!("ENV {path_env}"),
-        format!("ENV PYTHONPATH={site}"),
-        "ENV LANG=C.UTF-8".to_string(),
-    ];
-    changes.extend(common_changes(rt, &recipe, &labels).map_err(failed)?);
-    let mut args: Vec<OsString> = ROOTFS_KERNEL.iter().map(Into::into).collect();
-    args.extend(
-        ROOTFS_TRIM
-            .iter()
-            .map(|p| OsString::from(format!("--exclude={p}"))),
-    );
-    args.extend(["-C".into(), tree.into_os_string(), ".".into()]);
-    import_tree(engine, rt, args, changes, progress)
-        .await
-        .map_err(failed)?;
-    Ok(inst)
+    /// One bytecode cache per module, compiled by the image's own interpreter at its final
+    /// paths: the root is read-only at run time, so without it every step would compile what
+    /// it imports. A file that does not compile runs from source.
+    async fn compile(&self, progress: &mut dyn Progress) {
+        let image_prefix = self.inst.image_prefix();
+        let mut cmd = in_root(self.tree, None);
+        cmd.args(["/usr/bin/env", "-i", &self.path_env, "LANG=C.UTF-8"])
+            .args(["python3", "-m", "compileall", "-q"])
+            .arg(format!("{image_prefix}/lib/{}", self.inst.stdlib_name()))
+            .arg(self.site);
+        if let Err(e) = run_command(cmd, Duration::from_secs(600), "compileall").await {
+            progress.phase(&format!(
+                "{}: some files did not compile ({e}); they run from source",
+                self.rt.runtime.name
+            ));
+        }
+    }
+
+    /// Imports the tree as the runtime's image, labelled with the installation's identity.
+    async fn import(
+        &self,
+        engine: &Engine,
+        progress: &mut dyn Progress,
+    ) -> Result<(), SourceError> {
+        let (rt, inst) = (self.rt, self.inst);
+        let identity = inst.identity();
+        let recipe =
+            local_recipe_hash(rt, &identity).map_err(|e| SourceError::failed(e.to_string()))?;
+        let labels = vec![
+            (LABEL_SOURCE, SOURCE_LOCAL_CPYTHON.to_string()),
+            (LABEL_CPYTHON_VERSION, inst.version.clone()),
+            (LABEL_CPYTHON_SOURCE, inst.source_description()),
+            (LABEL_CPYTHON_IDENTITY, identity),
+            (LABEL_CPYTHON_PREFIX, inst.prefix.display().to_string()),
+            (LABEL_CPYTHON_FINGERPRINT, inst.fingerprint.clone()),
+        ];
+        let mut changes = vec![
+            format!("ENV {}", self.path_env),
+            format!("ENV PYTHONPATH={}", self.site),
+            "ENV LANG=C.UTF-8".to_string(),
+        ];
+        changes.extend(common_changes(rt, &recipe, &labels).map_err(SourceError::failed)?);
+        let mut args: Vec<OsString> = ROOTFS_KERNEL.iter().map(Into::into).collect();
+        args.extend(
+            ROOTFS_TRIM
+                .iter()
+                .map(|p| OsString::from(format!("--exclude={p}"))),
+        );
+        args.extend(["-C".into(), self.tree.as_os_str().to_owned(), ".".into()]);
+        import_tree(engine, rt, args, changes, progress)
+            .await
+            .map_err(SourceError::failed)?;
+        Ok(())
+    }
 }
 
 /// The file in a cached root listing the packages it was bootstrapped with.

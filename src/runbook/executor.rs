@@ -29,11 +29,9 @@ use super::document::{OnCancel, OnFailure, Runbook, StepDecl, StepKind, script_s
 use super::interpolate::Scope;
 use super::selector::{ValueType, output_value};
 use super::sleep::{self, SleepEnd};
-use crate::config::Settings;
-use crate::execute::{AwsContext, ExecuteOptions, context_dict, execute_step};
+use crate::context::{AwsContext, context_dict};
 use crate::result::{LogLine, LogStream, StepResult, StepStatus, aws_plain_failure};
 use crate::runtimes::Catalog;
-use crate::sandbox::Engine;
 use crate::step::{self, ValidatedStep};
 
 /// The most step executions one execution may have (loops through branches end here).
@@ -59,36 +57,6 @@ pub trait StepRunner: Send + Sync {
         step: &'a ValidatedStep,
         ctx: RunContext<'a>,
     ) -> BoxFuture<'a, Result<StepResult, String>>;
-}
-
-/// The real runner: a fresh container per step.
-pub struct EngineRunner<'e> {
-    /// The engine.
-    pub engine: &'e Engine,
-    /// Context values and output limits.
-    pub settings: &'e Settings,
-}
-
-impl StepRunner for EngineRunner<'_> {
-    fn run<'a>(
-        &'a self,
-        step: &'a ValidatedStep,
-        ctx: RunContext<'a>,
-    ) -> BoxFuture<'a, Result<StepResult, String>> {
-        Box::pin(async move {
-            let options = ExecuteOptions {
-                execution_id: Some(ctx.step_execution_id),
-                memory_bytes: None,
-                context: &self.settings.context,
-                limits: &self.settings.output,
-                on_log: Some(ctx.on_log),
-                automation_execution_id: Some(ctx.automation_execution_id.to_string()),
-            };
-            execute_step(self.engine, step, options, ctx.cancel)
-                .await
-                .map_err(|e| e.to_string())
-        })
-    }
 }
 
 /// What happens during an execution, as it happens.

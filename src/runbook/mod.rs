@@ -15,6 +15,7 @@ pub mod executor;
 pub mod interpolate;
 pub mod output;
 pub mod parameters;
+pub mod runner;
 pub mod selector;
 pub mod sleep;
 pub mod yaml;

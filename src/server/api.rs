@@ -477,7 +477,7 @@ async fn runtimes(State(st): State<AppState>) -> Json<Value> {
 }
 
 async fn health(State(st): State<AppState>) -> Response {
-    let engine_ok = tokio::time::timeout(Duration::from_secs(5), st.engine.docker().ping())
+    let engine_ok = tokio::time::timeout(Duration::from_secs(5), st.engine.ping())
         .await
         .map(|r| r.is_ok())
         .unwrap_or(false);

@@ -235,11 +235,7 @@ pub async fn run(
             Some(permits.clone()),
         )
     });
-    let runner = Arc::new(scheduler::SandboxRunner {
-        engine: engine.clone(),
-        settings: settings.clone(),
-        pool: pool.clone(),
-    });
+    let runner = step_runner(engine.clone(), settings.clone(), pool.clone());
     let sched = scheduler::Scheduler::new(
         settings.clone(),
         catalog.clone(),
@@ -359,4 +355,19 @@ pub async fn run(
 /// The socket a client uses when none is given.
 pub fn default_socket() -> PathBuf {
     crate::config::default_socket()
+}
+
+/// The one runner of the daemon's steps: fresh containers of `engine`, pre-started ones from
+/// `pool` when an execution's limits are the pool's.
+fn step_runner(
+    engine: Engine,
+    settings: Arc<Settings>,
+    pool: Option<crate::pool::WarmPool>,
+) -> Arc<crate::execute::Runner> {
+    Arc::new(crate::execute::Runner::new(
+        Arc::new(engine),
+        pool,
+        settings.context.clone(),
+        settings.output.clone(),
+    ))
 }

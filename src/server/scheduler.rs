@@ -1,7 +1,7 @@
 //! Admission, queue and execution.
 //!
 //! - At most `concurrency` containers alive: an execution takes a semaphore permit before its
-//!   first container and gives it back only after [`execute_step`] returned, which is after its
+//!   first container and gives it back only after [`Runner::run`] returned, which is after its
 //!   container was removed. A runbook holds its permit for its whole run (its steps run one at a
 //!   time, so it never has more than one container).
 //! - At most `queue_length` executions wait for a permit; past that a submission is refused
@@ -15,8 +15,8 @@
 //!   matching its parameters is CPU work, bounded by the runbook module's own limits.
 //! - A panic in an execution's task ends that execution `Failed` with a message and returns its
 //!   permit and queue place; the daemon goes on.
-//! - Running "one step in a container" is behind [`ContainerRunner`]. [`SandboxRunner`] takes a
-//!   pre-started container from the warm pool when the execution's limits are the pool's; a
+//! - Running "one step in a container" is [`Runner`]'s (on a [`crate::sandbox::Backend`]). It takes
+//!   a pre-started container from the warm pool when the execution's limits are the pool's; a
 //!   waiting pool container holds a permit too (it is alive), the pool fills only with free
 //!   permits, and the dispatcher makes the pool give one up when an execution waits for a permit.
 //!   A warm step's result is recorded as soon as it is known; its container is removed in the
@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::FutureExt;
-use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -43,12 +42,11 @@ use super::types::{
     provisional,
 };
 use crate::config::{EffectiveLimits, Settings};
-use crate::execute::{ExecuteError, ExecuteOptions, execute_step_pooled};
+use crate::execute::{JobLimits, Runner, StepJob};
 use crate::pool::WarmPool;
-use crate::result::{LogLine, LogStream, StepResult};
+use crate::result::{LogLine, LogStream};
 use crate::runbook::{self as rb, executor::RunEvent};
 use crate::runtimes::Catalog;
-use crate::sandbox::Engine;
 use crate::sandbox::Removal;
 use crate::step::ValidatedStep;
 use crate::store::{ExecKind, ExecStatus, ExecutionRow, Finish, NewExecution, Store};
@@ -59,111 +57,6 @@ pub const VALIDATIONS_AT_ONCE: usize = 4;
 /// The longest one submission's validation may take before it is refused. Its work is bounded
 /// by the runbook module's limits (values, aliases, pattern budget); this is the last guard.
 pub const VALIDATION_DEADLINE: Duration = Duration::from_secs(30);
-
-/// What one container run needs besides the step.
-pub struct ContainerJob<'a> {
-    /// The container's execution id (label `scriptbox.execution`).
-    pub execution_id: String,
-    /// `automation:EXECUTION_ID` for a runbook's step.
-    pub automation_execution_id: Option<String>,
-    /// The execution's limits.
-    pub limits: &'a EffectiveLimits,
-    /// Each log line, as it arrives.
-    pub on_log: &'a mut (dyn FnMut(&LogLine) + Send),
-    /// Kills the container.
-    pub cancel: &'a CancellationToken,
-}
-
-/// Runs one validated step in a container. The result may come back before the container is
-/// gone (a warm run); the [`Removal`] completes when it is.
-pub trait ContainerRunner: Send + Sync {
-    /// Runs the step.
-    fn run<'a>(
-        &'a self,
-        step: &'a ValidatedStep,
-        job: ContainerJob<'a>,
-    ) -> BoxFuture<'a, Result<(StepResult, Removal), ExecuteError>>;
-}
-
-/// Runs each step in a fresh container: a pre-started one from the warm pool when the
-/// execution's limits are the pool's, else a new one ([`execute_step_pooled`], the same code
-/// path as `scriptbox invoke` and `scriptbox run`).
-pub struct SandboxRunner {
-    /// The engine.
-    pub engine: Engine,
-    /// Context values and output limits.
-    pub settings: Arc<Settings>,
-    /// The warm pool, when on.
-    pub pool: Option<WarmPool>,
-}
-
-impl ContainerRunner for SandboxRunner {
-    fn run<'a>(
-        &'a self,
-        step: &'a ValidatedStep,
-        job: ContainerJob<'a>,
-    ) -> BoxFuture<'a, Result<(StepResult, Removal), ExecuteError>> {
-        Box::pin(async move {
-            let sandbox = job.limits.sandbox(self.engine.config());
-            // Pooled containers were made with the configured sandbox: only an execution with
-            // exactly those limits may take one.
-            let pool = self
-                .pool
-                .as_ref()
-                .filter(|_| sandbox == *self.engine.config());
-            let engine = self.engine.with_config(sandbox);
-            let mut step = step.clone();
-            step.timeout = step
-                .timeout
-                .min(Duration::from_secs(job.limits.timeout_seconds));
-            let options = ExecuteOptions {
-                // A pooled container carries its own execution id label, which the step adopts.
-                execution_id: pool.is_none().then(|| job.execution_id.clone()),
-                memory_bytes: pool.is_none().then_some(job.limits.memory_bytes),
-                context: &self.settings.context,
-                limits: &self.settings.output,
-                on_log: Some(job.on_log),
-                // The handler's automation:EXECUTION_ID is the daemon's execution id either way.
-                automation_execution_id: job
-                    .automation_execution_id
-                    .or_else(|| pool.map(|_| job.execution_id.clone())),
-            };
-            execute_step_pooled(&engine, pool, &step, options, job.cancel).await
-        })
-    }
-}
-
-/// Adapts a [`ContainerRunner`] to the runbook executor, with the execution's limits.
-struct RunbookSteps<'a> {
-    runner: &'a dyn ContainerRunner,
-    limits: &'a EffectiveLimits,
-}
-
-impl rb::executor::StepRunner for RunbookSteps<'_> {
-    fn run<'a>(
-        &'a self,
-        step: &'a ValidatedStep,
-        ctx: rb::executor::RunContext<'a>,
-    ) -> BoxFuture<'a, Result<StepResult, String>> {
-        Box::pin(async move {
-            let job = ContainerJob {
-                execution_id: ctx.step_execution_id,
-                automation_execution_id: Some(ctx.automation_execution_id.to_string()),
-                limits: self.limits,
-                on_log: ctx.on_log,
-                cancel: ctx.cancel,
-            };
-            let (result, removal) = self
-                .runner
-                .run(step, job)
-                .await
-                .map_err(|e| e.to_string())?;
-            // Steps run one at a time: the next one starts after this container is gone.
-            removal.finish().await.map_err(|e| e.to_string())?;
-            Ok(result)
-        })
-    }
-}
 
 /// Releases the containers-alive gauge when dropped.
 struct Alive<'m>(&'m Metrics);
@@ -245,7 +138,7 @@ pub struct Scheduler {
     catalog: Arc<Catalog>,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
-    runner: Arc<dyn ContainerRunner>,
+    runner: Arc<Runner>,
     permits: Arc<Semaphore>,
     pool: Option<WarmPool>,
     concurrency: usize,
@@ -269,7 +162,7 @@ impl Scheduler {
         catalog: Arc<Catalog>,
         store: Arc<Store>,
         metrics: Arc<Metrics>,
-        runner: Arc<dyn ContainerRunner>,
+        runner: Arc<Runner>,
         scratch: PathBuf,
         capacity_limit: ContainerCapacity,
     ) -> Arc<Scheduler> {
@@ -662,6 +555,15 @@ impl Scheduler {
         self.release(&id);
     }
 
+    /// An execution's limits as the runner takes them.
+    fn job_limits(&self, limits: &EffectiveLimits) -> JobLimits {
+        JobLimits {
+            sandbox: Some(limits.sandbox(self.runner.backend().config())),
+            timeout_cap: Some(Duration::from_secs(limits.timeout_seconds)),
+            memory_bytes: Some(limits.memory_bytes),
+        }
+    }
+
     async fn run_step(
         &self,
         id: &str,
@@ -672,11 +574,11 @@ impl Scheduler {
         let store = self.store.clone();
         let log_id = id.to_string();
         let mut on_log = move |line: &LogLine| store.log(&log_id, None, line.stream, &line.text);
-        let job = ContainerJob {
+        let job = StepJob {
             execution_id: id.to_string(),
             automation_execution_id: None,
-            limits,
-            on_log: &mut on_log,
+            limits: self.job_limits(limits),
+            on_log: Some(&mut on_log),
             cancel: token,
         };
         match self.runner.run(step, job).await {
@@ -737,10 +639,7 @@ impl Scheduler {
         limits: &EffectiveLimits,
         token: &CancellationToken,
     ) -> (ExecStatus, Value, Option<String>) {
-        let steps = RunbookSteps {
-            runner: self.runner.as_ref(),
-            limits,
-        };
+        let steps = self.runner.with_runbook_limits(self.job_limits(limits));
         let options = rb::executor::ExecOptions {
             execution_id: Some(id.to_string()),
             context: &self.settings.context,
@@ -923,82 +822,5 @@ impl Scheduler {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::server::types::StepRequest;
-
-    /// A runner that panics, as a bug would.
-    struct Panics;
-
-    impl ContainerRunner for Panics {
-        fn run<'a>(
-            &'a self,
-            _step: &'a ValidatedStep,
-            _job: ContainerJob<'a>,
-        ) -> BoxFuture<'a, Result<(StepResult, Removal), ExecuteError>> {
-            Box::pin(async { panic!("a bug in a runner") })
-        }
-    }
-
-    #[tokio::test]
-    async fn a_panic_ends_the_execution_failed_and_returns_its_place() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut settings = Settings::default();
-        settings.server.concurrency = 1;
-        settings.server.queue_length = 0;
-        let store = Arc::new(Store::open(dir.path()).unwrap());
-        let sched = Scheduler::new(
-            Arc::new(settings),
-            Arc::new(Catalog::builtin()),
-            store.clone(),
-            Arc::new(Metrics::default()),
-            Arc::new(Panics),
-            dir.path().join("scratch"),
-            ContainerCapacity {
-                permits: Arc::new(Semaphore::new(1)),
-                pool: None,
-            },
-        );
-        sched.start();
-        let req = SubmitRequest {
-            step: Some(StepRequest {
-                runtime: "python3.11".into(),
-                handler: Some("h".into()),
-                script: Some("def h(e, c): return 1".into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        // One place in all: each submission is accepted only if the one before gave it back.
-        for _ in 0..3 {
-            let id = sched.submit(&req).await.expect("a place is free");
-            let began = Instant::now();
-            let row = loop {
-                let row = store.get(&id).await.unwrap().unwrap();
-                if row.status != ExecStatus::Queued && row.status != ExecStatus::Running {
-                    break row;
-                }
-                assert!(
-                    began.elapsed() < Duration::from_secs(10),
-                    "{:?}",
-                    row.status
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            };
-            assert_eq!(row.status, ExecStatus::Failed);
-            let failure = row.failure_message.unwrap_or_default();
-            assert!(
-                failure.contains("scriptbox failed internally")
-                    && failure.contains("a bug in a runner"),
-                "{failure}"
-            );
-            while sched.load() != (0, 0) {
-                assert!(began.elapsed() < Duration::from_secs(10));
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        // Three runs with one permit: each panic gave it back (the dispatcher now holds it,
-        // waiting for the next job).
-        sched.shutdown(Duration::from_secs(5)).await;
-    }
-}
+#[path = "scheduler_tests.rs"]
+mod tests;

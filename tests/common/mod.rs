@@ -59,7 +59,7 @@ pub async fn offline_source_here(runtime: &str) -> Result<String, String> {
     tokio::task::spawn_blocking(move || {
         let catalog = Catalog::builtin();
         let rt = catalog.resolve(&name).expect("known runtime");
-        images::offline_source_here(&rt)
+        images::offline_source_here(&rt).map_err(|e| e.to_string())
     })
     .await
     .expect("the source check runs")

@@ -1,18 +1,16 @@
-//! The sandbox: one fresh, hardened container per execution. The only module that talks to Docker.
+//! The Docker backend: [`Engine`], the one place in the crate that talks to bollard.
 //!
-//! Every setting that matters for safety is fixed here from the operator's [`SandboxConfig`]; a
-//! job can only lower the memory limit and choose its timeout. The container's lifecycle —
-//! create, attach, start, feed stdin, drain output, wait, inspect, remove — has a deadline at
-//! every step, and removal happens on every path: success, error, cancellation, and (through a
-//! drop guard) when the caller abandons the future.
+//! Containers are created with every hardening setting of `docs/sandbox.md`, driven under a
+//! deadline at every step, and removed on every path. Image inspection, building and import go
+//! through here as well, so nothing outside `src/sandbox/` names bollard.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
-use bollard::container::LogOutput;
+use bollard::container::{AttachContainerResults, LogOutput};
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
 use bollard::query_parameters::{
@@ -20,19 +18,18 @@ use bollard::query_parameters::{
     KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
+use futures::future::BoxFuture;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::{
+    ContainerJob, ContainerOutcome, ExitFacts, Flow, LABEL_DEADLINE, LABEL_EXECUTION, LABEL_OWNER,
+    OutputObserver, OutputStream, OwnerId, PrestartedContainer, Removal, SandboxConfig,
+    SandboxError, SweepReport,
+};
 use crate::result::KillReason;
 
-/// Label carrying the execution id, on every container scriptbox creates.
-pub const LABEL_EXECUTION: &str = "scriptbox.execution";
-/// Label naming the scriptbox process that owns the container (`host:pid:start-time`).
-pub const LABEL_OWNER: &str = "scriptbox.daemon";
-/// Label with the Unix time after which the container is certainly abandoned.
-pub const LABEL_DEADLINE: &str = "scriptbox.deadline";
 /// Extra time past a job's timeout before its container counts as abandoned.
 const ABANDON_GRACE: Duration = Duration::from_secs(120);
 /// How long output may keep arriving after the container exited.
@@ -44,312 +41,7 @@ const EXIT_AFTER_KILL: Duration = Duration::from_secs(15);
 /// How far past the exit Docker's event log is read for a kill by someone else.
 const KILL_EVENT_MARGIN: Duration = Duration::from_millis(250);
 
-/// The operator's sandbox settings. Requests never choose these; they can only lower memory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SandboxConfig {
-    /// Numeric non-root `uid:gid` the handler runs as.
-    pub user: String,
-    /// OCI runtime: `runc` (default) or `runsc` (gVisor).
-    pub container_runtime: String,
-    /// Docker network; `none` (the default) leaves only a loopback interface.
-    pub network: String,
-    /// Memory limit, bytes; swap is set equal so there is none. tmpfs pages count against it.
-    pub memory_bytes: i64,
-    /// CPU quota in units of 1e-9 CPUs.
-    pub nano_cpus: i64,
-    /// Processes and threads in the container (runc).
-    pub pids_limit: i64,
-    /// The pids limit under runsc. gVisor's sentry counts its own host threads against the
-    /// container's pids cgroup, so the runc value would starve it; guest processes are then
-    /// bounded by the memory limit and the deadline (measured by the adversarial suite).
-    pub runsc_pids_limit: i64,
-    /// Size of the `/tmp` tmpfs.
-    pub tmpfs_bytes: u64,
-    /// Inodes of the `/tmp` tmpfs.
-    pub tmpfs_inodes: u64,
-    /// `/dev/shm` size.
-    pub shm_bytes: i64,
-    /// Open files per process.
-    pub nofile: i64,
-    /// Largest file a process may write.
-    pub fsize_bytes: i64,
-    /// Bytes of stdout plus stderr read before the container is killed.
-    pub output_limit_bytes: u64,
-    /// Deadline of each Docker call (create, attach, start, inspect, remove).
-    pub docker_call_timeout_secs: u64,
-}
-
-impl Default for SandboxConfig {
-    fn default() -> Self {
-        Self {
-            user: "10001:10001".into(),
-            container_runtime: "runc".into(),
-            network: "none".into(),
-            memory_bytes: 512 * 1024 * 1024,
-            nano_cpus: 1_000_000_000,
-            pids_limit: 128,
-            runsc_pids_limit: 1024,
-            tmpfs_bytes: 128 * 1024 * 1024,
-            tmpfs_inodes: 16 * 1024,
-            shm_bytes: 16 * 1024 * 1024,
-            nofile: 1024,
-            fsize_bytes: 128 * 1024 * 1024,
-            output_limit_bytes: 16 * 1024 * 1024,
-            docker_call_timeout_secs: 30,
-        }
-    }
-}
-
-impl SandboxConfig {
-    /// The pids limit for the configured container runtime.
-    pub fn effective_pids_limit(&self) -> i64 {
-        if self.container_runtime == "runsc" {
-            self.runsc_pids_limit
-        } else {
-            self.pids_limit
-        }
-    }
-}
-
-/// Errors of one Docker operation, each with its context.
-#[derive(Debug, thiserror::Error)]
-pub enum SandboxError {
-    /// No engine answered.
-    #[error(
-        "cannot reach the Docker engine ({endpoint}): {source}. Start dockerd, or set DOCKER_HOST"
-    )]
-    Connect {
-        /// Where we looked.
-        endpoint: String,
-        /// The client's error.
-        source: DockerError,
-    },
-    /// The runtime's image is not in the engine.
-    #[error("image {image} is not present; build it with `scriptbox images build {runtime}`")]
-    ImageMissing {
-        /// The image.
-        image: String,
-        /// The runtime it serves.
-        runtime: String,
-    },
-    /// A Docker call failed.
-    #[error("docker {operation} failed for {subject}: {source}")]
-    Call {
-        /// `create`, `attach`, `start`, `kill`, `inspect`, `remove`, `list`...
-        operation: &'static str,
-        /// The container or image.
-        subject: String,
-        /// The client's error.
-        source: DockerError,
-    },
-    /// A Docker call did not answer within its deadline.
-    #[error("docker {operation} for {subject} did not answer within {seconds} s")]
-    Deadline {
-        /// The operation.
-        operation: &'static str,
-        /// The container or image.
-        subject: String,
-        /// The deadline.
-        seconds: u64,
-    },
-}
-
-/// Which output stream bytes came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputStream {
-    /// The container's stdout (protocol frames).
-    Stdout,
-    /// The container's stderr (raw log).
-    Stderr,
-}
-
-/// What an observer wants after seeing output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    /// Keep going.
-    Continue,
-    /// Kill the container for this reason.
-    Kill(KillReason),
-    /// The result is complete: nothing after it matters to the execution.
-    ResultComplete,
-}
-
-/// Receives the container's output as it arrives.
-pub trait OutputObserver: Send {
-    /// Called for every chunk, in arrival order.
-    fn on_output(&mut self, stream: OutputStream, bytes: &[u8]) -> Flow;
-}
-
-/// One container run.
-#[derive(Debug, Clone)]
-pub struct ContainerJob {
-    /// The execution id (label and container name).
-    pub execution_id: String,
-    /// The image.
-    pub image: String,
-    /// The runtime name, for messages.
-    pub runtime: String,
-    /// The bootstrap command.
-    pub command: Vec<String>,
-    /// Environment from the allowlist (never the host's).
-    pub env: Vec<String>,
-    /// The full stdin stream.
-    pub stdin: Vec<u8>,
-    /// Time from start until SIGKILL.
-    pub timeout: Duration,
-    /// A lower memory limit than the configured one, if asked for.
-    pub memory_bytes: Option<i64>,
-}
-
-/// What happened to a container, from Docker and the host's clocks.
-#[derive(Debug, Clone, Default)]
-pub struct ContainerOutcome {
-    /// The container id.
-    pub container_id: String,
-    /// Exit code from Docker (inspect).
-    pub exit_code: Option<i64>,
-    /// Docker inspect's `OOMKilled`.
-    pub oom_killed: bool,
-    /// Why scriptbox killed it, if it did.
-    pub kill_reason: Option<KillReason>,
-    /// Bytes read from stdout and stderr.
-    pub output_bytes: u64,
-    /// True when the stdin stream could not be delivered whole (the container did not read it).
-    pub stdin_incomplete: bool,
-    /// Creation to removal.
-    pub total: Duration,
-    /// Start until exit.
-    pub run: Duration,
-}
-
-/// Identifies this scriptbox process on this host, so a sweep can tell dead owners from live ones.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnerId {
-    /// Host identity (`/etc/machine-id` or hostname).
-    pub host: String,
-    /// Process id.
-    pub pid: u32,
-    /// The process's start time in clock ticks since boot (guards against pid reuse).
-    pub start_ticks: u64,
-}
-
-impl OwnerId {
-    /// The current process.
-    pub fn current() -> Self {
-        let pid = std::process::id();
-        OwnerId {
-            host: host_identity(),
-            pid,
-            start_ticks: process_start_ticks(pid).unwrap_or(0),
-        }
-    }
-
-    /// The label value.
-    pub fn label(&self) -> String {
-        format!("{}:{}:{}", self.host, self.pid, self.start_ticks)
-    }
-
-    /// Parses a label value.
-    pub fn parse(label: &str) -> Option<Self> {
-        let mut parts = label.rsplitn(3, ':');
-        let start_ticks = parts.next()?.parse().ok()?;
-        let pid = parts.next()?.parse().ok()?;
-        let host = parts.next()?.to_string();
-        Some(OwnerId {
-            host,
-            pid,
-            start_ticks,
-        })
-    }
-
-    /// True when this owner is a process on this host that is still running.
-    /// Owners on other hosts are reported alive: only their deadline can retire them.
-    pub fn is_alive(&self) -> bool {
-        if self.host != host_identity() {
-            return true;
-        }
-        process_start_ticks(self.pid) == Some(self.start_ticks)
-    }
-}
-
-fn host_identity() -> String {
-    static HOST: OnceLock<String> = OnceLock::new();
-    HOST.get_or_init(|| {
-        std::fs::read_to_string("/etc/machine-id")
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .or_else(|| {
-                std::fs::read_to_string("/proc/sys/kernel/hostname")
-                    .ok()
-                    .map(|s| s.trim().to_string())
-            })
-            .unwrap_or_else(|| "unknown-host".into())
-            .replace(':', "_")
-    })
-    .clone()
-}
-
-/// Field 22 of `/proc/<pid>/stat`: the start time in clock ticks after boot; `None` for a
-/// process that is gone or a zombie.
-fn process_start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses: skip past the last ')'.
-    let after = &stat[stat.rfind(')')? + 1..];
-    let mut fields = after.split_whitespace();
-    // A zombie has exited; only its parent has not reaped it yet: it owns nothing any more.
-    if fields.next()? == "Z" {
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
-}
-
-/// A container started ahead of its execution, its bootstrap blocked reading stdin.
-#[derive(Debug)]
-pub struct PrestartedContainer {
-    /// The Docker id.
-    pub id: String,
-    /// The execution id on its `scriptbox.execution` label, which its execution adopts.
-    pub execution_id: String,
-    /// When it was started.
-    pub created_at: Instant,
-}
-
-/// Docker's facts about a container that exited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ExitFacts {
-    /// The exit code.
-    pub exit_code: Option<i64>,
-    /// Docker inspect's `OOMKilled`.
-    pub oom_killed: bool,
-}
-
-/// The removal of a finished container, possibly still running in the background.
-#[derive(Debug)]
-pub struct Removal(Option<tokio::task::JoinHandle<Result<Option<ExitFacts>, SandboxError>>>);
-
-impl Removal {
-    /// Waits until the container is removed. After an early result (warm runs) it also gives
-    /// Docker's exit facts, which the outcome could not carry yet.
-    pub async fn finish(self) -> Result<Option<ExitFacts>, SandboxError> {
-        match self.0 {
-            None => Ok(None),
-            Some(handle) => handle.await.unwrap_or(Ok(None)),
-        }
-    }
-}
-
-/// What a sweep removed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SweepReport {
-    /// Containers removed.
-    pub removed: Vec<String>,
-    /// Containers still owned by a live scriptbox, left alone.
-    pub kept: usize,
-}
-
-/// A connection to the Docker engine plus the sandbox settings.
+/// A connection to the Docker engine plus the sandbox settings: the Docker [`super::Backend`].
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
@@ -364,51 +56,6 @@ impl std::fmt::Debug for Engine {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
-}
-
-/// The `docker run --rm -i` arguments equivalent to [`Engine::container_spec`] for `image` and
-/// `command` (the benchmarks compare scriptbox with exactly this; labels are left out).
-pub fn docker_run_equivalent(
-    config: &SandboxConfig,
-    image: &str,
-    command: &[String],
-) -> Vec<String> {
-    let c = config;
-    let mut args: Vec<String> = ["run", "--rm", "-i", "--read-only", "--tmpfs"]
-        .map(String::from)
-        .to_vec();
-    args.push(format!(
-        "/tmp:rw,nosuid,nodev,noexec,size={},nr_inodes={},mode=1777",
-        c.tmpfs_bytes, c.tmpfs_inodes
-    ));
-    let pairs = [
-        ("--user", c.user.clone()),
-        ("--cap-drop", "ALL".into()),
-        ("--security-opt", "no-new-privileges:true".into()),
-        ("--network", c.network.clone()),
-        ("--memory", c.memory_bytes.to_string()),
-        ("--memory-swap", c.memory_bytes.to_string()),
-        ("--cpus", format!("{}", c.nano_cpus as f64 / 1e9)),
-        ("--pids-limit", c.effective_pids_limit().to_string()),
-        ("--ulimit", format!("nofile={0}:{0}", c.nofile)),
-        ("--ulimit", format!("fsize={0}:{0}", c.fsize_bytes)),
-        ("--ulimit", "core=0:0".into()),
-        ("--log-driver", "none".into()),
-        ("--shm-size", c.shm_bytes.to_string()),
-        ("--ipc", "private".into()),
-        ("--runtime", c.container_runtime.clone()),
-        ("-e", "HOME=/tmp".into()),
-        ("-e", "LANG=C.UTF-8".into()),
-        ("-w", "/tmp".into()),
-    ];
-    for (flag, value) in pairs {
-        args.push(flag.into());
-        args.push(value);
-    }
-    args.push("--init".into());
-    args.push(image.into());
-    args.extend(command.iter().cloned());
-    args
 }
 
 /// Runs a Docker call under a deadline, mapping both failure kinds to [`SandboxError`].
@@ -491,7 +138,8 @@ impl Engine {
         }
     }
 
-    /// The underlying client, for image building (`images`) only.
+    /// The underlying client, for the integration tests (`tests/`), which inspect containers
+    /// and images directly.
     pub fn docker(&self) -> &Docker {
         &self.docker
     }
@@ -721,20 +369,15 @@ impl Engine {
         Ok((outcome, Removal(None)))
     }
 
-    /// Attach, start, feed stdin, drain output, enforce the deadline, wait, inspect.
-    async fn drive(
+    /// Attaches to the container and starts it (unless pre-started). Returns its output and
+    /// input streams, when the run started, and its deadline.
+    async fn attach_and_start(
         &self,
         id: &str,
-        job: ContainerJob,
-        observer: &mut dyn OutputObserver,
-        cancel: &CancellationToken,
         start: bool,
-        early_result: bool,
-    ) -> Result<(ContainerOutcome, bool), SandboxError> {
+        timeout: Duration,
+    ) -> Result<(AttachContainerResults, Instant, tokio::time::Instant), SandboxError> {
         let limit = self.call_limit();
-        // Docker's events from here on are this execution's (a pooled container's wait before
-        // it is not).
-        let driven_since = SystemTime::now();
         let attach_options = AttachContainerOptionsBuilder::default()
             .stream(true)
             .stdin(true)
@@ -748,20 +391,36 @@ impl Engine {
             self.docker.attach_container(id, Some(attach_options)),
         )
         .await?;
-        let mut output = attached.output;
-        let mut input = attached.input;
         if start {
             call("start", id, limit, self.docker.start_container(id, None)).await?;
         }
         // The deadline counts from the moment the request can be delivered.
         let started = Instant::now();
-        let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
         let deadline = started
-            .checked_add(job.timeout)
+            .checked_add(timeout)
             .map(tokio::time::Instant::from_std)
-            .unwrap_or(far)
-            .min(far);
+            .unwrap_or_else(far_future)
+            .min(far_future());
+        Ok((attached, started, deadline))
+    }
 
+    /// Attach, start, feed stdin, drain output, enforce the deadline, wait, inspect.
+    async fn drive(
+        &self,
+        id: &str,
+        job: ContainerJob,
+        observer: &mut dyn OutputObserver,
+        cancel: &CancellationToken,
+        start: bool,
+        early_result: bool,
+    ) -> Result<(ContainerOutcome, bool), SandboxError> {
+        // Docker's events from here on are this execution's (a pooled container's wait before
+        // it is not).
+        let driven_since = SystemTime::now();
+        let (attached, started, deadline) = self.attach_and_start(id, start, job.timeout).await?;
+        let mut output = attached.output;
+        let mut input = attached.input;
+        let far = far_future();
         let stdin = job.stdin;
         let feed = async move {
             input.write_all(&stdin).await?;
@@ -770,91 +429,50 @@ impl Engine {
         };
         tokio::pin!(feed);
         let mut wait = self.docker.wait_container(id, None);
-
-        let mut outcome = ContainerOutcome {
-            container_id: id.to_string(),
-            ..Default::default()
-        };
-        let mut feeding = true;
-        let mut output_open = true;
-        let mut exited_at: Option<tokio::time::Instant> = None;
-        let mut killed_at: Option<tokio::time::Instant> = None;
+        let mut st = Drive::new(id);
         // The kill call runs *beside* the output drain: dockerd finishes a killed container only
         // after its output copy is done, so awaiting the kill without reading would deadlock.
         let mut kill_call: Option<PendingCall<'_>> = None;
-
-        // Set when the observer has the whole result: from then on the execution's outcome is
-        // decided, and nothing the container does (late frames, floods, overstaying) changes it.
-        let mut result_at: Option<tokio::time::Instant> = None;
-        loop {
-            if exited_at.is_some() && !output_open {
-                break;
-            }
-            if result_at.is_some() && early_result && outcome.kill_reason.is_none() {
-                break;
-            }
-            let drain_until = exited_at.map(|t| t + DRAIN_AFTER_EXIT).unwrap_or(far);
-            let give_up_at = killed_at.map(|t| t + EXIT_AFTER_KILL).unwrap_or(far);
-            let overstay_at = result_at.map(|t| t + EXIT_AFTER_RESULT).unwrap_or(far);
-            let undecided =
-                outcome.kill_reason.is_none() && exited_at.is_none() && result_at.is_none();
+        while !st.done(early_result) {
+            let drain_until = st.exited_at.map(|t| t + DRAIN_AFTER_EXIT).unwrap_or(far);
+            let give_up_at = st.killed_at.map(|t| t + EXIT_AFTER_KILL).unwrap_or(far);
+            let overstay_at = st.result_at.map(|t| t + EXIT_AFTER_RESULT).unwrap_or(far);
+            let undecided = st.undecided();
             let mut kill: Option<KillReason> = None;
             tokio::select! {
                 biased;
-                _ = cancel.cancelled(), if undecided => {
-                    kill = Some(KillReason::Cancelled);
-                }
-                _ = tokio::time::sleep_until(deadline), if undecided => {
-                    kill = Some(KillReason::Timeout);
-                }
-                chunk = output.next(), if output_open => match chunk {
+                _ = cancel.cancelled(), if undecided => kill = Some(KillReason::Cancelled),
+                _ = tokio::time::sleep_until(deadline), if undecided => kill = Some(KillReason::Timeout),
+                chunk = output.next(), if st.output_open => match chunk {
                     Some(Ok(LogOutput::StdOut { message })) => {
-                        outcome.output_bytes = outcome.output_bytes.saturating_add(byte_count(&message));
-                        match observer.on_output(OutputStream::Stdout, &message) {
-                            // After the result nothing the container sends may kill it.
-                            _ if result_at.is_some() => {}
-                            Flow::Kill(r) => kill = Some(r),
-                            Flow::ResultComplete => result_at = Some(tokio::time::Instant::now()),
-                            Flow::Continue => {}
-                        }
+                        kill = st.on_output(OutputStream::Stdout, &message, observer);
                     }
                     Some(Ok(LogOutput::StdErr { message })) => {
-                        outcome.output_bytes = outcome.output_bytes.saturating_add(byte_count(&message));
-                        match observer.on_output(OutputStream::Stderr, &message) {
-                            // After the result nothing the container sends may kill it.
-                            _ if result_at.is_some() => {}
-                            Flow::Kill(r) => kill = Some(r),
-                            Flow::ResultComplete => result_at = Some(tokio::time::Instant::now()),
-                            Flow::Continue => {}
-                        }
+                        kill = st.on_output(OutputStream::Stderr, &message, observer);
                     }
                     Some(Ok(_)) => {}
-                    Some(Err(_)) | None => output_open = false,
+                    Some(Err(_)) | None => st.output_open = false,
                 },
-                _ = tokio::time::sleep_until(overstay_at), if result_at.is_some() && killed_at.is_none() && exited_at.is_none() => {
+                _ = tokio::time::sleep_until(overstay_at), if st.overstaying() => {
                     // The bootstrap exits right after its result; a container that stays is
                     // killed, without a kill reason: the result it gave stands.
-                    killed_at = Some(tokio::time::Instant::now());
+                    st.killed_at = Some(tokio::time::Instant::now());
                     kill_call = Some(Box::pin(self.kill(id)));
                 }
-                fed = &mut feed, if feeding => {
-                    feeding = false;
+                fed = &mut feed, if st.feeding => {
+                    st.feeding = false;
                     if fed.is_err() {
-                        outcome.stdin_incomplete = true;
+                        st.outcome.stdin_incomplete = true;
                     }
                 }
-                waited = wait.next(), if exited_at.is_none() => {
-                    exited_at = Some(tokio::time::Instant::now());
-                    outcome.run = started.elapsed();
-                    outcome.exit_code = match waited {
-                        Some(Ok(r)) => Some(r.status_code),
-                        Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Some(code),
-                        _ => None,
-                    };
+                waited = wait.next(), if st.exited_at.is_none() => {
+                    st.exited_at = Some(tokio::time::Instant::now());
+                    st.outcome.run = started.elapsed();
+                    st.outcome.exit_code = waited.and_then(exit_code_of);
                 }
-                _ = tokio::time::sleep_until(drain_until), if exited_at.is_some() => {
+                _ = tokio::time::sleep_until(drain_until), if st.exited_at.is_some() => {
                     // The stream normally ends ~30 ms after exit; never wait on it forever.
-                    output_open = false;
+                    st.output_open = false;
                 }
                 killed = async {
                     match kill_call.as_mut() {
@@ -865,7 +483,7 @@ impl Engine {
                     kill_call = None;
                     killed?;
                 }
-                _ = tokio::time::sleep_until(give_up_at), if killed_at.is_some() && exited_at.is_none() => {
+                _ = tokio::time::sleep_until(give_up_at), if st.killed_at.is_some() && st.exited_at.is_none() => {
                     return Err(SandboxError::Deadline {
                         operation: "wait after kill",
                         subject: id.to_string(),
@@ -873,32 +491,26 @@ impl Engine {
                     });
                 }
             }
-            if outcome.output_bytes > self.config.output_limit_bytes
-                && outcome.kill_reason.is_none()
-                && result_at.is_none()
-            {
-                kill = kill.or(Some(KillReason::OutputLimit));
-            }
-            if let Some(reason) = kill
-                && outcome.kill_reason.is_none()
-                && exited_at.is_none()
-                && killed_at.is_none()
-            {
-                outcome.kill_reason = Some(reason);
-                killed_at = Some(tokio::time::Instant::now());
+            if st.settle(kill, self.config.output_limit_bytes) {
                 kill_call = Some(Box::pin(self.kill(id)));
             }
-            if outcome.kill_reason.is_some() && exited_at.is_some() {
-                // Nothing after a kill is worth reading.
-                output_open = false;
-            }
         }
-
-        if exited_at.is_none() {
+        if st.exited_at.is_none() {
             // Early result: the exit is observed in the background, before removal.
-            outcome.run = started.elapsed();
-            return Ok((outcome, false));
+            st.outcome.run = started.elapsed();
+            return Ok((st.outcome, false));
         }
+        self.judge_exit(id, st, driven_since).await
+    }
+
+    /// After the exit: Docker's exit code and OOM kill, and whether someone else killed it.
+    async fn judge_exit(
+        &self,
+        id: &str,
+        st: Drive,
+        driven_since: SystemTime,
+    ) -> Result<(ContainerOutcome, bool), SandboxError> {
+        let mut outcome = st.outcome;
         let facts = self.inspect_exit(id).await?;
         outcome.oom_killed = facts.oom_killed;
         if facts.exit_code.is_some() {
@@ -908,8 +520,8 @@ impl Engine {
             outcome.kill_reason = Some(KillReason::OutOfMemory);
         }
         if outcome.kill_reason.is_none()
-            && result_at.is_none()
-            && killed_at.is_none()
+            && st.result_at.is_none()
+            && st.killed_at.is_none()
             && self.killed_by_someone_else(id, driven_since).await
         {
             outcome.kill_reason = Some(KillReason::External);
@@ -1097,6 +709,116 @@ impl Engine {
     }
 }
 
+/// The exit code in Docker's answer to a wait (an error answer may carry one too).
+fn exit_code_of(
+    waited: Result<bollard::models::ContainerWaitResponse, DockerError>,
+) -> Option<i64> {
+    match waited {
+        Ok(r) => Some(r.status_code),
+        Err(DockerError::DockerContainerWaitError { code, .. }) => Some(code),
+        Err(_) => None,
+    }
+}
+
+/// A year from now: the "never" of the drive loop's timers.
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+/// What the drive loop knows of one container so far.
+struct Drive {
+    outcome: ContainerOutcome,
+    feeding: bool,
+    output_open: bool,
+    exited_at: Option<tokio::time::Instant>,
+    killed_at: Option<tokio::time::Instant>,
+    /// Set when the observer has the whole result: from then on the execution's outcome is
+    /// decided, and nothing the container does (late frames, floods, overstaying) changes it.
+    result_at: Option<tokio::time::Instant>,
+}
+
+impl Drive {
+    fn new(id: &str) -> Self {
+        Drive {
+            outcome: ContainerOutcome {
+                container_id: id.to_string(),
+                ..Default::default()
+            },
+            feeding: true,
+            output_open: true,
+            exited_at: None,
+            killed_at: None,
+            result_at: None,
+        }
+    }
+
+    /// The loop ends when the container exited and its output is drained, or (an early
+    /// result) as soon as the result is whole.
+    fn done(&self, early_result: bool) -> bool {
+        (self.exited_at.is_some() && !self.output_open)
+            || (self.result_at.is_some() && early_result && self.outcome.kill_reason.is_none())
+    }
+
+    /// Nothing has decided the outcome yet: a cancel or the deadline still may.
+    fn undecided(&self) -> bool {
+        self.outcome.kill_reason.is_none() && self.exited_at.is_none() && self.result_at.is_none()
+    }
+
+    /// The result is in but the container neither exited nor was killed.
+    fn overstaying(&self) -> bool {
+        self.result_at.is_some() && self.killed_at.is_none() && self.exited_at.is_none()
+    }
+
+    /// Counts and hands a chunk to the observer; returns the kill it asks for.
+    fn on_output(
+        &mut self,
+        stream: OutputStream,
+        message: &[u8],
+        observer: &mut dyn OutputObserver,
+    ) -> Option<KillReason> {
+        self.outcome.output_bytes = self
+            .outcome
+            .output_bytes
+            .saturating_add(byte_count(message));
+        match observer.on_output(stream, message) {
+            // After the result nothing the container sends may kill it.
+            _ if self.result_at.is_some() => None,
+            Flow::Kill(r) => Some(r),
+            Flow::ResultComplete => {
+                self.result_at = Some(tokio::time::Instant::now());
+                None
+            }
+            Flow::Continue => None,
+        }
+    }
+
+    /// Applies the output limit and a kill asked for this turn; true when a kill must start.
+    fn settle(&mut self, kill: Option<KillReason>, output_limit_bytes: u64) -> bool {
+        let mut kill = kill;
+        if self.outcome.output_bytes > output_limit_bytes
+            && self.outcome.kill_reason.is_none()
+            && self.result_at.is_none()
+        {
+            kill = kill.or(Some(KillReason::OutputLimit));
+        }
+        let mut start_kill = false;
+        if let Some(reason) = kill
+            && self.outcome.kill_reason.is_none()
+            && self.exited_at.is_none()
+            && self.killed_at.is_none()
+        {
+            self.outcome.kill_reason = Some(reason);
+            self.killed_at = Some(tokio::time::Instant::now());
+            start_kill = true;
+        }
+        if self.outcome.kill_reason.is_some() && self.exited_at.is_some() {
+            // Nothing after a kill is worth reading.
+            self.output_open = false;
+        }
+        start_kill
+    }
+}
+
 /// A Docker call in flight beside the main loop (the kill).
 type PendingCall<'a> =
     std::pin::Pin<Box<dyn Future<Output = Result<(), SandboxError>> + Send + 'a>>;
@@ -1132,48 +854,182 @@ impl Drop for RemovalGuard {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// What the engine says about an image (`images` reads its labels, environment and size).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageDetails {
+    /// The image's labels.
+    pub labels: HashMap<String, String>,
+    /// Its `ENV` entries (`KEY=value`).
+    pub env: Vec<String>,
+    /// Its size in bytes, when the engine reports one.
+    pub size_bytes: Option<u64>,
+}
 
-    #[test]
-    fn the_docker_run_equivalent_carries_every_limit() {
-        let c = SandboxConfig::default();
-        let args = docker_run_equivalent(&c, "img", &["python3".into()]).join(" ");
-        for want in [
-            "--read-only".to_string(),
-            format!("--memory {0} --memory-swap {0}", c.memory_bytes),
-            format!("--pids-limit {}", c.pids_limit),
-            "--network none".into(),
-            "--cap-drop ALL".into(),
-            "--security-opt no-new-privileges:true".into(),
-            "--log-driver none".into(),
-            "--init img python3".into(),
-        ] {
-            assert!(args.contains(&want), "{want} missing from {args}");
+impl Engine {
+    /// Whether the engine answers, within the call deadline.
+    pub async fn ping(&self) -> Result<(), SandboxError> {
+        call("ping", "engine", self.call_limit(), self.docker.ping())
+            .await
+            .map(|_| ())
+    }
+
+    /// An image's labels, environment and size; `None` when it is not present.
+    pub async fn image_details(&self, image: &str) -> Result<Option<ImageDetails>, SandboxError> {
+        match call(
+            "inspect image",
+            image,
+            self.call_limit(),
+            self.docker.inspect_image(image),
+        )
+        .await
+        {
+            Ok(found) => {
+                let config = found.config.unwrap_or_default();
+                Ok(Some(ImageDetails {
+                    labels: config.labels.unwrap_or_default(),
+                    env: config.env.unwrap_or_default(),
+                    size_bytes: found.size.and_then(|s| u64::try_from(s).ok()),
+                }))
+            }
+            Err(SandboxError::Call { source, .. }) if is_not_found(&source) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
-    #[test]
-    fn owner_labels_round_trip_and_detect_the_living() {
-        let me = OwnerId::current();
-        assert!(me.start_ticks > 0);
-        let parsed = OwnerId::parse(&me.label()).unwrap();
-        assert_eq!(parsed, me);
-        assert!(parsed.is_alive());
-        let reused = OwnerId {
-            start_ticks: me.start_ticks + 1,
-            ..me.clone()
-        };
-        assert!(!reused.is_alive(), "a reused pid must not look alive");
-        let elsewhere = OwnerId {
-            host: "other-host".into(),
-            ..me
-        };
-        assert!(
-            elsewhere.is_alive(),
-            "other hosts are retired by deadline only"
+    /// Builds `tag` from a tar build context holding `Dockerfile`; each line of the build's
+    /// output goes to `on_line`. The error is the engine's own message. No deadline of its own:
+    /// the caller bounds the build as a whole.
+    pub async fn build_image(
+        &self,
+        tag: &str,
+        buildargs: &HashMap<String, String>,
+        labels: &HashMap<String, String>,
+        context: Vec<u8>,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<(), SandboxError> {
+        let options = bollard::query_parameters::BuildImageOptionsBuilder::default()
+            .dockerfile("Dockerfile")
+            .t(tag)
+            .buildargs(buildargs)
+            .labels(labels)
+            .rm(true)
+            .forcerm(true)
+            .build();
+        let mut stream = self.docker.build_image(
+            options,
+            None,
+            Some(bollard::body_full(bytes::Bytes::from(context))),
         );
-        assert!(OwnerId::parse("garbage").is_none());
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                        return Err(SandboxError::Refused(err));
+                    }
+                    if let Some(line) = info.stream.as_deref() {
+                        on_line(line);
+                    }
+                }
+                Err(e) => return Err(SandboxError::Refused(e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Imports a root file system tar stream (`chunks`) as image `repo:tag` with Dockerfile
+    /// `changes` (`ENV`, `LABEL`, `CMD`...). The error is the engine's own message. No deadline
+    /// of its own: the caller bounds the import.
+    pub async fn import_image(
+        &self,
+        repo: &str,
+        tag: &str,
+        changes: Vec<String>,
+        mut chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    ) -> Result<(), SandboxError> {
+        let options = bollard::query_parameters::CreateImageOptionsBuilder::default()
+            .from_src("-")
+            .repo(repo)
+            .tag(tag)
+            .changes(changes)
+            .build();
+        let body = bollard::body_stream(futures::stream::poll_fn(move |cx| chunks.poll_recv(cx)));
+        let mut stream = self.docker.create_image(Some(options), Some(body), None);
+        while let Some(item) = stream.next().await {
+            item.map_err(|e| SandboxError::Refused(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The containers `owner` holds (every scriptbox container when `None`), by label.
+    pub async fn held_containers(
+        &self,
+        owner: Option<&str>,
+    ) -> Result<Vec<super::HeldContainer>, SandboxError> {
+        let held = self
+            .labelled_containers()
+            .await?
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                let container = super::HeldContainer {
+                    id: c.id?,
+                    execution_id: labels.get(LABEL_EXECUTION).cloned(),
+                    owner: labels.get(LABEL_OWNER).cloned(),
+                    labels,
+                };
+                match owner {
+                    Some(o) if container.owner.as_deref() != Some(o) => None,
+                    _ => Some(container),
+                }
+            })
+            .collect();
+        Ok(held)
+    }
+}
+
+impl super::Backend for Engine {
+    fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    fn with_sandbox(&self, config: SandboxConfig) -> Arc<dyn super::Backend> {
+        Arc::new(self.with_config(config))
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), SandboxError>> {
+        Box::pin(Engine::ping(self))
+    }
+
+    fn prestart<'a>(
+        &'a self,
+        job: &'a ContainerJob,
+    ) -> BoxFuture<'a, Result<PrestartedContainer, SandboxError>> {
+        Box::pin(Engine::prestart(self, job))
+    }
+
+    fn run<'a>(
+        &'a self,
+        prestarted: Option<PrestartedContainer>,
+        job: ContainerJob,
+        observer: &'a mut dyn OutputObserver,
+        cancel: &'a CancellationToken,
+        defer_removal: bool,
+    ) -> BoxFuture<'a, Result<(ContainerOutcome, Removal), SandboxError>> {
+        Box::pin(self.run_with(prestarted, job, observer, cancel, defer_removal))
+    }
+
+    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), SandboxError>> {
+        Box::pin(Engine::remove(self, id))
+    }
+
+    fn held<'a>(
+        &'a self,
+        owner: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<super::HeldContainer>, SandboxError>> {
+        Box::pin(self.held_containers(owner))
+    }
+
+    fn sweep(&self) -> BoxFuture<'_, Result<SweepReport, SandboxError>> {
+        Box::pin(self.sweep_leftovers())
     }
 }
