@@ -903,10 +903,18 @@ async fn logs_follow_queued_running_and_finished_executions() {
     assert!(texts.contains(&"to stderr".to_string()), "{texts:?}");
     let (last, data) = events.last().unwrap();
     assert_eq!(last, "end");
-    assert_eq!(
-        serde_json::from_str::<Value>(data).unwrap()["Status"],
-        "Success"
-    );
+    let end = serde_json::from_str::<Value>(data).unwrap();
+    assert_eq!(end["Status"], "Success");
+    // The end carries the execution as recorded (what `submit --wait` prints without a GET):
+    // the same object a GET returns, apart from a warm step's late ExitCode.
+    let mut carried = end["Execution"].clone();
+    let mut got = get(&c, &id).await;
+    for v in [&mut carried, &mut got] {
+        v.as_object_mut()
+            .expect("the end event carries the execution object")
+            .remove("ExitCode");
+    }
+    assert_eq!(carried, got);
     assert_eq!(get(&c, &blocker).await["Status"], "Success");
 
     // Finished: replayed whole, then the end.
