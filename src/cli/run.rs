@@ -105,7 +105,7 @@ async fn execute(
     engine: Option<&Engine>,
     settings: &Settings,
     catalog: &Catalog,
-    progress: &mut TextProgress<std::io::Stderr>,
+    progress: &mut TextProgress<impl Write + Send>,
     shutdown: &CancellationToken,
 ) -> rb::executor::Execution {
     let exec_options = rb::executor::ExecOptions {
@@ -167,4 +167,81 @@ fn print_execution(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = "schemaVersion: '0.3'
+parameters:
+  N: {type: Integer, default: 3}
+mainSteps:
+  - name: check
+    action: aws:branch
+    inputs:
+      Choices:
+        - NextStep: big
+          Variable: '{{ N }}'
+          NumericGreater: 10
+      Default: small
+  - name: big
+    action: aws:sleep
+    inputs: {Duration: PT0S}
+    isEnd: true
+  - name: small
+    action: aws:sleep
+    inputs: {Duration: PT0.01S}
+";
+
+    /// Runs DOC without an engine and returns what the progress wrote.
+    async fn progress_of(verbose: bool) -> String {
+        let catalog = Catalog::builtin();
+        let settings = Settings::default();
+        let options = super::super::runbook_input::load_options(&settings, &catalog, &None);
+        let doc = rb::document::load_str(
+            DOC,
+            "Branchy.yaml",
+            rb::yaml::Format::Yaml,
+            std::path::Path::new("."),
+            &options,
+        )
+        .expect("the document is valid");
+        let params = rb::parameters::resolve(&doc.parameters, &[]).expect("defaults");
+        let mut progress = TextProgress::new(Vec::new(), verbose);
+        let execution = execute(
+            &doc,
+            params,
+            None,
+            &settings,
+            &catalog,
+            &mut progress,
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(execution.status, StepStatus::Success);
+        String::from_utf8(progress.into_inner()).expect("UTF-8")
+    }
+
+    #[tokio::test]
+    async fn text_progress_shows_each_step_its_outcome_and_the_branch_taken() {
+        let text = progress_of(true).await;
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines[0], "▶ check (aws:branch)");
+        assert!(
+            lines[1].starts_with("✔ Success ") && lines[1].ends_with(" ms → small"),
+            "{text}"
+        );
+        assert_eq!(lines[2], "▶ small (aws:sleep)");
+        assert!(
+            lines[3].starts_with("✔ Success ") && lines[3].ends_with(" ms"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn text_progress_is_quiet_for_json_output() {
+        assert_eq!(progress_of(false).await, "");
+    }
 }
