@@ -224,14 +224,17 @@ fn load_catalog(runtimes_file: Option<&Path>) -> Result<Catalog, CliError> {
 
 async fn dispatch(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, CliError> {
     let settings = load_settings(&cli)?;
-    // The client verbs talk to the daemon, which has its own catalog: theirs is read only when
-    // asked for (`--runtimes-file`) or needed (`submit DOCUMENT`), to keep their start short.
-    let runtimes_file = cli.runtimes_file.clone();
-    let catalog = || load_catalog(runtimes_file.as_deref());
-    if runtimes_file.is_some() {
-        // A bad --runtimes-file is refused by every verb, as before.
-        catalog()?;
-    }
+    // A --runtimes-file is read (and a bad one refused) by every verb, as before; the built-in
+    // catalog is parsed only by the verbs that use it (not the daemon's clients, which keep their
+    // start short: the daemon has its own catalog).
+    let custom = match &cli.runtimes_file {
+        Some(path) => Some(load_catalog(Some(path))?),
+        None => None,
+    };
+    let catalog = || match &custom {
+        Some(catalog) => Ok(catalog.clone()),
+        None => load_catalog(None),
+    };
     match cli.command {
         Command::Invoke(args) => invoke::invoke(args, settings, catalog()?, shutdown).await,
         Command::Runtimes(args) => runtimes::runtimes(args, settings, catalog()?).await,
