@@ -9,7 +9,7 @@ BIN := target/debug/scriptbox
 TEST_RUNTIMES := python3.6 python3.7 python3.8 python3.9 python3.10 python3.11 python3.12
 export SCRIPTBOX_LOG ?= warn
 
-.PHONY: all build engine images demo test test-rust test-runsc test-bootstrap lint bench bench-daemon bench-warm security-table conformance clean
+.PHONY: all build engine images demo test test-rust test-runsc test-bootstrap lint arch-check bench bench-daemon bench-warm security-table conformance clean
 
 all: build
 
@@ -58,6 +58,12 @@ test-bootstrap:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+## make arch-check: the architecture's guard rails (long functions, import cycles between top-level
+## modules, action names outside runbook/actions/, bollard outside sandbox/); each finding printed.
+## `scripts/arch-check.py --report` prints the same and the counts without failing.
+arch-check:
+	python3 scripts/arch-check.py src
 
 ## make bench: one trivial execution end to end, next to `docker run --rm` with the same flags;
 ## then one row per Python runtime (cold p50 through the library, `docker run --rm`, image size).

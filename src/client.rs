@@ -225,13 +225,18 @@ impl Client {
         let mut buf: Vec<u8> = Vec::new();
         let mut event = String::new();
         let mut data = String::new();
+        // Where the search for the next newline resumes: a long line (the `end` event carries
+        // the execution object) arrives in many chunks and is scanned once, not once per chunk.
+        let mut scanned = 0;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
             let Some(chunk) = frame.data_ref() else {
                 continue;
             };
             buf.extend_from_slice(chunk);
-            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            while let Some(found) = buf[scanned..].iter().position(|b| *b == b'\n') {
+                let pos = scanned + found;
+                scanned = 0;
                 let line: Vec<u8> = buf.drain(..=pos).collect();
                 let line = String::from_utf8_lossy(&line[..line.len() - 1])
                     .trim_end_matches('\r')
@@ -254,6 +259,7 @@ impl Client {
                     data.push_str(v.strip_prefix(' ').unwrap_or(v));
                 }
             }
+            scanned = buf.len();
         }
         Ok((status, None))
     }

@@ -119,181 +119,18 @@ pub fn validate(
     catalog: &Catalog,
     max_timeout_secs: u64,
 ) -> Result<ValidatedStep, InvalidStep> {
-    let mut problems = Vec::new();
-    let mut problem = |field: &str, rule: String| {
-        problems.push(InputProblem {
-            field: field.to_string(),
-            rule,
-        })
-    };
-
-    let resolved = match inputs.runtime.as_deref() {
-        None => {
-            problem("Runtime", "is required".into());
-            None
-        }
-        Some(name) => {
-            let found = catalog.resolve(name);
-            if found.is_none() {
-                problem(
-                    "Runtime",
-                    format!(
-                        "unknown runtime {name:?}; known runtimes: {}",
-                        catalog.names().join(", ")
-                    ),
-                );
-            }
-            found
-        }
-    };
-
-    let script = match &inputs.script {
-        None => None,
-        Some(Value::String(s)) if s.len() > MAX_SCRIPT_BYTES => {
-            problem(
-                "Script",
-                format!(
-                    "is {} bytes, over the limit of {MAX_SCRIPT_BYTES} bytes",
-                    s.len()
-                ),
-            );
-            None
-        }
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Array(_)) => {
-            problem(
-                "Script",
-                "must be a single string; a list of lines is not supported (use a YAML block scalar such as `Script: |-`)".into(),
-            );
-            None
-        }
-        Some(other) => {
-            problem(
-                "Script",
-                format!("must be a string, not {}", json_type_name(other)),
-            );
-            None
-        }
-    };
-
-    let payload = match &inputs.input_payload {
-        None | Some(Value::Null) => Some(Map::new()),
-        Some(Value::Object(map)) => {
-            let size = serde_json::to_vec(map)
-                .map(|v| v.len())
-                .unwrap_or(usize::MAX);
-            let depth = json_depth(&inputs.input_payload.clone().unwrap_or_default());
-            if size > MAX_PAYLOAD_BYTES {
-                problem(
-                    "InputPayload",
-                    format!("is {size} bytes as JSON, over the limit of {MAX_PAYLOAD_BYTES} bytes"),
-                );
-                None
-            } else if depth > MAX_PAYLOAD_DEPTH {
-                problem(
-                    "InputPayload",
-                    format!("nests {depth} levels deep, over the limit of {MAX_PAYLOAD_DEPTH}"),
-                );
-                None
-            } else {
-                Some(map.clone())
-            }
-        }
-        Some(other) => {
-            problem(
-                "InputPayload",
-                format!(
-                    "must be a map (a JSON or YAML object), not {}",
-                    json_type_name(other)
-                ),
-            );
-            None
-        }
-    };
-
-    // Checked conversions: a negative or huge value is refused, never wrapped.
-    let asked = inputs
-        .timeout_seconds
-        .unwrap_or_else(|| i64::try_from(DEFAULT_TIMEOUT_SECS).unwrap_or(i64::MAX));
-    let timeout_secs = match u64::try_from(asked) {
-        Ok(secs) if (1..=max_timeout_secs).contains(&secs) => Some(secs),
-        _ => {
-            problem(
-                "timeoutSeconds",
-                format!("must be between 1 and {max_timeout_secs} seconds, got {asked}"),
-            );
-            None
-        }
-    };
-
-    if inputs.attachments.len() > MAX_ATTACHMENTS {
-        problem(
-            "Attachment",
-            format!(
-                "at most {MAX_ATTACHMENTS} attachments are allowed, got {}",
-                inputs.attachments.len()
-            ),
-        );
-    }
-    let total: usize = inputs.attachments.iter().map(|a| a.bytes.len()).sum();
-    if total > MAX_ATTACHMENT_BYTES {
-        problem(
-            "Attachment",
-            format!(
-                "attachments total {total} bytes, over the limit of {MAX_ATTACHMENT_BYTES} bytes"
-            ),
-        );
-    }
+    let mut check = Checker::default();
+    let resolved = check.runtime(inputs, catalog);
+    let script = check.script(inputs);
+    let payload = check.payload(inputs);
+    let timeout_secs = check.timeout(inputs, max_timeout_secs);
     let language = resolved.map(|r| r.language());
-    let mut seen_names = Vec::new();
-    for attachment in &inputs.attachments {
-        if let Err(rule) = check_attachment(attachment, language) {
-            problem("Attachment", rule);
-        } else if seen_names.contains(&attachment.name.as_str()) {
-            problem(
-                "Attachment",
-                format!("{:?} is given twice", attachment.name),
-            );
-        }
-        seen_names.push(attachment.name.as_str());
-    }
-
-    let mut entry = None;
-    match language {
-        Some(Language::Python) => {
-            if script.is_none() && inputs.attachments.is_empty() && inputs.script.is_none() {
-                problem(
-                    "Script",
-                    "a Python step needs a Script, an Attachment, or both".into(),
-                );
-            }
-            match inputs.handler.as_deref() {
-                None => problem(
-                    "Handler",
-                    "is required for Python: the name of the function to call, e.g. `script_handler`, or `file.function` for an attachment".into(),
-                ),
-                Some(handler) => match resolve_entry(handler, script.is_some(), &inputs.attachments) {
-                    Ok(e) => entry = Some(e),
-                    Err(rule) => problem("Handler", rule),
-                },
-            }
-        }
-        Some(Language::Powershell) => {
-            if inputs.handler.is_some() {
-                problem(
-                    "Handler",
-                    "is not supported for PowerShell: the script runs top to bottom and reads $env:InputPayload".into(),
-                );
-            }
-            if inputs.script.is_none() {
-                problem("Script", "is required for PowerShell".into());
-            }
-        }
-        None => {}
-    }
-
-    if !problems.is_empty() {
-        return Err(InvalidStep { problems });
+    check.attachments(inputs, language);
+    let entry = check.language_rules(inputs, language, script.is_some());
+    if !check.problems.is_empty() {
+        return Err(InvalidStep {
+            problems: check.problems,
+        });
     }
     // Every None above recorded a problem, so these are present here.
     let (Some(resolved), Some(payload)) = (resolved, payload) else {
@@ -333,8 +170,220 @@ pub fn validate(
     })
 }
 
+/// A broken rule of one input, in a sentence (the field is added by the caller).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+struct Rule(String);
+
+/// Collects every problem of a step's inputs, one check per input.
+#[derive(Default)]
+struct Checker {
+    problems: Vec<InputProblem>,
+}
+
+impl Checker {
+    fn problem(&mut self, field: &str, rule: String) {
+        self.problems.push(InputProblem {
+            field: field.to_string(),
+            rule,
+        });
+    }
+
+    fn runtime<'c>(
+        &mut self,
+        inputs: &StepInputs,
+        catalog: &'c Catalog,
+    ) -> Option<crate::runtimes::ResolvedRuntime<'c>> {
+        let Some(name) = inputs.runtime.as_deref() else {
+            self.problem("Runtime", "is required".into());
+            return None;
+        };
+        let found = catalog.resolve(name);
+        if found.is_none() {
+            self.problem(
+                "Runtime",
+                format!(
+                    "unknown runtime {name:?}; known runtimes: {}",
+                    catalog.names().join(", ")
+                ),
+            );
+        }
+        found
+    }
+
+    fn script(&mut self, inputs: &StepInputs) -> Option<String> {
+        match &inputs.script {
+            None => None,
+            Some(Value::String(s)) if s.len() > MAX_SCRIPT_BYTES => {
+                self.problem(
+                    "Script",
+                    format!(
+                        "is {} bytes, over the limit of {MAX_SCRIPT_BYTES} bytes",
+                        s.len()
+                    ),
+                );
+                None
+            }
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Array(_)) => {
+                self.problem(
+                    "Script",
+                    "must be a single string; a list of lines is not supported (use a YAML block scalar such as `Script: |-`)".into(),
+                );
+                None
+            }
+            Some(other) => {
+                self.problem(
+                    "Script",
+                    format!("must be a string, not {}", json_type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn payload(&mut self, inputs: &StepInputs) -> Option<Map<String, Value>> {
+        match &inputs.input_payload {
+            None | Some(Value::Null) => Some(Map::new()),
+            Some(Value::Object(map)) => {
+                let size = serde_json::to_vec(map)
+                    .map(|v| v.len())
+                    .unwrap_or(usize::MAX);
+                let depth = json_depth(&inputs.input_payload.clone().unwrap_or_default());
+                if size > MAX_PAYLOAD_BYTES {
+                    self.problem(
+                        "InputPayload",
+                        format!(
+                            "is {size} bytes as JSON, over the limit of {MAX_PAYLOAD_BYTES} bytes"
+                        ),
+                    );
+                    None
+                } else if depth > MAX_PAYLOAD_DEPTH {
+                    self.problem(
+                        "InputPayload",
+                        format!("nests {depth} levels deep, over the limit of {MAX_PAYLOAD_DEPTH}"),
+                    );
+                    None
+                } else {
+                    Some(map.clone())
+                }
+            }
+            Some(other) => {
+                self.problem(
+                    "InputPayload",
+                    format!(
+                        "must be a map (a JSON or YAML object), not {}",
+                        json_type_name(other)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn timeout(&mut self, inputs: &StepInputs, max_timeout_secs: u64) -> Option<u64> {
+        // Checked conversions: a negative or huge value is refused, never wrapped.
+        let asked = inputs
+            .timeout_seconds
+            .unwrap_or_else(|| i64::try_from(DEFAULT_TIMEOUT_SECS).unwrap_or(i64::MAX));
+        match u64::try_from(asked) {
+            Ok(secs) if (1..=max_timeout_secs).contains(&secs) => Some(secs),
+            _ => {
+                self.problem(
+                    "timeoutSeconds",
+                    format!("must be between 1 and {max_timeout_secs} seconds, got {asked}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn attachments(&mut self, inputs: &StepInputs, language: Option<Language>) {
+        if inputs.attachments.len() > MAX_ATTACHMENTS {
+            self.problem(
+                "Attachment",
+                format!(
+                    "at most {MAX_ATTACHMENTS} attachments are allowed, got {}",
+                    inputs.attachments.len()
+                ),
+            );
+        }
+        let total: usize = inputs.attachments.iter().map(|a| a.bytes.len()).sum();
+        if total > MAX_ATTACHMENT_BYTES {
+            self.problem(
+                "Attachment",
+                format!(
+                    "attachments total {total} bytes, over the limit of {MAX_ATTACHMENT_BYTES} bytes"
+                ),
+            );
+        }
+        let mut seen_names = Vec::new();
+        for attachment in &inputs.attachments {
+            if let Err(rule) = check_attachment(attachment, language) {
+                self.problem("Attachment", rule.0);
+            } else if seen_names.contains(&attachment.name.as_str()) {
+                self.problem(
+                    "Attachment",
+                    format!("{:?} is given twice", attachment.name),
+                );
+            }
+            seen_names.push(attachment.name.as_str());
+        }
+    }
+
+    /// The rules of the runtime's language (Handler, Script); the Python entry point.
+    fn language_rules(
+        &mut self,
+        inputs: &StepInputs,
+        language: Option<Language>,
+        has_script: bool,
+    ) -> Option<Entry> {
+        match language {
+            Some(Language::Python) => {
+                if !has_script && inputs.attachments.is_empty() && inputs.script.is_none() {
+                    self.problem(
+                        "Script",
+                        "a Python step needs a Script, an Attachment, or both".into(),
+                    );
+                }
+                match inputs.handler.as_deref() {
+                    None => {
+                        self.problem(
+                            "Handler",
+                            "is required for Python: the name of the function to call, e.g. `script_handler`, or `file.function` for an attachment".into(),
+                        );
+                        None
+                    }
+                    Some(handler) => {
+                        match resolve_entry(handler, has_script, &inputs.attachments) {
+                            Ok(e) => Some(e),
+                            Err(rule) => {
+                                self.problem("Handler", rule.0);
+                                None
+                            }
+                        }
+                    }
+                }
+            }
+            Some(Language::Powershell) => {
+                if inputs.handler.is_some() {
+                    self.problem(
+                        "Handler",
+                        "is not supported for PowerShell: the script runs top to bottom and reads $env:InputPayload".into(),
+                    );
+                }
+                if inputs.script.is_none() {
+                    self.problem("Script", "is required for PowerShell".into());
+                }
+                None
+            }
+            None => None,
+        }
+    }
+}
+
 /// Checks one attachment's name and format for a language.
-fn check_attachment(a: &Attachment, language: Option<Language>) -> Result<(), String> {
+fn check_attachment(a: &Attachment, language: Option<Language>) -> Result<(), Rule> {
     let name = &a.name;
     if name.is_empty()
         || name.len() > 255
@@ -343,42 +392,44 @@ fn check_attachment(a: &Attachment, language: Option<Language>) -> Result<(), St
         || name == ".."
         || name.starts_with('.')
     {
-        return Err(format!(
+        return Err(Rule(format!(
             "{name:?} is not a plain file name (no folders, no leading dot, at most 255 bytes)"
-        ));
+        )));
     }
     if name == PYTHON_SCRIPT_FILE || name == POWERSHELL_SCRIPT_FILE {
-        return Err(format!(
+        return Err(Rule(format!(
             "{name:?} is reserved for the inline Script; rename the attachment"
-        ));
+        )));
     }
     let lower = name.to_ascii_lowercase();
     let gzip_magic = a.bytes.starts_with(&[0x1f, 0x8b]);
     if lower.ends_with(".gz") || lower.ends_with(".tgz") || gzip_magic {
-        return Err(format!(
+        return Err(Rule(format!(
             "{name:?} is gzip-compressed; gzip is not supported, use a .zip"
-        ));
+        )));
     }
     let is_zip = lower.ends_with(".zip");
     let is_py = lower.ends_with(".py");
     match language {
         Some(Language::Python) if !(is_zip || is_py) => {
-            return Err(format!(
+            return Err(Rule(format!(
                 "{name:?}: a Python attachment must be a .py or .zip file"
-            ));
+            )));
         }
         Some(Language::Powershell) if !is_zip => {
-            return Err(format!(
+            return Err(Rule(format!(
                 "{name:?}: a PowerShell attachment must be a .zip file"
-            ));
+            )));
         }
         _ => {}
     }
     if is_zip && !(a.bytes.starts_with(b"PK\x03\x04") || a.bytes.starts_with(b"PK\x05\x06")) {
-        return Err(format!("{name:?} is named .zip but is not a zip archive"));
+        return Err(Rule(format!(
+            "{name:?} is named .zip but is not a zip archive"
+        )));
     }
     if is_py && std::str::from_utf8(&a.bytes).is_err() {
-        return Err(format!("{name:?} is not UTF-8 text"));
+        return Err(Rule(format!("{name:?} is not UTF-8 text")));
     }
     Ok(())
 }
@@ -391,12 +442,12 @@ fn resolve_entry(
     handler: &str,
     has_script: bool,
     attachments: &[Attachment],
-) -> Result<Entry, String> {
+) -> Result<Entry, Rule> {
     let parts: Vec<&str> = handler.split('.').collect();
     if handler.is_empty() || !parts.iter().all(|p| is_identifier(p)) {
-        return Err(format!(
+        return Err(Rule(format!(
             "{handler:?} is not a Python function name or `module.function` path"
-        ));
+        )));
     }
     let py_modules: Vec<&str> = attachments
         .iter()
@@ -411,9 +462,9 @@ fn resolve_entry(
             } else {
                 format!("attached modules: {}", py_modules.join(", "))
             };
-            return Err(format!(
+            return Err(Rule(format!(
                 "{handler:?} names module {module:?}, which is not attached ({known})"
-            ));
+            )));
         }
         return Ok(Entry {
             module: module.to_string(),
@@ -431,12 +482,12 @@ fn resolve_entry(
             module: (*only).to_string(),
             function: handler.to_string(),
         }),
-        [] => Err(format!(
+        [] => Err(Rule(format!(
             "{handler:?} is a bare function name but there is no inline Script or .py attachment; with a .zip attachment use `module.function`"
-        )),
-        _ => Err(format!(
+        ))),
+        _ => Err(Rule(format!(
             "{handler:?} is ambiguous with several .py attachments; use `file.function`"
-        )),
+        ))),
     }
 }
 

@@ -374,7 +374,7 @@ async fn log(
 }
 
 /// Replays the stored lines, then follows new ones as they are committed; ends with an `end`
-/// event carrying the final status (or when the daemon shuts down).
+/// event carrying the final status and the execution object (or when the daemon shuts down).
 fn follow(
     st: AppState,
     id: String,
@@ -433,10 +433,13 @@ fn follow(
             }
             if status.is_terminal() {
                 s.done = true;
+                // The execution as recorded, so a client need not ask for it again.
+                let execution = execution_object(&s.st.store, &s.id).await.ok().flatten();
                 s.pending.push_back(
-                    Event::default()
-                        .event("end")
-                        .data(json!({"Id": s.id, "Status": status.as_str()}).to_string()),
+                    Event::default().event("end").data(
+                        json!({"Id": s.id, "Status": status.as_str(), "Execution": execution})
+                            .to_string(),
+                    ),
                 );
                 continue;
             }

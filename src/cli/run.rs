@@ -1,0 +1,252 @@
+//! `scriptbox run`: a runbook here, each executeScript step in a fresh container.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::Map;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::runbook_input::{load_runbook_input, refuse};
+use super::{CliError, OutputFormat, RunbookInput, TextProgress};
+use crate::config::Settings;
+use crate::result::{StepResult, StepStatus};
+use crate::runbook::{self as rb, Refused};
+use crate::runtimes::Catalog;
+use crate::sandbox::Engine;
+use crate::step;
+
+/// `scriptbox run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The runbook and its inputs.
+    #[command(flatten)]
+    pub input: RunbookInput,
+    /// Output format: text (live progress on stderr) or one GetAutomationExecution-shaped JSON object.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// A runner for documents without executeScript steps (no engine needed).
+struct NoEngine;
+
+impl rb::executor::StepRunner for NoEngine {
+    fn run<'a>(
+        &'a self,
+        _step: &'a step::ValidatedStep,
+        _ctx: rb::executor::RunContext<'a>,
+    ) -> futures::future::BoxFuture<'a, Result<StepResult, String>> {
+        Box::pin(async { Err("no container engine is connected".to_string()) })
+    }
+}
+
+pub(super) async fn run_runbook(
+    args: RunArgs,
+    settings: Settings,
+    catalog: Catalog,
+    shutdown: CancellationToken,
+) -> Result<ExitCode, CliError> {
+    let (doc, supplied) = match load_runbook_input(&args.input, &settings, &catalog, args.output)? {
+        Ok(loaded) => loaded,
+        Err(refused) => return Ok(refused),
+    };
+    let params = match rb::parameters::resolve(&doc.parameters, &supplied) {
+        Ok(p) => p,
+        Err(problems) => {
+            return Ok(refuse(
+                &args.input.document,
+                "cannot run with these parameters",
+                &Refused { problems },
+                args.output,
+            ));
+        }
+    };
+    let needs_engine = doc.steps.iter().any(|s| s.action == "aws:executeScript");
+    let engine = if needs_engine {
+        let engine = Engine::connect(settings.sandbox.clone()).await?;
+        if let Err(e) = engine.sweep_leftovers().await {
+            tracing::warn!("sweep of leftover containers failed: {e}");
+        }
+        Some(engine)
+    } else {
+        None
+    };
+    let mut progress = TextProgress::new(std::io::stderr(), args.output == OutputFormat::Text);
+    let execution = execute(
+        &doc,
+        params,
+        engine.as_ref(),
+        &settings,
+        &catalog,
+        &mut progress,
+        &shutdown,
+    )
+    .await;
+    if let Some(engine) = &engine {
+        engine.finish_cleanup(Duration::from_secs(30)).await;
+    }
+    print_execution(&execution, args.output).map_err(|e| CliError::Environment(e.into()))?;
+    if let Some(e) = execution.engine_error {
+        return Err(CliError::Environment(anyhow::anyhow!(e)));
+    }
+    Ok(if execution.status == StepStatus::Success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Runs the document with the engine's runner, or without an engine when it needs none.
+async fn execute(
+    doc: &rb::document::Runbook,
+    params: Map<String, Value>,
+    engine: Option<&Engine>,
+    settings: &Settings,
+    catalog: &Catalog,
+    progress: &mut TextProgress<impl Write + Send>,
+    shutdown: &CancellationToken,
+) -> rb::executor::Execution {
+    let exec_options = rb::executor::ExecOptions {
+        execution_id: None,
+        context: &settings.context,
+        catalog,
+        max_timeout_secs: settings.limits.max_timeout_seconds,
+        max_run_secs: settings.limits.max_runbook_seconds,
+    };
+    let mut observer = |event: rb::executor::RunEvent<'_>| progress.on_event(event);
+    match engine {
+        Some(engine) => {
+            let runner = crate::execute::Runner::new(
+                std::sync::Arc::new(engine.clone()),
+                None,
+                settings.context.clone(),
+                settings.output.clone(),
+            );
+            rb::executor::execute(doc, params, &runner, &exec_options, &mut observer, shutdown)
+                .await
+        }
+        None => {
+            rb::executor::execute(
+                doc,
+                params,
+                &NoEngine,
+                &exec_options,
+                &mut observer,
+                shutdown,
+            )
+            .await
+        }
+    }
+}
+
+/// Prints the execution: its GetAutomationExecution-shaped JSON, or a summary and its outputs.
+fn print_execution(
+    execution: &rb::executor::Execution,
+    format: OutputFormat,
+) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if format == OutputFormat::Json {
+        return writeln!(out, "{}", rb::output::execution_json(execution));
+    }
+    writeln!(
+        out,
+        "{} ({} step{} run, execution {})",
+        execution.status,
+        execution.steps.len(),
+        if execution.steps.len() == 1 { "" } else { "s" },
+        execution.id
+    )?;
+    if let Some(f) = &execution.failure_message {
+        writeln!(out, "{f}")?;
+    }
+    if !execution.outputs.is_empty() {
+        writeln!(out, "Outputs:")?;
+        for (name, v) in &execution.outputs {
+            let shown = match v {
+                Some(v) => serde_json::to_string(&rb::output::strings(v)).unwrap_or_default(),
+                None => format!("[{:?}]", rb::output::NO_OUTPUT),
+            };
+            writeln!(out, "  {name} = {shown}")?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = "schemaVersion: '0.3'
+parameters:
+  N: {type: Integer, default: 3}
+mainSteps:
+  - name: check
+    action: aws:branch
+    inputs:
+      Choices:
+        - NextStep: big
+          Variable: '{{ N }}'
+          NumericGreater: 10
+      Default: small
+  - name: big
+    action: aws:sleep
+    inputs: {Duration: PT0S}
+    isEnd: true
+  - name: small
+    action: aws:sleep
+    inputs: {Duration: PT0.01S}
+";
+
+    /// Runs DOC without an engine and returns what the progress wrote.
+    async fn progress_of(verbose: bool) -> String {
+        let catalog = Catalog::builtin();
+        let settings = Settings::default();
+        let options = super::super::runbook_input::load_options(&settings, &catalog, &None);
+        let doc = rb::document::load_str(
+            DOC,
+            "Branchy.yaml",
+            rb::yaml::Format::Yaml,
+            std::path::Path::new("."),
+            &options,
+        )
+        .expect("the document is valid");
+        let params = rb::parameters::resolve(&doc.parameters, &[]).expect("defaults");
+        let mut progress = TextProgress::new(Vec::new(), verbose);
+        let execution = execute(
+            &doc,
+            params,
+            None,
+            &settings,
+            &catalog,
+            &mut progress,
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(execution.status, StepStatus::Success);
+        String::from_utf8(progress.into_inner()).expect("UTF-8")
+    }
+
+    #[tokio::test]
+    async fn text_progress_shows_each_step_its_outcome_and_the_branch_taken() {
+        let text = progress_of(true).await;
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines[0], "▶ check (aws:branch)");
+        assert!(
+            lines[1].starts_with("✔ Success ") && lines[1].ends_with(" ms → small"),
+            "{text}"
+        );
+        assert_eq!(lines[2], "▶ small (aws:sleep)");
+        assert!(
+            lines[3].starts_with("✔ Success ") && lines[3].ends_with(" ms"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn text_progress_is_quiet_for_json_output() {
+        assert_eq!(progress_of(false).await, "");
+    }
+}
