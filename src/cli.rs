@@ -812,7 +812,7 @@ async fn image_notes(
     let mut runtimes: Vec<&str> = doc
         .steps
         .iter()
-        .filter(|s| s.action == "aws:executeScript")
+        .filter(|s| s.action_kind() == crate::runbook::actions::Action::ExecuteScript)
         .filter_map(|s| s.inputs.get("Runtime").and_then(Value::as_str))
         .collect();
     runtimes.sort_unstable();
@@ -924,7 +924,10 @@ async fn run_runbook(
             ));
         }
     };
-    let needs_engine = doc.steps.iter().any(|s| s.action == "aws:executeScript");
+    let needs_engine = doc
+        .steps
+        .iter()
+        .any(|s| s.action_kind() == crate::runbook::actions::Action::ExecuteScript);
     let engine = if needs_engine {
         let engine = Engine::connect(settings.sandbox.clone()).await?;
         if let Err(e) = engine.sweep_leftovers().await {
@@ -969,7 +972,7 @@ async fn run_runbook(
                 };
                 let mut line = format!("{mark} {} {} ms", record.status, ms);
                 if let Some(next) = &record.next_step {
-                    if record.action == "aws:branch" {
+                    if record.action_kind == crate::runbook::actions::Action::Branch {
                         line.push_str(&format!(" → {next}"));
                     }
                 }

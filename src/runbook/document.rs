@@ -10,15 +10,15 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::branch::{self, BranchSpec};
+use super::actions::branch::BranchSpec;
+use super::actions::{Action, CheckCx, DocFacts, StepHead};
 use super::interpolate::{self, Ref};
 use super::parameters::{self, ParamDecl};
 use super::selector::{Selector, ValueType, short};
-use super::sleep;
 use super::yaml::{self, Format, Kind, Node, Pos};
 use super::{Problem, ProblemKind, Refused, step_context};
 use crate::runtimes::Catalog;
-use crate::step::{self, Attachment, StepInputs, ValidatedStep};
+use crate::step::{self, ValidatedStep};
 
 /// The most attempts a step may ask for with `maxAttempts` **(ours: AWS documents no maximum)**;
 /// every attempt's output is kept, so the bound keeps a failing step's log bounded too.
@@ -27,9 +27,6 @@ pub const MAX_ATTEMPTS: u32 = 100;
 /// The largest `timeoutSeconds` of any step: aws:sleep's maximum (executeScript steps are held
 /// to the operator's `limits.max_timeout_seconds` besides).
 pub const MAX_STEP_TIMEOUT_SECS: i64 = 604_799;
-
-/// The actions scriptbox runs.
-pub const SUPPORTED_ACTIONS: [&str; 3] = ["aws:executeScript", "aws:sleep", "aws:branch"];
 
 const TOP_KEYS: [&str; 7] = [
     "schemaVersion",
@@ -55,8 +52,6 @@ const STEP_KEYS: [&str; 12] = [
     "isCritical",
     "description",
 ];
-
-const SCRIPT_INPUTS: [&str; 5] = ["Runtime", "Handler", "InputPayload", "Script", "Attachment"];
 
 /// What a step does when it fails.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,11 +95,11 @@ pub struct OutputDecl {
     pub ty: ValueType,
 }
 
-/// What a step does.
+/// What a step does: its action, with what the action's check read from its inputs.
 #[derive(Debug, Clone)]
 pub enum StepKind {
     /// `aws:executeScript`; `validated` when its inputs hold no `{{ }}` (checked at load).
-    Script {
+    ExecuteScript {
         /// The inputs validated at load time, when they are fully known.
         validated: Option<Box<ValidatedStep>>,
     },
@@ -123,7 +118,7 @@ pub struct StepDecl {
     pub name: String,
     /// Where the step starts.
     pub pos: Pos,
-    /// `action`.
+    /// `action`, AWS's name of it, for display: code asks [`StepDecl::action_kind`].
     pub action: String,
     /// What it does.
     pub kind: StepKind,
@@ -145,6 +140,17 @@ pub struct StepDecl {
     pub next_step: Option<String>,
     /// `isCritical` (default true; false when onFailure is Continue).
     pub is_critical: bool,
+}
+
+impl StepDecl {
+    /// The step's action.
+    pub fn action_kind(&self) -> Action {
+        match self.kind {
+            StepKind::ExecuteScript { .. } => Action::ExecuteScript,
+            StepKind::Sleep => Action::Sleep,
+            StepKind::Branch(_) => Action::Branch,
+        }
+    }
 }
 
 /// A declared attachment (`files`).
@@ -427,7 +433,7 @@ impl Checker<'_> {
             _ => vec![],
         };
         self.cross_check(&steps, &step_nodes, &param_names, &files, &attachments);
-        self.prevalidate(&mut steps, &step_nodes, &attachments);
+        self.prevalidate(&mut steps, &step_nodes, &files, &attachments);
         if let Some(role) = root.get("assumeRole") {
             self.check_refs(
                 &role.to_json(),
@@ -630,22 +636,20 @@ impl Checker<'_> {
                 }
             }
         }
-        let action = node
-            .get("action")
-            .and_then(Node::as_str)
-            .unwrap_or("")
-            .to_string();
+        let written = node.get("action").and_then(Node::as_str).unwrap_or("");
         let action_pos = node.get("action").map(|n| n.pos).unwrap_or(node.pos);
+        let action = Action::from_name(written);
         if node.get("action").is_none() {
             self.invalid(node.pos, &ctx, "action is required");
-        } else if !SUPPORTED_ACTIONS.contains(&action.as_str()) {
+        } else if action.is_none() {
+            let supported: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();
             self.problems.push(Problem::unsupported(
                 action_pos,
                 &ctx,
-                &action,
+                written,
                 format!(
-                    "action {action} is not supported by scriptbox (supported: {})",
-                    SUPPORTED_ACTIONS.join(", ")
+                    "action {written} is not supported by scriptbox (supported: {})",
+                    supported.join(", ")
                 ),
             ));
             return None;
@@ -747,21 +751,14 @@ impl Checker<'_> {
         };
         let is_critical = explicit_critical.unwrap_or(on_failure != OnFailure::Continue);
 
-        let outputs = self.step_outputs(node.get("outputs"), &ctx, &action);
-        let kind = match action.as_str() {
-            "aws:executeScript" => {
-                let known = inputs_node.map(|n| n.pos).unwrap_or(node.pos);
-                self.script_inputs(&inputs, inputs_node, known, &ctx, timeout_seconds)
-            }
-            "aws:sleep" => {
-                self.sleep_inputs(&inputs, inputs_node, &ctx);
-                Some(StepKind::Sleep)
-            }
-            "aws:branch" => inputs_node
-                .and_then(|n| branch::parse(n, &ctx, &mut self.problems))
-                .map(StepKind::Branch),
-            _ => None,
+        let outputs = self.step_outputs(node.get("outputs"), &ctx, action);
+        let head = StepHead {
+            ctx: &ctx,
+            node,
+            inputs: &inputs,
+            inputs_node,
         };
+        let kind = action.and_then(|a| a.check(&mut self.check_cx(), &head));
         // A step with problems in its properties is kept (the document is refused anyway), so
         // that its inputs are checked too and every problem is reported.
         let _ = before;
@@ -769,7 +766,7 @@ impl Checker<'_> {
             index,
             name,
             pos: node.pos,
-            action,
+            action: written.to_string(),
             kind: kind?,
             inputs,
             outputs,
@@ -783,14 +780,22 @@ impl Checker<'_> {
         })
     }
 
-    fn step_outputs(&mut self, node: Option<&Node>, ctx: &str, action: &str) -> Vec<OutputDecl> {
+    fn step_outputs(
+        &mut self,
+        node: Option<&Node>,
+        ctx: &str,
+        action: Option<Action>,
+    ) -> Vec<OutputDecl> {
         let mut out = Vec::new();
         let Some(node) = node else { return out };
-        if action != "aws:executeScript" {
+        if !action.is_some_and(Action::declares_outputs) {
             self.invalid(
                 node.pos,
                 format!("{ctx}: outputs"),
-                format!("{action} has no declared outputs"),
+                format!(
+                    "{} has no declared outputs",
+                    action.map(Action::name).unwrap_or_default()
+                ),
             );
             return out;
         }
@@ -885,147 +890,6 @@ impl Checker<'_> {
             }
         }
         out
-    }
-
-    fn script_inputs(
-        &mut self,
-        inputs: &Map<String, Value>,
-        node: Option<&Node>,
-        step_pos: Pos,
-        ctx: &str,
-        timeout_seconds: Option<i64>,
-    ) -> Option<StepKind> {
-        let pos_of = |key: &str| {
-            node.and_then(|n| n.get(key))
-                .map(|n| n.pos)
-                .unwrap_or(step_pos)
-        };
-        if let Some(Kind::Map(entries)) = node.map(|n| &n.kind) {
-            for (k, kpos, _) in entries {
-                if !SCRIPT_INPUTS.contains(&k.as_str()) {
-                    self.invalid(
-                        *kpos,
-                        format!("{ctx}: inputs"),
-                        format!(
-                            "unknown input {k:?} of aws:executeScript (known: {})",
-                            SCRIPT_INPUTS.join(", ")
-                        ),
-                    );
-                }
-            }
-        }
-        if self.format == Format::Json && inputs.contains_key("Script") {
-            self.problems.push(Problem::unsupported(
-                pos_of("Script"),
-                format!("{ctx}: inputs.Script"),
-                "Script in a JSON runbook",
-                "a JSON runbook cannot use Script (AWS: JSON runbooks must provide the script as an Attachment); write the runbook in YAML, or move the script to an attachment",
-            ));
-        }
-        if let Some(Value::String(s)) = inputs.get("Script") {
-            if let Some(start) = s.find("%%SCRIPT=") {
-                let end = s[start + 2..]
-                    .find("%%")
-                    .map(|e| e + start + 4)
-                    .unwrap_or(s.len());
-                self.problems.push(Problem::unsupported(
-                    pos_of("Script"),
-                    format!("{ctx}: inputs.Script"),
-                    "%%SCRIPT=...%% build placeholder",
-                    format!("is a build-time placeholder {:?}: substitute the script's text before running the document", &s[start..end]),
-                ));
-            }
-        }
-        let attachment = match inputs.get("Attachment") {
-            None => None,
-            Some(Value::String(a)) if interpolate::has_refs(&Value::String(a.clone())) => None,
-            Some(Value::String(a)) => Some(a.clone()),
-            Some(other) => {
-                self.invalid(
-                    pos_of("Attachment"),
-                    format!("{ctx}: inputs.Attachment"),
-                    format!(
-                        "must be a file name (a string), not {}",
-                        crate::step::json_type_name(other)
-                    ),
-                );
-                None
-            }
-        };
-        for key in ["Runtime", "Handler"] {
-            if let Some(v) = inputs.get(key) {
-                if !v.is_string() {
-                    self.invalid(
-                        pos_of(key),
-                        format!("{ctx}: inputs.{key}"),
-                        format!("must be a string, not {}", crate::step::json_type_name(v)),
-                    );
-                }
-            }
-        }
-        let _ = (attachment, timeout_seconds);
-        Some(StepKind::Script { validated: None })
-    }
-
-    fn sleep_inputs(&mut self, inputs: &Map<String, Value>, node: Option<&Node>, ctx: &str) {
-        let pos = |key: &str| {
-            node.and_then(|n| n.get(key))
-                .map(|n| n.pos)
-                .unwrap_or_default()
-        };
-        for k in inputs.keys() {
-            if k != "Duration" && k != "Timestamp" {
-                self.invalid(
-                    pos(k),
-                    format!("{ctx}: inputs"),
-                    format!("unknown input {k:?} of aws:sleep (known: Duration, Timestamp)"),
-                );
-            }
-        }
-        match (inputs.get("Duration"), inputs.get("Timestamp")) {
-            (Some(_), Some(_)) => self.invalid(
-                pos("Duration"),
-                format!("{ctx}: inputs"),
-                "give Duration or Timestamp, not both",
-            ),
-            (None, None) => self.invalid(
-                node.map(|n| n.pos).unwrap_or_default(),
-                format!("{ctx}: inputs"),
-                "Duration or Timestamp is required",
-            ),
-            (Some(v), None) | (None, Some(v)) => {
-                let key = if inputs.contains_key("Duration") {
-                    "Duration"
-                } else {
-                    "Timestamp"
-                };
-                match v {
-                    Value::String(s) if interpolate::has_refs(v) => {
-                        let _ = s;
-                    }
-                    Value::String(s) => {
-                        let r = if key == "Duration" {
-                            sleep::parse_duration(s).map(|_| ())
-                        } else {
-                            sleep::parse_timestamp(s)
-                                .and_then(|at| sleep::until(s, at, chrono::Utc::now()))
-                                .map(|_| ())
-                        };
-                        if let Err(e) = r {
-                            self.invalid(pos(key), format!("{ctx}: inputs.{key}"), e);
-                        }
-                    }
-                    other => self.invalid(
-                        pos(key),
-                        format!("{ctx}: inputs.{key}"),
-                        format!(
-                            "must be a string, not {}",
-                            crate::step::json_type_name(other)
-                        ),
-                    ),
-                }
-            }
-        }
     }
 
     fn doc_outputs(&mut self, node: Option<&Node>, steps: &[StepDecl]) -> Vec<DocOutput> {
@@ -1167,10 +1031,8 @@ impl Checker<'_> {
             if let OnCancel::Step(n) = &s.on_cancel {
                 targets.push((n.clone(), "onCancel", pos("onCancel")));
             }
-            if let StepKind::Branch(b) = &s.kind {
-                for (t, p) in b.targets() {
-                    targets.push((t.to_string(), "inputs", p));
-                }
+            for (t, p) in s.action_kind().targets(s) {
+                targets.push((t, "inputs", p));
             }
             for (t, key, p) in targets {
                 if !exists(&t) {
@@ -1196,150 +1058,57 @@ impl Checker<'_> {
                     Some(s.index),
                 );
             }
-            if s.action == "aws:executeScript" {
-                if let Some(Value::String(a)) = s.inputs.get("Attachment") {
-                    if !interpolate::has_refs(&Value::String(a.clone())) {
-                        let p = inputs_node
-                            .and_then(|n| n.get("Attachment"))
-                            .map(|n| n.pos)
-                            .unwrap_or(s.pos);
-                        if !files.iter().any(|f| &f.name == a) && !self.declared_files.contains(a) {
-                            self.invalid(
-                                p,
-                                format!("{ctx}: inputs.Attachment"),
-                                format!("{a:?} is not declared in the document's `files` section"),
-                            );
-                        } else if !attachments.contains_key(a) {
-                            // Its own problem is already reported under `files`.
-                        }
-                    }
-                }
-            }
+            let facts = DocFacts {
+                nodes,
+                files,
+                declared_files: &self.declared_files,
+                attachments,
+            };
+            let mut cx = CheckCx {
+                problems: &mut self.problems,
+                format: self.format,
+                options: self.options,
+            };
+            s.action_kind().check_in_document(&mut cx, s, &facts);
         }
     }
 }
 
 impl Checker<'_> {
-    /// Validates each executeScript step's inputs with `step::validate` when they are known now
-    /// (no `{{ }}` in Runtime, Handler, Script, Attachment; refs inside InputPayload stand in as
-    /// null), so a bad step refuses the whole document before anything runs.
+    /// The context an action's check writes its problems to.
+    fn check_cx(&mut self) -> CheckCx<'_> {
+        CheckCx {
+            problems: &mut self.problems,
+            format: self.format,
+            options: self.options,
+        }
+    }
+
+    /// Completes each step with what only the whole document tells (executeScript validates
+    /// its inputs when they are known now, so a bad step refuses the whole document before
+    /// anything runs).
     fn prevalidate(
         &mut self,
         steps: &mut [StepDecl],
         nodes: &[&Node],
+        files: &[FileDecl],
         attachments: &HashMap<String, Vec<u8>>,
     ) {
+        let facts = DocFacts {
+            nodes,
+            files,
+            declared_files: &self.declared_files,
+            attachments,
+        };
+        let mut cx = CheckCx {
+            problems: &mut self.problems,
+            format: self.format,
+            options: self.options,
+        };
         for s in steps.iter_mut() {
-            if s.action != "aws:executeScript" {
-                continue;
-            }
-            let fixed = ["Runtime", "Handler", "Script", "Attachment"]
-                .iter()
-                .all(|k| s.inputs.get(*k).is_none_or(|v| !interpolate::has_refs(v)));
-            if !fixed {
-                continue;
-            }
-            if let Some(Value::String(a)) = s.inputs.get("Attachment") {
-                if !attachments.contains_key(a) {
-                    continue;
-                }
-            }
-            let payload_has_refs = s
-                .inputs
-                .get("InputPayload")
-                .is_some_and(interpolate::has_refs);
-            let mut inputs = s.inputs.clone();
-            if let Some(p) = inputs.get_mut("InputPayload") {
-                *p = blank_refs(p);
-            }
-            let step_inputs = match script_step_inputs(&inputs, s.timeout_seconds, attachments) {
-                Ok(i) => i,
-                Err(_) => continue,
-            };
-            let ctx = step_context(s.index, &s.name);
-            let node = nodes[s.index];
-            match step::validate(
-                &step_inputs,
-                self.options.catalog,
-                self.options.max_timeout_secs,
-            ) {
-                Ok(v) => {
-                    if !payload_has_refs {
-                        s.kind = StepKind::Script {
-                            validated: Some(Box::new(v)),
-                        };
-                    }
-                }
-                Err(invalid) => {
-                    for p in invalid.problems {
-                        let (field, pos) = if p.field == "timeoutSeconds" {
-                            (
-                                "timeoutSeconds".to_string(),
-                                node.get("timeoutSeconds").map(|n| n.pos),
-                            )
-                        } else {
-                            (
-                                format!("inputs.{}", p.field),
-                                node.get("inputs")
-                                    .and_then(|i| i.get(&p.field))
-                                    .map(|n| n.pos),
-                            )
-                        };
-                        self.invalid(pos.unwrap_or(node.pos), format!("{ctx}: {field}"), p.rule);
-                    }
-                }
-            }
+            s.action_kind().complete(&mut cx, s, &facts);
         }
     }
-}
-
-/// Replaces each string holding a `{{ }}` by null (a stand-in whose value only run time knows).
-fn blank_refs(v: &Value) -> Value {
-    match v {
-        Value::String(_) if interpolate::has_refs(v) => Value::Null,
-        Value::Array(items) => Value::Array(items.iter().map(blank_refs).collect()),
-        Value::Object(m) => {
-            Value::Object(m.iter().map(|(k, v)| (k.clone(), blank_refs(v))).collect())
-        }
-        other => other.clone(),
-    }
-}
-
-/// The inputs of an executeScript step (after substitution) as `StepInputs`, with the
-/// attachment's verified bytes.
-pub fn script_step_inputs(
-    inputs: &Map<String, Value>,
-    timeout_seconds: Option<i64>,
-    attachments: &HashMap<String, Vec<u8>>,
-) -> Result<StepInputs, String> {
-    let string = |key: &str| -> Result<Option<String>, String> {
-        match inputs.get(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(format!(
-                "inputs.{key} must be a string, not {}",
-                crate::step::json_type_name(other)
-            )),
-        }
-    };
-    let mut files = Vec::new();
-    if let Some(name) = string("Attachment")? {
-        let bytes = attachments.get(&name).ok_or_else(|| {
-            format!("inputs.Attachment: {name:?} is not a verified attachment of the document")
-        })?;
-        files.push(Attachment {
-            name,
-            bytes: bytes.clone(),
-        });
-    }
-    Ok(StepInputs {
-        runtime: string("Runtime")?,
-        handler: string("Handler")?,
-        input_payload: inputs.get("InputPayload").cloned(),
-        script: inputs.get("Script").cloned(),
-        attachments: files,
-        timeout_seconds,
-    })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -1347,15 +1116,13 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn has_output(s: &StepDecl, output: &str) -> bool {
-    (s.action == "aws:executeScript" && output == "Payload")
+    s.action_kind().implicit_outputs().contains(&output)
         || s.outputs.iter().any(|o| o.name == output)
 }
 
 fn declared_list(s: &StepDecl) -> String {
     let mut names: Vec<&str> = s.outputs.iter().map(|o| o.name.as_str()).collect();
-    if s.action == "aws:executeScript" {
-        names.push("Payload");
-    }
+    names.extend(s.action_kind().implicit_outputs());
     if names.is_empty() {
         String::new()
     } else {
@@ -1442,7 +1209,7 @@ mod tests {
         assert_eq!(rb.outputs.len(), 2);
         assert!(matches!(
             &rb.steps[0].kind,
-            StepKind::Script { validated: Some(_) }
+            StepKind::ExecuteScript { validated: Some(_) }
         ));
         assert!(rb.steps[0].is_critical);
         // A bare 0.3 is accepted (ours).

@@ -24,17 +24,16 @@ use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::branch;
-use super::document::{OnCancel, OnFailure, Runbook, StepDecl, StepKind, script_step_inputs};
+use super::actions::{Action, ActionSpec, Ran, RunCx};
+use super::document::{OnCancel, OnFailure, Runbook, StepDecl};
 use super::interpolate::Scope;
-use super::selector::{ValueType, output_value};
-use super::sleep::{self, SleepEnd};
+use super::selector::ValueType;
 use crate::config::Settings;
 use crate::execute::{AwsContext, ExecuteOptions, context_dict, execute_step};
 use crate::result::{LogLine, LogStream, StepResult, StepStatus, aws_plain_failure};
 use crate::runtimes::Catalog;
 use crate::sandbox::Engine;
-use crate::step::{self, ValidatedStep};
+use crate::step::ValidatedStep;
 
 /// The most step executions one execution may have (loops through branches end here).
 pub const MAX_STEP_EXECUTIONS: usize = 1000;
@@ -120,8 +119,10 @@ pub enum RunEvent<'a> {
 pub struct StepRecord {
     /// `name`.
     pub name: String,
-    /// `action`.
+    /// `action`, AWS's name of it, for display: code compares [`StepRecord::action_kind`].
     pub action: String,
+    /// The step's action.
+    pub action_kind: Action,
     /// A fresh id per step execution.
     pub step_execution_id: String,
     /// Its status.
@@ -392,7 +393,8 @@ fn base_record(step: &StepDecl, inputs: Map<String, Value>) -> StepRecord {
     let now = Utc::now();
     StepRecord {
         name: step.name.clone(),
-        action: step.action.clone(),
+        action: step.action_kind().name().to_string(),
+        action_kind: step.action_kind(),
         step_execution_id: uuid::Uuid::new_v4().to_string(),
         status: StepStatus::Failed,
         start: now,
@@ -446,146 +448,95 @@ async fn run_step(
         }
     };
     record.inputs = inputs.clone();
-    match &step.kind {
-        StepKind::Branch(spec) => match branch::choose(spec, scope) {
-            Ok(target) => {
-                record.status = StepStatus::Success;
-                record.end = Utc::now();
-                (record, target, false)
-            }
-            Err(e) => {
-                fail(&mut record, "InvalidChoice", e);
-                (record, None, false)
-            }
-        },
-        StepKind::Sleep => {
-            let wait = match sleep::how_long(&inputs, Utc::now()) {
-                Ok(d) => d,
-                Err(e) => {
-                    fail(&mut record, "InvalidInput", e);
-                    return (record, None, false);
-                }
-            };
-            let timeout = step
-                .timeout_seconds
-                .map(|t| Duration::from_secs(u64::try_from(t).unwrap_or(0)));
-            match sleep::sleep(wait, timeout, cancel).await {
-                SleepEnd::Slept => record.status = StepStatus::Success,
-                SleepEnd::TimedOut => {
-                    record.status = StepStatus::TimedOut;
-                    record.failure_message = Some(format!(
-                        "Step timed out: timeoutSeconds {} passed before the sleep of {} s ended.",
-                        step.timeout_seconds.unwrap_or_default(),
-                        wait.as_secs_f64()
-                    ));
-                }
-                SleepEnd::Cancelled => {
-                    record.status = StepStatus::Cancelled;
-                    record.failure_message = Some("The step was cancelled.".into());
-                }
-            }
-            record.end = Utc::now();
+    let step_execution_id = record.step_execution_id.clone();
+    let mut cx = RunCx {
+        runner,
+        options,
+        attachments: &rb.attachments,
+        scope,
+        automation_id,
+        step_execution_id: &step_execution_id,
+        observer,
+        cancel,
+    };
+    let ran = step.action_kind().run(&mut cx, step, &inputs).await;
+    match ran {
+        Ran::Failed(f) => {
+            fail(&mut record, f.kind, f.message);
             (record, None, false)
         }
-        StepKind::Script { validated } => {
-            let fresh;
-            let vstep: &ValidatedStep = match validated {
-                Some(v) => v,
-                None => {
-                    let checked =
-                        script_step_inputs(&inputs, step.timeout_seconds, &rb.attachments)
-                            .and_then(|i| {
-                                step::validate(&i, options.catalog, options.max_timeout_secs)
-                                    .map_err(|e| e.to_string().replace('\n', "; "))
-                            });
-                    match checked {
-                        Ok(v) => {
-                            fresh = v;
-                            &fresh
-                        }
-                        Err(e) => {
-                            fail(
-                                &mut record,
-                                "InvalidInput",
-                                format!("The step's inputs, once resolved, are invalid: {e}"),
-                            );
-                            return (record, None, false);
-                        }
-                    }
-                }
-            };
-            let mut attempt = 1;
-            loop {
-                if attempt > 1 {
-                    let kept: usize = record.log.iter().map(|l| l.text.len()).sum();
-                    if kept > MAX_EARLIER_ATTEMPTS_LOG_BYTES {
-                        let lines = record.log.len();
-                        record.log.clear();
-                        record.log.push(LogLine {
-                            stream: LogStream::Scriptbox,
-                            text: format!(
-                                "{lines} log lines of attempts before attempt {attempt} are left out of this record (more than {MAX_EARLIER_ATTEMPTS_LOG_BYTES} bytes)"
-                            ),
-                        });
-                    }
-                    observer(RunEvent::StepStarted { step, attempt });
-                    record.log.push(LogLine {
-                        stream: LogStream::Scriptbox,
-                        text: format!("attempt {attempt} of {}", step.max_attempts),
-                    });
-                }
-                record.attempts = attempt;
-                let mut on_log = |line: &LogLine| observer(RunEvent::Log { step, line });
-                let ctx = RunContext {
-                    automation_execution_id: automation_id,
-                    step_execution_id: record.step_execution_id.clone(),
-                    on_log: &mut on_log,
-                    cancel,
-                };
-                let result = match runner.run(vstep, ctx).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        fail(
-                            &mut record,
-                            "EngineFailure",
-                            format!("The container engine failed: {e}"),
-                        );
-                        return (record, None, true);
-                    }
-                };
-                record.log.extend(result.log.iter().cloned());
-                record.status = result.status;
-                record.failure_message = result.failure_message.clone();
-                if result.status == StepStatus::Success {
-                    record.payload = Some(result.payload.clone());
-                    let mut outputs = Vec::new();
-                    let mut problems = Vec::new();
-                    for o in &step.outputs {
-                        match output_value(&o.name, &o.selector, o.ty, &result.payload) {
-                            Ok(v) => outputs.push((o.name.clone(), o.ty, v)),
-                            Err(e) => problems.push(e),
-                        }
-                    }
-                    if problems.is_empty() {
-                        record.outputs = outputs;
-                    } else {
-                        record.status = StepStatus::Failed;
-                        record.failure_message =
-                            Some(aws_plain_failure("InvalidOutput", &problems.join("; ")));
-                    }
-                }
-                let retry = matches!(record.status, StepStatus::Failed | StepStatus::TimedOut)
-                    && attempt < step.max_attempts
-                    && !cancel.is_cancelled();
-                if !retry {
-                    break;
-                }
-                attempt += 1;
+        Ran::Attempted { last, attempts } => {
+            record.attempts = attempts;
+            record.log = last.log;
+            record.status = last.status;
+            record.failure_message = last.failure;
+            record.payload = last.payload;
+            if last.status == StepStatus::Success {
+                record.outputs = last.outputs;
             }
             record.end = Utc::now();
-            (record, None, false)
+            (record, last.next, last.engine_failed)
         }
     }
+}
+
+/// Runs one step of action `A`: what is resolved once, then attempts while `A::RETRIES` and
+/// `maxAttempts` allow. The record keeps every attempt's log lines, bounded by
+/// [`MAX_EARLIER_ATTEMPTS_LOG_BYTES`] for the attempts before the last.
+pub(crate) fn attempts<'a, A: ActionSpec>(
+    cx: &'a mut RunCx<'_>,
+    step: &'a StepDecl,
+    inputs: &'a Map<String, Value>,
+) -> BoxFuture<'a, Ran> {
+    Box::pin(async move {
+        let ready = match A::prepare(cx, step, inputs) {
+            Ok(r) => r,
+            Err(f) => return Ran::Failed(f),
+        };
+        let mut log: Vec<LogLine> = Vec::new();
+        let mut payload = None;
+        let mut attempt = 1;
+        loop {
+            if attempt > 1 {
+                let kept: usize = log.iter().map(|l| l.text.len()).sum();
+                if kept > MAX_EARLIER_ATTEMPTS_LOG_BYTES {
+                    let lines = log.len();
+                    log.clear();
+                    log.push(LogLine {
+                        stream: LogStream::Scriptbox,
+                        text: format!(
+                            "{lines} log lines of attempts before attempt {attempt} are left out of this record (more than {MAX_EARLIER_ATTEMPTS_LOG_BYTES} bytes)"
+                        ),
+                    });
+                }
+                (cx.observer)(RunEvent::StepStarted { step, attempt });
+                log.push(LogLine {
+                    stream: LogStream::Scriptbox,
+                    text: format!("attempt {attempt} of {}", step.max_attempts),
+                });
+            }
+            let mut last = A::attempt(cx, step, &ready).await;
+            log.append(&mut last.log);
+            // A payload stays in the record once a script returned one, as it always has.
+            if last.payload.is_some() {
+                payload.clone_from(&last.payload);
+            }
+            let retry = A::RETRIES
+                && !last.engine_failed
+                && matches!(last.status, StepStatus::Failed | StepStatus::TimedOut)
+                && attempt < step.max_attempts
+                && !cx.cancel.is_cancelled();
+            if !retry {
+                last.log = log;
+                last.payload = payload;
+                return Ran::Attempted {
+                    last,
+                    attempts: attempt,
+                };
+            }
+            attempt += 1;
+        }
+    })
 }
 
 #[cfg(test)]

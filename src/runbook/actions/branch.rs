@@ -1,12 +1,16 @@
 //! `aws:branch`: `Choices` evaluated in order, the first true one names the next step;
 //! otherwise `Default`; with neither, the next step of the document (as AWS documents).
 
-use serde_json::Value;
+use futures::future::BoxFuture;
+use serde_json::{Map, Value};
 
-use super::Problem;
-use super::interpolate::{Scope, as_text};
-use super::selector::short;
-use super::yaml::{Kind, Node, Pos};
+use super::{Action, ActionSpec, Attempt, CheckCx, RunCx, StepFailure, StepHead};
+use crate::result::{StepStatus, aws_plain_failure};
+use crate::runbook::Problem;
+use crate::runbook::document::{StepDecl, StepKind};
+use crate::runbook::interpolate::{Scope, as_text};
+use crate::runbook::selector::short;
+use crate::runbook::yaml::{Kind, Node, Pos};
 
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,11 +141,15 @@ pub fn parse(inputs: &Node, ctx: &str, problems: &mut Vec<Problem>) -> Option<Br
         return None;
     };
     for (k, pos, _) in entries {
-        if k != "Choices" && k != "Default" {
+        if !Branch::INPUT_KEYS.contains(&k.as_str()) {
             problems.push(Problem::invalid(
                 *pos,
                 format!("{ctx}: inputs"),
-                format!("unknown input {k:?} of aws:branch (known: Choices, Default)"),
+                format!(
+                    "unknown input {k:?} of {} (known: {})",
+                    Branch::ACTION.name(),
+                    Branch::INPUT_KEYS.join(", ")
+                ),
             ));
         }
     }
@@ -406,6 +414,71 @@ pub fn choose(spec: &BranchSpec, scope: &Scope) -> Result<Option<String>, String
         }
     }
     Ok(spec.default.as_ref().map(|(d, _)| d.clone()))
+}
+
+/// `aws:branch`.
+pub(crate) struct Branch;
+
+impl ActionSpec for Branch {
+    const ACTION: Action = Action::Branch;
+    const INPUT_KEYS: &'static [&'static str] = &["Choices", "Default"];
+    const IMPLICIT_OUTPUTS: &'static [&'static str] = &[];
+    const DECLARES_OUTPUTS: bool = false;
+    const RETRIES: bool = false;
+    type Ready<'s> = &'s BranchSpec;
+
+    fn check(cx: &mut CheckCx<'_>, step: &StepHead<'_>) -> Option<StepKind> {
+        step.inputs_node
+            .and_then(|n| parse(n, step.ctx, cx.problems))
+            .map(StepKind::Branch)
+    }
+
+    /// Every choice's `NextStep` and the `Default`.
+    fn targets(step: &StepDecl) -> Vec<(String, Pos)> {
+        match &step.kind {
+            StepKind::Branch(b) => b
+                .targets()
+                .into_iter()
+                .map(|(t, p)| (t.to_string(), p))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn prepare<'s>(
+        _cx: &RunCx<'_>,
+        step: &'s StepDecl,
+        _inputs: &Map<String, Value>,
+    ) -> Result<&'s BranchSpec, StepFailure> {
+        match &step.kind {
+            StepKind::Branch(spec) => Ok(spec),
+            _ => Err(StepFailure::new(
+                "InvalidChoice",
+                "the step was not read as an aws:branch step",
+            )),
+        }
+    }
+
+    /// Evaluates the choices against the scope.
+    fn attempt<'a, 's: 'a>(
+        cx: &'a mut RunCx<'_>,
+        _step: &'s StepDecl,
+        spec: &'a &'s BranchSpec,
+    ) -> BoxFuture<'a, Attempt> {
+        Box::pin(async move {
+            match choose(spec, cx.scope) {
+                Ok(target) => {
+                    let mut a = Attempt::ended(StepStatus::Success, None);
+                    a.next = target;
+                    a
+                }
+                Err(e) => Attempt::ended(
+                    StepStatus::Failed,
+                    Some(aws_plain_failure("InvalidChoice", &e)),
+                ),
+            }
+        })
+    }
 }
 
 #[cfg(test)]

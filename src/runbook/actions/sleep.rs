@@ -8,8 +8,14 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use futures::future::BoxFuture;
+use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
+
+use super::{Action, ActionSpec, Attempt, CheckCx, RunCx, StepFailure, StepHead};
+use crate::result::StepStatus;
+use crate::runbook::document::{StepDecl, StepKind};
+use crate::runbook::interpolate;
 
 /// aws:sleep's longest sleep, seconds (AWS: 604,799, 7 days minus a second).
 pub const MAX_SLEEP_SECS: u64 = 604_799;
@@ -129,6 +135,124 @@ pub async fn sleep(d: Duration, timeout: Option<Duration>, cancel: &Cancellation
     tokio::select! {
         _ = tokio::time::sleep(wait) => end,
         _ = cancel.cancelled() => SleepEnd::Cancelled,
+    }
+}
+
+/// `aws:sleep`.
+pub(crate) struct Sleep;
+
+impl ActionSpec for Sleep {
+    const ACTION: Action = Action::Sleep;
+    const INPUT_KEYS: &'static [&'static str] = &["Duration", "Timestamp"];
+    const IMPLICIT_OUTPUTS: &'static [&'static str] = &[];
+    const DECLARES_OUTPUTS: bool = false;
+    const RETRIES: bool = false;
+    type Ready<'s> = Duration;
+
+    /// One of `Duration` or `Timestamp`; a literal must parse and be within the maximum.
+    fn check(cx: &mut CheckCx<'_>, step: &StepHead<'_>) -> Option<StepKind> {
+        let (ctx, inputs, node) = (step.ctx, step.inputs, step.inputs_node);
+        let pos = |key: &str| {
+            node.and_then(|n| n.get(key))
+                .map(|n| n.pos)
+                .unwrap_or_default()
+        };
+        for k in inputs.keys() {
+            if !Self::INPUT_KEYS.contains(&k.as_str()) {
+                cx.invalid(
+                    pos(k),
+                    format!("{ctx}: inputs"),
+                    format!(
+                        "unknown input {k:?} of {} (known: {})",
+                        Self::ACTION.name(),
+                        Self::INPUT_KEYS.join(", ")
+                    ),
+                );
+            }
+        }
+        let (key, v) = match (inputs.get("Duration"), inputs.get("Timestamp")) {
+            (Some(_), Some(_)) => {
+                cx.invalid(
+                    pos("Duration"),
+                    format!("{ctx}: inputs"),
+                    "give Duration or Timestamp, not both",
+                );
+                return Some(StepKind::Sleep);
+            }
+            (None, None) => {
+                cx.invalid(
+                    node.map(|n| n.pos).unwrap_or_default(),
+                    format!("{ctx}: inputs"),
+                    "Duration or Timestamp is required",
+                );
+                return Some(StepKind::Sleep);
+            }
+            (Some(v), None) => ("Duration", v),
+            (None, Some(v)) => ("Timestamp", v),
+        };
+        match v {
+            // Only run time knows the value.
+            Value::String(_) if interpolate::has_refs(v) => {}
+            Value::String(s) => {
+                let r = if key == "Duration" {
+                    parse_duration(s).map(|_| ())
+                } else {
+                    parse_timestamp(s)
+                        .and_then(|at| until(s, at, Utc::now()))
+                        .map(|_| ())
+                };
+                if let Err(e) = r {
+                    cx.invalid(pos(key), format!("{ctx}: inputs.{key}"), e);
+                }
+            }
+            other => cx.invalid(
+                pos(key),
+                format!("{ctx}: inputs.{key}"),
+                format!(
+                    "must be a string, not {}",
+                    crate::step::json_type_name(other)
+                ),
+            ),
+        }
+        Some(StepKind::Sleep)
+    }
+
+    /// How long, from the resolved inputs.
+    fn prepare(
+        _cx: &RunCx<'_>,
+        _step: &StepDecl,
+        inputs: &Map<String, Value>,
+    ) -> Result<Duration, StepFailure> {
+        how_long(inputs, Utc::now()).map_err(|e| StepFailure::new("InvalidInput", e))
+    }
+
+    /// Sleeps, within the step's `timeoutSeconds`, until cancelled.
+    fn attempt<'a, 's: 'a>(
+        cx: &'a mut RunCx<'_>,
+        step: &'s StepDecl,
+        wait: &'a Duration,
+    ) -> BoxFuture<'a, Attempt> {
+        Box::pin(async move {
+            let wait = *wait;
+            let timeout = step
+                .timeout_seconds
+                .map(|t| Duration::from_secs(u64::try_from(t).unwrap_or(0)));
+            match sleep(wait, timeout, cx.cancel).await {
+                SleepEnd::Slept => Attempt::ended(StepStatus::Success, None),
+                SleepEnd::TimedOut => Attempt::ended(
+                    StepStatus::TimedOut,
+                    Some(format!(
+                        "Step timed out: timeoutSeconds {} passed before the sleep of {} s ended.",
+                        step.timeout_seconds.unwrap_or_default(),
+                        wait.as_secs_f64()
+                    )),
+                ),
+                SleepEnd::Cancelled => Attempt::ended(
+                    StepStatus::Cancelled,
+                    Some("The step was cancelled.".into()),
+                ),
+            }
+        })
     }
 }
 
