@@ -252,8 +252,9 @@ pub(crate) struct RunCx<'r> {
     pub options: &'r ExecOptions<'r>,
     /// The document's verified attachments.
     pub attachments: &'r HashMap<String, Vec<u8>>,
-    /// Parameters and earlier steps' outputs (aws:branch reads them).
-    pub scope: &'r Scope,
+    /// Parameters and earlier steps' outputs (aws:branch reads them; mutable so that an action
+    /// such as aws:updateVariable or aws:loop's inner steps can write to it).
+    pub scope: &'r mut Scope,
     /// The runbook execution's id.
     pub automation_id: &'r str,
     /// This step execution's id.
@@ -328,4 +329,24 @@ pub(crate) enum Ran {
         /// Attempts made.
         attempts: u32,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_action_is_found_by_its_name_and_only_by_it() {
+        for a in Action::ALL {
+            assert_eq!(Action::from_name(a.name()), Some(a));
+            assert!(a.name().starts_with("aws:"), "{}", a.name());
+        }
+        assert_eq!(Action::from_name("aws:executeAwsApi"), None);
+        assert_eq!(Action::from_name("aws:Sleep"), None);
+        assert_eq!(Action::from_name(""), None);
+        assert_eq!(Action::ExecuteScript.implicit_outputs(), ["Payload"]);
+        assert!(Action::Sleep.implicit_outputs().is_empty());
+        assert!(Action::ExecuteScript.declares_outputs() && !Action::Branch.declares_outputs());
+        assert!(Action::ExecuteScript.retries() && !Action::Sleep.retries());
+    }
 }
