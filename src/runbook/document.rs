@@ -335,6 +335,50 @@ impl Checker<'_> {
             );
             return None;
         };
+        self.top_keys_and_schema(root, entries);
+        let description = root.get("description").and_then(|n| match &n.kind {
+            Kind::Str(s) => Some(s.clone()),
+            _ => {
+                self.invalid(n.pos, "description", "must be a string");
+                None
+            }
+        });
+        let assume_role = root.get("assumeRole").map(Node::to_json);
+
+        let (params, param_names) = self.parameters(root);
+
+        let files = self.files(root.get("files"));
+        let attachments = self.attachments(&files, dir);
+
+        let (mut steps, step_nodes) = self.main_steps(root);
+        self.cross_check(&steps, &step_nodes, &param_names, &files, &attachments);
+        self.prevalidate(&mut steps, &step_nodes, &files, &attachments);
+        if let Some(role) = root.get("assumeRole") {
+            self.check_refs(
+                &role.to_json(),
+                role.pos,
+                "assumeRole",
+                &param_names,
+                &steps,
+                None,
+            );
+        }
+        let outputs = self.doc_outputs(root.get("outputs"), &steps);
+        Some(Runbook {
+            name: name.to_string(),
+            format: self.format,
+            description,
+            assume_role,
+            parameters: params,
+            steps,
+            outputs,
+            files,
+            attachments,
+        })
+    }
+
+    /// Checks the top-level keys and `schemaVersion`.
+    fn top_keys_and_schema(&mut self, root: &Node, entries: &[(String, Pos, Node)]) {
         for (k, pos, _) in entries {
             if !TOP_KEYS.contains(&k.as_str()) {
                 self.invalid(
@@ -370,15 +414,11 @@ impl Checker<'_> {
                 }
             },
         }
-        let description = root.get("description").and_then(|n| match &n.kind {
-            Kind::Str(s) => Some(s.clone()),
-            _ => {
-                self.invalid(n.pos, "description", "must be a string");
-                None
-            }
-        });
-        let assume_role = root.get("assumeRole").map(Node::to_json);
+    }
 
+    /// `parameters`: the declarations, and every declared name (also of declarations with
+    /// problems, so that references to them are not reported twice).
+    fn parameters(&mut self, root: &Node) -> (Vec<ParamDecl>, HashSet<String>) {
         let mut params = Vec::new();
         match root.get("parameters").map(|n| (n, &n.kind)) {
             None | Some((_, Kind::Null)) => {}
@@ -401,10 +441,11 @@ impl Checker<'_> {
             Some(Kind::Map(entries)) => entries.iter().map(|(k, _, _)| k.clone()).collect(),
             _ => HashSet::new(),
         };
+        (params, param_names)
+    }
 
-        let files = self.files(root.get("files"));
-        let attachments = self.attachments(&files, dir);
-
+    /// `mainSteps`: the steps read (a refused step is left out), and every item's node.
+    fn main_steps<'n>(&mut self, root: &'n Node) -> (Vec<StepDecl>, Vec<&'n Node>) {
         if let Some(Kind::Seq(items)) = root.get("mainSteps").map(|n| &n.kind) {
             self.all_steps = items
                 .iter()
@@ -432,30 +473,7 @@ impl Checker<'_> {
             Some(Kind::Seq(items)) => items.iter().collect(),
             _ => vec![],
         };
-        self.cross_check(&steps, &step_nodes, &param_names, &files, &attachments);
-        self.prevalidate(&mut steps, &step_nodes, &files, &attachments);
-        if let Some(role) = root.get("assumeRole") {
-            self.check_refs(
-                &role.to_json(),
-                role.pos,
-                "assumeRole",
-                &param_names,
-                &steps,
-                None,
-            );
-        }
-        let outputs = self.doc_outputs(root.get("outputs"), &steps);
-        Some(Runbook {
-            name: name.to_string(),
-            format: self.format,
-            description,
-            assume_role,
-            parameters: params,
-            steps,
-            outputs,
-            files,
-            attachments,
-        })
+        (steps, step_nodes)
     }
 
     fn files(&mut self, node: Option<&Node>) -> Vec<FileDecl> {
@@ -609,146 +627,21 @@ impl Checker<'_> {
             .unwrap_or("")
             .to_string();
         let ctx = step_context(index, &name);
-        let before = self.problems.len();
-        for (k, pos, _) in entries {
-            if !STEP_KEYS.contains(&k.as_str()) {
-                self.invalid(
-                    *pos,
-                    &ctx,
-                    format!("unknown key {k:?}; known keys: {}", STEP_KEYS.join(", ")),
-                );
-            }
-        }
-        match node.get("name") {
-            None => self.invalid(node.pos, &ctx, "name is required"),
-            Some(n) => {
-                let ok =
-                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-                if !ok {
-                    self.invalid(
-                        n.pos,
-                        format!("{ctx}: name"),
-                        format!(
-                            "{} must be letters, digits and underscores ([a-zA-Z0-9_]+)",
-                            short(&n.to_json())
-                        ),
-                    );
-                }
-            }
-        }
+        self.step_keys_and_name(node, entries, &name, &ctx);
         let written = node.get("action").and_then(Node::as_str).unwrap_or("");
-        let action_pos = node.get("action").map(|n| n.pos).unwrap_or(node.pos);
-        let action = Action::from_name(written);
-        if node.get("action").is_none() {
-            self.invalid(node.pos, &ctx, "action is required");
-        } else if action.is_none() {
-            let supported: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();
-            self.problems.push(Problem::unsupported(
-                action_pos,
-                &ctx,
-                written,
-                format!(
-                    "action {written} is not supported by scriptbox (supported: {})",
-                    supported.join(", ")
-                ),
-            ));
-            return None;
-        }
+        let action = self.step_action(node, written, &ctx)?;
         let inputs_node = node.get("inputs");
-        let inputs = match inputs_node.map(|n| (n, n.to_json())) {
-            Some((_, Value::Object(m))) => m,
-            Some((n, _)) => {
-                self.invalid(n.pos, format!("{ctx}: inputs"), "must be a map");
-                Map::new()
-            }
-            None => {
-                self.invalid(node.pos, &ctx, "inputs is required");
-                Map::new()
-            }
-        };
-        let int = |key: &str, min: i64, max: i64, this: &mut Self| -> Option<i64> {
-            let n = node.get(key)?;
-            match &n.kind {
-                Kind::Int(i) if (min..=max).contains(i) => Some(*i),
-                _ => {
-                    this.invalid(
-                        n.pos,
-                        format!("{ctx}: {key}"),
-                        format!(
-                            "must be a whole number ≥ {min} and ≤ {max}, not {}",
-                            short(&n.to_json())
-                        ),
-                    );
-                    None
-                }
-            }
-        };
-        let max_attempts = int("maxAttempts", 1, i64::from(MAX_ATTEMPTS), self)
+        let inputs = self.step_inputs(node, &ctx);
+        let max_attempts = self
+            .prop_int(node, &ctx, "maxAttempts", 1, i64::from(MAX_ATTEMPTS))
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(1);
-        let timeout_seconds = int("timeoutSeconds", 1, MAX_STEP_TIMEOUT_SECS, self);
-        let boolean = |key: &str, this: &mut Self| -> Option<bool> {
-            let n = node.get(key)?;
-            match &n.kind {
-                Kind::Bool(b) => Some(*b),
-                // JSON documents from AWS's API sometimes carry "true"/"false" as strings.
-                Kind::Str(s) if s == "true" || s == "false" => Some(s == "true"),
-                _ => {
-                    this.invalid(
-                        n.pos,
-                        format!("{ctx}: {key}"),
-                        format!("must be true or false, not {}", short(&n.to_json())),
-                    );
-                    None
-                }
-            }
-        };
-        let is_end = boolean("isEnd", self).unwrap_or(false);
-        let explicit_critical = boolean("isCritical", self);
-        let target = |key: &str, this: &mut Self| -> Option<(String, Pos)> {
-            let n = node.get(key)?;
-            match n.as_str() {
-                Some(s) => Some((s.to_string(), n.pos)),
-                None => {
-                    this.invalid(n.pos, format!("{ctx}: {key}"), "must be a string");
-                    None
-                }
-            }
-        };
-        let next_step = target("nextStep", self).map(|(s, _)| s);
-        let on_failure = match target("onFailure", self) {
-            None => OnFailure::Abort,
-            Some((s, pos)) => match s.as_str() {
-                "Abort" => OnFailure::Abort,
-                "Continue" => OnFailure::Continue,
-                _ => match s.strip_prefix("step:") {
-                    Some(t) if !t.is_empty() => OnFailure::Step(t.to_string()),
-                    _ => {
-                        self.invalid(
-                            pos,
-                            format!("{ctx}: onFailure"),
-                            format!("{s:?} is not Abort, Continue or step:<name>"),
-                        );
-                        OnFailure::Abort
-                    }
-                },
-            },
-        };
-        let on_cancel = match target("onCancel", self) {
-            None => OnCancel::Abort,
-            Some((s, pos)) => match (s.as_str(), s.strip_prefix("step:")) {
-                ("Abort", _) => OnCancel::Abort,
-                (_, Some(t)) if !t.is_empty() => OnCancel::Step(t.to_string()),
-                _ => {
-                    self.invalid(
-                        pos,
-                        format!("{ctx}: onCancel"),
-                        format!("{s:?} is not Abort or step:<name>"),
-                    );
-                    OnCancel::Abort
-                }
-            },
-        };
+        let timeout_seconds = self.prop_int(node, &ctx, "timeoutSeconds", 1, MAX_STEP_TIMEOUT_SECS);
+        let is_end = self.prop_bool(node, &ctx, "isEnd").unwrap_or(false);
+        let explicit_critical = self.prop_bool(node, &ctx, "isCritical");
+        let next_step = self.prop_target(node, &ctx, "nextStep").map(|(s, _)| s);
+        let on_failure = self.on_failure(node, &ctx);
+        let on_cancel = self.on_cancel(node, &ctx);
         let is_critical = explicit_critical.unwrap_or(on_failure != OnFailure::Continue);
 
         let outputs = self.step_outputs(node.get("outputs"), &ctx, action);
@@ -761,7 +654,6 @@ impl Checker<'_> {
         let kind = action.and_then(|a| a.check(&mut self.check_cx(), &head));
         // A step with problems in its properties is kept (the document is refused anyway), so
         // that its inputs are checked too and every problem is reported.
-        let _ = before;
         Some(StepDecl {
             index,
             name,
@@ -778,6 +670,170 @@ impl Checker<'_> {
             next_step,
             is_critical,
         })
+    }
+
+    /// Checks a step's keys and its `name`.
+    fn step_keys_and_name(
+        &mut self,
+        node: &Node,
+        entries: &[(String, Pos, Node)],
+        name: &str,
+        ctx: &str,
+    ) {
+        for (k, pos, _) in entries {
+            if !STEP_KEYS.contains(&k.as_str()) {
+                self.invalid(
+                    *pos,
+                    ctx,
+                    format!("unknown key {k:?}; known keys: {}", STEP_KEYS.join(", ")),
+                );
+            }
+        }
+        match node.get("name") {
+            None => self.invalid(node.pos, ctx, "name is required"),
+            Some(n) => {
+                let ok =
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !ok {
+                    self.invalid(
+                        n.pos,
+                        format!("{ctx}: name"),
+                        format!(
+                            "{} must be letters, digits and underscores ([a-zA-Z0-9_]+)",
+                            short(&n.to_json())
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// The step's action: `None` when the step is refused (an action scriptbox does not run),
+    /// `Some(None)` when `action` is missing (reported; the rest of the step is still checked).
+    fn step_action(&mut self, node: &Node, written: &str, ctx: &str) -> Option<Option<Action>> {
+        let action = Action::from_name(written);
+        if node.get("action").is_none() {
+            self.invalid(node.pos, ctx, "action is required");
+        } else if action.is_none() {
+            let action_pos = node.get("action").map(|n| n.pos).unwrap_or(node.pos);
+            let supported: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();
+            self.problems.push(Problem::unsupported(
+                action_pos,
+                ctx,
+                written,
+                format!(
+                    "action {written} is not supported by scriptbox (supported: {})",
+                    supported.join(", ")
+                ),
+            ));
+            return None;
+        }
+        Some(action)
+    }
+
+    /// The step's `inputs` as written (empty, and reported, when missing or not a map).
+    fn step_inputs(&mut self, node: &Node, ctx: &str) -> Map<String, Value> {
+        match node.get("inputs").map(|n| (n, n.to_json())) {
+            Some((_, Value::Object(m))) => m,
+            Some((n, _)) => {
+                self.invalid(n.pos, format!("{ctx}: inputs"), "must be a map");
+                Map::new()
+            }
+            None => {
+                self.invalid(node.pos, ctx, "inputs is required");
+                Map::new()
+            }
+        }
+    }
+
+    /// A whole-number step property within `min..=max`, if present.
+    fn prop_int(&mut self, node: &Node, ctx: &str, key: &str, min: i64, max: i64) -> Option<i64> {
+        let n = node.get(key)?;
+        match &n.kind {
+            Kind::Int(i) if (min..=max).contains(i) => Some(*i),
+            _ => {
+                self.invalid(
+                    n.pos,
+                    format!("{ctx}: {key}"),
+                    format!(
+                        "must be a whole number ≥ {min} and ≤ {max}, not {}",
+                        short(&n.to_json())
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A true/false step property, if present.
+    fn prop_bool(&mut self, node: &Node, ctx: &str, key: &str) -> Option<bool> {
+        let n = node.get(key)?;
+        match &n.kind {
+            Kind::Bool(b) => Some(*b),
+            // JSON documents from AWS's API sometimes carry "true"/"false" as strings.
+            Kind::Str(s) if s == "true" || s == "false" => Some(s == "true"),
+            _ => {
+                self.invalid(
+                    n.pos,
+                    format!("{ctx}: {key}"),
+                    format!("must be true or false, not {}", short(&n.to_json())),
+                );
+                None
+            }
+        }
+    }
+
+    /// A string step property naming where to go, with where it is written.
+    fn prop_target(&mut self, node: &Node, ctx: &str, key: &str) -> Option<(String, Pos)> {
+        let n = node.get(key)?;
+        match n.as_str() {
+            Some(s) => Some((s.to_string(), n.pos)),
+            None => {
+                self.invalid(n.pos, format!("{ctx}: {key}"), "must be a string");
+                None
+            }
+        }
+    }
+
+    /// `onFailure` (default Abort).
+    fn on_failure(&mut self, node: &Node, ctx: &str) -> OnFailure {
+        let Some((s, pos)) = self.prop_target(node, ctx, "onFailure") else {
+            return OnFailure::Abort;
+        };
+        match s.as_str() {
+            "Abort" => OnFailure::Abort,
+            "Continue" => OnFailure::Continue,
+            _ => match s.strip_prefix("step:") {
+                Some(t) if !t.is_empty() => OnFailure::Step(t.to_string()),
+                _ => {
+                    self.invalid(
+                        pos,
+                        format!("{ctx}: onFailure"),
+                        format!("{s:?} is not Abort, Continue or step:<name>"),
+                    );
+                    OnFailure::Abort
+                }
+            },
+        }
+    }
+
+    /// `onCancel` (default Abort).
+    fn on_cancel(&mut self, node: &Node, ctx: &str) -> OnCancel {
+        let Some((s, pos)) = self.prop_target(node, ctx, "onCancel") else {
+            return OnCancel::Abort;
+        };
+        match (s.as_str(), s.strip_prefix("step:")) {
+            ("Abort", _) => OnCancel::Abort,
+            (_, Some(t)) if !t.is_empty() => OnCancel::Step(t.to_string()),
+            _ => {
+                self.invalid(
+                    pos,
+                    format!("{ctx}: onCancel"),
+                    format!("{s:?} is not Abort or step:<name>"),
+                );
+                OnCancel::Abort
+            }
+        }
     }
 
     fn step_outputs(
@@ -809,87 +865,95 @@ impl Checker<'_> {
         };
         for (i, item) in items.iter().enumerate() {
             let octx = format!("{ctx}: outputs[{i}]");
-            if let Kind::Map(entries) = &item.kind {
-                for (k, kpos, _) in entries {
-                    if !["Name", "Selector", "Type"].contains(&k.as_str()) {
-                        self.invalid(
-                            *kpos,
-                            &octx,
-                            format!("unknown key {k:?} (known: Name, Selector, Type)"),
-                        );
-                    }
-                }
-            }
-            let name = item.get("Name").and_then(Node::as_str);
-            let selector = item.get("Selector").and_then(Node::as_str);
-            let ty = item.get("Type").and_then(Node::as_str);
-            let Some(name) = name else {
-                self.invalid(item.pos, &octx, "Name is required (a string)");
-                continue;
-            };
-            if out.iter().any(|o: &OutputDecl| o.name == name) {
-                self.invalid(
-                    item.pos,
-                    &octx,
-                    format!("output {name:?} is declared twice"),
-                );
-            }
-            let selector = match selector.map(Selector::parse) {
-                None => {
-                    self.invalid(
-                        item.pos,
-                        &octx,
-                        "Selector is required (e.g. $.Payload.field)",
-                    );
-                    None
-                }
-                Some(Err(e)) => {
-                    let pos = item.get("Selector").map(|n| n.pos).unwrap_or(item.pos);
-                    self.invalid(pos, format!("{octx}.Selector"), e);
-                    None
-                }
-                Some(Ok(s)) => Some(s),
-            };
-            let ty = match ty {
-                None => {
-                    self.invalid(
-                        item.pos,
-                        &octx,
-                        format!("Type is required ({})", ValueType::NAMES.join(", ")),
-                    );
-                    None
-                }
-                Some(t) => match ValueType::parse(t) {
-                    Some(t) => Some(t),
-                    None => {
-                        let pos = item.get("Type").map(|n| n.pos).unwrap_or(item.pos);
-                        self.invalid(
-                            pos,
-                            format!("{octx}.Type"),
-                            format!("unknown type {t:?}; known: {}", ValueType::NAMES.join(", ")),
-                        );
-                        None
-                    }
-                },
-            };
-            if let (Some(selector), Some(ty)) = (selector, ty) {
-                if selector.is_multi() && !matches!(ty, ValueType::StringList | ValueType::MapList)
-                {
-                    self.invalid(
-                        item.pos,
-                        &octx,
-                        format!("selector {selector} (with `..` or `*`) always gives a list; its Type must be StringList or MapList, not {ty}"),
-                    );
-                    continue;
-                }
-                out.push(OutputDecl {
-                    name: name.to_string(),
-                    selector,
-                    ty,
-                });
+            if let Some(o) = self.output_decl(item, &octx, &out) {
+                out.push(o);
             }
         }
         out
+    }
+
+    /// One declared output `{Name, Selector, Type}`; `earlier` are the step's outputs before it.
+    fn output_decl(
+        &mut self,
+        item: &Node,
+        octx: &str,
+        earlier: &[OutputDecl],
+    ) -> Option<OutputDecl> {
+        if let Kind::Map(entries) = &item.kind {
+            for (k, kpos, _) in entries {
+                if !["Name", "Selector", "Type"].contains(&k.as_str()) {
+                    self.invalid(
+                        *kpos,
+                        octx,
+                        format!("unknown key {k:?} (known: Name, Selector, Type)"),
+                    );
+                }
+            }
+        }
+        let name = item.get("Name").and_then(Node::as_str);
+        let selector = item.get("Selector").and_then(Node::as_str);
+        let ty = item.get("Type").and_then(Node::as_str);
+        let Some(name) = name else {
+            self.invalid(item.pos, octx, "Name is required (a string)");
+            return None;
+        };
+        if earlier.iter().any(|o: &OutputDecl| o.name == name) {
+            self.invalid(item.pos, octx, format!("output {name:?} is declared twice"));
+        }
+        let selector = match selector.map(Selector::parse) {
+            None => {
+                self.invalid(
+                    item.pos,
+                    octx,
+                    "Selector is required (e.g. $.Payload.field)",
+                );
+                None
+            }
+            Some(Err(e)) => {
+                let pos = item.get("Selector").map(|n| n.pos).unwrap_or(item.pos);
+                self.invalid(pos, format!("{octx}.Selector"), e);
+                None
+            }
+            Some(Ok(s)) => Some(s),
+        };
+        let ty = match ty {
+            None => {
+                self.invalid(
+                    item.pos,
+                    octx,
+                    format!("Type is required ({})", ValueType::NAMES.join(", ")),
+                );
+                None
+            }
+            Some(t) => match ValueType::parse(t) {
+                Some(t) => Some(t),
+                None => {
+                    let pos = item.get("Type").map(|n| n.pos).unwrap_or(item.pos);
+                    self.invalid(
+                        pos,
+                        format!("{octx}.Type"),
+                        format!("unknown type {t:?}; known: {}", ValueType::NAMES.join(", ")),
+                    );
+                    None
+                }
+            },
+        };
+        if let (Some(selector), Some(ty)) = (selector, ty) {
+            if selector.is_multi() && !matches!(ty, ValueType::StringList | ValueType::MapList) {
+                self.invalid(
+                    item.pos,
+                    octx,
+                    format!("selector {selector} (with `..` or `*`) always gives a list; its Type must be StringList or MapList, not {ty}"),
+                );
+                return None;
+            }
+            return Some(OutputDecl {
+                name: name.to_string(),
+                selector,
+                ty,
+            });
+        }
+        None
     }
 
     fn doc_outputs(&mut self, node: Option<&Node>, steps: &[StepDecl]) -> Vec<DocOutput> {
