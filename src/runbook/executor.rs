@@ -216,13 +216,15 @@ pub async fn execute(
         outputs: HashMap::new(),
         unsuccessful: HashMap::new(),
     };
-    let mut token = cancel.clone();
+    let mut state = State {
+        token: cancel.clone(),
+        cancelled: false,
+        status: StepStatus::Success,
+        failure_message: None,
+        engine_error: None,
+    };
     let mut records: Vec<StepRecord> = Vec::new();
     let mut next = if rb.steps.is_empty() { None } else { Some(0) };
-    let mut cancelled = false;
-    let mut status = StepStatus::Success;
-    let mut failure_message = None;
-    let mut engine_error = None;
     // No deadline only when it is too far to be represented (it never comes).
     let deadline =
         tokio::time::Instant::now().checked_add(Duration::from_secs(options.max_run_secs));
@@ -232,126 +234,83 @@ pub async fn execute(
     );
     while let Some(i) = next {
         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-            status = StepStatus::TimedOut;
-            failure_message = Some(out_of_time.clone());
+            state.status = StepStatus::TimedOut;
+            state.failure_message = Some(out_of_time.clone());
             break;
         }
         if records.len() >= MAX_STEP_EXECUTIONS {
-            status = StepStatus::Failed;
-            failure_message = Some(format!(
+            state.status = StepStatus::Failed;
+            state.failure_message = Some(format!(
                 "The execution ran {MAX_STEP_EXECUTIONS} steps; a loop through nextStep or aws:branch is assumed and the execution stopped."
             ));
             break;
         }
-        if token.is_cancelled() {
-            cancelled = true;
+        if state.token.is_cancelled() {
+            state.cancelled = true;
             break;
         }
         let step = &rb.steps[i];
         // The step gets its own token so that the deadline stops it the way a cancel does
         // (its container is killed and removed) without cancelling the execution.
-        let step_token = token.child_token();
-        let mut timed_out = false;
-        let (mut record, branch_target, engine_failed) = {
-            let run = run_step(
-                rb,
-                step,
-                &id,
-                runner,
-                options,
-                &mut scope,
-                observer,
-                &step_token,
-            );
-            tokio::pin!(run);
-            tokio::select! {
-                r = &mut run => r,
-                _ = until(deadline) => {
-                    timed_out = true;
-                    step_token.cancel();
-                    run.await
-                }
-            }
-        };
-        if timed_out && !token.is_cancelled() {
+        let step_token = state.token.child_token();
+        let run = run_step(
+            rb,
+            step,
+            &id,
+            runner,
+            options,
+            &mut scope,
+            observer,
+            &step_token,
+        );
+        let (timed_out, (mut record, branch_target, engine_failed)) =
+            within(deadline, &step_token, run).await;
+        if timed_out && !state.token.is_cancelled() {
             record.status = StepStatus::TimedOut;
             record.failure_message = Some(out_of_time.clone());
             record.next_step = None;
             observer(RunEvent::StepFinished { record: &record });
             records.push(record);
-            status = StepStatus::TimedOut;
-            failure_message = Some(out_of_time.clone());
+            state.status = StepStatus::TimedOut;
+            state.failure_message = Some(out_of_time.clone());
             break;
         }
-        let successor = |target: Option<String>| -> Option<usize> {
-            match target.or_else(|| step.next_step.clone()) {
-                Some(t) => rb.step_index(&t),
-                None if i + 1 < rb.steps.len() => Some(i + 1),
-                None => None,
-            }
-        };
-        match record.status {
-            StepStatus::Success => {
-                let mut outs = Map::new();
-                for (name, _, v) in &record.outputs {
-                    outs.insert(name.clone(), v.clone());
-                }
-                if let Some(p) = &record.payload {
-                    outs.insert("Payload".into(), p.clone());
-                }
-                scope.outputs.insert(step.name.clone(), outs);
-                scope.unsuccessful.remove(&step.name);
-                next = if step.is_end {
-                    None
-                } else {
-                    successor(branch_target)
-                };
-            }
-            StepStatus::Cancelled => {
-                cancelled = true;
-                scope.outputs.remove(&step.name);
-                scope
-                    .unsuccessful
-                    .insert(step.name.clone(), "Cancelled".into());
-                next = match &step.on_cancel {
-                    OnCancel::Abort => None,
-                    OnCancel::Step(t) => {
-                        token = CancellationToken::new();
-                        rb.step_index(t)
-                    }
-                };
-            }
-            StepStatus::Failed | StepStatus::TimedOut => {
-                scope.outputs.remove(&step.name);
-                scope
-                    .unsuccessful
-                    .insert(step.name.clone(), record.status.to_string());
-                let aborts = engine_failed || step.on_failure == OnFailure::Abort;
-                if (step.is_critical || aborts) && status == StepStatus::Success {
-                    status = record.status;
-                    failure_message = record.failure_message.clone();
-                }
-                if engine_failed {
-                    engine_error = record.failure_message.clone();
-                }
-                next = match &step.on_failure {
-                    _ if aborts => None,
-                    OnFailure::Step(t) => rb.step_index(t),
-                    OnFailure::Continue if step.is_end => None,
-                    _ => successor(None),
-                };
-            }
-        }
+        next = next_after(
+            rb,
+            i,
+            &record,
+            branch_target,
+            engine_failed,
+            &mut scope,
+            &mut state,
+        );
         record.next_step = next.map(|n| rb.steps[n].name.clone());
         observer(RunEvent::StepFinished { record: &record });
         records.push(record);
     }
-    if cancelled {
-        status = StepStatus::Cancelled;
-        failure_message.get_or_insert_with(|| "The execution was cancelled.".into());
+    if state.cancelled {
+        state.status = StepStatus::Cancelled;
+        state
+            .failure_message
+            .get_or_insert_with(|| "The execution was cancelled.".into());
     }
-    let outputs = rb
-        .outputs
+    Execution {
+        id,
+        document_name: rb.name.clone(),
+        status: state.status,
+        start,
+        end: Utc::now(),
+        parameters: params,
+        steps: records,
+        outputs: doc_outputs(rb, &scope),
+        failure_message: state.failure_message,
+        engine_error: state.engine_error,
+    }
+}
+
+/// The document's outputs: each with its value when its step succeeded.
+fn doc_outputs(rb: &Runbook, scope: &Scope) -> Vec<(String, Option<Value>)> {
+    rb.outputs
         .iter()
         .map(|o| {
             let v = scope
@@ -361,18 +320,109 @@ pub async fn execute(
                 .cloned();
             (o.text.clone(), v)
         })
-        .collect();
-    Execution {
-        id,
-        document_name: rb.name.clone(),
-        status,
-        start,
-        end: Utc::now(),
-        parameters: params,
-        steps: records,
-        outputs,
-        failure_message,
-        engine_error,
+        .collect()
+}
+
+/// What the execution has come to so far, besides its records.
+struct State {
+    /// The token steps run under (fresh after a cancel, for the `onCancel` path).
+    token: CancellationToken,
+    /// The execution was cancelled.
+    cancelled: bool,
+    /// The execution's status so far.
+    status: StepStatus,
+    /// Why it did not succeed.
+    failure_message: Option<String>,
+    /// The engine's failure, if it failed.
+    engine_error: Option<String>,
+}
+
+/// The step to run after step `i` ended as `record`, updating the scope and the state.
+fn next_after(
+    rb: &Runbook,
+    i: usize,
+    record: &StepRecord,
+    branch_target: Option<String>,
+    engine_failed: bool,
+    scope: &mut Scope,
+    state: &mut State,
+) -> Option<usize> {
+    let step = &rb.steps[i];
+    let successor = |target: Option<String>| -> Option<usize> {
+        match target.or_else(|| step.next_step.clone()) {
+            Some(t) => rb.step_index(&t),
+            None if i + 1 < rb.steps.len() => Some(i + 1),
+            None => None,
+        }
+    };
+    match record.status {
+        StepStatus::Success => {
+            let mut outs = Map::new();
+            for (name, _, v) in &record.outputs {
+                outs.insert(name.clone(), v.clone());
+            }
+            if let Some(p) = &record.payload {
+                outs.insert("Payload".into(), p.clone());
+            }
+            scope.outputs.insert(step.name.clone(), outs);
+            scope.unsuccessful.remove(&step.name);
+            if step.is_end {
+                None
+            } else {
+                successor(branch_target)
+            }
+        }
+        StepStatus::Cancelled => {
+            state.cancelled = true;
+            scope.outputs.remove(&step.name);
+            scope
+                .unsuccessful
+                .insert(step.name.clone(), "Cancelled".into());
+            match &step.on_cancel {
+                OnCancel::Abort => None,
+                OnCancel::Step(t) => {
+                    state.token = CancellationToken::new();
+                    rb.step_index(t)
+                }
+            }
+        }
+        StepStatus::Failed | StepStatus::TimedOut => {
+            scope.outputs.remove(&step.name);
+            scope
+                .unsuccessful
+                .insert(step.name.clone(), record.status.to_string());
+            let aborts = engine_failed || step.on_failure == OnFailure::Abort;
+            if (step.is_critical || aborts) && state.status == StepStatus::Success {
+                state.status = record.status;
+                state.failure_message = record.failure_message.clone();
+            }
+            if engine_failed {
+                state.engine_error = record.failure_message.clone();
+            }
+            match &step.on_failure {
+                _ if aborts => None,
+                OnFailure::Step(t) => rb.step_index(t),
+                OnFailure::Continue if step.is_end => None,
+                _ => successor(None),
+            }
+        }
+    }
+}
+
+/// Runs `run` (a step under `step_token`) to its end; at the deadline, cancels the step and
+/// waits for it to stop. Tells whether the deadline came first.
+async fn within<T>(
+    deadline: Option<tokio::time::Instant>,
+    step_token: &CancellationToken,
+    run: impl std::future::Future<Output = T>,
+) -> (bool, T) {
+    tokio::pin!(run);
+    tokio::select! {
+        r = &mut run => (false, r),
+        _ = until(deadline) => {
+            step_token.cancel();
+            (true, run.await)
+        }
     }
 }
 
