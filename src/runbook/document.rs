@@ -533,7 +533,7 @@ impl Checker<'_> {
             }
             let size = match decl.get("size").map(|n| (n, &n.kind)) {
                 None => None,
-                Some((_, Kind::Int(i))) if *i >= 0 => Some(*i as u64),
+                Some((_, Kind::Int(i))) if *i >= 0 => u64::try_from(*i).ok(),
                 Some((n, _)) => {
                     self.invalid(
                         n.pos,
@@ -594,7 +594,7 @@ impl Checker<'_> {
                 continue;
             }
             if let Some(size) = f.size {
-                if size != bytes.len() as u64 {
+                if u64::try_from(bytes.len()).ok() != Some(size) {
                     self.invalid(
                         f.pos,
                         &ctx,

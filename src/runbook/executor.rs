@@ -216,13 +216,7 @@ pub async fn execute(
         outputs: HashMap::new(),
         unsuccessful: HashMap::new(),
     };
-    let mut state = State {
-        token: cancel.clone(),
-        cancelled: false,
-        status: StepStatus::Success,
-        failure_message: None,
-        engine_error: None,
-    };
+    let mut state = State::new(cancel);
     let mut records: Vec<StepRecord> = Vec::new();
     let mut next = if rb.steps.is_empty() { None } else { Some(0) };
     // No deadline only when it is too far to be represented (it never comes).
@@ -233,20 +227,7 @@ pub async fn execute(
         options.max_run_secs
     );
     while let Some(i) = next {
-        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-            state.status = StepStatus::TimedOut;
-            state.failure_message = Some(out_of_time.clone());
-            break;
-        }
-        if records.len() >= MAX_STEP_EXECUTIONS {
-            state.status = StepStatus::Failed;
-            state.failure_message = Some(format!(
-                "The execution ran {MAX_STEP_EXECUTIONS} steps; a loop through nextStep or aws:branch is assumed and the execution stopped."
-            ));
-            break;
-        }
-        if state.token.is_cancelled() {
-            state.cancelled = true;
+        if state.stops_before_step(deadline, &out_of_time, records.len()) {
             break;
         }
         let step = &rb.steps[i];
@@ -335,6 +316,45 @@ struct State {
     failure_message: Option<String>,
     /// The engine's failure, if it failed.
     engine_error: Option<String>,
+}
+
+impl State {
+    fn new(cancel: &CancellationToken) -> State {
+        State {
+            token: cancel.clone(),
+            cancelled: false,
+            status: StepStatus::Success,
+            failure_message: None,
+            engine_error: None,
+        }
+    }
+
+    /// Whether the execution ends before its next step: past the run deadline, past
+    /// [`MAX_STEP_EXECUTIONS`] steps (`executed` so far), or cancelled.
+    fn stops_before_step(
+        &mut self,
+        deadline: Option<tokio::time::Instant>,
+        out_of_time: &str,
+        executed: usize,
+    ) -> bool {
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            self.status = StepStatus::TimedOut;
+            self.failure_message = Some(out_of_time.to_string());
+            return true;
+        }
+        if executed >= MAX_STEP_EXECUTIONS {
+            self.status = StepStatus::Failed;
+            self.failure_message = Some(format!(
+                "The execution ran {MAX_STEP_EXECUTIONS} steps; a loop through nextStep or aws:branch is assumed and the execution stopped."
+            ));
+            return true;
+        }
+        if self.token.is_cancelled() {
+            self.cancelled = true;
+            return true;
+        }
+        false
+    }
 }
 
 /// The step to run after step `i` ended as `record`, updating the scope and the state.

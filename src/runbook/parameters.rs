@@ -124,87 +124,12 @@ pub fn declare(
             ));
         }
     }
-    let type_node = node.get("type");
-    let type_name = type_node.and_then(Node::as_str).unwrap_or("").to_string();
-    let ty = match type_node {
-        None => {
-            problems.push(Problem::invalid(node.pos, &ctx, "`type` is required"));
-            None
-        }
-        Some(t) => match ValueType::parse(&type_name) {
-            Some(ty) => Some(ty),
-            None if type_name.starts_with("AWS::") => Some(ValueType::String),
-            None => {
-                problems.push(Problem::invalid(
-                    t.pos,
-                    format!("{ctx}.type"),
-                    format!(
-                        "unknown type {}; known types: {}",
-                        short(&t.to_json()),
-                        ValueType::NAMES.join(", ")
-                    ),
-                ));
-                None
-            }
-        },
-    };
-    let string = |key: &str, problems: &mut Vec<Problem>| -> Option<String> {
-        let n = node.get(key)?;
-        match &n.kind {
-            Kind::Str(s) => Some(s.clone()),
-            _ => {
-                problems.push(Problem::invalid(
-                    n.pos,
-                    format!("{ctx}.{key}"),
-                    format!("must be a string, not {}", n.type_name()),
-                ));
-                None
-            }
-        }
-    };
-    let count = |key: &str, problems: &mut Vec<Problem>| -> Option<u64> {
-        let n = node.get(key)?;
-        match &n.kind {
-            Kind::Int(i) if *i >= 0 => Some(*i as u64),
-            _ => {
-                problems.push(Problem::invalid(
-                    n.pos,
-                    format!("{ctx}.{key}"),
-                    format!("must be a whole number ≥ 0, not {}", short(&n.to_json())),
-                ));
-                None
-            }
-        }
-    };
+    let (type_name, ty) = param_type(node, &ctx, problems);
+    let string = |key: &str, problems: &mut Vec<Problem>| prop_string(node, &ctx, key, problems);
+    let count = |key: &str, problems: &mut Vec<Problem>| prop_count(node, &ctx, key, problems);
     let description = string("description", problems);
     let display_type = string("displayType", problems);
-    let pattern_text = string("allowedPattern", problems).filter(|p| {
-        let long = p.chars().count() > MAX_PATTERN_CHARS;
-        if long {
-            problems.push(Problem::invalid(
-                node.get("allowedPattern")
-                    .map(|n| n.pos)
-                    .unwrap_or_default(),
-                format!("{ctx}.allowedPattern"),
-                format!("is longer than {MAX_PATTERN_CHARS} characters"),
-            ));
-        }
-        !long
-    });
-    let allowed_pattern = pattern_text.and_then(|p| match compile_pattern(&p) {
-        Ok(re) => Some((p, re)),
-        Err(e) => {
-            problems.push(Problem::unsupported(
-                node.get("allowedPattern")
-                    .map(|n| n.pos)
-                    .unwrap_or_default(),
-                format!("{ctx}.allowedPattern"),
-                "allowedPattern syntax",
-                format!("the regular expression {p:?} cannot be compiled by scriptbox: {e}"),
-            ));
-            None
-        }
-    });
+    let allowed_pattern = allowed_pattern(node, &ctx, problems);
     let allowed_values = node.get("allowedValues").and_then(|n| match &n.kind {
         Kind::Seq(items) => Some(items.iter().map(Node::to_json).collect()),
         _ => {
@@ -254,6 +179,100 @@ pub fn declare(
         return None;
     }
     Some(decl)
+}
+
+/// A declaration's `type` as written, and as a type (an `AWS::…` type is a String).
+fn param_type(node: &Node, ctx: &str, problems: &mut Vec<Problem>) -> (String, Option<ValueType>) {
+    let type_node = node.get("type");
+    let type_name = type_node.and_then(Node::as_str).unwrap_or("").to_string();
+    let ty = match type_node {
+        None => {
+            problems.push(Problem::invalid(node.pos, ctx, "`type` is required"));
+            None
+        }
+        Some(t) => match ValueType::parse(&type_name) {
+            Some(ty) => Some(ty),
+            None if type_name.starts_with("AWS::") => Some(ValueType::String),
+            None => {
+                problems.push(Problem::invalid(
+                    t.pos,
+                    format!("{ctx}.type"),
+                    format!(
+                        "unknown type {}; known types: {}",
+                        short(&t.to_json()),
+                        ValueType::NAMES.join(", ")
+                    ),
+                ));
+                None
+            }
+        },
+    };
+    (type_name, ty)
+}
+
+/// A string key of a declaration, if present.
+fn prop_string(node: &Node, ctx: &str, key: &str, problems: &mut Vec<Problem>) -> Option<String> {
+    let n = node.get(key)?;
+    match &n.kind {
+        Kind::Str(s) => Some(s.clone()),
+        _ => {
+            problems.push(Problem::invalid(
+                n.pos,
+                format!("{ctx}.{key}"),
+                format!("must be a string, not {}", n.type_name()),
+            ));
+            None
+        }
+    }
+}
+
+/// A whole-number (≥ 0) key of a declaration, if present.
+fn prop_count(node: &Node, ctx: &str, key: &str, problems: &mut Vec<Problem>) -> Option<u64> {
+    let n = node.get(key)?;
+    if let Kind::Int(i) = &n.kind {
+        if let Ok(count) = u64::try_from(*i) {
+            return Some(count);
+        }
+    }
+    problems.push(Problem::invalid(
+        n.pos,
+        format!("{ctx}.{key}"),
+        format!("must be a whole number ≥ 0, not {}", short(&n.to_json())),
+    ));
+    None
+}
+
+/// `allowedPattern`, bounded in length, compiled.
+fn allowed_pattern(
+    node: &Node,
+    ctx: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<(String, fancy_regex::Regex)> {
+    let p = prop_string(node, ctx, "allowedPattern", problems)?;
+    let pos = node
+        .get("allowedPattern")
+        .map(|n| n.pos)
+        .unwrap_or_default();
+    if p.chars().count() > MAX_PATTERN_CHARS {
+        problems.push(Problem::invalid(
+            pos,
+            format!("{ctx}.allowedPattern"),
+            format!("is longer than {MAX_PATTERN_CHARS} characters"),
+        ));
+        return None;
+    }
+    match compile_pattern(&p) {
+        Ok(re) => Some((p, re)),
+        Err(e) => {
+            problems.push(Problem::unsupported(
+                pos,
+                format!("{ctx}.allowedPattern"),
+                "allowedPattern syntax",
+                format!("the regular expression {p:?} cannot be compiled by scriptbox: {e}"),
+            ));
+            None
+        }
+    }
 }
 
 /// Compiles an allowedPattern with Java's meaning: `\w` and `\d` are ASCII (as in Java, and
@@ -464,6 +483,40 @@ fn check_size(given: &Supplied) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks each item against the allowedPattern `p` within the run's time budget.
+fn check_pattern(
+    p: &str,
+    re: &fancy_regex::Regex,
+    items: &[&Value],
+    budget: &PatternBudget,
+    out: &mut Vec<String>,
+) {
+    for item in items {
+        if Instant::now() >= budget.ends {
+            out.push(format!(
+                "checking the values against the allowedPattern {p:?} took more than {} s in all (scriptbox's budget for one run); simplify the pattern or give fewer values",
+                PATTERN_TIME_BUDGET.as_secs()
+            ));
+            break;
+        }
+        let t = interpolate::as_text(item);
+        match re.is_match(&t) {
+            Ok(true) => {}
+            Ok(false) => out.push(format!(
+                "{} does not match the allowedPattern {p:?}",
+                short(item)
+            )),
+            Err(fancy_regex::Error::RuntimeError(
+                fancy_regex::RuntimeError::BacktrackLimitExceeded,
+            )) => out.push(format!(
+                "the allowedPattern {p:?} needs more than {BACKTRACK_LIMIT} backtracking steps on {} (scriptbox's bound); simplify the pattern (its lookarounds or backreferences)",
+                short(item)
+            )),
+            Err(e) => out.push(format!("allowedPattern {p:?} could not be applied: {e}")),
+        }
+    }
+}
+
 /// Checks a typed value against the declaration's rules; returns every broken rule.
 pub fn check_rules(d: &ParamDecl, v: &Value) -> Vec<String> {
     check_rules_within(d, v, &mut PatternBudget::new())
@@ -509,34 +562,11 @@ fn check_rules_within(d: &ParamDecl, v: &Value, budget: &mut PatternBudget) -> V
             d.ty,
             ValueType::String | ValueType::Integer | ValueType::StringList
         ) {
-            for item in &items {
-                if Instant::now() >= budget.ends {
-                    out.push(format!(
-                        "checking the values against the allowedPattern {p:?} took more than {} s in all (scriptbox's budget for one run); simplify the pattern or give fewer values",
-                        PATTERN_TIME_BUDGET.as_secs()
-                    ));
-                    break;
-                }
-                let t = text(item);
-                match re.is_match(&t) {
-                    Ok(true) => {}
-                    Ok(false) => out.push(format!(
-                        "{} does not match the allowedPattern {p:?}",
-                        short(item)
-                    )),
-                    Err(fancy_regex::Error::RuntimeError(
-                        fancy_regex::RuntimeError::BacktrackLimitExceeded,
-                    )) => out.push(format!(
-                        "the allowedPattern {p:?} needs more than {BACKTRACK_LIMIT} backtracking steps on {} (scriptbox's bound); simplify the pattern (its lookarounds or backreferences)",
-                        short(item)
-                    )),
-                    Err(e) => out.push(format!("allowedPattern {p:?} could not be applied: {e}")),
-                }
-            }
+            check_pattern(p, re, &items, budget, &mut out);
         }
     }
     if let Value::Array(list) = v {
-        let n = list.len() as u64;
+        let n = u64::try_from(list.len()).unwrap_or(u64::MAX);
         if let Some(min) = d.min_items {
             if n < min {
                 out.push(format!("has {n} items, fewer than minItems {min}"));
@@ -550,7 +580,7 @@ fn check_rules_within(d: &ParamDecl, v: &Value, budget: &mut PatternBudget) -> V
     }
     if matches!(d.ty, ValueType::String | ValueType::StringList) {
         for item in &items {
-            let n = text(item).chars().count() as u64;
+            let n = u64::try_from(text(item).chars().count()).unwrap_or(u64::MAX);
             if let Some(min) = d.min_chars {
                 if n < min {
                     out.push(format!(

@@ -73,7 +73,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(bad("a number has no unit"));
     }
     // Checked before the conversion, which panics on a value too large for a Duration.
-    if !secs.is_finite() || secs > MAX_SLEEP_SECS as f64 {
+    if !secs.is_finite() || secs > Duration::from_secs(MAX_SLEEP_SECS).as_secs_f64() {
         return Err(too_long(s));
     }
     Duration::try_from_secs_f64(secs).map_err(|_| too_long(s))
