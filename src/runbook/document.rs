@@ -911,7 +911,7 @@ impl Checker<'_> {
             }
             Some(Err(e)) => {
                 let pos = item.get("Selector").map(|n| n.pos).unwrap_or(item.pos);
-                self.invalid(pos, format!("{octx}.Selector"), e);
+                self.invalid(pos, format!("{octx}.Selector"), e.to_string());
                 None
             }
             Some(Ok(s)) => Some(s),

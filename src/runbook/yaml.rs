@@ -438,7 +438,7 @@ impl<'a> Reader<'a> {
                 let kind = resolve_scalar(&value, style, tag.as_deref()).map_err(|message| {
                     ReadProblem {
                         pos,
-                        message,
+                        message: message.to_string(),
                         unsupported_tag: None,
                     }
                 })?;
@@ -553,7 +553,21 @@ impl<'a> Reader<'a> {
 
 /// Resolves a scalar by the YAML 1.2 core schema: only plain scalars are typed; `yes`/`no`/`on`
 /// are strings (YAML 1.1's booleans are not); quoted and block scalars are strings.
-fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&str>) -> Result<Kind, String> {
+/// A tagged scalar that is not of its tag's type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScalarError {
+    /// `!!bool` of something else.
+    #[error("!!bool {0:?} is not true or false")]
+    NotBool(String),
+    /// `!!int` of something else.
+    #[error("!!int {0:?} is not an integer")]
+    NotInt(String),
+    /// `!!float` of something else.
+    #[error("!!float {0:?} is not a number")]
+    NotFloat(String),
+}
+
+fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&str>) -> Result<Kind, ScalarError> {
     match tag {
         Some("str") => return Ok(Kind::Str(text.to_string())),
         Some("null") => return Ok(Kind::Null),
@@ -561,20 +575,20 @@ fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&str>) -> Result<K
             return match text {
                 "true" | "True" | "TRUE" => Ok(Kind::Bool(true)),
                 "false" | "False" | "FALSE" => Ok(Kind::Bool(false)),
-                _ => Err(format!("!!bool {text:?} is not true or false")),
+                _ => Err(ScalarError::NotBool(text.to_string())),
             };
         }
         Some("int") => {
             return plain_int(text)
                 .map(Kind::Int)
-                .ok_or_else(|| format!("!!int {text:?} is not an integer"));
+                .ok_or_else(|| ScalarError::NotInt(text.to_string()));
         }
         Some("float") => {
             return plain_float(text)
                 // An integer written as a float: its decimal text parses to the nearest f64.
                 .or_else(|| plain_int(text).and_then(|i| i.to_string().parse::<f64>().ok()))
                 .map(Kind::Float)
-                .ok_or_else(|| format!("!!float {text:?} is not a number"));
+                .ok_or_else(|| ScalarError::NotFloat(text.to_string()));
         }
         _ => {}
     }

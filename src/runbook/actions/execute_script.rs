@@ -268,8 +268,14 @@ impl ActionSpec for ExecuteScript {
                     attempt.outputs = outputs;
                 } else {
                     attempt.status = StepStatus::Failed;
-                    attempt.failure =
-                        Some(aws_plain_failure("InvalidOutput", &problems.join("; ")));
+                    attempt.failure = Some(aws_plain_failure(
+                        "InvalidOutput",
+                        &problems
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    ));
                 }
                 attempt.payload = Some(result.payload);
             }

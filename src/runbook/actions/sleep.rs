@@ -20,17 +20,64 @@ use crate::runbook::interpolate;
 /// aws:sleep's longest sleep, seconds (AWS: 604,799, 7 days minus a second).
 pub const MAX_SLEEP_SECS: u64 = 604_799;
 
-fn too_long(s: &str) -> String {
-    format!(
-        "{s:?} is longer than aws:sleep's maximum of {MAX_SLEEP_SECS} seconds (7 days minus a second)"
-    )
+/// Why a sleep's `Duration` or `Timestamp` is refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SleepError {
+    /// Not an ISO 8601 duration, for the reason given.
+    #[error("{text:?} is not an ISO 8601 duration ({why}), e.g. PT10S, PT1M30S, P1D")]
+    NotADuration {
+        /// As written.
+        text: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A duration in years or months.
+    #[error(
+        "{0:?}: years and months are not supported (their length depends on the calendar); use days, e.g. P30D"
+    )]
+    YearsOrMonths(String),
+    /// A duration beyond [`MAX_SLEEP_SECS`].
+    #[error(
+        "{0:?} is longer than aws:sleep's maximum of {max} seconds (7 days minus a second)",
+        max = MAX_SLEEP_SECS
+    )]
+    TooLong(String),
+    /// Not an RFC 3339 timestamp.
+    #[error("{text:?} is not an RFC 3339 timestamp such as 2026-01-01T10:00:00Z: {reason}")]
+    NotATimestamp {
+        /// As written.
+        text: String,
+        /// chrono's reason.
+        reason: chrono::ParseError,
+    },
+    /// A timestamp more than [`MAX_SLEEP_SECS`] ahead.
+    #[error(
+        "{0:?} is more than aws:sleep's maximum of {max} seconds (7 days minus a second) ahead",
+        max = MAX_SLEEP_SECS
+    )]
+    TooFarAhead(String),
+    /// Both inputs given.
+    #[error("give Duration or Timestamp, not both")]
+    Both,
+    /// Neither input given.
+    #[error("Duration or Timestamp is required")]
+    Neither,
+    /// The input is not a string.
+    #[error("must be a string, not {0}")]
+    NotAString(Value),
+}
+
+fn too_long(s: &str) -> SleepError {
+    SleepError::TooLong(s.to_string())
 }
 
 /// Parses an ISO 8601 duration: `PT10S`, `PT1M30S`, `PT0.5S`, `P1D`, `P1DT2H`, `P2W`.
 /// Years and months are refused: their length depends on the calendar.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad =
-        |why: &str| format!("{s:?} is not an ISO 8601 duration ({why}), e.g. PT10S, PT1M30S, P1D");
+pub fn parse_duration(s: &str) -> Result<Duration, SleepError> {
+    let bad = |why: &str| SleepError::NotADuration {
+        text: s.to_string(),
+        why: why.to_string(),
+    };
     let body = s
         .strip_prefix('P')
         .ok_or_else(|| bad("it must start with P"))?;
@@ -57,9 +104,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
                     (true, 'M') => 60.0,
                     (true, 'S') => 1.0,
                     (false, 'Y') | (false, 'M') => {
-                        return Err(format!(
-                            "{s:?}: years and months are not supported (their length depends on the calendar); use days, e.g. P30D"
-                        ));
+                        return Err(SleepError::YearsOrMonths(s.to_string()));
                     }
                     _ => return Err(bad(&format!("unknown unit {unit:?}"))),
                 };
@@ -80,11 +125,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Parses an RFC 3339 timestamp such as `2026-01-01T10:00:00Z`.
-pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, String> {
+pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, SleepError> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| {
-            format!("{s:?} is not an RFC 3339 timestamp such as 2026-01-01T10:00:00Z: {e}")
+        .map_err(|reason| SleepError::NotATimestamp {
+            text: s.to_string(),
+            reason,
         })
 }
 
@@ -93,24 +139,22 @@ pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, String> {
 pub fn how_long(
     inputs: &serde_json::Map<String, Value>,
     now: DateTime<Utc>,
-) -> Result<Duration, String> {
+) -> Result<Duration, SleepError> {
     match (inputs.get("Duration"), inputs.get("Timestamp")) {
         (Some(Value::String(d)), None) => parse_duration(d),
         (None, Some(Value::String(t))) => until(t, parse_timestamp(t)?, now),
-        (Some(_), Some(_)) => Err("give Duration or Timestamp, not both".into()),
-        (None, None) => Err("Duration or Timestamp is required".into()),
-        (Some(v), None) | (None, Some(v)) => Err(format!("must be a string, not {v}")),
+        (Some(_), Some(_)) => Err(SleepError::Both),
+        (None, None) => Err(SleepError::Neither),
+        (Some(v), None) | (None, Some(v)) => Err(SleepError::NotAString(v.clone())),
     }
 }
 
 /// How long from `now` until the timestamp `at` (written `text`); zero when it has passed,
 /// refused when it is more than [`MAX_SLEEP_SECS`] ahead.
-pub fn until(text: &str, at: DateTime<Utc>, now: DateTime<Utc>) -> Result<Duration, String> {
+pub fn until(text: &str, at: DateTime<Utc>, now: DateTime<Utc>) -> Result<Duration, SleepError> {
     let wait = (at - now).to_std().unwrap_or(Duration::ZERO);
     if wait > Duration::from_secs(MAX_SLEEP_SECS) {
-        return Err(format!(
-            "{text:?} is more than aws:sleep's maximum of {MAX_SLEEP_SECS} seconds (7 days minus a second) ahead"
-        ));
+        return Err(SleepError::TooFarAhead(text.to_string()));
     }
     Ok(wait)
 }
@@ -202,7 +246,7 @@ impl ActionSpec for Sleep {
                         .map(|_| ())
                 };
                 if let Err(e) = r {
-                    cx.invalid(pos(key), format!("{ctx}: inputs.{key}"), e);
+                    cx.invalid(pos(key), format!("{ctx}: inputs.{key}"), e.to_string());
                 }
             }
             other => cx.invalid(
@@ -223,7 +267,7 @@ impl ActionSpec for Sleep {
         _step: &StepDecl,
         inputs: &Map<String, Value>,
     ) -> Result<Duration, StepFailure> {
-        how_long(inputs, Utc::now()).map_err(|e| StepFailure::new("InvalidInput", e))
+        how_long(inputs, Utc::now()).map_err(|e| StepFailure::new("InvalidInput", e.to_string()))
     }
 
     /// Sleeps, within the step's `timeoutSeconds`, until cancelled.
@@ -285,6 +329,7 @@ mod tests {
         assert!(
             parse_duration("P1M")
                 .unwrap_err()
+                .to_string()
                 .contains("months are not supported")
         );
         assert!(parse_duration("PT-5S").is_err());
@@ -310,7 +355,7 @@ mod tests {
             "PT1e400S",
             "PT1.2.3S",
         ] {
-            let e = parse_duration(huge).unwrap_err();
+            let e = parse_duration(huge).unwrap_err().to_string();
             assert!(
                 e.contains("maximum of 604799 seconds")
                     || e.contains("is not an ISO 8601 duration"),
@@ -319,7 +364,12 @@ mod tests {
         }
         let mut m = serde_json::Map::new();
         m.insert("Duration".into(), json!("PT99999999999999999999S"));
-        assert!(how_long(&m, Utc::now()).unwrap_err().contains("604799"));
+        assert!(
+            how_long(&m, Utc::now())
+                .unwrap_err()
+                .to_string()
+                .contains("604799")
+        );
     }
 
     #[test]
@@ -336,6 +386,7 @@ mod tests {
             assert!(
                 how_long(&m, now)
                     .unwrap_err()
+                    .to_string()
                     .contains("more than aws:sleep's maximum of 604799 seconds"),
                 "{far}"
             );
@@ -351,9 +402,19 @@ mod tests {
         m.insert("Timestamp".into(), json!("2025-01-01T10:00:00+02:00"));
         assert_eq!(how_long(&m, now).unwrap(), Duration::ZERO);
         m.insert("Timestamp".into(), json!("tomorrow"));
-        assert!(how_long(&m, now).unwrap_err().contains("RFC 3339"));
+        assert!(
+            how_long(&m, now)
+                .unwrap_err()
+                .to_string()
+                .contains("RFC 3339")
+        );
         m.insert("Duration".into(), json!("PT1S"));
-        assert!(how_long(&m, now).unwrap_err().contains("not both"));
+        assert!(
+            how_long(&m, now)
+                .unwrap_err()
+                .to_string()
+                .contains("not both")
+        );
     }
 
     #[tokio::test]
