@@ -8,7 +8,7 @@ use super::{Action, ActionSpec, Attempt, CheckCx, RunCx, StepFailure, StepHead};
 use crate::result::{StepStatus, aws_plain_failure};
 use crate::runbook::Problem;
 use crate::runbook::document::{StepDecl, StepKind};
-use crate::runbook::interpolate::{Scope, as_text};
+use crate::runbook::interpolate::{Scope, SubstituteError, as_text};
 use crate::runbook::selector::short;
 use crate::runbook::yaml::{Kind, Node, Pos};
 
@@ -323,8 +323,42 @@ fn boolean(v: &Value) -> Option<bool> {
     }
 }
 
+/// Why a branch's choice cannot be evaluated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BranchError {
+    /// A `{{ }}` of the choice cannot be substituted.
+    #[error(transparent)]
+    Substitute(#[from] SubstituteError),
+    /// A numeric operator on something other than numbers.
+    #[error("{op:?} compares numbers; Variable is {variable} and the operand {operand}")]
+    NotNumbers {
+        /// The operator.
+        op: Op,
+        /// The Variable, shortened.
+        variable: String,
+        /// The operand, shortened.
+        operand: String,
+    },
+    /// BooleanEquals on something other than booleans.
+    #[error("BooleanEquals compares booleans; Variable is {variable} and the operand {operand}")]
+    NotBooleans {
+        /// The Variable, shortened.
+        variable: String,
+        /// The operand, shortened.
+        operand: String,
+    },
+    /// Which choice could not be evaluated.
+    #[error("Choices[{index}]: {source}")]
+    Choice {
+        /// Its index.
+        index: usize,
+        /// Why.
+        source: Box<BranchError>,
+    },
+}
+
 /// Evaluates one condition.
-pub fn eval(c: &Cond, scope: &Scope) -> Result<bool, String> {
+pub fn eval(c: &Cond, scope: &Scope) -> Result<bool, BranchError> {
     match c {
         Cond::And(cs) => {
             for c in cs {
@@ -350,14 +384,14 @@ pub fn eval(c: &Cond, scope: &Scope) -> Result<bool, String> {
         } => {
             let var = scope.substitute(variable)?;
             let operand = scope.substitute(operand)?;
-            let numbers = || -> Result<(f64, f64), String> {
+            let numbers = || -> Result<(f64, f64), BranchError> {
                 match (number(&var), number(&operand)) {
                     (Some(a), Some(b)) => Ok((a, b)),
-                    _ => Err(format!(
-                        "{op:?} compares numbers; Variable is {} and the operand {}",
-                        short(&var),
-                        short(&operand)
-                    )),
+                    _ => Err(BranchError::NotNumbers {
+                        op: *op,
+                        variable: short(&var),
+                        operand: short(&operand),
+                    }),
                 }
             };
             let (a, b) = (as_text(&var), as_text(&operand));
@@ -393,11 +427,10 @@ pub fn eval(c: &Cond, scope: &Scope) -> Result<bool, String> {
                 Op::BooleanEquals => match (boolean(&var), boolean(&operand)) {
                     (Some(x), Some(y)) => x == y,
                     _ => {
-                        return Err(format!(
-                            "BooleanEquals compares booleans; Variable is {} and the operand {}",
-                            short(&var),
-                            short(&operand)
-                        ));
+                        return Err(BranchError::NotBooleans {
+                            variable: short(&var),
+                            operand: short(&operand),
+                        });
                     }
                 },
             })
@@ -407,9 +440,13 @@ pub fn eval(c: &Cond, scope: &Scope) -> Result<bool, String> {
 
 /// The step a branch goes to: the first true choice's, else `Default`, else `None` (the next
 /// step of the document).
-pub fn choose(spec: &BranchSpec, scope: &Scope) -> Result<Option<String>, String> {
+pub fn choose(spec: &BranchSpec, scope: &Scope) -> Result<Option<String>, BranchError> {
     for (i, c) in spec.choices.iter().enumerate() {
-        if eval(&c.cond, scope).map_err(|e| format!("Choices[{i}]: {e}"))? {
+        let holds = eval(&c.cond, scope).map_err(|e| BranchError::Choice {
+            index: i,
+            source: Box::new(e),
+        })?;
+        if holds {
             return Ok(Some(c.next_step.clone()));
         }
     }
@@ -474,7 +511,7 @@ impl ActionSpec for Branch {
                 }
                 Err(e) => Attempt::ended(
                     StepStatus::Failed,
-                    Some(aws_plain_failure("InvalidChoice", &e)),
+                    Some(aws_plain_failure("InvalidChoice", &e.to_string())),
                 ),
             }
         })
@@ -508,7 +545,7 @@ mod tests {
 
     fn holds(cond: &str) -> Result<bool, String> {
         let s = spec(&format!("Choices:\n- NextStep: x\n  {cond}\n"));
-        eval(&s.choices[0].cond, &scope())
+        eval(&s.choices[0].cond, &scope()).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -531,6 +568,7 @@ mod tests {
         assert!(
             holds("Variable: '{{OS}}'\n  NumericEquals: 1")
                 .unwrap_err()
+                .to_string()
                 .contains("compares numbers")
         );
         assert!(holds("Variable: '{{OS}}'\n  BooleanEquals: true").is_err());
