@@ -279,11 +279,80 @@ fn allowed_pattern(
 /// small: a Unicode `\w{1,253}` is too large to compile), and a `-` right after a class escape
 /// inside `[...]` (`[\w-_]`) is a literal.
 /// Backtracking is bounded by [`BACKTRACK_LIMIT`] steps per match.
-pub fn compile_pattern(p: &str) -> Result<fancy_regex::Regex, String> {
+pub fn compile_pattern(p: &str) -> Result<fancy_regex::Regex, PatternError> {
     fancy_regex::RegexBuilder::new(&java_to_rust(p))
         .backtrack_limit(BACKTRACK_LIMIT)
         .build()
-        .map_err(|e| e.to_string())
+        .map_err(|e| PatternError(Box::new(e)))
+}
+
+/// An allowedPattern the regex engine cannot compile; Display is the engine's reason.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct PatternError(Box<fancy_regex::Error>);
+
+/// Why a value cannot be converted to its parameter's type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoerceError {
+    /// A JSON number with decimals for an Integer.
+    #[error("{0} is not an integer (decimals are not allowed)")]
+    NumberWithDecimals(serde_json::Number),
+    /// Text with decimals for an Integer.
+    #[error("{0:?} is not an integer (decimals are not allowed)")]
+    TextWithDecimals(String),
+    /// Text that is not an integer.
+    #[error("{0:?} is not an integer")]
+    NotAnInteger(String),
+    /// Text that is not true or false.
+    #[error("{0:?} is not a Boolean (only true or false)")]
+    NotABoolean(String),
+    /// A StringList item that is not a string (its JSON type).
+    #[error("a StringList holds strings only, found {0}")]
+    StringListItem(&'static str),
+    /// A MapList item that is a string but not a JSON map.
+    #[error("a MapList holds maps, found the string {0:?}")]
+    MapListString(String),
+    /// A MapList item of another JSON type.
+    #[error("a MapList holds maps, found {0}")]
+    MapListItem(&'static str),
+    /// A value of another JSON type.
+    #[error("expected {expected}, found {found}")]
+    WrongType {
+        /// The parameter's type.
+        expected: ValueType,
+        /// The JSON type found.
+        found: &'static str,
+    },
+    /// A StringList written as a broken JSON list.
+    #[error("{text:?} is not a JSON list: {reason}")]
+    NotAJsonList {
+        /// As written.
+        text: String,
+        /// serde_json's reason.
+        reason: String,
+    },
+    /// A StringMap or MapList that is not JSON.
+    #[error("{text:?} is not JSON: {reason}")]
+    NotJson {
+        /// As written.
+        text: String,
+        /// serde_json's reason.
+        reason: String,
+    },
+    /// A StringMap or MapList given as a JSON string.
+    #[error("expected {0} as JSON, found a string")]
+    JsonString(ValueType),
+}
+
+/// A supplied value beyond scriptbox's bounds, refused before it is converted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    /// Beyond [`MAX_VALUE_BYTES`].
+    #[error("is larger than {max} bytes", max = MAX_VALUE_BYTES)]
+    TooLarge,
+    /// A list beyond [`MAX_LIST_ITEMS`].
+    #[error("has more than {max} items", max = MAX_LIST_ITEMS)]
+    TooManyItems,
 }
 
 fn java_to_rust(p: &str) -> String {
@@ -354,7 +423,7 @@ pub enum Supplied {
 }
 
 /// Converts a typed value (a default, a parameters-file value) to the parameter's type.
-pub fn coerce(ty: ValueType, v: &Value) -> Result<Value, String> {
+pub fn coerce(ty: ValueType, v: &Value) -> Result<Value, CoerceError> {
     // AWS's API form: every value is a list of strings; one-item lists hold scalars and maps.
     if let Value::Array(items) = v {
         if items.len() == 1
@@ -374,14 +443,11 @@ pub fn coerce(ty: ValueType, v: &Value) -> Result<Value, String> {
         (ValueType::Integer, Value::Number(n)) => n
             .as_i64()
             .map(Value::from)
-            .ok_or_else(|| format!("{n} is not an integer (decimals are not allowed)")),
+            .ok_or_else(|| CoerceError::NumberWithDecimals(n.clone())),
         (ValueType::Boolean, Value::Bool(b)) => Ok(Value::Bool(*b)),
         (ValueType::StringList, Value::Array(items)) => {
             if let Some(bad) = items.iter().find(|i| !i.is_string()) {
-                return Err(format!(
-                    "a StringList holds strings only, found {}",
-                    json_type_name(bad)
-                ));
+                return Err(CoerceError::StringListItem(json_type_name(bad)));
             }
             Ok(v.clone())
         }
@@ -394,43 +460,45 @@ pub fn coerce(ty: ValueType, v: &Value) -> Result<Value, String> {
                     // The API form: each map JSON-encoded.
                     Value::String(s) => match serde_json::from_str::<Value>(s) {
                         Ok(m @ Value::Object(_)) => out.push(m),
-                        _ => return Err(format!("a MapList holds maps, found the string {s:?}")),
+                        _ => return Err(CoerceError::MapListString(s.clone())),
                     },
                     other => {
-                        return Err(format!(
-                            "a MapList holds maps, found {}",
-                            json_type_name(other)
-                        ));
+                        return Err(CoerceError::MapListItem(json_type_name(other)));
                     }
                 }
             }
             Ok(Value::Array(out))
         }
-        (_, other) => Err(format!("expected {ty}, found {}", json_type_name(other))),
+        (_, other) => Err(CoerceError::WrongType {
+            expected: ty,
+            found: json_type_name(other),
+        }),
     }
 }
 
 /// Converts text (`-p Name=Value`) to the parameter's type.
-pub fn coerce_text(ty: ValueType, s: &str) -> Result<Value, String> {
+pub fn coerce_text(ty: ValueType, s: &str) -> Result<Value, CoerceError> {
     match ty {
         ValueType::String => Ok(Value::String(s.to_string())),
         ValueType::Integer => s.trim().parse::<i64>().map(Value::from).map_err(|_| {
             if s.contains('.') {
-                format!("{s:?} is not an integer (decimals are not allowed)")
+                CoerceError::TextWithDecimals(s.to_string())
             } else {
-                format!("{s:?} is not an integer")
+                CoerceError::NotAnInteger(s.to_string())
             }
         }),
         ValueType::Boolean => match s.trim() {
             "true" => Ok(Value::Bool(true)),
             "false" => Ok(Value::Bool(false)),
-            _ => Err(format!("{s:?} is not a Boolean (only true or false)")),
+            _ => Err(CoerceError::NotABoolean(s.to_string())),
         },
         ValueType::StringList => {
             let t = s.trim();
             if t.starts_with('[') {
-                let v: Value = serde_json::from_str(t)
-                    .map_err(|e| format!("{s:?} is not a JSON list: {e}"))?;
+                let v: Value = serde_json::from_str(t).map_err(|e| CoerceError::NotAJsonList {
+                    text: s.to_string(),
+                    reason: e.to_string(),
+                })?;
                 coerce(ty, &v)
             } else if t.is_empty() {
                 Ok(Value::Array(vec![]))
@@ -443,10 +511,12 @@ pub fn coerce_text(ty: ValueType, s: &str) -> Result<Value, String> {
             }
         }
         ValueType::StringMap | ValueType::MapList => {
-            let v: Value =
-                serde_json::from_str(s).map_err(|e| format!("{s:?} is not JSON: {e}"))?;
+            let v: Value = serde_json::from_str(s).map_err(|e| CoerceError::NotJson {
+                text: s.to_string(),
+                reason: e.to_string(),
+            })?;
             if v.is_string() {
-                return Err(format!("expected {ty} as JSON, found a string"));
+                return Err(CoerceError::JsonString(ty));
             }
             coerce(ty, &v)
         }
@@ -467,17 +537,17 @@ impl PatternBudget {
 }
 
 /// The size bounds of a supplied value, checked before it is converted.
-fn check_size(given: &Supplied) -> Result<(), String> {
+fn check_size(given: &Supplied) -> Result<(), SizeError> {
     let bytes = match given {
         Supplied::Text(t) => Some(t.len()).filter(|n| *n <= MAX_VALUE_BYTES),
         Supplied::Typed(v) => interpolate::size_within(v, MAX_VALUE_BYTES),
     };
     if bytes.is_none() {
-        return Err(format!("is larger than {MAX_VALUE_BYTES} bytes"));
+        return Err(SizeError::TooLarge);
     }
     if let Supplied::Typed(Value::Array(items)) = given {
         if items.len() > MAX_LIST_ITEMS {
-            return Err(format!("has more than {MAX_LIST_ITEMS} items"));
+            return Err(SizeError::TooManyItems);
         }
     }
     Ok(())
@@ -639,7 +709,7 @@ pub fn resolve(
         let ctx = format!("parameter {}", d.name);
         let given = supplied.iter().find(|(n, _)| n == &d.name).map(|(_, v)| v);
         if let Some(Err(e)) = given.map(check_size) {
-            problems.push(Problem::invalid(d.pos, &ctx, e));
+            problems.push(Problem::invalid(d.pos, &ctx, e.to_string()));
             continue;
         }
         let value = match given {
