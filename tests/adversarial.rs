@@ -1070,9 +1070,12 @@ def h(e, c):
 async fn no_docker_socket_inside() {
     let engine = engine_or_skip!();
     let script = r#"
-import os, stat
+import os, stat, time
 
 def h(e, c):
+    # Held open so that the host inspects a live container even when a loaded engine is slow
+    # to list it.
+    time.sleep(5)
     sockets = []
     for root, dirs, files in os.walk('/'):
         if root.startswith(('/proc', '/sys')):
@@ -1363,16 +1366,23 @@ fn scriptbox_measured(args: &[&str]) -> (Option<i32>, String, u64) {
         let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
         text
     });
-    let pid = i32::try_from(child.id()).unwrap();
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 on our own child fills it in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our unreaped child; status and usage are valid for writes.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid);
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-    let peak = u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024;
-    (code, reader.join().unwrap(), peak)
+    // The peak is the process's own VmHWM, polled until it exits. Not wait4's ru_maxrss: exec
+    // records the forking parent's high-water mark there, and this test binary is large.
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0u64;
+    loop {
+        let hwm = std::fs::read_to_string(&status_file).ok().and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        });
+        // A zombie (exited, not yet reaped: the pid cannot be reused) has no VmHWM line.
+        let Some(kib) = hwm else { break };
+        peak = peak.max(kib * 1024);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let status = child.wait().expect("wait for scriptbox");
+    (status.code(), reader.join().unwrap(), peak)
 }
 
 /// Threat: a hostile runbook (a 600-byte YAML alias bomb, block nesting 20,000 deep, a sleep whose duration overflows) exhausting or crashing `scriptbox validate` and `run`.

@@ -1474,7 +1474,10 @@ async fn alias_bombs_and_deep_nesting_are_refused_before_they_are_expanded() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), &["--listen", "127.0.0.1:0", "--ssm-api"]);
+    let d = Daemon::start(
+        dir.path(),
+        &["--listen", "127.0.0.1:0", "--ssm-api", "--ssm-anonymous"],
+    );
     let c = d.client();
     let watch = HealthWatch::start(&d.socket);
     let bomb = alias_bomb();

@@ -330,11 +330,21 @@ def handler(e, c):
         .await
     });
     let container = wait_for_container(&engine, &id).await;
-    let seen = engine
-        .docker()
-        .inspect_container(&container, None)
-        .await
-        .expect("inspect while running");
+    // Listed at create: on a loaded machine it may not have started yet, so inspect until it runs
+    // (the handler holds it running for two seconds).
+    let began = Instant::now();
+    let seen = loop {
+        let seen = engine
+            .docker()
+            .inspect_container(&container, None)
+            .await
+            .expect("inspect while running");
+        let running = seen.state.as_ref().and_then(|s| s.running) == Some(true);
+        if running || began.elapsed() > Duration::from_secs(10) {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let result = task.await.unwrap();
 
     let config = seen.config.unwrap();

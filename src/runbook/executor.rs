@@ -591,9 +591,16 @@ pub(crate) fn attempts<'a, A: ActionSpec>(
             if last.payload.is_some() {
                 payload.clone_from(&last.payload);
             }
+            let unsuccessful = matches!(last.status, StepStatus::Failed | StepStatus::TimedOut);
+            if A::RETRIES && !last.engine_failed && unsuccessful && cx.cancel.is_cancelled() {
+                // The cancel raced an attempt that ended for its own reason (an output limit, a
+                // timeout): the operator asked to stop, so the step is Cancelled.
+                last.status = StepStatus::Cancelled;
+                last.failure = Some("The step was cancelled.".into());
+            }
             let retry = A::RETRIES
                 && !last.engine_failed
-                && matches!(last.status, StepStatus::Failed | StepStatus::TimedOut)
+                && unsuccessful
                 && attempt < step.max_attempts
                 && !cx.cancel.is_cancelled();
             if !retry {
