@@ -1,7 +1,7 @@
 //! The runbook actions scriptbox runs, one module each, dispatched through one enum.
 //!
 //! Each module owns its action's input keys, its load-time checks, its implicit outputs and its
-//! run ([`ActionSpec`]); [`Action`] is the only place that lists them, and the only code that
+//! run (the crate-internal trait `ActionSpec`); [`Action`] is the only place that lists them, and the only code that
 //! knows an action's name. Everything else (the document checker, the executor, the CLI) asks
 //! the enum. Adding an action is one file here and one variant: see `docs/actions.md`.
 
