@@ -1,9 +1,10 @@
 //! The runbook actions scriptbox runs, one module each, dispatched through one enum.
 //!
 //! Each module owns its action's input keys, its load-time checks, its implicit outputs and its
-//! run (the crate-internal trait `ActionSpec`); [`Action`] is the only place that lists them, and the only code that
-//! knows an action's name. Everything else (the document checker, the executor, the CLI) asks
-//! the enum. Adding an action is one file here and one variant: see `docs/actions.md`.
+//! run (the crate-internal trait `ActionSpec`); [`Action`] is the only place that lists them,
+//! and the only code that knows an action's name. Everything else (the document checker, the
+//! executor, the CLI) asks the enum. Adding an action is one file here and one variant: see
+//! `docs/actions.md`.
 
 use std::collections::HashMap;
 
