@@ -63,7 +63,7 @@ impl<W: Write> TextProgress<W> {
                 };
                 let mut line = format!("{mark} {} {} ms", record.status, ms);
                 if let Some(next) = &record.next_step {
-                    if record.action == "aws:branch" {
+                    if record.action_kind == crate::runbook::actions::Action::Branch {
                         line.push_str(&format!(" → {next}"));
                     }
                 }

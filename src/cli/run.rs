@@ -63,7 +63,10 @@ pub(super) async fn run_runbook(
             ));
         }
     };
-    let needs_engine = doc.steps.iter().any(|s| s.action == "aws:executeScript");
+    let needs_engine = doc
+        .steps
+        .iter()
+        .any(|s| s.action_kind() == crate::runbook::actions::Action::ExecuteScript);
     let engine = if needs_engine {
         let engine = Engine::connect(settings.sandbox.clone()).await?;
         if let Err(e) = engine.sweep_leftovers().await {

@@ -34,7 +34,7 @@ async fn image_notes(
     let mut runtimes: Vec<&str> = doc
         .steps
         .iter()
-        .filter(|s| s.action == "aws:executeScript")
+        .filter(|s| s.action_kind() == crate::runbook::actions::Action::ExecuteScript)
         .filter_map(|s| s.inputs.get("Runtime").and_then(Value::as_str))
         .collect();
     runtimes.sort_unstable();

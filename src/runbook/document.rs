@@ -10,15 +10,15 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::branch::{self, BranchSpec};
+use super::actions::branch::BranchSpec;
+use super::actions::{Action, CheckCx, DocFacts, StepHead};
 use super::interpolate::{self, Ref};
 use super::parameters::{self, ParamDecl};
 use super::selector::{Selector, ValueType, short};
-use super::sleep;
 use super::yaml::{self, Format, Kind, Node, Pos};
 use super::{Problem, ProblemKind, Refused, step_context};
 use crate::runtimes::Catalog;
-use crate::step::{self, Attachment, StepInputs, ValidatedStep};
+use crate::step::{self, ValidatedStep};
 
 /// The most attempts a step may ask for with `maxAttempts` **(ours: AWS documents no maximum)**;
 /// every attempt's output is kept, so the bound keeps a failing step's log bounded too.
@@ -27,9 +27,6 @@ pub const MAX_ATTEMPTS: u32 = 100;
 /// The largest `timeoutSeconds` of any step: aws:sleep's maximum (executeScript steps are held
 /// to the operator's `limits.max_timeout_seconds` besides).
 pub const MAX_STEP_TIMEOUT_SECS: i64 = 604_799;
-
-/// The actions scriptbox runs.
-pub const SUPPORTED_ACTIONS: [&str; 3] = ["aws:executeScript", "aws:sleep", "aws:branch"];
 
 const TOP_KEYS: [&str; 7] = [
     "schemaVersion",
@@ -55,8 +52,6 @@ const STEP_KEYS: [&str; 12] = [
     "isCritical",
     "description",
 ];
-
-const SCRIPT_INPUTS: [&str; 5] = ["Runtime", "Handler", "InputPayload", "Script", "Attachment"];
 
 /// What a step does when it fails.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,11 +95,11 @@ pub struct OutputDecl {
     pub ty: ValueType,
 }
 
-/// What a step does.
+/// What a step does: its action, with what the action's check read from its inputs.
 #[derive(Debug, Clone)]
 pub enum StepKind {
     /// `aws:executeScript`; `validated` when its inputs hold no `{{ }}` (checked at load).
-    Script {
+    ExecuteScript {
         /// The inputs validated at load time, when they are fully known.
         validated: Option<Box<ValidatedStep>>,
     },
@@ -123,7 +118,7 @@ pub struct StepDecl {
     pub name: String,
     /// Where the step starts.
     pub pos: Pos,
-    /// `action`.
+    /// `action`, AWS's name of it, for display: code asks [`StepDecl::action_kind`].
     pub action: String,
     /// What it does.
     pub kind: StepKind,
@@ -145,6 +140,17 @@ pub struct StepDecl {
     pub next_step: Option<String>,
     /// `isCritical` (default true; false when onFailure is Continue).
     pub is_critical: bool,
+}
+
+impl StepDecl {
+    /// The step's action.
+    pub fn action_kind(&self) -> Action {
+        match self.kind {
+            StepKind::ExecuteScript { .. } => Action::ExecuteScript,
+            StepKind::Sleep => Action::Sleep,
+            StepKind::Branch(_) => Action::Branch,
+        }
+    }
 }
 
 /// A declared attachment (`files`).
@@ -329,6 +335,50 @@ impl Checker<'_> {
             );
             return None;
         };
+        self.top_keys_and_schema(root, entries);
+        let description = root.get("description").and_then(|n| match &n.kind {
+            Kind::Str(s) => Some(s.clone()),
+            _ => {
+                self.invalid(n.pos, "description", "must be a string");
+                None
+            }
+        });
+        let assume_role = root.get("assumeRole").map(Node::to_json);
+
+        let (params, param_names) = self.parameters(root);
+
+        let files = self.files(root.get("files"));
+        let attachments = self.attachments(&files, dir);
+
+        let (mut steps, step_nodes) = self.main_steps(root);
+        self.cross_check(&steps, &step_nodes, &param_names, &files, &attachments);
+        self.prevalidate(&mut steps, &step_nodes, &files, &attachments);
+        if let Some(role) = root.get("assumeRole") {
+            self.check_refs(
+                &role.to_json(),
+                role.pos,
+                "assumeRole",
+                &param_names,
+                &steps,
+                None,
+            );
+        }
+        let outputs = self.doc_outputs(root.get("outputs"), &steps);
+        Some(Runbook {
+            name: name.to_string(),
+            format: self.format,
+            description,
+            assume_role,
+            parameters: params,
+            steps,
+            outputs,
+            files,
+            attachments,
+        })
+    }
+
+    /// Checks the top-level keys and `schemaVersion`.
+    fn top_keys_and_schema(&mut self, root: &Node, entries: &[(String, Pos, Node)]) {
         for (k, pos, _) in entries {
             if !TOP_KEYS.contains(&k.as_str()) {
                 self.invalid(
@@ -364,15 +414,11 @@ impl Checker<'_> {
                 }
             },
         }
-        let description = root.get("description").and_then(|n| match &n.kind {
-            Kind::Str(s) => Some(s.clone()),
-            _ => {
-                self.invalid(n.pos, "description", "must be a string");
-                None
-            }
-        });
-        let assume_role = root.get("assumeRole").map(Node::to_json);
+    }
 
+    /// `parameters`: the declarations, and every declared name (also of declarations with
+    /// problems, so that references to them are not reported twice).
+    fn parameters(&mut self, root: &Node) -> (Vec<ParamDecl>, HashSet<String>) {
         let mut params = Vec::new();
         match root.get("parameters").map(|n| (n, &n.kind)) {
             None | Some((_, Kind::Null)) => {}
@@ -395,10 +441,11 @@ impl Checker<'_> {
             Some(Kind::Map(entries)) => entries.iter().map(|(k, _, _)| k.clone()).collect(),
             _ => HashSet::new(),
         };
+        (params, param_names)
+    }
 
-        let files = self.files(root.get("files"));
-        let attachments = self.attachments(&files, dir);
-
+    /// `mainSteps`: the steps read (a refused step is left out), and every item's node.
+    fn main_steps<'n>(&mut self, root: &'n Node) -> (Vec<StepDecl>, Vec<&'n Node>) {
         if let Some(Kind::Seq(items)) = root.get("mainSteps").map(|n| &n.kind) {
             self.all_steps = items
                 .iter()
@@ -426,30 +473,7 @@ impl Checker<'_> {
             Some(Kind::Seq(items)) => items.iter().collect(),
             _ => vec![],
         };
-        self.cross_check(&steps, &step_nodes, &param_names, &files, &attachments);
-        self.prevalidate(&mut steps, &step_nodes, &attachments);
-        if let Some(role) = root.get("assumeRole") {
-            self.check_refs(
-                &role.to_json(),
-                role.pos,
-                "assumeRole",
-                &param_names,
-                &steps,
-                None,
-            );
-        }
-        let outputs = self.doc_outputs(root.get("outputs"), &steps);
-        Some(Runbook {
-            name: name.to_string(),
-            format: self.format,
-            description,
-            assume_role,
-            parameters: params,
-            steps,
-            outputs,
-            files,
-            attachments,
-        })
+        (steps, step_nodes)
     }
 
     fn files(&mut self, node: Option<&Node>) -> Vec<FileDecl> {
@@ -509,7 +533,7 @@ impl Checker<'_> {
             }
             let size = match decl.get("size").map(|n| (n, &n.kind)) {
                 None => None,
-                Some((_, Kind::Int(i))) if *i >= 0 => Some(*i as u64),
+                Some((_, Kind::Int(i))) if *i >= 0 => u64::try_from(*i).ok(),
                 Some((n, _)) => {
                     self.invalid(
                         n.pos,
@@ -570,7 +594,7 @@ impl Checker<'_> {
                 continue;
             }
             if let Some(size) = f.size {
-                if size != bytes.len() as u64 {
+                if u64::try_from(bytes.len()).ok() != Some(size) {
                     self.invalid(
                         f.pos,
                         &ctx,
@@ -603,18 +627,70 @@ impl Checker<'_> {
             .unwrap_or("")
             .to_string();
         let ctx = step_context(index, &name);
-        let before = self.problems.len();
+        self.step_keys_and_name(node, entries, &name, &ctx);
+        let written = node.get("action").and_then(Node::as_str).unwrap_or("");
+        let action = self.step_action(node, written, &ctx)?;
+        let inputs_node = node.get("inputs");
+        let inputs = self.step_inputs(node, &ctx);
+        let max_attempts = self
+            .prop_int(node, &ctx, "maxAttempts", 1, i64::from(MAX_ATTEMPTS))
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(1);
+        let timeout_seconds = self.prop_int(node, &ctx, "timeoutSeconds", 1, MAX_STEP_TIMEOUT_SECS);
+        let is_end = self.prop_bool(node, &ctx, "isEnd").unwrap_or(false);
+        let explicit_critical = self.prop_bool(node, &ctx, "isCritical");
+        let next_step = self.prop_target(node, &ctx, "nextStep").map(|(s, _)| s);
+        let on_failure = self.on_failure(node, &ctx);
+        let on_cancel = self.on_cancel(node, &ctx);
+        let is_critical = explicit_critical.unwrap_or(on_failure != OnFailure::Continue);
+
+        let outputs = self.step_outputs(node.get("outputs"), &ctx, action);
+        let head = StepHead {
+            ctx: &ctx,
+            node,
+            inputs: &inputs,
+            inputs_node,
+        };
+        let kind = action.and_then(|a| a.check(&mut self.check_cx(), &head));
+        // A step with problems in its properties is kept (the document is refused anyway), so
+        // that its inputs are checked too and every problem is reported.
+        Some(StepDecl {
+            index,
+            name,
+            pos: node.pos,
+            action: written.to_string(),
+            kind: kind?,
+            inputs,
+            outputs,
+            max_attempts,
+            timeout_seconds,
+            on_failure,
+            on_cancel,
+            is_end,
+            next_step,
+            is_critical,
+        })
+    }
+
+    /// Checks a step's keys and its `name`.
+    fn step_keys_and_name(
+        &mut self,
+        node: &Node,
+        entries: &[(String, Pos, Node)],
+        name: &str,
+        ctx: &str,
+    ) {
         for (k, pos, _) in entries {
             if !STEP_KEYS.contains(&k.as_str()) {
                 self.invalid(
                     *pos,
-                    &ctx,
+                    ctx,
                     format!("unknown key {k:?}; known keys: {}", STEP_KEYS.join(", ")),
                 );
             }
         }
         match node.get("name") {
-            None => self.invalid(node.pos, &ctx, "name is required"),
+            None => self.invalid(node.pos, ctx, "name is required"),
             Some(n) => {
                 let ok =
                     !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -630,167 +706,152 @@ impl Checker<'_> {
                 }
             }
         }
-        let action = node
-            .get("action")
-            .and_then(Node::as_str)
-            .unwrap_or("")
-            .to_string();
-        let action_pos = node.get("action").map(|n| n.pos).unwrap_or(node.pos);
+    }
+
+    /// The step's action: `None` when the step is refused (an action scriptbox does not run),
+    /// `Some(None)` when `action` is missing (reported; the rest of the step is still checked).
+    fn step_action(&mut self, node: &Node, written: &str, ctx: &str) -> Option<Option<Action>> {
+        let action = Action::from_name(written);
         if node.get("action").is_none() {
-            self.invalid(node.pos, &ctx, "action is required");
-        } else if !SUPPORTED_ACTIONS.contains(&action.as_str()) {
+            self.invalid(node.pos, ctx, "action is required");
+        } else if action.is_none() {
+            let action_pos = node.get("action").map(|n| n.pos).unwrap_or(node.pos);
+            let supported: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();
             self.problems.push(Problem::unsupported(
                 action_pos,
-                &ctx,
-                &action,
+                ctx,
+                written,
                 format!(
-                    "action {action} is not supported by scriptbox (supported: {})",
-                    SUPPORTED_ACTIONS.join(", ")
+                    "action {written} is not supported by scriptbox (supported: {})",
+                    supported.join(", ")
                 ),
             ));
             return None;
         }
-        let inputs_node = node.get("inputs");
-        let inputs = match inputs_node.map(|n| (n, n.to_json())) {
+        Some(action)
+    }
+
+    /// The step's `inputs` as written (empty, and reported, when missing or not a map).
+    fn step_inputs(&mut self, node: &Node, ctx: &str) -> Map<String, Value> {
+        match node.get("inputs").map(|n| (n, n.to_json())) {
             Some((_, Value::Object(m))) => m,
             Some((n, _)) => {
                 self.invalid(n.pos, format!("{ctx}: inputs"), "must be a map");
                 Map::new()
             }
             None => {
-                self.invalid(node.pos, &ctx, "inputs is required");
+                self.invalid(node.pos, ctx, "inputs is required");
                 Map::new()
             }
-        };
-        let int = |key: &str, min: i64, max: i64, this: &mut Self| -> Option<i64> {
-            let n = node.get(key)?;
-            match &n.kind {
-                Kind::Int(i) if (min..=max).contains(i) => Some(*i),
-                _ => {
-                    this.invalid(
-                        n.pos,
-                        format!("{ctx}: {key}"),
-                        format!(
-                            "must be a whole number ≥ {min} and ≤ {max}, not {}",
-                            short(&n.to_json())
-                        ),
-                    );
-                    None
-                }
+        }
+    }
+
+    /// A whole-number step property within `min..=max`, if present.
+    fn prop_int(&mut self, node: &Node, ctx: &str, key: &str, min: i64, max: i64) -> Option<i64> {
+        let n = node.get(key)?;
+        match &n.kind {
+            Kind::Int(i) if (min..=max).contains(i) => Some(*i),
+            _ => {
+                self.invalid(
+                    n.pos,
+                    format!("{ctx}: {key}"),
+                    format!(
+                        "must be a whole number ≥ {min} and ≤ {max}, not {}",
+                        short(&n.to_json())
+                    ),
+                );
+                None
             }
-        };
-        let max_attempts = int("maxAttempts", 1, i64::from(MAX_ATTEMPTS), self)
-            .and_then(|n| u32::try_from(n).ok())
-            .unwrap_or(1);
-        let timeout_seconds = int("timeoutSeconds", 1, MAX_STEP_TIMEOUT_SECS, self);
-        let boolean = |key: &str, this: &mut Self| -> Option<bool> {
-            let n = node.get(key)?;
-            match &n.kind {
-                Kind::Bool(b) => Some(*b),
-                // JSON documents from AWS's API sometimes carry "true"/"false" as strings.
-                Kind::Str(s) if s == "true" || s == "false" => Some(s == "true"),
-                _ => {
-                    this.invalid(
-                        n.pos,
-                        format!("{ctx}: {key}"),
-                        format!("must be true or false, not {}", short(&n.to_json())),
-                    );
-                    None
-                }
+        }
+    }
+
+    /// A true/false step property, if present.
+    fn prop_bool(&mut self, node: &Node, ctx: &str, key: &str) -> Option<bool> {
+        let n = node.get(key)?;
+        match &n.kind {
+            Kind::Bool(b) => Some(*b),
+            // JSON documents from AWS's API sometimes carry "true"/"false" as strings.
+            Kind::Str(s) if s == "true" || s == "false" => Some(s == "true"),
+            _ => {
+                self.invalid(
+                    n.pos,
+                    format!("{ctx}: {key}"),
+                    format!("must be true or false, not {}", short(&n.to_json())),
+                );
+                None
             }
-        };
-        let is_end = boolean("isEnd", self).unwrap_or(false);
-        let explicit_critical = boolean("isCritical", self);
-        let target = |key: &str, this: &mut Self| -> Option<(String, Pos)> {
-            let n = node.get(key)?;
-            match n.as_str() {
-                Some(s) => Some((s.to_string(), n.pos)),
-                None => {
-                    this.invalid(n.pos, format!("{ctx}: {key}"), "must be a string");
-                    None
-                }
+        }
+    }
+
+    /// A string step property naming where to go, with where it is written.
+    fn prop_target(&mut self, node: &Node, ctx: &str, key: &str) -> Option<(String, Pos)> {
+        let n = node.get(key)?;
+        match n.as_str() {
+            Some(s) => Some((s.to_string(), n.pos)),
+            None => {
+                self.invalid(n.pos, format!("{ctx}: {key}"), "must be a string");
+                None
             }
+        }
+    }
+
+    /// `onFailure` (default Abort).
+    fn on_failure(&mut self, node: &Node, ctx: &str) -> OnFailure {
+        let Some((s, pos)) = self.prop_target(node, ctx, "onFailure") else {
+            return OnFailure::Abort;
         };
-        let next_step = target("nextStep", self).map(|(s, _)| s);
-        let on_failure = match target("onFailure", self) {
-            None => OnFailure::Abort,
-            Some((s, pos)) => match s.as_str() {
-                "Abort" => OnFailure::Abort,
-                "Continue" => OnFailure::Continue,
-                _ => match s.strip_prefix("step:") {
-                    Some(t) if !t.is_empty() => OnFailure::Step(t.to_string()),
-                    _ => {
-                        self.invalid(
-                            pos,
-                            format!("{ctx}: onFailure"),
-                            format!("{s:?} is not Abort, Continue or step:<name>"),
-                        );
-                        OnFailure::Abort
-                    }
-                },
-            },
-        };
-        let on_cancel = match target("onCancel", self) {
-            None => OnCancel::Abort,
-            Some((s, pos)) => match (s.as_str(), s.strip_prefix("step:")) {
-                ("Abort", _) => OnCancel::Abort,
-                (_, Some(t)) if !t.is_empty() => OnCancel::Step(t.to_string()),
+        match s.as_str() {
+            "Abort" => OnFailure::Abort,
+            "Continue" => OnFailure::Continue,
+            _ => match s.strip_prefix("step:") {
+                Some(t) if !t.is_empty() => OnFailure::Step(t.to_string()),
                 _ => {
                     self.invalid(
                         pos,
-                        format!("{ctx}: onCancel"),
-                        format!("{s:?} is not Abort or step:<name>"),
+                        format!("{ctx}: onFailure"),
+                        format!("{s:?} is not Abort, Continue or step:<name>"),
                     );
-                    OnCancel::Abort
+                    OnFailure::Abort
                 }
             },
-        };
-        let is_critical = explicit_critical.unwrap_or(on_failure != OnFailure::Continue);
-
-        let outputs = self.step_outputs(node.get("outputs"), &ctx, &action);
-        let kind = match action.as_str() {
-            "aws:executeScript" => {
-                let known = inputs_node.map(|n| n.pos).unwrap_or(node.pos);
-                self.script_inputs(&inputs, inputs_node, known, &ctx, timeout_seconds)
-            }
-            "aws:sleep" => {
-                self.sleep_inputs(&inputs, inputs_node, &ctx);
-                Some(StepKind::Sleep)
-            }
-            "aws:branch" => inputs_node
-                .and_then(|n| branch::parse(n, &ctx, &mut self.problems))
-                .map(StepKind::Branch),
-            _ => None,
-        };
-        // A step with problems in its properties is kept (the document is refused anyway), so
-        // that its inputs are checked too and every problem is reported.
-        let _ = before;
-        Some(StepDecl {
-            index,
-            name,
-            pos: node.pos,
-            action,
-            kind: kind?,
-            inputs,
-            outputs,
-            max_attempts,
-            timeout_seconds,
-            on_failure,
-            on_cancel,
-            is_end,
-            next_step,
-            is_critical,
-        })
+        }
     }
 
-    fn step_outputs(&mut self, node: Option<&Node>, ctx: &str, action: &str) -> Vec<OutputDecl> {
+    /// `onCancel` (default Abort).
+    fn on_cancel(&mut self, node: &Node, ctx: &str) -> OnCancel {
+        let Some((s, pos)) = self.prop_target(node, ctx, "onCancel") else {
+            return OnCancel::Abort;
+        };
+        match (s.as_str(), s.strip_prefix("step:")) {
+            ("Abort", _) => OnCancel::Abort,
+            (_, Some(t)) if !t.is_empty() => OnCancel::Step(t.to_string()),
+            _ => {
+                self.invalid(
+                    pos,
+                    format!("{ctx}: onCancel"),
+                    format!("{s:?} is not Abort or step:<name>"),
+                );
+                OnCancel::Abort
+            }
+        }
+    }
+
+    fn step_outputs(
+        &mut self,
+        node: Option<&Node>,
+        ctx: &str,
+        action: Option<Action>,
+    ) -> Vec<OutputDecl> {
         let mut out = Vec::new();
         let Some(node) = node else { return out };
-        if action != "aws:executeScript" {
+        if !action.is_some_and(Action::declares_outputs) {
             self.invalid(
                 node.pos,
                 format!("{ctx}: outputs"),
-                format!("{action} has no declared outputs"),
+                format!(
+                    "{} has no declared outputs",
+                    action.map(Action::name).unwrap_or_default()
+                ),
             );
             return out;
         }
@@ -804,228 +865,95 @@ impl Checker<'_> {
         };
         for (i, item) in items.iter().enumerate() {
             let octx = format!("{ctx}: outputs[{i}]");
-            if let Kind::Map(entries) = &item.kind {
-                for (k, kpos, _) in entries {
-                    if !["Name", "Selector", "Type"].contains(&k.as_str()) {
-                        self.invalid(
-                            *kpos,
-                            &octx,
-                            format!("unknown key {k:?} (known: Name, Selector, Type)"),
-                        );
-                    }
-                }
-            }
-            let name = item.get("Name").and_then(Node::as_str);
-            let selector = item.get("Selector").and_then(Node::as_str);
-            let ty = item.get("Type").and_then(Node::as_str);
-            let Some(name) = name else {
-                self.invalid(item.pos, &octx, "Name is required (a string)");
-                continue;
-            };
-            if out.iter().any(|o: &OutputDecl| o.name == name) {
-                self.invalid(
-                    item.pos,
-                    &octx,
-                    format!("output {name:?} is declared twice"),
-                );
-            }
-            let selector = match selector.map(Selector::parse) {
-                None => {
-                    self.invalid(
-                        item.pos,
-                        &octx,
-                        "Selector is required (e.g. $.Payload.field)",
-                    );
-                    None
-                }
-                Some(Err(e)) => {
-                    let pos = item.get("Selector").map(|n| n.pos).unwrap_or(item.pos);
-                    self.invalid(pos, format!("{octx}.Selector"), e);
-                    None
-                }
-                Some(Ok(s)) => Some(s),
-            };
-            let ty = match ty {
-                None => {
-                    self.invalid(
-                        item.pos,
-                        &octx,
-                        format!("Type is required ({})", ValueType::NAMES.join(", ")),
-                    );
-                    None
-                }
-                Some(t) => match ValueType::parse(t) {
-                    Some(t) => Some(t),
-                    None => {
-                        let pos = item.get("Type").map(|n| n.pos).unwrap_or(item.pos);
-                        self.invalid(
-                            pos,
-                            format!("{octx}.Type"),
-                            format!("unknown type {t:?}; known: {}", ValueType::NAMES.join(", ")),
-                        );
-                        None
-                    }
-                },
-            };
-            if let (Some(selector), Some(ty)) = (selector, ty) {
-                if selector.is_multi() && !matches!(ty, ValueType::StringList | ValueType::MapList)
-                {
-                    self.invalid(
-                        item.pos,
-                        &octx,
-                        format!("selector {selector} (with `..` or `*`) always gives a list; its Type must be StringList or MapList, not {ty}"),
-                    );
-                    continue;
-                }
-                out.push(OutputDecl {
-                    name: name.to_string(),
-                    selector,
-                    ty,
-                });
+            if let Some(o) = self.output_decl(item, &octx, &out) {
+                out.push(o);
             }
         }
         out
     }
 
-    fn script_inputs(
+    /// One declared output `{Name, Selector, Type}`; `earlier` are the step's outputs before it.
+    fn output_decl(
         &mut self,
-        inputs: &Map<String, Value>,
-        node: Option<&Node>,
-        step_pos: Pos,
-        ctx: &str,
-        timeout_seconds: Option<i64>,
-    ) -> Option<StepKind> {
-        let pos_of = |key: &str| {
-            node.and_then(|n| n.get(key))
-                .map(|n| n.pos)
-                .unwrap_or(step_pos)
-        };
-        if let Some(Kind::Map(entries)) = node.map(|n| &n.kind) {
+        item: &Node,
+        octx: &str,
+        earlier: &[OutputDecl],
+    ) -> Option<OutputDecl> {
+        if let Kind::Map(entries) = &item.kind {
             for (k, kpos, _) in entries {
-                if !SCRIPT_INPUTS.contains(&k.as_str()) {
+                if !["Name", "Selector", "Type"].contains(&k.as_str()) {
                     self.invalid(
                         *kpos,
-                        format!("{ctx}: inputs"),
-                        format!(
-                            "unknown input {k:?} of aws:executeScript (known: {})",
-                            SCRIPT_INPUTS.join(", ")
-                        ),
+                        octx,
+                        format!("unknown key {k:?} (known: Name, Selector, Type)"),
                     );
                 }
             }
         }
-        if self.format == Format::Json && inputs.contains_key("Script") {
-            self.problems.push(Problem::unsupported(
-                pos_of("Script"),
-                format!("{ctx}: inputs.Script"),
-                "Script in a JSON runbook",
-                "a JSON runbook cannot use Script (AWS: JSON runbooks must provide the script as an Attachment); write the runbook in YAML, or move the script to an attachment",
-            ));
+        let name = item.get("Name").and_then(Node::as_str);
+        let selector = item.get("Selector").and_then(Node::as_str);
+        let ty = item.get("Type").and_then(Node::as_str);
+        let Some(name) = name else {
+            self.invalid(item.pos, octx, "Name is required (a string)");
+            return None;
+        };
+        if earlier.iter().any(|o: &OutputDecl| o.name == name) {
+            self.invalid(item.pos, octx, format!("output {name:?} is declared twice"));
         }
-        if let Some(Value::String(s)) = inputs.get("Script") {
-            if let Some(start) = s.find("%%SCRIPT=") {
-                let end = s[start + 2..]
-                    .find("%%")
-                    .map(|e| e + start + 4)
-                    .unwrap_or(s.len());
-                self.problems.push(Problem::unsupported(
-                    pos_of("Script"),
-                    format!("{ctx}: inputs.Script"),
-                    "%%SCRIPT=...%% build placeholder",
-                    format!("is a build-time placeholder {:?}: substitute the script's text before running the document", &s[start..end]),
-                ));
-            }
-        }
-        let attachment = match inputs.get("Attachment") {
-            None => None,
-            Some(Value::String(a)) if interpolate::has_refs(&Value::String(a.clone())) => None,
-            Some(Value::String(a)) => Some(a.clone()),
-            Some(other) => {
+        let selector = match selector.map(Selector::parse) {
+            None => {
                 self.invalid(
-                    pos_of("Attachment"),
-                    format!("{ctx}: inputs.Attachment"),
-                    format!(
-                        "must be a file name (a string), not {}",
-                        crate::step::json_type_name(other)
-                    ),
+                    item.pos,
+                    octx,
+                    "Selector is required (e.g. $.Payload.field)",
                 );
                 None
             }
-        };
-        for key in ["Runtime", "Handler"] {
-            if let Some(v) = inputs.get(key) {
-                if !v.is_string() {
-                    self.invalid(
-                        pos_of(key),
-                        format!("{ctx}: inputs.{key}"),
-                        format!("must be a string, not {}", crate::step::json_type_name(v)),
-                    );
-                }
+            Some(Err(e)) => {
+                let pos = item.get("Selector").map(|n| n.pos).unwrap_or(item.pos);
+                self.invalid(pos, format!("{octx}.Selector"), e.to_string());
+                None
             }
-        }
-        let _ = (attachment, timeout_seconds);
-        Some(StepKind::Script { validated: None })
-    }
-
-    fn sleep_inputs(&mut self, inputs: &Map<String, Value>, node: Option<&Node>, ctx: &str) {
-        let pos = |key: &str| {
-            node.and_then(|n| n.get(key))
-                .map(|n| n.pos)
-                .unwrap_or_default()
+            Some(Ok(s)) => Some(s),
         };
-        for k in inputs.keys() {
-            if k != "Duration" && k != "Timestamp" {
+        let ty = match ty {
+            None => {
                 self.invalid(
-                    pos(k),
-                    format!("{ctx}: inputs"),
-                    format!("unknown input {k:?} of aws:sleep (known: Duration, Timestamp)"),
+                    item.pos,
+                    octx,
+                    format!("Type is required ({})", ValueType::NAMES.join(", ")),
                 );
+                None
             }
-        }
-        match (inputs.get("Duration"), inputs.get("Timestamp")) {
-            (Some(_), Some(_)) => self.invalid(
-                pos("Duration"),
-                format!("{ctx}: inputs"),
-                "give Duration or Timestamp, not both",
-            ),
-            (None, None) => self.invalid(
-                node.map(|n| n.pos).unwrap_or_default(),
-                format!("{ctx}: inputs"),
-                "Duration or Timestamp is required",
-            ),
-            (Some(v), None) | (None, Some(v)) => {
-                let key = if inputs.contains_key("Duration") {
-                    "Duration"
-                } else {
-                    "Timestamp"
-                };
-                match v {
-                    Value::String(s) if interpolate::has_refs(v) => {
-                        let _ = s;
-                    }
-                    Value::String(s) => {
-                        let r = if key == "Duration" {
-                            sleep::parse_duration(s).map(|_| ())
-                        } else {
-                            sleep::parse_timestamp(s)
-                                .and_then(|at| sleep::until(s, at, chrono::Utc::now()))
-                                .map(|_| ())
-                        };
-                        if let Err(e) = r {
-                            self.invalid(pos(key), format!("{ctx}: inputs.{key}"), e);
-                        }
-                    }
-                    other => self.invalid(
-                        pos(key),
-                        format!("{ctx}: inputs.{key}"),
-                        format!(
-                            "must be a string, not {}",
-                            crate::step::json_type_name(other)
-                        ),
-                    ),
+            Some(t) => match ValueType::parse(t) {
+                Some(t) => Some(t),
+                None => {
+                    let pos = item.get("Type").map(|n| n.pos).unwrap_or(item.pos);
+                    self.invalid(
+                        pos,
+                        format!("{octx}.Type"),
+                        format!("unknown type {t:?}; known: {}", ValueType::NAMES.join(", ")),
+                    );
+                    None
                 }
+            },
+        };
+        if let (Some(selector), Some(ty)) = (selector, ty) {
+            if selector.is_multi() && !matches!(ty, ValueType::StringList | ValueType::MapList) {
+                self.invalid(
+                    item.pos,
+                    octx,
+                    format!("selector {selector} (with `..` or `*`) always gives a list; its Type must be StringList or MapList, not {ty}"),
+                );
+                return None;
             }
+            return Some(OutputDecl {
+                name: name.to_string(),
+                selector,
+                ty,
+            });
         }
+        None
     }
 
     fn doc_outputs(&mut self, node: Option<&Node>, steps: &[StepDecl]) -> Vec<DocOutput> {
@@ -1167,10 +1095,8 @@ impl Checker<'_> {
             if let OnCancel::Step(n) = &s.on_cancel {
                 targets.push((n.clone(), "onCancel", pos("onCancel")));
             }
-            if let StepKind::Branch(b) = &s.kind {
-                for (t, p) in b.targets() {
-                    targets.push((t.to_string(), "inputs", p));
-                }
+            for (t, p) in s.action_kind().targets(s) {
+                targets.push((t, "inputs", p));
             }
             for (t, key, p) in targets {
                 if !exists(&t) {
@@ -1196,150 +1122,57 @@ impl Checker<'_> {
                     Some(s.index),
                 );
             }
-            if s.action == "aws:executeScript" {
-                if let Some(Value::String(a)) = s.inputs.get("Attachment") {
-                    if !interpolate::has_refs(&Value::String(a.clone())) {
-                        let p = inputs_node
-                            .and_then(|n| n.get("Attachment"))
-                            .map(|n| n.pos)
-                            .unwrap_or(s.pos);
-                        if !files.iter().any(|f| &f.name == a) && !self.declared_files.contains(a) {
-                            self.invalid(
-                                p,
-                                format!("{ctx}: inputs.Attachment"),
-                                format!("{a:?} is not declared in the document's `files` section"),
-                            );
-                        } else if !attachments.contains_key(a) {
-                            // Its own problem is already reported under `files`.
-                        }
-                    }
-                }
-            }
+            let facts = DocFacts {
+                nodes,
+                files,
+                declared_files: &self.declared_files,
+                attachments,
+            };
+            let mut cx = CheckCx {
+                problems: &mut self.problems,
+                format: self.format,
+                options: self.options,
+            };
+            s.action_kind().check_in_document(&mut cx, s, &facts);
         }
     }
 }
 
 impl Checker<'_> {
-    /// Validates each executeScript step's inputs with `step::validate` when they are known now
-    /// (no `{{ }}` in Runtime, Handler, Script, Attachment; refs inside InputPayload stand in as
-    /// null), so a bad step refuses the whole document before anything runs.
+    /// The context an action's check writes its problems to.
+    fn check_cx(&mut self) -> CheckCx<'_> {
+        CheckCx {
+            problems: &mut self.problems,
+            format: self.format,
+            options: self.options,
+        }
+    }
+
+    /// Completes each step with what only the whole document tells (executeScript validates
+    /// its inputs when they are known now, so a bad step refuses the whole document before
+    /// anything runs).
     fn prevalidate(
         &mut self,
         steps: &mut [StepDecl],
         nodes: &[&Node],
+        files: &[FileDecl],
         attachments: &HashMap<String, Vec<u8>>,
     ) {
+        let facts = DocFacts {
+            nodes,
+            files,
+            declared_files: &self.declared_files,
+            attachments,
+        };
+        let mut cx = CheckCx {
+            problems: &mut self.problems,
+            format: self.format,
+            options: self.options,
+        };
         for s in steps.iter_mut() {
-            if s.action != "aws:executeScript" {
-                continue;
-            }
-            let fixed = ["Runtime", "Handler", "Script", "Attachment"]
-                .iter()
-                .all(|k| s.inputs.get(*k).is_none_or(|v| !interpolate::has_refs(v)));
-            if !fixed {
-                continue;
-            }
-            if let Some(Value::String(a)) = s.inputs.get("Attachment") {
-                if !attachments.contains_key(a) {
-                    continue;
-                }
-            }
-            let payload_has_refs = s
-                .inputs
-                .get("InputPayload")
-                .is_some_and(interpolate::has_refs);
-            let mut inputs = s.inputs.clone();
-            if let Some(p) = inputs.get_mut("InputPayload") {
-                *p = blank_refs(p);
-            }
-            let step_inputs = match script_step_inputs(&inputs, s.timeout_seconds, attachments) {
-                Ok(i) => i,
-                Err(_) => continue,
-            };
-            let ctx = step_context(s.index, &s.name);
-            let node = nodes[s.index];
-            match step::validate(
-                &step_inputs,
-                self.options.catalog,
-                self.options.max_timeout_secs,
-            ) {
-                Ok(v) => {
-                    if !payload_has_refs {
-                        s.kind = StepKind::Script {
-                            validated: Some(Box::new(v)),
-                        };
-                    }
-                }
-                Err(invalid) => {
-                    for p in invalid.problems {
-                        let (field, pos) = if p.field == "timeoutSeconds" {
-                            (
-                                "timeoutSeconds".to_string(),
-                                node.get("timeoutSeconds").map(|n| n.pos),
-                            )
-                        } else {
-                            (
-                                format!("inputs.{}", p.field),
-                                node.get("inputs")
-                                    .and_then(|i| i.get(&p.field))
-                                    .map(|n| n.pos),
-                            )
-                        };
-                        self.invalid(pos.unwrap_or(node.pos), format!("{ctx}: {field}"), p.rule);
-                    }
-                }
-            }
+            s.action_kind().complete(&mut cx, s, &facts);
         }
     }
-}
-
-/// Replaces each string holding a `{{ }}` by null (a stand-in whose value only run time knows).
-fn blank_refs(v: &Value) -> Value {
-    match v {
-        Value::String(_) if interpolate::has_refs(v) => Value::Null,
-        Value::Array(items) => Value::Array(items.iter().map(blank_refs).collect()),
-        Value::Object(m) => {
-            Value::Object(m.iter().map(|(k, v)| (k.clone(), blank_refs(v))).collect())
-        }
-        other => other.clone(),
-    }
-}
-
-/// The inputs of an executeScript step (after substitution) as `StepInputs`, with the
-/// attachment's verified bytes.
-pub fn script_step_inputs(
-    inputs: &Map<String, Value>,
-    timeout_seconds: Option<i64>,
-    attachments: &HashMap<String, Vec<u8>>,
-) -> Result<StepInputs, String> {
-    let string = |key: &str| -> Result<Option<String>, String> {
-        match inputs.get(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(format!(
-                "inputs.{key} must be a string, not {}",
-                crate::step::json_type_name(other)
-            )),
-        }
-    };
-    let mut files = Vec::new();
-    if let Some(name) = string("Attachment")? {
-        let bytes = attachments.get(&name).ok_or_else(|| {
-            format!("inputs.Attachment: {name:?} is not a verified attachment of the document")
-        })?;
-        files.push(Attachment {
-            name,
-            bytes: bytes.clone(),
-        });
-    }
-    Ok(StepInputs {
-        runtime: string("Runtime")?,
-        handler: string("Handler")?,
-        input_payload: inputs.get("InputPayload").cloned(),
-        script: inputs.get("Script").cloned(),
-        attachments: files,
-        timeout_seconds,
-    })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -1347,15 +1180,13 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn has_output(s: &StepDecl, output: &str) -> bool {
-    (s.action == "aws:executeScript" && output == "Payload")
+    s.action_kind().implicit_outputs().contains(&output)
         || s.outputs.iter().any(|o| o.name == output)
 }
 
 fn declared_list(s: &StepDecl) -> String {
     let mut names: Vec<&str> = s.outputs.iter().map(|o| o.name.as_str()).collect();
-    if s.action == "aws:executeScript" {
-        names.push("Payload");
-    }
+    names.extend(s.action_kind().implicit_outputs());
     if names.is_empty() {
         String::new()
     } else {
@@ -1442,7 +1273,7 @@ mod tests {
         assert_eq!(rb.outputs.len(), 2);
         assert!(matches!(
             &rb.steps[0].kind,
-            StepKind::Script { validated: Some(_) }
+            StepKind::ExecuteScript { validated: Some(_) }
         ));
         assert!(rb.steps[0].is_critical);
         // A bare 0.3 is accepted (ours).

@@ -24,15 +24,14 @@ use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::branch;
-use super::document::{OnCancel, OnFailure, Runbook, StepDecl, StepKind, script_step_inputs};
+use super::actions::{Action, ActionSpec, Ran, RunCx};
+use super::document::{OnCancel, OnFailure, Runbook, StepDecl};
 use super::interpolate::Scope;
-use super::selector::{ValueType, output_value};
-use super::sleep::{self, SleepEnd};
+use super::selector::ValueType;
 use crate::context::{AwsContext, context_dict};
 use crate::result::{LogLine, LogStream, StepResult, StepStatus, aws_plain_failure};
 use crate::runtimes::Catalog;
-use crate::step::{self, ValidatedStep};
+use crate::step::ValidatedStep;
 
 /// The most step executions one execution may have (loops through branches end here).
 pub const MAX_STEP_EXECUTIONS: usize = 1000;
@@ -88,8 +87,10 @@ pub enum RunEvent<'a> {
 pub struct StepRecord {
     /// `name`.
     pub name: String,
-    /// `action`.
+    /// `action`, AWS's name of it, for display: code compares [`StepRecord::action_kind`].
     pub action: String,
+    /// The step's action.
+    pub action_kind: Action,
     /// A fresh id per step execution.
     pub step_execution_id: String,
     /// Its status.
@@ -183,13 +184,9 @@ pub async fn execute(
         outputs: HashMap::new(),
         unsuccessful: HashMap::new(),
     };
-    let mut token = cancel.clone();
+    let mut state = State::new(cancel);
     let mut records: Vec<StepRecord> = Vec::new();
     let mut next = if rb.steps.is_empty() { None } else { Some(0) };
-    let mut cancelled = false;
-    let mut status = StepStatus::Success;
-    let mut failure_message = None;
-    let mut engine_error = None;
     // No deadline only when it is too far to be represented (it never comes).
     let deadline =
         tokio::time::Instant::now().checked_add(Duration::from_secs(options.max_run_secs));
@@ -198,127 +195,71 @@ pub async fn execute(
         options.max_run_secs
     );
     while let Some(i) = next {
-        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-            status = StepStatus::TimedOut;
-            failure_message = Some(out_of_time.clone());
-            break;
-        }
-        if records.len() >= MAX_STEP_EXECUTIONS {
-            status = StepStatus::Failed;
-            failure_message = Some(format!(
-                "The execution ran {MAX_STEP_EXECUTIONS} steps; a loop through nextStep or aws:branch is assumed and the execution stopped."
-            ));
-            break;
-        }
-        if token.is_cancelled() {
-            cancelled = true;
+        if state.stops_before_step(deadline, &out_of_time, records.len()) {
             break;
         }
         let step = &rb.steps[i];
         // The step gets its own token so that the deadline stops it the way a cancel does
         // (its container is killed and removed) without cancelling the execution.
-        let step_token = token.child_token();
-        let mut timed_out = false;
-        let (mut record, branch_target, engine_failed) = {
-            let run = run_step(
-                rb,
-                step,
-                &id,
-                runner,
-                options,
-                &mut scope,
-                observer,
-                &step_token,
-            );
-            tokio::pin!(run);
-            tokio::select! {
-                r = &mut run => r,
-                _ = until(deadline) => {
-                    timed_out = true;
-                    step_token.cancel();
-                    run.await
-                }
-            }
-        };
-        if timed_out && !token.is_cancelled() {
+        let step_token = state.token.child_token();
+        let run = run_step(
+            rb,
+            step,
+            &id,
+            runner,
+            options,
+            &mut scope,
+            observer,
+            &step_token,
+        );
+        let (timed_out, (mut record, branch_target, engine_failed)) =
+            within(deadline, &step_token, run).await;
+        if timed_out && !state.token.is_cancelled() {
             record.status = StepStatus::TimedOut;
             record.failure_message = Some(out_of_time.clone());
             record.next_step = None;
             observer(RunEvent::StepFinished { record: &record });
             records.push(record);
-            status = StepStatus::TimedOut;
-            failure_message = Some(out_of_time.clone());
+            state.status = StepStatus::TimedOut;
+            state.failure_message = Some(out_of_time.clone());
             break;
         }
-        let successor = |target: Option<String>| -> Option<usize> {
-            match target.or_else(|| step.next_step.clone()) {
-                Some(t) => rb.step_index(&t),
-                None if i + 1 < rb.steps.len() => Some(i + 1),
-                None => None,
-            }
-        };
-        match record.status {
-            StepStatus::Success => {
-                let mut outs = Map::new();
-                for (name, _, v) in &record.outputs {
-                    outs.insert(name.clone(), v.clone());
-                }
-                if let Some(p) = &record.payload {
-                    outs.insert("Payload".into(), p.clone());
-                }
-                scope.outputs.insert(step.name.clone(), outs);
-                scope.unsuccessful.remove(&step.name);
-                next = if step.is_end {
-                    None
-                } else {
-                    successor(branch_target)
-                };
-            }
-            StepStatus::Cancelled => {
-                cancelled = true;
-                scope.outputs.remove(&step.name);
-                scope
-                    .unsuccessful
-                    .insert(step.name.clone(), "Cancelled".into());
-                next = match &step.on_cancel {
-                    OnCancel::Abort => None,
-                    OnCancel::Step(t) => {
-                        token = CancellationToken::new();
-                        rb.step_index(t)
-                    }
-                };
-            }
-            StepStatus::Failed | StepStatus::TimedOut => {
-                scope.outputs.remove(&step.name);
-                scope
-                    .unsuccessful
-                    .insert(step.name.clone(), record.status.to_string());
-                let aborts = engine_failed || step.on_failure == OnFailure::Abort;
-                if (step.is_critical || aborts) && status == StepStatus::Success {
-                    status = record.status;
-                    failure_message = record.failure_message.clone();
-                }
-                if engine_failed {
-                    engine_error = record.failure_message.clone();
-                }
-                next = match &step.on_failure {
-                    _ if aborts => None,
-                    OnFailure::Step(t) => rb.step_index(t),
-                    OnFailure::Continue if step.is_end => None,
-                    _ => successor(None),
-                };
-            }
-        }
+        next = next_after(
+            rb,
+            i,
+            &record,
+            branch_target,
+            engine_failed,
+            &mut scope,
+            &mut state,
+        );
         record.next_step = next.map(|n| rb.steps[n].name.clone());
         observer(RunEvent::StepFinished { record: &record });
         records.push(record);
     }
-    if cancelled {
-        status = StepStatus::Cancelled;
-        failure_message.get_or_insert_with(|| "The execution was cancelled.".into());
+    if state.cancelled {
+        state.status = StepStatus::Cancelled;
+        state
+            .failure_message
+            .get_or_insert_with(|| "The execution was cancelled.".into());
     }
-    let outputs = rb
-        .outputs
+    Execution {
+        id,
+        document_name: rb.name.clone(),
+        status: state.status,
+        start,
+        end: Utc::now(),
+        parameters: params,
+        steps: records,
+        outputs: doc_outputs(rb, &scope),
+        failure_message: state.failure_message,
+        engine_error: state.engine_error,
+    }
+}
+
+/// The document's outputs: each with its value when its step succeeded.
+fn doc_outputs(rb: &Runbook, scope: &Scope) -> Vec<(String, Option<Value>)> {
+    rb.outputs
         .iter()
         .map(|o| {
             let v = scope
@@ -328,18 +269,148 @@ pub async fn execute(
                 .cloned();
             (o.text.clone(), v)
         })
-        .collect();
-    Execution {
-        id,
-        document_name: rb.name.clone(),
-        status,
-        start,
-        end: Utc::now(),
-        parameters: params,
-        steps: records,
-        outputs,
-        failure_message,
-        engine_error,
+        .collect()
+}
+
+/// What the execution has come to so far, besides its records.
+struct State {
+    /// The token steps run under (fresh after a cancel, for the `onCancel` path).
+    token: CancellationToken,
+    /// The execution was cancelled.
+    cancelled: bool,
+    /// The execution's status so far.
+    status: StepStatus,
+    /// Why it did not succeed.
+    failure_message: Option<String>,
+    /// The engine's failure, if it failed.
+    engine_error: Option<String>,
+}
+
+impl State {
+    fn new(cancel: &CancellationToken) -> State {
+        State {
+            token: cancel.clone(),
+            cancelled: false,
+            status: StepStatus::Success,
+            failure_message: None,
+            engine_error: None,
+        }
+    }
+
+    /// Whether the execution ends before its next step: past the run deadline, past
+    /// [`MAX_STEP_EXECUTIONS`] steps (`executed` so far), or cancelled.
+    fn stops_before_step(
+        &mut self,
+        deadline: Option<tokio::time::Instant>,
+        out_of_time: &str,
+        executed: usize,
+    ) -> bool {
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            self.status = StepStatus::TimedOut;
+            self.failure_message = Some(out_of_time.to_string());
+            return true;
+        }
+        if executed >= MAX_STEP_EXECUTIONS {
+            self.status = StepStatus::Failed;
+            self.failure_message = Some(format!(
+                "The execution ran {MAX_STEP_EXECUTIONS} steps; a loop through nextStep or aws:branch is assumed and the execution stopped."
+            ));
+            return true;
+        }
+        if self.token.is_cancelled() {
+            self.cancelled = true;
+            return true;
+        }
+        false
+    }
+}
+
+/// The step to run after step `i` ended as `record`, updating the scope and the state.
+fn next_after(
+    rb: &Runbook,
+    i: usize,
+    record: &StepRecord,
+    branch_target: Option<String>,
+    engine_failed: bool,
+    scope: &mut Scope,
+    state: &mut State,
+) -> Option<usize> {
+    let step = &rb.steps[i];
+    let successor = |target: Option<String>| -> Option<usize> {
+        match target.or_else(|| step.next_step.clone()) {
+            Some(t) => rb.step_index(&t),
+            None if i + 1 < rb.steps.len() => Some(i + 1),
+            None => None,
+        }
+    };
+    match record.status {
+        StepStatus::Success => {
+            let mut outs = Map::new();
+            for (name, _, v) in &record.outputs {
+                outs.insert(name.clone(), v.clone());
+            }
+            if let Some(p) = &record.payload {
+                outs.insert("Payload".into(), p.clone());
+            }
+            scope.outputs.insert(step.name.clone(), outs);
+            scope.unsuccessful.remove(&step.name);
+            if step.is_end {
+                None
+            } else {
+                successor(branch_target)
+            }
+        }
+        StepStatus::Cancelled => {
+            state.cancelled = true;
+            scope.outputs.remove(&step.name);
+            scope
+                .unsuccessful
+                .insert(step.name.clone(), "Cancelled".into());
+            match &step.on_cancel {
+                OnCancel::Abort => None,
+                OnCancel::Step(t) => {
+                    state.token = CancellationToken::new();
+                    rb.step_index(t)
+                }
+            }
+        }
+        StepStatus::Failed | StepStatus::TimedOut => {
+            scope.outputs.remove(&step.name);
+            scope
+                .unsuccessful
+                .insert(step.name.clone(), record.status.to_string());
+            let aborts = engine_failed || step.on_failure == OnFailure::Abort;
+            if (step.is_critical || aborts) && state.status == StepStatus::Success {
+                state.status = record.status;
+                state.failure_message = record.failure_message.clone();
+            }
+            if engine_failed {
+                state.engine_error = record.failure_message.clone();
+            }
+            match &step.on_failure {
+                _ if aborts => None,
+                OnFailure::Step(t) => rb.step_index(t),
+                OnFailure::Continue if step.is_end => None,
+                _ => successor(None),
+            }
+        }
+    }
+}
+
+/// Runs `run` (a step under `step_token`) to its end; at the deadline, cancels the step and
+/// waits for it to stop. Tells whether the deadline came first.
+async fn within<T>(
+    deadline: Option<tokio::time::Instant>,
+    step_token: &CancellationToken,
+    run: impl std::future::Future<Output = T>,
+) -> (bool, T) {
+    tokio::pin!(run);
+    tokio::select! {
+        r = &mut run => (false, r),
+        _ = until(deadline) => {
+            step_token.cancel();
+            (true, run.await)
+        }
     }
 }
 
@@ -360,7 +431,8 @@ fn base_record(step: &StepDecl, inputs: Map<String, Value>) -> StepRecord {
     let now = Utc::now();
     StepRecord {
         name: step.name.clone(),
-        action: step.action.clone(),
+        action: step.action_kind().name().to_string(),
+        action_kind: step.action_kind(),
         step_execution_id: uuid::Uuid::new_v4().to_string(),
         status: StepStatus::Failed,
         start: now,
@@ -414,152 +486,102 @@ async fn run_step(
         }
     };
     record.inputs = inputs.clone();
-    match &step.kind {
-        StepKind::Branch(spec) => match branch::choose(spec, scope) {
-            Ok(target) => {
-                record.status = StepStatus::Success;
-                record.end = Utc::now();
-                (record, target, false)
-            }
-            Err(e) => {
-                fail(&mut record, "InvalidChoice", e);
-                (record, None, false)
-            }
-        },
-        StepKind::Sleep => {
-            let wait = match sleep::how_long(&inputs, Utc::now()) {
-                Ok(d) => d,
-                Err(e) => {
-                    fail(&mut record, "InvalidInput", e);
-                    return (record, None, false);
-                }
-            };
-            let timeout = step
-                .timeout_seconds
-                .map(|t| Duration::from_secs(u64::try_from(t).unwrap_or(0)));
-            match sleep::sleep(wait, timeout, cancel).await {
-                SleepEnd::Slept => record.status = StepStatus::Success,
-                SleepEnd::TimedOut => {
-                    record.status = StepStatus::TimedOut;
-                    record.failure_message = Some(format!(
-                        "Step timed out: timeoutSeconds {} passed before the sleep of {} s ended.",
-                        step.timeout_seconds.unwrap_or_default(),
-                        wait.as_secs_f64()
-                    ));
-                }
-                SleepEnd::Cancelled => {
-                    record.status = StepStatus::Cancelled;
-                    record.failure_message = Some("The step was cancelled.".into());
-                }
-            }
-            record.end = Utc::now();
+    let step_execution_id = record.step_execution_id.clone();
+    let mut cx = RunCx {
+        runner,
+        options,
+        attachments: &rb.attachments,
+        scope,
+        automation_id,
+        step_execution_id: &step_execution_id,
+        observer,
+        cancel,
+    };
+    let ran = step.action_kind().run(&mut cx, step, &inputs).await;
+    match ran {
+        Ran::Failed(f) => {
+            fail(&mut record, f.kind, f.message);
             (record, None, false)
         }
-        StepKind::Script { validated } => {
-            let fresh;
-            let vstep: &ValidatedStep = match validated {
-                Some(v) => v,
-                None => {
-                    let checked =
-                        script_step_inputs(&inputs, step.timeout_seconds, &rb.attachments)
-                            .and_then(|i| {
-                                step::validate(&i, options.catalog, options.max_timeout_secs)
-                                    .map_err(|e| e.to_string().replace('\n', "; "))
-                            });
-                    match checked {
-                        Ok(v) => {
-                            fresh = v;
-                            &fresh
-                        }
-                        Err(e) => {
-                            fail(
-                                &mut record,
-                                "InvalidInput",
-                                format!("The step's inputs, once resolved, are invalid: {e}"),
-                            );
-                            return (record, None, false);
-                        }
-                    }
-                }
-            };
-            let mut attempt = 1;
-            loop {
-                if attempt > 1 {
-                    let kept: usize = record.log.iter().map(|l| l.text.len()).sum();
-                    if kept > MAX_EARLIER_ATTEMPTS_LOG_BYTES {
-                        let lines = record.log.len();
-                        record.log.clear();
-                        record.log.push(LogLine {
-                            stream: LogStream::Scriptbox,
-                            text: format!(
-                                "{lines} log lines of attempts before attempt {attempt} are left out of this record (more than {MAX_EARLIER_ATTEMPTS_LOG_BYTES} bytes)"
-                            ),
-                        });
-                    }
-                    observer(RunEvent::StepStarted { step, attempt });
-                    record.log.push(LogLine {
-                        stream: LogStream::Scriptbox,
-                        text: format!("attempt {attempt} of {}", step.max_attempts),
-                    });
-                }
-                record.attempts = attempt;
-                let mut on_log = |line: &LogLine| observer(RunEvent::Log { step, line });
-                let ctx = RunContext {
-                    automation_execution_id: automation_id,
-                    step_execution_id: record.step_execution_id.clone(),
-                    on_log: &mut on_log,
-                    cancel,
-                };
-                let result = match runner.run(vstep, ctx).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        fail(
-                            &mut record,
-                            "EngineFailure",
-                            format!("The container engine failed: {e}"),
-                        );
-                        return (record, None, true);
-                    }
-                };
-                record.log.extend(result.log.iter().cloned());
-                record.status = result.status;
-                record.failure_message = result.failure_message.clone();
-                if result.status == StepStatus::Success {
-                    record.payload = Some(result.payload.clone());
-                    let mut outputs = Vec::new();
-                    let mut problems = Vec::new();
-                    for o in &step.outputs {
-                        match output_value(&o.name, &o.selector, o.ty, &result.payload) {
-                            Ok(v) => outputs.push((o.name.clone(), o.ty, v)),
-                            Err(e) => problems.push(e),
-                        }
-                    }
-                    if problems.is_empty() {
-                        record.outputs = outputs;
-                    } else {
-                        record.status = StepStatus::Failed;
-                        record.failure_message =
-                            Some(aws_plain_failure("InvalidOutput", &problems.join("; ")));
-                    }
-                }
-                let unsuccessful =
-                    matches!(record.status, StepStatus::Failed | StepStatus::TimedOut);
-                if unsuccessful && cancel.is_cancelled() {
-                    // The cancel raced an attempt that ended for its own reason (an output
-                    // limit, a timeout): the operator asked to stop, so the step is Cancelled.
-                    record.status = StepStatus::Cancelled;
-                    record.failure_message = Some("The step was cancelled.".into());
-                }
-                let retry = unsuccessful && attempt < step.max_attempts && !cancel.is_cancelled();
-                if !retry {
-                    break;
-                }
-                attempt += 1;
+        Ran::Attempted { last, attempts } => {
+            record.attempts = attempts;
+            record.log = last.log;
+            record.status = last.status;
+            record.failure_message = last.failure;
+            record.payload = last.payload;
+            if last.status == StepStatus::Success {
+                record.outputs = last.outputs;
             }
             record.end = Utc::now();
-            (record, None, false)
+            (record, last.next, last.engine_failed)
         }
     }
+}
+
+/// Runs one step of action `A`: what is resolved once, then attempts while `A::RETRIES` and
+/// `maxAttempts` allow. The record keeps every attempt's log lines, bounded by
+/// [`MAX_EARLIER_ATTEMPTS_LOG_BYTES`] for the attempts before the last.
+pub(crate) fn attempts<'a, A: ActionSpec>(
+    cx: &'a mut RunCx<'_>,
+    step: &'a StepDecl,
+    inputs: &'a Map<String, Value>,
+) -> BoxFuture<'a, Ran> {
+    Box::pin(async move {
+        let ready = match A::prepare(cx, step, inputs) {
+            Ok(r) => r,
+            Err(f) => return Ran::Failed(f),
+        };
+        let mut log: Vec<LogLine> = Vec::new();
+        let mut payload = None;
+        let mut attempt = 1;
+        loop {
+            if attempt > 1 {
+                let kept: usize = log.iter().map(|l| l.text.len()).sum();
+                if kept > MAX_EARLIER_ATTEMPTS_LOG_BYTES {
+                    let lines = log.len();
+                    log.clear();
+                    log.push(LogLine {
+                        stream: LogStream::Scriptbox,
+                        text: format!(
+                            "{lines} log lines of attempts before attempt {attempt} are left out of this record (more than {MAX_EARLIER_ATTEMPTS_LOG_BYTES} bytes)"
+                        ),
+                    });
+                }
+                (cx.observer)(RunEvent::StepStarted { step, attempt });
+                log.push(LogLine {
+                    stream: LogStream::Scriptbox,
+                    text: format!("attempt {attempt} of {}", step.max_attempts),
+                });
+            }
+            let mut last = A::attempt(cx, step, &ready).await;
+            log.append(&mut last.log);
+            // A payload stays in the record once a script returned one, as it always has.
+            if last.payload.is_some() {
+                payload.clone_from(&last.payload);
+            }
+            let unsuccessful = matches!(last.status, StepStatus::Failed | StepStatus::TimedOut);
+            if A::RETRIES && !last.engine_failed && unsuccessful && cx.cancel.is_cancelled() {
+                // The cancel raced an attempt that ended for its own reason (an output limit, a
+                // timeout): the operator asked to stop, so the step is Cancelled.
+                last.status = StepStatus::Cancelled;
+                last.failure = Some("The step was cancelled.".into());
+            }
+            let retry = A::RETRIES
+                && !last.engine_failed
+                && unsuccessful
+                && attempt < step.max_attempts
+                && !cx.cancel.is_cancelled();
+            if !retry {
+                last.log = log;
+                last.payload = payload;
+                return Ran::Attempted {
+                    last,
+                    attempts: attempt,
+                };
+            }
+            attempt += 1;
+        }
+    })
 }
 
 #[cfg(test)]

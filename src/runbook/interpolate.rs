@@ -184,6 +184,57 @@ pub struct Scope {
 /// a large `P` is refused, not built.
 pub const MAX_SUBSTITUTED_BYTES: usize = 8 * 1024 * 1024;
 
+/// Why a `{{ }}` cannot be substituted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubstituteError {
+    /// The result would pass [`MAX_SUBSTITUTED_BYTES`]; names what was being substituted.
+    #[error(
+        "substituting {0} would make the value larger than {max} bytes; the substitution is refused",
+        max = MAX_SUBSTITUTED_BYTES
+    )]
+    TooLarge(String),
+    /// An undeclared parameter.
+    #[error("parameter {0:?} is not defined")]
+    NoParameter(String),
+    /// A system variable without a value.
+    #[error("system variable {0:?} has no value")]
+    NoSystemValue(String),
+    /// A step that ran but has no such output.
+    #[error("step {step:?} has no output {output:?}")]
+    NoOutput {
+        /// The step.
+        step: String,
+        /// The output.
+        output: String,
+    },
+    /// The step did not succeed.
+    #[error("output {step}.{output} is not available: step {step:?} ended {status}")]
+    StepEnded {
+        /// The step.
+        step: String,
+        /// The output.
+        output: String,
+        /// How it ended.
+        status: String,
+    },
+    /// The step has not run.
+    #[error("output {step}.{output} is not available: step {step:?} has not run in this execution")]
+    NotRun {
+        /// The step.
+        step: String,
+        /// The output.
+        output: String,
+    },
+    /// A `{{ }}` that does not parse.
+    #[error("{text}: {message}")]
+    BadReference {
+        /// As written.
+        text: String,
+        /// Why.
+        message: String,
+    },
+}
+
 /// What is left of [`MAX_SUBSTITUTED_BYTES`] during one substitution.
 struct Budget {
     left: usize,
@@ -191,15 +242,13 @@ struct Budget {
 
 impl Budget {
     /// Takes `n` bytes, or explains why the substitution is refused.
-    fn take(&mut self, n: usize, what: &str) -> Result<(), String> {
+    fn take(&mut self, n: usize, what: &str) -> Result<(), SubstituteError> {
         match self.left.checked_sub(n) {
             Some(left) => {
                 self.left = left;
                 Ok(())
             }
-            None => Err(format!(
-                "substituting {what} would make the value larger than {MAX_SUBSTITUTED_BYTES} bytes; the substitution is refused"
-            )),
+            None => Err(SubstituteError::TooLarge(what.to_string())),
         }
     }
 }
@@ -241,40 +290,46 @@ pub fn size_within(v: &Value, limit: usize) -> Option<usize> {
 
 impl Scope {
     /// The value of a reference, borrowed (measured before it is copied).
-    fn get(&self, r: &Ref) -> Result<&Value, String> {
+    fn get(&self, r: &Ref) -> Result<&Value, SubstituteError> {
         match r {
             Ref::Param(name) => self
                 .params
                 .get(name)
-                .ok_or_else(|| format!("parameter {name:?} is not defined")),
+                .ok_or_else(|| SubstituteError::NoParameter(name.clone())),
             Ref::System(name) => self
                 .system
                 .get(name)
-                .ok_or_else(|| format!("system variable {name:?} has no value")),
+                .ok_or_else(|| SubstituteError::NoSystemValue(name.clone())),
             Ref::Output { step, output } => match self.outputs.get(step) {
                 Some(outputs) => outputs
                     .get(output)
-                    .ok_or_else(|| format!("step {step:?} has no output {output:?}")),
+                    .ok_or_else(|| SubstituteError::NoOutput {
+                        step: step.clone(),
+                        output: output.clone(),
+                    }),
                 None => Err(match self.unsuccessful.get(step) {
-                    Some(status) => format!(
-                        "output {step}.{output} is not available: step {step:?} ended {status}"
-                    ),
-                    None => format!(
-                        "output {step}.{output} is not available: step {step:?} has not run in this execution"
-                    ),
+                    Some(status) => SubstituteError::StepEnded {
+                        step: step.clone(),
+                        output: output.clone(),
+                        status: status.clone(),
+                    },
+                    None => SubstituteError::NotRun {
+                        step: step.clone(),
+                        output: output.clone(),
+                    },
                 }),
             },
         }
     }
 
     /// The value of a reference.
-    pub fn lookup(&self, r: &Ref) -> Result<Value, String> {
+    pub fn lookup(&self, r: &Ref) -> Result<Value, SubstituteError> {
         self.get(r).cloned()
     }
 
     /// Substitutes every reference in a value (recursively through lists and maps). The result
     /// is at most [`MAX_SUBSTITUTED_BYTES`] as JSON; past that it is refused before it is built.
-    pub fn substitute(&self, v: &Value) -> Result<Value, String> {
+    pub fn substitute(&self, v: &Value) -> Result<Value, SubstituteError> {
         self.substitute_within(
             v,
             &mut Budget {
@@ -283,7 +338,7 @@ impl Scope {
         )
     }
 
-    fn substitute_within(&self, v: &Value, budget: &mut Budget) -> Result<Value, String> {
+    fn substitute_within(&self, v: &Value, budget: &mut Budget) -> Result<Value, SubstituteError> {
         Ok(match v {
             Value::String(s) => self.substitute_str_within(s, budget)?,
             Value::Array(items) => {
@@ -311,7 +366,7 @@ impl Scope {
     }
 
     /// Substitutes in one string: a whole-value reference keeps its type, otherwise text.
-    pub fn substitute_str(&self, s: &str) -> Result<Value, String> {
+    pub fn substitute_str(&self, s: &str) -> Result<Value, SubstituteError> {
         self.substitute_str_within(
             s,
             &mut Budget {
@@ -320,21 +375,28 @@ impl Scope {
         )
     }
 
-    fn substitute_str_within(&self, s: &str, budget: &mut Budget) -> Result<Value, String> {
+    fn substitute_str_within(
+        &self,
+        s: &str,
+        budget: &mut Budget,
+    ) -> Result<Value, SubstituteError> {
         let found = find(s);
         if found.is_empty() {
             budget.take(s.len() + 2, "a string")?;
             return Ok(Value::String(s.to_string()));
         }
-        let resolve = |f: &Found| -> Result<&Value, String> {
+        let resolve = |f: &Found| -> Result<&Value, SubstituteError> {
             match &f.parsed {
                 Ok(r) => self.get(r),
-                Err(e) => Err(format!("{}: {}", e.text, e.message)),
+                Err(e) => Err(SubstituteError::BadReference {
+                    text: e.text.clone(),
+                    message: e.message.clone(),
+                }),
             }
         };
         let text_of = |f: &Found| &s[f.range.clone()];
         // Measured before it is copied.
-        let measure = |f: &Found, v: &Value, budget: &mut Budget| -> Result<(), String> {
+        let measure = |f: &Found, v: &Value, budget: &mut Budget| -> Result<(), SubstituteError> {
             let size = match v {
                 Value::String(t) => Some(t.len()),
                 Value::Null => Some(0),
@@ -455,21 +517,25 @@ mod tests {
         assert!(
             s.substitute_str("{{ Nope }}")
                 .unwrap_err()
+                .to_string()
                 .contains("not defined")
         );
         assert!(
             s.substitute_str("{{ broken.X }}")
                 .unwrap_err()
+                .to_string()
                 .contains("ended Failed")
         );
         assert!(
             s.substitute_str("{{ later.X }}")
                 .unwrap_err()
+                .to_string()
                 .contains("has not run")
         );
         assert!(
             s.substitute_str("x {{ a.b.c }}")
                 .unwrap_err()
+                .to_string()
                 .contains("drilling")
         );
     }
@@ -482,7 +548,7 @@ mod tests {
             .insert("L".into(), json!(vec!["y".repeat(1024); 1024]));
         // A thousand references to 1 MiB: refused after eight, not a gigabyte built.
         let many = "{{P}}".repeat(1000);
-        let e = s.substitute_str(&many).unwrap_err();
+        let e = s.substitute_str(&many).unwrap_err().to_string();
         assert!(
             e.contains("substituting {{P}} would make the value larger than 8388608 bytes"),
             "{e}"
@@ -490,7 +556,8 @@ mod tests {
         // Whole-value references (typed copies) count too, in lists and maps.
         let e = s
             .substitute(&json!({"a": vec!["{{ L }}"; 1000]}))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("{{ L }}"), "{e}");
         // Up to the bound is fine.
         let v = s

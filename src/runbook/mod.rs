@@ -1,15 +1,16 @@
 //! Whole Automation runbooks (schema 0.3): read, validate, run.
 //!
 //! Data flows one way: text → marked tree ([`yaml`]) → checked document ([`document`], with
-//! [`parameters`], [`interpolate`], [`selector`], [`branch`], [`sleep`] and the attachments) →
-//! execution ([`executor`], one container per executeScript step through a [`executor::StepRunner`])
-//! → AWS-shaped report ([`output`]).
+//! [`parameters`], [`interpolate`], [`selector`] and the attachments; each step's inputs by its
+//! action's module in [`actions`]) → execution ([`executor`], each step run by its action:
+//! one container per executeScript step through a [`executor::StepRunner`]) → AWS-shaped
+//! report ([`output`]).
 //!
 //! Every check runs before the first step, and every problem is reported, not only the first.
 
 use std::fmt;
 
-pub mod branch;
+pub mod actions;
 pub mod document;
 pub mod executor;
 pub mod interpolate;
@@ -17,7 +18,6 @@ pub mod output;
 pub mod parameters;
 pub mod runner;
 pub mod selector;
-pub mod sleep;
 pub mod yaml;
 
 pub use yaml::Pos;

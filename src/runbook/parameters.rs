@@ -124,87 +124,12 @@ pub fn declare(
             ));
         }
     }
-    let type_node = node.get("type");
-    let type_name = type_node.and_then(Node::as_str).unwrap_or("").to_string();
-    let ty = match type_node {
-        None => {
-            problems.push(Problem::invalid(node.pos, &ctx, "`type` is required"));
-            None
-        }
-        Some(t) => match ValueType::parse(&type_name) {
-            Some(ty) => Some(ty),
-            None if type_name.starts_with("AWS::") => Some(ValueType::String),
-            None => {
-                problems.push(Problem::invalid(
-                    t.pos,
-                    format!("{ctx}.type"),
-                    format!(
-                        "unknown type {}; known types: {}",
-                        short(&t.to_json()),
-                        ValueType::NAMES.join(", ")
-                    ),
-                ));
-                None
-            }
-        },
-    };
-    let string = |key: &str, problems: &mut Vec<Problem>| -> Option<String> {
-        let n = node.get(key)?;
-        match &n.kind {
-            Kind::Str(s) => Some(s.clone()),
-            _ => {
-                problems.push(Problem::invalid(
-                    n.pos,
-                    format!("{ctx}.{key}"),
-                    format!("must be a string, not {}", n.type_name()),
-                ));
-                None
-            }
-        }
-    };
-    let count = |key: &str, problems: &mut Vec<Problem>| -> Option<u64> {
-        let n = node.get(key)?;
-        match &n.kind {
-            Kind::Int(i) if *i >= 0 => Some(*i as u64),
-            _ => {
-                problems.push(Problem::invalid(
-                    n.pos,
-                    format!("{ctx}.{key}"),
-                    format!("must be a whole number ≥ 0, not {}", short(&n.to_json())),
-                ));
-                None
-            }
-        }
-    };
+    let (type_name, ty) = param_type(node, &ctx, problems);
+    let string = |key: &str, problems: &mut Vec<Problem>| prop_string(node, &ctx, key, problems);
+    let count = |key: &str, problems: &mut Vec<Problem>| prop_count(node, &ctx, key, problems);
     let description = string("description", problems);
     let display_type = string("displayType", problems);
-    let pattern_text = string("allowedPattern", problems).filter(|p| {
-        let long = p.chars().count() > MAX_PATTERN_CHARS;
-        if long {
-            problems.push(Problem::invalid(
-                node.get("allowedPattern")
-                    .map(|n| n.pos)
-                    .unwrap_or_default(),
-                format!("{ctx}.allowedPattern"),
-                format!("is longer than {MAX_PATTERN_CHARS} characters"),
-            ));
-        }
-        !long
-    });
-    let allowed_pattern = pattern_text.and_then(|p| match compile_pattern(&p) {
-        Ok(re) => Some((p, re)),
-        Err(e) => {
-            problems.push(Problem::unsupported(
-                node.get("allowedPattern")
-                    .map(|n| n.pos)
-                    .unwrap_or_default(),
-                format!("{ctx}.allowedPattern"),
-                "allowedPattern syntax",
-                format!("the regular expression {p:?} cannot be compiled by scriptbox: {e}"),
-            ));
-            None
-        }
-    });
+    let allowed_pattern = allowed_pattern(node, &ctx, problems);
     let allowed_values = node.get("allowedValues").and_then(|n| match &n.kind {
         Kind::Seq(items) => Some(items.iter().map(Node::to_json).collect()),
         _ => {
@@ -256,15 +181,178 @@ pub fn declare(
     Some(decl)
 }
 
+/// A declaration's `type` as written, and as a type (an `AWS::…` type is a String).
+fn param_type(node: &Node, ctx: &str, problems: &mut Vec<Problem>) -> (String, Option<ValueType>) {
+    let type_node = node.get("type");
+    let type_name = type_node.and_then(Node::as_str).unwrap_or("").to_string();
+    let ty = match type_node {
+        None => {
+            problems.push(Problem::invalid(node.pos, ctx, "`type` is required"));
+            None
+        }
+        Some(t) => match ValueType::parse(&type_name) {
+            Some(ty) => Some(ty),
+            None if type_name.starts_with("AWS::") => Some(ValueType::String),
+            None => {
+                problems.push(Problem::invalid(
+                    t.pos,
+                    format!("{ctx}.type"),
+                    format!(
+                        "unknown type {}; known types: {}",
+                        short(&t.to_json()),
+                        ValueType::NAMES.join(", ")
+                    ),
+                ));
+                None
+            }
+        },
+    };
+    (type_name, ty)
+}
+
+/// A string key of a declaration, if present.
+fn prop_string(node: &Node, ctx: &str, key: &str, problems: &mut Vec<Problem>) -> Option<String> {
+    let n = node.get(key)?;
+    match &n.kind {
+        Kind::Str(s) => Some(s.clone()),
+        _ => {
+            problems.push(Problem::invalid(
+                n.pos,
+                format!("{ctx}.{key}"),
+                format!("must be a string, not {}", n.type_name()),
+            ));
+            None
+        }
+    }
+}
+
+/// A whole-number (≥ 0) key of a declaration, if present.
+fn prop_count(node: &Node, ctx: &str, key: &str, problems: &mut Vec<Problem>) -> Option<u64> {
+    let n = node.get(key)?;
+    if let Kind::Int(i) = &n.kind {
+        if let Ok(count) = u64::try_from(*i) {
+            return Some(count);
+        }
+    }
+    problems.push(Problem::invalid(
+        n.pos,
+        format!("{ctx}.{key}"),
+        format!("must be a whole number ≥ 0, not {}", short(&n.to_json())),
+    ));
+    None
+}
+
+/// `allowedPattern`, bounded in length, compiled.
+fn allowed_pattern(
+    node: &Node,
+    ctx: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<(String, fancy_regex::Regex)> {
+    let p = prop_string(node, ctx, "allowedPattern", problems)?;
+    let pos = node
+        .get("allowedPattern")
+        .map(|n| n.pos)
+        .unwrap_or_default();
+    if p.chars().count() > MAX_PATTERN_CHARS {
+        problems.push(Problem::invalid(
+            pos,
+            format!("{ctx}.allowedPattern"),
+            format!("is longer than {MAX_PATTERN_CHARS} characters"),
+        ));
+        return None;
+    }
+    match compile_pattern(&p) {
+        Ok(re) => Some((p, re)),
+        Err(e) => {
+            problems.push(Problem::unsupported(
+                pos,
+                format!("{ctx}.allowedPattern"),
+                "allowedPattern syntax",
+                format!("the regular expression {p:?} cannot be compiled by scriptbox: {e}"),
+            ));
+            None
+        }
+    }
+}
+
 /// Compiles an allowedPattern with Java's meaning: `\w` and `\d` are ASCII (as in Java, and
 /// small: a Unicode `\w{1,253}` is too large to compile), and a `-` right after a class escape
 /// inside `[...]` (`[\w-_]`) is a literal.
 /// Backtracking is bounded by [`BACKTRACK_LIMIT`] steps per match.
-pub fn compile_pattern(p: &str) -> Result<fancy_regex::Regex, String> {
+pub fn compile_pattern(p: &str) -> Result<fancy_regex::Regex, PatternError> {
     fancy_regex::RegexBuilder::new(&java_to_rust(p))
         .backtrack_limit(BACKTRACK_LIMIT)
         .build()
-        .map_err(|e| e.to_string())
+        .map_err(|e| PatternError(Box::new(e)))
+}
+
+/// An allowedPattern the regex engine cannot compile; Display is the engine's reason.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct PatternError(Box<fancy_regex::Error>);
+
+/// Why a value cannot be converted to its parameter's type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoerceError {
+    /// A JSON number with decimals for an Integer.
+    #[error("{0} is not an integer (decimals are not allowed)")]
+    NumberWithDecimals(serde_json::Number),
+    /// Text with decimals for an Integer.
+    #[error("{0:?} is not an integer (decimals are not allowed)")]
+    TextWithDecimals(String),
+    /// Text that is not an integer.
+    #[error("{0:?} is not an integer")]
+    NotAnInteger(String),
+    /// Text that is not true or false.
+    #[error("{0:?} is not a Boolean (only true or false)")]
+    NotABoolean(String),
+    /// A StringList item that is not a string (its JSON type).
+    #[error("a StringList holds strings only, found {0}")]
+    StringListItem(&'static str),
+    /// A MapList item that is a string but not a JSON map.
+    #[error("a MapList holds maps, found the string {0:?}")]
+    MapListString(String),
+    /// A MapList item of another JSON type.
+    #[error("a MapList holds maps, found {0}")]
+    MapListItem(&'static str),
+    /// A value of another JSON type.
+    #[error("expected {expected}, found {found}")]
+    WrongType {
+        /// The parameter's type.
+        expected: ValueType,
+        /// The JSON type found.
+        found: &'static str,
+    },
+    /// A StringList written as a broken JSON list.
+    #[error("{text:?} is not a JSON list: {reason}")]
+    NotAJsonList {
+        /// As written.
+        text: String,
+        /// serde_json's reason.
+        reason: String,
+    },
+    /// A StringMap or MapList that is not JSON.
+    #[error("{text:?} is not JSON: {reason}")]
+    NotJson {
+        /// As written.
+        text: String,
+        /// serde_json's reason.
+        reason: String,
+    },
+    /// A StringMap or MapList given as a JSON string.
+    #[error("expected {0} as JSON, found a string")]
+    JsonString(ValueType),
+}
+
+/// A supplied value beyond scriptbox's bounds, refused before it is converted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    /// Beyond [`MAX_VALUE_BYTES`].
+    #[error("is larger than {max} bytes", max = MAX_VALUE_BYTES)]
+    TooLarge,
+    /// A list beyond [`MAX_LIST_ITEMS`].
+    #[error("has more than {max} items", max = MAX_LIST_ITEMS)]
+    TooManyItems,
 }
 
 fn java_to_rust(p: &str) -> String {
@@ -335,7 +423,7 @@ pub enum Supplied {
 }
 
 /// Converts a typed value (a default, a parameters-file value) to the parameter's type.
-pub fn coerce(ty: ValueType, v: &Value) -> Result<Value, String> {
+pub fn coerce(ty: ValueType, v: &Value) -> Result<Value, CoerceError> {
     // AWS's API form: every value is a list of strings; one-item lists hold scalars and maps.
     if let Value::Array(items) = v {
         if items.len() == 1
@@ -355,14 +443,11 @@ pub fn coerce(ty: ValueType, v: &Value) -> Result<Value, String> {
         (ValueType::Integer, Value::Number(n)) => n
             .as_i64()
             .map(Value::from)
-            .ok_or_else(|| format!("{n} is not an integer (decimals are not allowed)")),
+            .ok_or_else(|| CoerceError::NumberWithDecimals(n.clone())),
         (ValueType::Boolean, Value::Bool(b)) => Ok(Value::Bool(*b)),
         (ValueType::StringList, Value::Array(items)) => {
             if let Some(bad) = items.iter().find(|i| !i.is_string()) {
-                return Err(format!(
-                    "a StringList holds strings only, found {}",
-                    json_type_name(bad)
-                ));
+                return Err(CoerceError::StringListItem(json_type_name(bad)));
             }
             Ok(v.clone())
         }
@@ -375,43 +460,45 @@ pub fn coerce(ty: ValueType, v: &Value) -> Result<Value, String> {
                     // The API form: each map JSON-encoded.
                     Value::String(s) => match serde_json::from_str::<Value>(s) {
                         Ok(m @ Value::Object(_)) => out.push(m),
-                        _ => return Err(format!("a MapList holds maps, found the string {s:?}")),
+                        _ => return Err(CoerceError::MapListString(s.clone())),
                     },
                     other => {
-                        return Err(format!(
-                            "a MapList holds maps, found {}",
-                            json_type_name(other)
-                        ));
+                        return Err(CoerceError::MapListItem(json_type_name(other)));
                     }
                 }
             }
             Ok(Value::Array(out))
         }
-        (_, other) => Err(format!("expected {ty}, found {}", json_type_name(other))),
+        (_, other) => Err(CoerceError::WrongType {
+            expected: ty,
+            found: json_type_name(other),
+        }),
     }
 }
 
 /// Converts text (`-p Name=Value`) to the parameter's type.
-pub fn coerce_text(ty: ValueType, s: &str) -> Result<Value, String> {
+pub fn coerce_text(ty: ValueType, s: &str) -> Result<Value, CoerceError> {
     match ty {
         ValueType::String => Ok(Value::String(s.to_string())),
         ValueType::Integer => s.trim().parse::<i64>().map(Value::from).map_err(|_| {
             if s.contains('.') {
-                format!("{s:?} is not an integer (decimals are not allowed)")
+                CoerceError::TextWithDecimals(s.to_string())
             } else {
-                format!("{s:?} is not an integer")
+                CoerceError::NotAnInteger(s.to_string())
             }
         }),
         ValueType::Boolean => match s.trim() {
             "true" => Ok(Value::Bool(true)),
             "false" => Ok(Value::Bool(false)),
-            _ => Err(format!("{s:?} is not a Boolean (only true or false)")),
+            _ => Err(CoerceError::NotABoolean(s.to_string())),
         },
         ValueType::StringList => {
             let t = s.trim();
             if t.starts_with('[') {
-                let v: Value = serde_json::from_str(t)
-                    .map_err(|e| format!("{s:?} is not a JSON list: {e}"))?;
+                let v: Value = serde_json::from_str(t).map_err(|e| CoerceError::NotAJsonList {
+                    text: s.to_string(),
+                    reason: e.to_string(),
+                })?;
                 coerce(ty, &v)
             } else if t.is_empty() {
                 Ok(Value::Array(vec![]))
@@ -424,10 +511,12 @@ pub fn coerce_text(ty: ValueType, s: &str) -> Result<Value, String> {
             }
         }
         ValueType::StringMap | ValueType::MapList => {
-            let v: Value =
-                serde_json::from_str(s).map_err(|e| format!("{s:?} is not JSON: {e}"))?;
+            let v: Value = serde_json::from_str(s).map_err(|e| CoerceError::NotJson {
+                text: s.to_string(),
+                reason: e.to_string(),
+            })?;
             if v.is_string() {
-                return Err(format!("expected {ty} as JSON, found a string"));
+                return Err(CoerceError::JsonString(ty));
             }
             coerce(ty, &v)
         }
@@ -448,20 +537,54 @@ impl PatternBudget {
 }
 
 /// The size bounds of a supplied value, checked before it is converted.
-fn check_size(given: &Supplied) -> Result<(), String> {
+fn check_size(given: &Supplied) -> Result<(), SizeError> {
     let bytes = match given {
         Supplied::Text(t) => Some(t.len()).filter(|n| *n <= MAX_VALUE_BYTES),
         Supplied::Typed(v) => interpolate::size_within(v, MAX_VALUE_BYTES),
     };
     if bytes.is_none() {
-        return Err(format!("is larger than {MAX_VALUE_BYTES} bytes"));
+        return Err(SizeError::TooLarge);
     }
     if let Supplied::Typed(Value::Array(items)) = given {
         if items.len() > MAX_LIST_ITEMS {
-            return Err(format!("has more than {MAX_LIST_ITEMS} items"));
+            return Err(SizeError::TooManyItems);
         }
     }
     Ok(())
+}
+
+/// Checks each item against the allowedPattern `p` within the run's time budget.
+fn check_pattern(
+    p: &str,
+    re: &fancy_regex::Regex,
+    items: &[&Value],
+    budget: &PatternBudget,
+    out: &mut Vec<String>,
+) {
+    for item in items {
+        if Instant::now() >= budget.ends {
+            out.push(format!(
+                "checking the values against the allowedPattern {p:?} took more than {} s in all (scriptbox's budget for one run); simplify the pattern or give fewer values",
+                PATTERN_TIME_BUDGET.as_secs()
+            ));
+            break;
+        }
+        let t = interpolate::as_text(item);
+        match re.is_match(&t) {
+            Ok(true) => {}
+            Ok(false) => out.push(format!(
+                "{} does not match the allowedPattern {p:?}",
+                short(item)
+            )),
+            Err(fancy_regex::Error::RuntimeError(
+                fancy_regex::RuntimeError::BacktrackLimitExceeded,
+            )) => out.push(format!(
+                "the allowedPattern {p:?} needs more than {BACKTRACK_LIMIT} backtracking steps on {} (scriptbox's bound); simplify the pattern (its lookarounds or backreferences)",
+                short(item)
+            )),
+            Err(e) => out.push(format!("allowedPattern {p:?} could not be applied: {e}")),
+        }
+    }
 }
 
 /// Checks a typed value against the declaration's rules; returns every broken rule.
@@ -509,34 +632,11 @@ fn check_rules_within(d: &ParamDecl, v: &Value, budget: &mut PatternBudget) -> V
             d.ty,
             ValueType::String | ValueType::Integer | ValueType::StringList
         ) {
-            for item in &items {
-                if Instant::now() >= budget.ends {
-                    out.push(format!(
-                        "checking the values against the allowedPattern {p:?} took more than {} s in all (scriptbox's budget for one run); simplify the pattern or give fewer values",
-                        PATTERN_TIME_BUDGET.as_secs()
-                    ));
-                    break;
-                }
-                let t = text(item);
-                match re.is_match(&t) {
-                    Ok(true) => {}
-                    Ok(false) => out.push(format!(
-                        "{} does not match the allowedPattern {p:?}",
-                        short(item)
-                    )),
-                    Err(fancy_regex::Error::RuntimeError(
-                        fancy_regex::RuntimeError::BacktrackLimitExceeded,
-                    )) => out.push(format!(
-                        "the allowedPattern {p:?} needs more than {BACKTRACK_LIMIT} backtracking steps on {} (scriptbox's bound); simplify the pattern (its lookarounds or backreferences)",
-                        short(item)
-                    )),
-                    Err(e) => out.push(format!("allowedPattern {p:?} could not be applied: {e}")),
-                }
-            }
+            check_pattern(p, re, &items, budget, &mut out);
         }
     }
     if let Value::Array(list) = v {
-        let n = list.len() as u64;
+        let n = u64::try_from(list.len()).unwrap_or(u64::MAX);
         if let Some(min) = d.min_items {
             if n < min {
                 out.push(format!("has {n} items, fewer than minItems {min}"));
@@ -550,7 +650,7 @@ fn check_rules_within(d: &ParamDecl, v: &Value, budget: &mut PatternBudget) -> V
     }
     if matches!(d.ty, ValueType::String | ValueType::StringList) {
         for item in &items {
-            let n = text(item).chars().count() as u64;
+            let n = u64::try_from(text(item).chars().count()).unwrap_or(u64::MAX);
             if let Some(min) = d.min_chars {
                 if n < min {
                     out.push(format!(
@@ -609,7 +709,7 @@ pub fn resolve(
         let ctx = format!("parameter {}", d.name);
         let given = supplied.iter().find(|(n, _)| n == &d.name).map(|(_, v)| v);
         if let Some(Err(e)) = given.map(check_size) {
-            problems.push(Problem::invalid(d.pos, &ctx, e));
+            problems.push(Problem::invalid(d.pos, &ctx, e.to_string()));
             continue;
         }
         let value = match given {

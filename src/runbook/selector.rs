@@ -60,7 +60,7 @@ impl ValueType {
     }
 
     /// Checks a JSON value is of this type (no conversion): the step fails otherwise.
-    pub fn check(self, v: &Value) -> Result<(), String> {
+    pub fn check(self, v: &Value) -> Result<(), SelectorError> {
         let ok = match self {
             ValueType::String => v.is_string(),
             ValueType::Integer => v.as_i64().is_some(),
@@ -96,11 +96,11 @@ impl ValueType {
             Value::Number(_) if self == ValueType::Integer => "a number with decimals".into(),
             other => json_type_name(other).into(),
         };
-        Err(format!(
-            "expected {}, found {found}: {}",
-            self.as_str(),
-            short(v)
-        ))
+        Err(SelectorError::WrongType {
+            expected: self,
+            found,
+            value: short(v),
+        })
     }
 }
 
@@ -145,10 +145,10 @@ impl fmt::Display for Selector {
 
 impl Selector {
     /// Parses `$.Payload...`.
-    pub fn parse(text: &str) -> Result<Selector, String> {
+    pub fn parse(text: &str) -> Result<Selector, SelectorError> {
         let rest = text
             .strip_prefix('$')
-            .ok_or_else(|| format!("{text:?} must start with `$.Payload`"))?;
+            .ok_or_else(|| SelectorError::NoDollar(text.to_string()))?;
         let b = rest.as_bytes();
         let mut i = 0;
         let mut segs = Vec::new();
@@ -164,7 +164,7 @@ impl Selector {
                 let end = name_end(i + 2);
                 let name = &rest[i + 2..end];
                 if name.is_empty() {
-                    return Err(format!("{text:?}: `..` must be followed by a name"));
+                    return Err(SelectorError::DescendWithoutName(text.to_string()));
                 }
                 segs.push(if name == "*" {
                     Seg::All
@@ -176,7 +176,7 @@ impl Selector {
                 let end = name_end(i + 1);
                 let name = &rest[i + 1..end];
                 if name.is_empty() {
-                    return Err(format!("{text:?}: empty name after `.`"));
+                    return Err(SelectorError::EmptyName(text.to_string()));
                 }
                 segs.push(if name == "*" {
                     Seg::All
@@ -188,7 +188,7 @@ impl Selector {
                 let close = rest[i..]
                     .find(']')
                     .map(|j| j + i)
-                    .ok_or_else(|| format!("{text:?}: `[` without `]`"))?;
+                    .ok_or_else(|| SelectorError::Unclosed(text.to_string()))?;
                 let inner = rest[i + 1..close].trim();
                 if inner == "*" {
                     segs.push(Seg::All);
@@ -199,27 +199,24 @@ impl Selector {
                 {
                     segs.push(Seg::Child(q.into()));
                 } else {
-                    let n: usize = inner.parse().map_err(|_| {
-                        format!(
-                            "{text:?}: `[{inner}]` is not supported (only `[n]` with n ≥ 0, `[*]` and `['name']`)"
-                        )
+                    let n: usize = inner.parse().map_err(|_| SelectorError::Bracket {
+                        text: text.to_string(),
+                        inner: inner.to_string(),
                     })?;
                     segs.push(Seg::Index(n));
                 }
                 i = close + 1;
             } else {
-                return Err(format!(
-                    "{text:?}: unexpected {:?} at {}",
-                    b[i] as char,
-                    i + 1
-                ));
+                return Err(SelectorError::Unexpected {
+                    text: text.to_string(),
+                    found: char::from(b[i]),
+                    at: i + 1,
+                });
             }
         }
         // `$` alone is the step's whole output object, `{"Payload": ...}` (ours).
         if !segs.is_empty() && segs.first() != Some(&Seg::Child("Payload".into())) {
-            return Err(format!(
-                "{text:?} must start with `$.Payload` (an executeScript step's output is its Payload)"
-            ));
+            return Err(SelectorError::NotPayload(text.to_string()));
         }
         Ok(Selector {
             text: text.into(),
@@ -280,21 +277,93 @@ fn descend<'v>(v: &'v Value, name: &str, out: &mut Vec<&'v Value>) {
     }
 }
 
+/// Why a selector is refused, or why it gives no output of the declared type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    /// Does not start with `$`.
+    #[error("{0:?} must start with `$.Payload`")]
+    NoDollar(String),
+    /// `..` at the end.
+    #[error("{0:?}: `..` must be followed by a name")]
+    DescendWithoutName(String),
+    /// `.` with no name.
+    #[error("{0:?}: empty name after `.`")]
+    EmptyName(String),
+    /// `[` with no `]`.
+    #[error("{0:?}: `[` without `]`")]
+    Unclosed(String),
+    /// A bracket other than `[n]`, `[*]` and `['name']`.
+    #[error("{text:?}: `[{inner}]` is not supported (only `[n]` with n ≥ 0, `[*]` and `['name']`)")]
+    Bracket {
+        /// The selector.
+        text: String,
+        /// Inside the brackets.
+        inner: String,
+    },
+    /// A character where none is expected.
+    #[error("{text:?}: unexpected {found:?} at {at}")]
+    Unexpected {
+        /// The selector.
+        text: String,
+        /// The character.
+        found: char,
+        /// Its 1-based place after the `$`.
+        at: usize,
+    },
+    /// Not under `$.Payload`.
+    #[error("{0:?} must start with `$.Payload` (an executeScript step's output is its Payload)")]
+    NotPayload(String),
+    /// A value not of the declared type.
+    #[error("expected {expected}, found {found}: {value}")]
+    WrongType {
+        /// The declared type.
+        expected: ValueType,
+        /// What was found.
+        found: String,
+        /// The value, shortened.
+        value: String,
+    },
+    /// The selector matched nothing.
+    #[error("output {name:?}: selector {selector} matched nothing in the payload {payload}")]
+    MatchedNothing {
+        /// The output.
+        name: String,
+        /// The selector.
+        selector: String,
+        /// The payload, shortened.
+        payload: String,
+    },
+    /// The selected value is not of the declared type.
+    #[error("output {name:?}: selector {selector}: {source}")]
+    Output {
+        /// The output.
+        name: String,
+        /// The selector.
+        selector: String,
+        /// Why.
+        source: Box<SelectorError>,
+    },
+}
+
 /// Computes one declared output from a payload: the selected value, checked against the Type.
 pub fn output_value(
     name: &str,
     selector: &Selector,
     ty: ValueType,
     payload: &Value,
-) -> Result<Value, String> {
+) -> Result<Value, SelectorError> {
     let Some(found) = selector.select(payload) else {
-        return Err(format!(
-            "output {name:?}: selector {selector} matched nothing in the payload {}",
-            short(payload)
-        ));
+        return Err(SelectorError::MatchedNothing {
+            name: name.to_string(),
+            selector: selector.to_string(),
+            payload: short(payload),
+        });
     };
-    ty.check(&found)
-        .map_err(|e| format!("output {name:?}: selector {selector}: {e}"))?;
+    ty.check(&found).map_err(|e| SelectorError::Output {
+        name: name.to_string(),
+        selector: selector.to_string(),
+        source: Box::new(e),
+    })?;
     Ok(found)
 }
 
@@ -334,16 +403,19 @@ mod tests {
         assert!(
             Selector::parse("Payload.a")
                 .unwrap_err()
+                .to_string()
                 .contains("must start with")
         );
         assert!(
             Selector::parse("$.Reservations..Id")
                 .unwrap_err()
+                .to_string()
                 .contains("$.Payload")
         );
         assert!(
             Selector::parse("$.Payload[-1]")
                 .unwrap_err()
+                .to_string()
                 .contains("not supported")
         );
         assert!(Selector::parse("$.Payload.a[0").is_err());
@@ -371,20 +443,27 @@ mod tests {
             out("$.Payload.ml", ValueType::MapList).unwrap(),
             json!([{"a": 1}])
         );
-        let e = out("$.Payload.f", ValueType::Integer).unwrap_err();
+        let e = out("$.Payload.f", ValueType::Integer)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains(
                 "output \"O\": selector $.Payload.f: expected Integer, found a number with decimals"
             ),
             "{e}"
         );
-        let e = out("$.Payload.mix", ValueType::StringList).unwrap_err();
+        let e = out("$.Payload.mix", ValueType::StringList)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("a list holding a number"), "{e}");
-        let e = out("$.Payload.zz", ValueType::String).unwrap_err();
+        let e = out("$.Payload.zz", ValueType::String)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("matched nothing"), "{e}");
         assert!(
             out("$.Payload..s", ValueType::String)
                 .unwrap_err()
+                .to_string()
                 .contains("found a list")
         );
     }

@@ -431,32 +431,14 @@ impl<'a> Reader<'a> {
         }
         let start = (self.nodes, self.bytes);
         match event {
-            Event::Alias(id) => {
-                let Some(a) = self.anchors.get(&id) else {
-                    return Err(too_large(pos, "alias to an unknown anchor".into()));
-                };
-                let (nodes, bytes) = (a.nodes, a.bytes);
-                // Measured before it is copied: an alias of an alias of ... is refused here.
-                self.alias_bytes = self.alias_bytes.saturating_add(bytes);
-                if self.alias_bytes > MAX_ALIAS_BYTES {
-                    self.over_bound = true;
-                    return Err(too_large(
-                        pos,
-                        format!(
-                            "aliases (*name) copy more than {MAX_ALIAS_BYTES} bytes of text into the document; it is refused before it is expanded"
-                        ),
-                    ));
-                }
-                self.grow(pos, nodes, bytes)?;
-                Ok(self.anchors[&id].node.clone())
-            }
+            Event::Alias(id) => self.alias(id, pos),
             Event::Scalar(value, style, anchor, tag) => {
                 self.grow(pos, 1, value.len())?;
                 let tag = self.check_tag(&tag, pos);
                 let kind = resolve_scalar(&value, style, tag.as_deref()).map_err(|message| {
                     ReadProblem {
                         pos,
-                        message,
+                        message: message.to_string(),
                         unsupported_tag: None,
                     }
                 })?;
@@ -485,43 +467,7 @@ impl<'a> Reader<'a> {
             Event::MappingStart(anchor, tag) => {
                 self.grow(pos, 1, 0)?;
                 self.check_tag(&tag, pos);
-                let mut entries: Vec<(String, Pos, Node)> = Vec::new();
-                loop {
-                    let (event, span) = self.next()?;
-                    if matches!(event, Event::MappingEnd) {
-                        break;
-                    }
-                    let key = self.node(event, span, depth + 1)?;
-                    let key_text = match &key.kind {
-                        Kind::Str(s) => s.clone(),
-                        Kind::Null => String::new(),
-                        Kind::Bool(b) => b.to_string(),
-                        Kind::Int(i) => i.to_string(),
-                        Kind::Float(f) => f.to_string(),
-                        Kind::Seq(_) | Kind::Map(_) => {
-                            self.problems.push(ReadProblem {
-                                pos: key.pos,
-                                message: "a mapping key must be a plain value, not a list or a map"
-                                    .into(),
-                                unsupported_tag: None,
-                            });
-                            String::new()
-                        }
-                    };
-                    let (event, span) = self.next()?;
-                    let value = self.node(event, span, depth + 1)?;
-                    if let Some((_, first, _)) = entries.iter().find(|(k, _, _)| *k == key_text) {
-                        self.problems.push(ReadProblem {
-                            pos: key.pos,
-                            message: format!(
-                                "duplicate key {key_text:?} (first at {first}); check the indentation"
-                            ),
-                            unsupported_tag: None,
-                        });
-                        continue;
-                    }
-                    entries.push((key_text, key.pos, value));
-                }
+                let entries = self.map_entries(depth)?;
                 let node = Node {
                     pos,
                     kind: Kind::Map(entries),
@@ -536,11 +482,92 @@ impl<'a> Reader<'a> {
             }),
         }
     }
+
+    /// A copy of an anchored node, bounded before it is made.
+    fn alias(&mut self, id: usize, pos: Pos) -> Result<Node, ReadProblem> {
+        let Some(a) = self.anchors.get(&id) else {
+            return Err(too_large(pos, "alias to an unknown anchor".into()));
+        };
+        let (nodes, bytes) = (a.nodes, a.bytes);
+        // Measured before it is copied: an alias of an alias of ... is refused here.
+        self.alias_bytes = self.alias_bytes.saturating_add(bytes);
+        if self.alias_bytes > MAX_ALIAS_BYTES {
+            self.over_bound = true;
+            return Err(too_large(
+                pos,
+                format!(
+                    "aliases (*name) copy more than {MAX_ALIAS_BYTES} bytes of text into the document; it is refused before it is expanded"
+                ),
+            ));
+        }
+        self.grow(pos, nodes, bytes)?;
+        Ok(self.anchors[&id].node.clone())
+    }
+
+    /// A map's entries up to its end; a duplicate key is reported and its later value dropped.
+    fn map_entries(&mut self, depth: usize) -> Result<Vec<(String, Pos, Node)>, ReadProblem> {
+        let mut entries: Vec<(String, Pos, Node)> = Vec::new();
+        loop {
+            let (event, span) = self.next()?;
+            if matches!(event, Event::MappingEnd) {
+                break;
+            }
+            let key = self.node(event, span, depth + 1)?;
+            let key_text = self.key_text(&key);
+            let (event, span) = self.next()?;
+            let value = self.node(event, span, depth + 1)?;
+            if let Some((_, first, _)) = entries.iter().find(|(k, _, _)| *k == key_text) {
+                self.problems.push(ReadProblem {
+                    pos: key.pos,
+                    message: format!(
+                        "duplicate key {key_text:?} (first at {first}); check the indentation"
+                    ),
+                    unsupported_tag: None,
+                });
+                continue;
+            }
+            entries.push((key_text, key.pos, value));
+        }
+        Ok(entries)
+    }
+
+    /// A mapping key as text (a list or a map as a key is reported).
+    fn key_text(&mut self, key: &Node) -> String {
+        match &key.kind {
+            Kind::Str(s) => s.clone(),
+            Kind::Null => String::new(),
+            Kind::Bool(b) => b.to_string(),
+            Kind::Int(i) => i.to_string(),
+            Kind::Float(f) => f.to_string(),
+            Kind::Seq(_) | Kind::Map(_) => {
+                self.problems.push(ReadProblem {
+                    pos: key.pos,
+                    message: "a mapping key must be a plain value, not a list or a map".into(),
+                    unsupported_tag: None,
+                });
+                String::new()
+            }
+        }
+    }
 }
 
 /// Resolves a scalar by the YAML 1.2 core schema: only plain scalars are typed; `yes`/`no`/`on`
 /// are strings (YAML 1.1's booleans are not); quoted and block scalars are strings.
-fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&str>) -> Result<Kind, String> {
+/// A tagged scalar that is not of its tag's type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScalarError {
+    /// `!!bool` of something else.
+    #[error("!!bool {0:?} is not true or false")]
+    NotBool(String),
+    /// `!!int` of something else.
+    #[error("!!int {0:?} is not an integer")]
+    NotInt(String),
+    /// `!!float` of something else.
+    #[error("!!float {0:?} is not a number")]
+    NotFloat(String),
+}
+
+fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&str>) -> Result<Kind, ScalarError> {
     match tag {
         Some("str") => return Ok(Kind::Str(text.to_string())),
         Some("null") => return Ok(Kind::Null),
@@ -548,19 +575,20 @@ fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&str>) -> Result<K
             return match text {
                 "true" | "True" | "TRUE" => Ok(Kind::Bool(true)),
                 "false" | "False" | "FALSE" => Ok(Kind::Bool(false)),
-                _ => Err(format!("!!bool {text:?} is not true or false")),
+                _ => Err(ScalarError::NotBool(text.to_string())),
             };
         }
         Some("int") => {
             return plain_int(text)
                 .map(Kind::Int)
-                .ok_or_else(|| format!("!!int {text:?} is not an integer"));
+                .ok_or_else(|| ScalarError::NotInt(text.to_string()));
         }
         Some("float") => {
             return plain_float(text)
-                .or_else(|| plain_int(text).map(|i| i as f64))
+                // An integer written as a float: its decimal text parses to the nearest f64.
+                .or_else(|| plain_int(text).and_then(|i| i.to_string().parse::<f64>().ok()))
                 .map(Kind::Float)
-                .ok_or_else(|| format!("!!float {text:?} is not a number"));
+                .ok_or_else(|| ScalarError::NotFloat(text.to_string()));
         }
         _ => {}
     }

@@ -1,12 +1,16 @@
 //! `aws:branch`: `Choices` evaluated in order, the first true one names the next step;
 //! otherwise `Default`; with neither, the next step of the document (as AWS documents).
 
-use serde_json::Value;
+use futures::future::BoxFuture;
+use serde_json::{Map, Value};
 
-use super::Problem;
-use super::interpolate::{Scope, as_text};
-use super::selector::short;
-use super::yaml::{Kind, Node, Pos};
+use super::{Action, ActionSpec, Attempt, CheckCx, RunCx, StepFailure, StepHead};
+use crate::result::{StepStatus, aws_plain_failure};
+use crate::runbook::Problem;
+use crate::runbook::document::{StepDecl, StepKind};
+use crate::runbook::interpolate::{Scope, SubstituteError, as_text};
+use crate::runbook::selector::short;
+use crate::runbook::yaml::{Kind, Node, Pos};
 
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,11 +141,15 @@ pub fn parse(inputs: &Node, ctx: &str, problems: &mut Vec<Problem>) -> Option<Br
         return None;
     };
     for (k, pos, _) in entries {
-        if k != "Choices" && k != "Default" {
+        if !Branch::INPUT_KEYS.contains(&k.as_str()) {
             problems.push(Problem::invalid(
                 *pos,
                 format!("{ctx}: inputs"),
-                format!("unknown input {k:?} of aws:branch (known: Choices, Default)"),
+                format!(
+                    "unknown input {k:?} of {} (known: {})",
+                    Branch::ACTION.name(),
+                    Branch::INPUT_KEYS.join(", ")
+                ),
             ));
         }
     }
@@ -315,8 +323,42 @@ fn boolean(v: &Value) -> Option<bool> {
     }
 }
 
+/// Why a branch's choice cannot be evaluated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BranchError {
+    /// A `{{ }}` of the choice cannot be substituted.
+    #[error(transparent)]
+    Substitute(#[from] SubstituteError),
+    /// A numeric operator on something other than numbers.
+    #[error("{op:?} compares numbers; Variable is {variable} and the operand {operand}")]
+    NotNumbers {
+        /// The operator.
+        op: Op,
+        /// The Variable, shortened.
+        variable: String,
+        /// The operand, shortened.
+        operand: String,
+    },
+    /// BooleanEquals on something other than booleans.
+    #[error("BooleanEquals compares booleans; Variable is {variable} and the operand {operand}")]
+    NotBooleans {
+        /// The Variable, shortened.
+        variable: String,
+        /// The operand, shortened.
+        operand: String,
+    },
+    /// Which choice could not be evaluated.
+    #[error("Choices[{index}]: {source}")]
+    Choice {
+        /// Its index.
+        index: usize,
+        /// Why.
+        source: Box<BranchError>,
+    },
+}
+
 /// Evaluates one condition.
-pub fn eval(c: &Cond, scope: &Scope) -> Result<bool, String> {
+pub fn eval(c: &Cond, scope: &Scope) -> Result<bool, BranchError> {
     match c {
         Cond::And(cs) => {
             for c in cs {
@@ -342,14 +384,14 @@ pub fn eval(c: &Cond, scope: &Scope) -> Result<bool, String> {
         } => {
             let var = scope.substitute(variable)?;
             let operand = scope.substitute(operand)?;
-            let numbers = || -> Result<(f64, f64), String> {
+            let numbers = || -> Result<(f64, f64), BranchError> {
                 match (number(&var), number(&operand)) {
                     (Some(a), Some(b)) => Ok((a, b)),
-                    _ => Err(format!(
-                        "{op:?} compares numbers; Variable is {} and the operand {}",
-                        short(&var),
-                        short(&operand)
-                    )),
+                    _ => Err(BranchError::NotNumbers {
+                        op: *op,
+                        variable: short(&var),
+                        operand: short(&operand),
+                    }),
                 }
             };
             let (a, b) = (as_text(&var), as_text(&operand));
@@ -385,11 +427,10 @@ pub fn eval(c: &Cond, scope: &Scope) -> Result<bool, String> {
                 Op::BooleanEquals => match (boolean(&var), boolean(&operand)) {
                     (Some(x), Some(y)) => x == y,
                     _ => {
-                        return Err(format!(
-                            "BooleanEquals compares booleans; Variable is {} and the operand {}",
-                            short(&var),
-                            short(&operand)
-                        ));
+                        return Err(BranchError::NotBooleans {
+                            variable: short(&var),
+                            operand: short(&operand),
+                        });
                     }
                 },
             })
@@ -399,13 +440,82 @@ pub fn eval(c: &Cond, scope: &Scope) -> Result<bool, String> {
 
 /// The step a branch goes to: the first true choice's, else `Default`, else `None` (the next
 /// step of the document).
-pub fn choose(spec: &BranchSpec, scope: &Scope) -> Result<Option<String>, String> {
+pub fn choose(spec: &BranchSpec, scope: &Scope) -> Result<Option<String>, BranchError> {
     for (i, c) in spec.choices.iter().enumerate() {
-        if eval(&c.cond, scope).map_err(|e| format!("Choices[{i}]: {e}"))? {
+        let holds = eval(&c.cond, scope).map_err(|e| BranchError::Choice {
+            index: i,
+            source: Box::new(e),
+        })?;
+        if holds {
             return Ok(Some(c.next_step.clone()));
         }
     }
     Ok(spec.default.as_ref().map(|(d, _)| d.clone()))
+}
+
+/// `aws:branch`.
+pub(crate) struct Branch;
+
+impl ActionSpec for Branch {
+    const ACTION: Action = Action::Branch;
+    const INPUT_KEYS: &'static [&'static str] = &["Choices", "Default"];
+    const IMPLICIT_OUTPUTS: &'static [&'static str] = &[];
+    const DECLARES_OUTPUTS: bool = false;
+    const RETRIES: bool = false;
+    type Ready<'s> = &'s BranchSpec;
+
+    fn check(cx: &mut CheckCx<'_>, step: &StepHead<'_>) -> Option<StepKind> {
+        step.inputs_node
+            .and_then(|n| parse(n, step.ctx, cx.problems))
+            .map(StepKind::Branch)
+    }
+
+    /// Every choice's `NextStep` and the `Default`.
+    fn targets(step: &StepDecl) -> Vec<(String, Pos)> {
+        match &step.kind {
+            StepKind::Branch(b) => b
+                .targets()
+                .into_iter()
+                .map(|(t, p)| (t.to_string(), p))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn prepare<'s>(
+        _cx: &RunCx<'_>,
+        step: &'s StepDecl,
+        _inputs: &Map<String, Value>,
+    ) -> Result<&'s BranchSpec, StepFailure> {
+        match &step.kind {
+            StepKind::Branch(spec) => Ok(spec),
+            _ => Err(StepFailure::new(
+                "InvalidChoice",
+                "the step was not read as an aws:branch step",
+            )),
+        }
+    }
+
+    /// Evaluates the choices against the scope.
+    fn attempt<'a, 's: 'a>(
+        cx: &'a mut RunCx<'_>,
+        _step: &'s StepDecl,
+        spec: &'a &'s BranchSpec,
+    ) -> BoxFuture<'a, Attempt> {
+        Box::pin(async move {
+            match choose(spec, cx.scope) {
+                Ok(target) => {
+                    let mut a = Attempt::ended(StepStatus::Success, None);
+                    a.next = target;
+                    a
+                }
+                Err(e) => Attempt::ended(
+                    StepStatus::Failed,
+                    Some(aws_plain_failure("InvalidChoice", &e.to_string())),
+                ),
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -435,7 +545,7 @@ mod tests {
 
     fn holds(cond: &str) -> Result<bool, String> {
         let s = spec(&format!("Choices:\n- NextStep: x\n  {cond}\n"));
-        eval(&s.choices[0].cond, &scope())
+        eval(&s.choices[0].cond, &scope()).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -458,6 +568,7 @@ mod tests {
         assert!(
             holds("Variable: '{{OS}}'\n  NumericEquals: 1")
                 .unwrap_err()
+                .to_string()
                 .contains("compares numbers")
         );
         assert!(holds("Variable: '{{OS}}'\n  BooleanEquals: true").is_err());
