@@ -737,6 +737,7 @@ async fn sigterm_lets_short_executions_finish_and_cancels_the_rest() {
     );
 
     // The records, read straight from the database.
+    use scriptbox::store::ExecutionStore as _;
     let store = scriptbox::store::Store::open(&d.data_dir).unwrap();
     let row = |id: &str| {
         let store = &store;

@@ -27,7 +27,7 @@ use super::types::{self, parse_submit, problems_json};
 use crate::images;
 use crate::runtimes::Catalog;
 use crate::sandbox::Engine;
-use crate::store::{ExecStatus, Store};
+use crate::store::{ExecStatus, ExecutionStore, ListFilter};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -35,7 +35,7 @@ pub struct AppState {
     /// The scheduler.
     pub scheduler: Arc<Scheduler>,
     /// The records.
-    pub store: Arc<Store>,
+    pub store: Arc<dyn ExecutionStore>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
     /// The runtimes.
@@ -263,7 +263,11 @@ async fn list(
     };
     let rows = st
         .store
-        .list(status, limit + 1, before)
+        .list(ListFilter {
+            status,
+            before,
+            limit: limit + 1,
+        })
         .await
         .map_err(ApiError::internal)?;
     let more = rows.len() > limit;
@@ -276,7 +280,10 @@ async fn list(
 }
 
 /// The execution object: the stored result once finished, else what is known so far.
-pub async fn execution_object(store: &Store, id: &str) -> Result<Option<Value>, ApiError> {
+pub async fn execution_object(
+    store: &dyn ExecutionStore,
+    id: &str,
+) -> Result<Option<Value>, ApiError> {
     let Some(row) = store.get(id).await.map_err(ApiError::internal)? else {
         return Ok(None);
     };
@@ -303,7 +310,7 @@ async fn get_one(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    match execution_object(&st.store, &id).await? {
+    match execution_object(st.store.as_ref(), &id).await? {
         Some(v) => Ok(Json(v)),
         None => Err(ApiError::not_found(&id)),
     }
@@ -388,7 +395,7 @@ fn follow(
         commits: tokio::sync::watch::Receiver<u64>,
         done: bool,
     }
-    let commits = st.store.commits();
+    let commits = st.store.follow();
     let s = S {
         st,
         id,

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::runtimes::Catalog;
 use crate::sandbox::{Engine, SandboxError};
-use crate::store::{ExecStatus, Finish, Store};
+use crate::store::{ExecStatus, ExecutionStore, Finish, Store};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +105,7 @@ fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
 }
 
 /// Ends executions a dead daemon left `Running`: `Failed`, with the restart message.
-async fn recover_running(store: &Store) -> Result<usize, ServeError> {
+async fn recover_running(store: &dyn ExecutionStore) -> Result<usize, ServeError> {
     let running = store
         .with_status(ExecStatus::Running)
         .await
@@ -203,7 +203,7 @@ pub async fn run(
     let engine = Engine::connect(settings.sandbox.clone()).await?;
 
     // Recovery: first the records, then the containers of the dead owner.
-    let failed = recover_running(&store).await?;
+    let failed = recover_running(store.as_ref()).await?;
     remove_previous_daemons_containers(&engine, &data_dir).await;
     match engine.sweep_leftovers().await {
         Ok(r) if !r.removed.is_empty() => tracing::warn!(
@@ -271,11 +271,11 @@ pub async fn run(
         let st = crate::ssm::SsmState::new(
             sched.clone(),
             store.clone(),
+            store.documents(),
             settings.clone(),
             catalog.clone(),
             ssm_keys.clone(),
-        )
-        .map_err(ServeError::Io)?;
+        );
         Some(crate::ssm::router(st))
     } else {
         None

@@ -51,7 +51,9 @@ use crate::runtimes::Catalog;
 use crate::sandbox::Engine;
 use crate::sandbox::Removal;
 use crate::step::ValidatedStep;
-use crate::store::{ExecKind, ExecStatus, ExecutionRow, Finish, NewExecution, Store};
+use crate::store::{
+    CancelRequest, ExecKind, ExecStatus, ExecutionRow, ExecutionStore, Finish, NewExecution,
+};
 
 /// Submissions validated at once (each on a blocking thread); more wait their turn.
 pub const VALIDATIONS_AT_ONCE: usize = 4;
@@ -59,6 +61,10 @@ pub const VALIDATIONS_AT_ONCE: usize = 4;
 /// The longest one submission's validation may take before it is refused. Its work is bounded
 /// by the runbook module's limits (values, aliases, pattern budget); this is the last guard.
 pub const VALIDATION_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How long a running execution stays this daemon's without a heartbeat; heartbeats come
+/// every third of it.
+pub const LEASE: Duration = Duration::from_secs(30);
 
 /// What one container run needs besides the step.
 pub struct ContainerJob<'a> {
@@ -243,7 +249,7 @@ pub struct ContainerCapacity {
 pub struct Scheduler {
     settings: Arc<Settings>,
     catalog: Arc<Catalog>,
-    store: Arc<Store>,
+    store: Arc<dyn ExecutionStore>,
     metrics: Arc<Metrics>,
     runner: Arc<dyn ContainerRunner>,
     permits: Arc<Semaphore>,
@@ -256,6 +262,8 @@ pub struct Scheduler {
     tracker: TaskTracker,
     stop_dispatch: CancellationToken,
     validations: Arc<Semaphore>,
+    /// This daemon's owner label: the holder of its executions' leases.
+    owner: String,
 }
 
 fn now() -> String {
@@ -267,7 +275,7 @@ impl Scheduler {
     pub fn new(
         settings: Arc<Settings>,
         catalog: Arc<Catalog>,
-        store: Arc<Store>,
+        store: Arc<dyn ExecutionStore>,
         metrics: Arc<Metrics>,
         runner: Arc<dyn ContainerRunner>,
         scratch: PathBuf,
@@ -295,6 +303,7 @@ impl Scheduler {
             tracker: TaskTracker::new(),
             stop_dispatch: CancellationToken::new(),
             validations: Arc::new(Semaphore::new(VALIDATIONS_AT_ONCE)),
+            owner: crate::sandbox::OwnerId::current().label(),
         })
     }
 
@@ -464,10 +473,35 @@ impl Scheduler {
         }
     }
 
-    /// Starts the dispatcher.
+    /// Starts the dispatcher and the lease heartbeat.
     pub fn start(self: &Arc<Self>) {
         let me = self.clone();
         self.tracker.spawn(async move { me.dispatch().await });
+        let me = self.clone();
+        self.tracker.spawn(async move { me.heartbeat().await });
+    }
+
+    /// Every third of [`LEASE`], extends the lease of each running execution.
+    async fn heartbeat(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(LEASE / 3) => {}
+                _ = self.stop_dispatch.cancelled() => return,
+            }
+            let running: Vec<String> = {
+                let st = self.state.lock().expect("scheduler lock");
+                st.entries
+                    .iter()
+                    .filter(|(_, e)| e.phase == Phase::Running)
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            };
+            for id in running {
+                if let Err(e) = self.store.heartbeat(&id, &self.owner, LEASE).await {
+                    tracing::warn!("cannot extend the lease of {id}: {e}");
+                }
+            }
+        }
     }
 
     async fn dispatch(self: Arc<Self>) {
@@ -543,7 +577,7 @@ impl Scheduler {
             "scriptbox failed internally while running this execution ({why}); it is ended as Failed"
         );
         tracing::error!("execution {id}: {msg}");
-        self.store.log(&id, None, LogStream::Scriptbox, &msg);
+        self.store.append_log(&id, None, LogStream::Scriptbox, &msg);
         if let Ok(Some(mut row)) = self.store.get(&id).await {
             row.ended_at = Some(now());
             let body = provisional(&row, &[], &[], Some(&msg), ExecStatus::Failed);
@@ -573,8 +607,10 @@ impl Scheduler {
             return;
         }
         let began = Instant::now();
-        if let Err(e) = self.store.start(&id, now()).await {
-            tracing::error!("cannot record the start of {id}: {e}");
+        match self.store.claim(&id, &self.owner, LEASE).await {
+            Ok(true) => {}
+            Ok(false) => tracing::error!("{id} was no longer queued when it got its permit"),
+            Err(e) => tracing::error!("cannot record the start of {id}: {e}"),
         }
         self.metrics.container_started();
         // Counts the container permit as released however this ends (a panic too).
@@ -637,7 +673,7 @@ impl Scheduler {
             }
             match finished {
                 Ok(Some(facts)) if facts.exit_code != Some(0) || facts.oom_killed => {
-                    self.store.log(
+                    self.store.append_log(
                         &id,
                         None,
                         LogStream::Scriptbox,
@@ -671,7 +707,8 @@ impl Scheduler {
     ) -> (ExecStatus, Value, Option<String>, Option<Removal>) {
         let store = self.store.clone();
         let log_id = id.to_string();
-        let mut on_log = move |line: &LogLine| store.log(&log_id, None, line.stream, &line.text);
+        let mut on_log =
+            move |line: &LogLine| store.append_log(&log_id, None, line.stream, &line.text);
         let job = ContainerJob {
             execution_id: id.to_string(),
             automation_execution_id: None,
@@ -699,7 +736,7 @@ impl Scheduler {
                     .iter()
                     .filter(|l| l.stream == LogStream::Scriptbox)
                 {
-                    self.store.log(id, None, l.stream, &l.text);
+                    self.store.append_log(id, None, l.stream, &l.text);
                 }
                 let failure = result.failure_message.clone();
                 let status = ExecStatus::from(result.status);
@@ -712,7 +749,7 @@ impl Scheduler {
             }
             Err(e) => {
                 let msg = format!("the container engine failed: {e}");
-                self.store.log(id, None, LogStream::Scriptbox, &msg);
+                self.store.append_log(id, None, LogStream::Scriptbox, &msg);
                 let body = json!({
                     "ExecutionId": id,
                     "Runtime": step.runtime,
@@ -779,9 +816,9 @@ impl Scheduler {
                 let before = logged;
                 logged = logged.saturating_add(line.text.len());
                 if logged <= log_cap {
-                    store.log(&exec_id, Some(&step.name), line.stream, &line.text);
+                    store.append_log(&exec_id, Some(&step.name), line.stream, &line.text);
                 } else if before <= log_cap {
-                    store.log(
+                    store.append_log(
                         &exec_id,
                         Some(&step.name),
                         LogStream::Scriptbox,
@@ -872,7 +909,15 @@ impl Scheduler {
                 self.finish_queued_cancel(id).await;
                 CancelOutcome::CancelledQueued
             }
-            Some(false) => CancelOutcome::Cancelling,
+            Some(false) => {
+                // Stored, so every reader (SSM's `Cancelling`) sees it, after a restart too.
+                match self.store.request_cancel(id, now()).await {
+                    Ok(CancelRequest::Requested | CancelRequest::Queued) => {}
+                    Ok(other) => tracing::debug!("cancel of {id}: the store found {other:?}"),
+                    Err(e) => tracing::error!("cannot record the cancel request of {id}: {e}"),
+                }
+                CancelOutcome::Cancelling
+            }
             None => match self.store.get(id).await {
                 Ok(Some(row)) => CancelOutcome::AlreadyFinished(row.status),
                 _ => CancelOutcome::NotFound,
@@ -906,7 +951,7 @@ impl Scheduler {
                     .collect()
             };
             for (id, token) in running {
-                self.store.log(
+                self.store.append_log(
                     &id,
                     None,
                     LogStream::Scriptbox,
@@ -926,6 +971,7 @@ impl Scheduler {
 mod tests {
     use super::*;
     use crate::server::types::StepRequest;
+    use crate::store::Store;
 
     /// A runner that panics, as a bug would.
     struct Panics;

@@ -17,7 +17,7 @@ use super::sigv4::Caller;
 use crate::server::api::execution_object;
 use crate::server::scheduler::{CancelOutcome, SubmitError};
 use crate::server::types::{AttachmentRequest, RunbookRequest, SubmitRequest, base64_of};
-use crate::store::{ExecKind, ExecStatus, ExecutionRow};
+use crate::store::{ExecKind, ExecStatus, ExecutionRow, ListFilter};
 
 /// RFC 3339 → epoch seconds (what the JSON 1.1 protocol carries for timestamps).
 pub fn epoch(t: &str) -> Option<f64> {
@@ -138,14 +138,11 @@ async fn ssm_row(st: &SsmState, id: &str) -> Result<Option<ExecRow>, SsmError> {
         .map_err(|e| SsmError::internal(format!("database: {e}")))
 }
 
-/// The AWS status of a stored status (`Cancelling` while a stop is in flight).
-fn aws_status(st: &SsmState, row: &ExecutionRow) -> &'static str {
-    if row.status.is_terminal() {
-        st.stopped(&row.id);
-    }
+/// The AWS status of a stored status (`Cancelling` once a stop is stored, until it ends).
+fn aws_status(row: &ExecutionRow) -> &'static str {
     match row.status {
         ExecStatus::Queued => "Pending",
-        ExecStatus::Running if st.stopping(&row.id) => "Cancelling",
+        ExecStatus::Running if row.cancel_requested_at.is_some() => "Cancelling",
         ExecStatus::Running => "InProgress",
         other => other.as_str(),
     }
@@ -213,7 +210,7 @@ fn parameters_of(row: &ExecutionRow, body: &Value) -> Map<String, Value> {
 /// GetAutomationExecution's `AutomationExecution`.
 pub async fn execution(st: &SsmState, caller: &Caller, id: &str) -> Result<Value, SsmError> {
     let (row, ssm) = runbook_row(st, caller, id).await?;
-    let body = execution_object(&st.store, id)
+    let body = execution_object(st.store.as_ref(), id)
         .await
         .map_err(|_| SsmError::internal("cannot read the execution"))?
         .ok_or_else(|| SsmError::no_execution(id))?;
@@ -232,7 +229,7 @@ pub async fn execution(st: &SsmState, caller: &Caller, id: &str) -> Result<Value
         "AutomationExecutionId": row.id,
         "DocumentName": row.document_name.clone().unwrap_or_default(),
         "ExecutionStartTime": epoch(start),
-        "AutomationExecutionStatus": aws_status(st, &row),
+        "AutomationExecutionStatus": aws_status(&row),
         "StepExecutionsTruncated": false,
         "Parameters": parameters_of(&row, &body),
         "Outputs": body.get("Outputs").cloned().unwrap_or_else(|| json!({})),
@@ -392,7 +389,11 @@ pub async fn describe_executions(
     'pages: loop {
         let rows = st
             .store
-            .list(None, 200, cursor)
+            .list(ListFilter {
+                status: None,
+                before: cursor,
+                limit: 200,
+            })
             .await
             .map_err(SsmError::internal)?;
         let exhausted = rows.len() < 200;
@@ -443,7 +444,7 @@ async fn metadata_if(
     else {
         return Ok(None);
     };
-    let status = aws_status(st, row);
+    let status = aws_status(row);
     let name = row.document_name.clone().unwrap_or_default();
     let start = epoch(row.started_at.as_deref().unwrap_or(&row.submitted_at)).unwrap_or(0.0);
     let result: Value = row
@@ -603,10 +604,7 @@ pub async fn stop(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value, 
             ),
         )),
         CancelOutcome::CancelledQueued => Ok(json!({})),
-        CancelOutcome::Cancelling => {
-            st.mark_stopping(&id);
-            Ok(json!({}))
-        }
+        CancelOutcome::Cancelling => Ok(json!({})),
     }
 }
 
