@@ -14,6 +14,7 @@ pub mod execute;
 pub mod images;
 pub mod pool;
 pub mod protocol;
+pub mod record;
 pub mod result;
 pub mod runbook;
 pub mod runtimes;

@@ -748,7 +748,7 @@ async fn sigterm_lets_short_executions_finish_and_cancels_the_rest() {
     assert_eq!(s.status.as_str(), "Success");
     let l = row(&long).await;
     assert_eq!(l.status.as_str(), "Cancelled");
-    let result: Value = serde_json::from_str(l.result.as_deref().unwrap()).unwrap();
+    let result: Value = l.native_json();
     assert_eq!(result["KillReason"], "Cancelled");
     let logs = store.logs(&long, 0, 100).await.unwrap();
     assert!(

@@ -27,7 +27,7 @@ use super::types::{self, parse_submit, problems_json};
 use crate::images;
 use crate::runtimes::Catalog;
 use crate::sandbox::Engine;
-use crate::store::{ExecStatus, ExecutionStore, ListFilter};
+use crate::store::{ExecStatus, ExecutionRecord, ExecutionStore, ListFilter, Outcome};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -271,7 +271,11 @@ async fn list(
         .await
         .map_err(ApiError::internal)?;
     let more = rows.len() > limit;
-    let page: Vec<Value> = rows.iter().take(limit).map(types::summary).collect();
+    let page: Vec<Value> = rows
+        .iter()
+        .take(limit)
+        .map(ExecutionRecord::summary_json)
+        .collect();
     let mut body = json!({ "Executions": page });
     if more {
         body["NextToken"] = json!(rows[limit - 1].seq.to_string());
@@ -284,26 +288,33 @@ pub async fn execution_object(
     store: &dyn ExecutionStore,
     id: &str,
 ) -> Result<Option<Value>, ApiError> {
-    let Some(row) = store.get(id).await.map_err(ApiError::internal)? else {
+    Ok(execution_record(store, id)
+        .await?
+        .map(|record| record.native_json()))
+}
+
+/// The record, its outcome filled with what is known so far when it has none yet.
+pub async fn execution_record(
+    store: &dyn ExecutionStore,
+    id: &str,
+) -> Result<Option<ExecutionRecord>, ApiError> {
+    let Some(mut record) = store.get(id).await.map_err(ApiError::internal)? else {
         return Ok(None);
     };
-    if let Some(result) = &row.result
-        && let Ok(v) = serde_json::from_str::<Value>(result)
-    {
-        return Ok(Some(v));
+    if record.outcome == Outcome::Pending {
+        let steps = store.steps(id).await.map_err(ApiError::internal)?;
+        let logs = store
+            .logs(id, 0, 100_000)
+            .await
+            .map_err(ApiError::internal)?;
+        record.outcome = record.provisional(
+            steps,
+            &logs,
+            record.failure_message.as_deref(),
+            record.status,
+        );
     }
-    let steps = store.steps(id).await.map_err(ApiError::internal)?;
-    let logs = store
-        .logs(id, 0, 100_000)
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(Some(types::provisional(
-        &row,
-        &steps,
-        &logs,
-        row.failure_message.as_deref(),
-        row.status,
-    )))
+    Ok(Some(record))
 }
 
 async fn get_one(

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::runtimes::Catalog;
 use crate::sandbox::{Engine, SandboxError};
-use crate::store::{ExecStatus, ExecutionStore, Finish, Store};
+use crate::store::{ExecStatus, ExecutionStore, ExitFact, Finish, Store, Timestamp};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -104,33 +104,31 @@ fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
     tokio::net::UnixListener::from_std(listener).map_err(|e| ServeError::Io(e.to_string()))
 }
 
-/// Ends executions a dead daemon left `Running`: `Failed`, with the restart message.
+/// Ends executions a dead daemon left `Running`: `Failed`, with the restart message. Holding
+/// the data directory's lock proves their owner dead, so their leases are not waited out.
 async fn recover_running(store: &dyn ExecutionStore) -> Result<usize, ServeError> {
     let running = store
         .with_status(ExecStatus::Running)
         .await
         .map_err(|e| ServeError::Io(e.to_string()))?;
     let n = running.len();
-    for row in running {
-        let steps = store.steps(&row.id).await.unwrap_or_default();
-        let logs = store.logs(&row.id, 0, 100_000).await.unwrap_or_default();
-        let ended = crate::runbook::output::time(chrono::Utc::now());
-        let mut r = row.clone();
-        r.ended_at = Some(ended.clone());
-        let body = types::provisional(
-            &r,
-            &steps,
+    for record in running {
+        let steps = store.steps(&record.id).await.unwrap_or_default();
+        let logs = store.logs(&record.id, 0, 100_000).await.unwrap_or_default();
+        let outcome = record.provisional(
+            steps,
             &logs,
             Some(types::RESTARTED_MESSAGE),
             ExecStatus::Failed,
         );
         store
             .finish(Finish {
-                id: row.id.clone(),
+                id: record.id.clone(),
                 status: ExecStatus::Failed,
-                result: body.to_string(),
+                outcome,
                 failure_message: Some(types::RESTARTED_MESSAGE.into()),
-                ended_at: ended,
+                ended: Timestamp::now(),
+                exit: ExitFact::NotApplicable,
             })
             .await
             .map_err(|e| ServeError::Io(e.to_string()))?;

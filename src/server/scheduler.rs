@@ -29,22 +29,19 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::metrics::Metrics;
-use super::types::{
-    CANCELLED_QUEUED_MESSAGE, Invalid, Prepared, SubmitRequest, Work, envelope, prepare,
-    provisional,
-};
+use super::types::{CANCELLED_QUEUED_MESSAGE, Invalid, Prepared, SubmitRequest, Work, prepare};
 use crate::config::{EffectiveLimits, Settings};
 use crate::execute::{ExecuteError, ExecuteOptions, execute_step_pooled};
 use crate::pool::WarmPool;
+use crate::record::RunbookOutcome;
 use crate::result::{LogLine, LogStream, StepResult};
 use crate::runbook::{self as rb, executor::RunEvent};
 use crate::runtimes::Catalog;
@@ -52,7 +49,8 @@ use crate::sandbox::Engine;
 use crate::sandbox::Removal;
 use crate::step::ValidatedStep;
 use crate::store::{
-    CancelRequest, ExecKind, ExecStatus, ExecutionRow, ExecutionStore, Finish, NewExecution,
+    CancelRequest, ExecKind, ExecStatus, ExecutionRecord, ExecutionStore, ExitFact, Finish,
+    NewExecution, Outcome, StepExecution, Timestamp,
 };
 
 /// Submissions validated at once (each on a blocking thread); more wait their turn.
@@ -266,8 +264,8 @@ pub struct Scheduler {
     owner: String,
 }
 
-fn now() -> String {
-    rb::output::time(Utc::now())
+fn now() -> Timestamp {
+    Timestamp::now()
 }
 
 impl Scheduler {
@@ -400,7 +398,7 @@ impl Scheduler {
             runtime: prepared.runtime(),
             document_name: prepared.document_name(),
             request,
-            submitted_at: now(),
+            submitted: now(),
         };
         if let Err(e) = self.store.insert(new).await {
             let mut st = self.state.lock().expect("scheduler lock");
@@ -430,7 +428,7 @@ impl Scheduler {
     }
 
     /// Queues executions found `Queued` in the store at start (they were acknowledged).
-    pub async fn requeue(&self, rows: Vec<ExecutionRow>) {
+    pub async fn requeue(&self, rows: Vec<ExecutionRecord>) {
         for row in rows {
             let parsed: Result<SubmitRequest, String> =
                 serde_json::from_str(&row.request).map_err(|e| e.to_string());
@@ -457,15 +455,16 @@ impl Scheduler {
                     let msg = format!(
                         "scriptbox restarted and could no longer run this queued execution: {why}"
                     );
-                    let body = provisional(&row, &[], &[], Some(&msg), ExecStatus::Failed);
+                    let outcome = row.provisional(vec![], &[], Some(&msg), ExecStatus::Failed);
                     let _ = self
                         .store
                         .finish(Finish {
                             id: row.id.clone(),
                             status: ExecStatus::Failed,
-                            result: body.to_string(),
+                            outcome,
                             failure_message: Some(msg),
-                            ended_at: now(),
+                            ended: now(),
+                            exit: ExitFact::NotApplicable,
                         })
                         .await;
                 }
@@ -578,15 +577,14 @@ impl Scheduler {
         );
         tracing::error!("execution {id}: {msg}");
         self.store.append_log(&id, None, LogStream::Scriptbox, &msg);
-        if let Ok(Some(mut row)) = self.store.get(&id).await {
-            row.ended_at = Some(now());
-            let body = provisional(&row, &[], &[], Some(&msg), ExecStatus::Failed);
+        if let Ok(Some(row)) = self.store.get(&id).await {
             let finish = Finish {
                 id: id.clone(),
                 status: ExecStatus::Failed,
-                result: body.to_string(),
+                outcome: row.provisional(vec![], &[], Some(&msg), ExecStatus::Failed),
                 failure_message: Some(msg),
-                ended_at: now(),
+                ended: now(),
+                exit: ExitFact::NotApplicable,
             };
             if let Err(e) = self.store.finish(finish).await {
                 tracing::error!("cannot record the end of {id}: {e}");
@@ -616,40 +614,29 @@ impl Scheduler {
         // Counts the container permit as released however this ends (a panic too).
         let alive = Alive(&self.metrics);
         let limits = job.prepared.limits.clone();
-        let (status, body, failure, removal) = match job.prepared.work {
+        let (status, outcome, failure, removal) = match job.prepared.work {
             Work::Step(step) => self.run_step(&id, &step, &limits, &token).await,
             Work::Runbook(doc, params) => {
-                let (status, body, failure) =
+                let (status, outcome, failure) =
                     self.run_runbook(&id, &doc, params, &limits, &token).await;
-                (status, body, failure, None)
+                (status, outcome, failure, None)
             }
         };
-        let row = self.store.get(&id).await.ok().flatten();
-        let mut body = match &row {
-            Some(row) => {
-                let mut r = row.clone();
-                r.ended_at = Some(now());
-                envelope(&r, status, body)
-            }
-            None => body,
+        // A warm step's result is recorded before Docker reports the exit: its exit fact is
+        // pending (`ExitCode: null`) until the removal below brings it.
+        let exit = match &outcome {
+            Outcome::Step(r) if removal.is_some() && r.exit_code.is_none() => ExitFact::Pending,
+            _ => ExitFact::NotApplicable,
         };
-        // A warm step's result is recorded before Docker reports the exit: ExitCode is null
-        // (not known yet) until the removal below fills it in.
-        let exit_pending = removal.is_some()
-            && body.get("ExitCode").is_none()
-            && body.get("Kind").and_then(Value::as_str) == Some("Step");
-        if exit_pending && let Some(obj) = body.as_object_mut() {
-            obj.insert("ExitCode".into(), Value::Null);
-        }
-        let ended_at = now();
-        let mut finish = Finish {
+        let finish = Finish {
             id: id.clone(),
             status,
-            result: body.to_string(),
+            outcome,
             failure_message: failure,
-            ended_at,
+            ended: now(),
+            exit,
         };
-        if let Err(e) = self.store.finish(finish.clone()).await {
+        if let Err(e) = self.store.finish(finish).await {
             tracing::error!("cannot record the end of {id}: {e}");
         }
         self.metrics.finished(
@@ -661,13 +648,14 @@ impl Scheduler {
         // exit facts arrive with its removal: an abnormal exit after the result is logged.
         if let Some(removal) = removal {
             let finished = removal.finish().await;
-            if exit_pending
+            if exit == ExitFact::Pending
                 && let Ok(Some(facts)) = &finished
-                && let Some(obj) = body.as_object_mut()
             {
-                obj.insert("ExitCode".into(), facts.exit_code.into());
-                finish.result = body.to_string();
-                if let Err(e) = self.store.finish(finish).await {
+                let known = ExitFact::Known {
+                    exit_code: facts.exit_code,
+                    oom_killed: facts.oom_killed,
+                };
+                if let Err(e) = self.store.record_exit(&id, known).await {
                     tracing::error!("cannot record the exit code of {id}: {e}");
                 }
             }
@@ -704,7 +692,7 @@ impl Scheduler {
         step: &ValidatedStep,
         limits: &EffectiveLimits,
         token: &CancellationToken,
-    ) -> (ExecStatus, Value, Option<String>, Option<Removal>) {
+    ) -> (ExecStatus, Outcome, Option<String>, Option<Removal>) {
         let store = self.store.clone();
         let log_id = id.to_string();
         let mut on_log =
@@ -742,7 +730,7 @@ impl Scheduler {
                 let status = ExecStatus::from(result.status);
                 (
                     status,
-                    serde_json::to_value(&result).unwrap_or(Value::Null),
+                    Outcome::Step(Box::new(result)),
                     failure,
                     Some(removal),
                 )
@@ -750,18 +738,13 @@ impl Scheduler {
             Err(e) => {
                 let msg = format!("the container engine failed: {e}");
                 self.store.append_log(id, None, LogStream::Scriptbox, &msg);
-                let body = json!({
-                    "ExecutionId": id,
-                    "Runtime": step.runtime,
-                    "Status": "Failed",
-                    "Payload": null,
-                    "FailureMessage": msg,
-                    "Error": {"ErrorType": "EngineError", "Message": msg, "StackTrace": []},
-                    "Log": [],
-                    "LogTruncated": false,
-                    "DurationMs": 0,
-                });
-                (ExecStatus::Failed, body, Some(msg), None)
+                let result = crate::record::engine_failure(id, &step.runtime, &msg);
+                (
+                    ExecStatus::Failed,
+                    Outcome::Step(Box::new(result)),
+                    Some(msg),
+                    None,
+                )
             }
         }
     }
@@ -773,7 +756,7 @@ impl Scheduler {
         params: serde_json::Map<String, Value>,
         limits: &EffectiveLimits,
         token: &CancellationToken,
-    ) -> (ExecStatus, Value, Option<String>) {
+    ) -> (ExecStatus, Outcome, Option<String>) {
         let steps = RunbookSteps {
             runner: self.runner.as_ref(),
             limits,
@@ -797,20 +780,8 @@ impl Scheduler {
                 if attempt == 1 {
                     logged = 0;
                 }
-                let record = json!({
-                    "StepName": step.name,
-                    "Action": step.action,
-                    "StepStatus": "InProgress",
-                    "ExecutionStartTime": now(),
-                    "ScriptboxAttempts": attempt,
-                });
-                store.step(
-                    &exec_id,
-                    index,
-                    &step.name,
-                    "InProgress",
-                    record.to_string(),
-                );
+                let record = StepExecution::started(&step.name, &step.action, attempt);
+                store.step(&exec_id, index, &record);
             }
             RunEvent::Log { step, line } => {
                 let before = logged;
@@ -829,14 +800,7 @@ impl Scheduler {
                 }
             }
             RunEvent::StepFinished { record } => {
-                let json = rb::output::step_json(record);
-                store.step(
-                    &exec_id,
-                    index,
-                    &record.name,
-                    record.status.as_str(),
-                    json.to_string(),
-                );
+                store.step(&exec_id, index, &StepExecution::finished(record));
                 index += 1;
             }
         };
@@ -844,16 +808,17 @@ impl Scheduler {
             rb::executor::execute(doc, params, &steps, &options, &mut observer, token).await;
         let status = ExecStatus::from(execution.status);
         let failure = execution.failure_message.clone();
-        (status, rb::output::execution_json(&execution), failure)
+        (
+            status,
+            Outcome::Runbook(Box::new(RunbookOutcome::of(&execution))),
+            failure,
+        )
     }
 
     async fn finish_queued_cancel(&self, id: &str) {
         if let Ok(Some(row)) = self.store.get(id).await {
-            let mut r = row.clone();
-            r.ended_at = Some(now());
-            let body = provisional(
-                &r,
-                &[],
+            let outcome = row.provisional(
+                vec![],
                 &[],
                 Some(CANCELLED_QUEUED_MESSAGE),
                 ExecStatus::Cancelled,
@@ -863,9 +828,10 @@ impl Scheduler {
                 .cancel_queued(Finish {
                     id: id.to_string(),
                     status: ExecStatus::Cancelled,
-                    result: body.to_string(),
+                    outcome,
                     failure_message: Some(CANCELLED_QUEUED_MESSAGE.into()),
-                    ended_at: now(),
+                    ended: now(),
+                    exit: ExitFact::NotApplicable,
                 })
                 .await;
             self.metrics.finished(

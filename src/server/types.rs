@@ -1,5 +1,5 @@
 //! The API's JSON: submission bodies (unknown fields refused), their validation into something
-//! runnable, and the execution objects `get` returns.
+//! runnable (the execution objects `get` returns are `record::ExecutionRecord`'s).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,7 +12,7 @@ use crate::config::{EffectiveLimits, RequestedLimits, Settings};
 use crate::runbook::{self as rb, Problem};
 use crate::runtimes::Catalog;
 use crate::step::{self, Attachment, StepInputs, ValidatedStep};
-use crate::store::{ExecKind, ExecStatus, ExecutionRow, LogRow};
+use crate::store::ExecKind;
 
 /// `POST /v1/executions`: exactly one of `Step` or `Runbook`, and optional `Limits`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -335,121 +335,6 @@ pub fn problems_json(problems: &[Problem]) -> Value {
 pub const RESTARTED_MESSAGE: &str = "scriptbox restarted while this execution was running";
 /// The message of an execution cancelled before it got a container.
 pub const CANCELLED_QUEUED_MESSAGE: &str = "The execution was cancelled before it started.";
-
-/// Adds the daemon's keys to a result object: `Id`, `Kind`, `Status` and the times.
-pub fn envelope(row: &ExecutionRow, status: ExecStatus, body: Value) -> Value {
-    let mut m = match body {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    };
-    m.insert("Id".into(), json!(row.id));
-    m.insert(
-        "Kind".into(),
-        json!(match row.kind {
-            ExecKind::Step => "Step",
-            ExecKind::Runbook => "Runbook",
-        }),
-    );
-    m.insert("Status".into(), json!(status.as_str()));
-    m.insert("SubmittedTime".into(), json!(row.submitted_at));
-    if let Some(t) = &row.started_at {
-        m.insert("StartedTime".into(), json!(t));
-    }
-    if let Some(t) = &row.ended_at {
-        m.insert("EndedTime".into(), json!(t));
-    }
-    Value::Object(m)
-}
-
-/// The object of an execution not finished yet (or finished without a stored result):
-/// the shape of `invoke` / `run` output with what is known so far.
-pub fn provisional(
-    row: &ExecutionRow,
-    steps: &[String],
-    logs: &[LogRow],
-    failure: Option<&str>,
-    status: ExecStatus,
-) -> Value {
-    let body = match row.kind {
-        ExecKind::Step => {
-            let log: Vec<Value> = logs
-                .iter()
-                .map(|l| json!({"Stream": l.stream, "Text": l.text}))
-                .collect();
-            let mut m = json!({
-                "ExecutionId": row.id,
-                "Runtime": row.runtime.clone().unwrap_or_default(),
-                "Payload": null,
-                "Log": log,
-                "LogTruncated": false,
-                "DurationMs": 0,
-            });
-            if let Some(f) = failure {
-                m["FailureMessage"] = json!(f);
-                m["Error"] =
-                    json!({"ErrorType": "ScriptboxRestarted", "Message": f, "StackTrace": []});
-            }
-            m
-        }
-        ExecKind::Runbook => {
-            let mut steps: Vec<Value> = steps
-                .iter()
-                .filter_map(|s| serde_json::from_str(s).ok())
-                .collect();
-            if let Some(f) = failure {
-                for s in steps.iter_mut() {
-                    if s["StepStatus"] == "InProgress" {
-                        s["StepStatus"] = json!(status.as_str());
-                        s["FailureMessage"] = json!(f);
-                    }
-                }
-            }
-            let aws_status = match status {
-                ExecStatus::Queued => "Pending",
-                ExecStatus::Running => "InProgress",
-                other => other.as_str(),
-            };
-            let mut m = json!({
-                "AutomationExecutionId": row.id,
-                "DocumentName": row.document_name.clone().unwrap_or_default(),
-                "AutomationExecutionStatus": aws_status,
-                "Outputs": {},
-                "StepExecutions": steps,
-            });
-            if let Some(f) = failure {
-                m["FailureMessage"] = json!(f);
-            }
-            m
-        }
-    };
-    envelope(row, status, body)
-}
-
-/// A short summary for lists.
-pub fn summary(row: &ExecutionRow) -> Value {
-    let mut m = json!({
-        "Id": row.id,
-        "Kind": match row.kind { ExecKind::Step => "Step", ExecKind::Runbook => "Runbook" },
-        "Status": row.status.as_str(),
-        "SubmittedTime": row.submitted_at,
-    });
-    if let Some(r) = &row.runtime {
-        m["Runtime"] = json!(r);
-    }
-    if let Some(d) = &row.document_name {
-        m["DocumentName"] = json!(d);
-    }
-    if let Some(t) = &row.started_at {
-        m["StartedTime"] = json!(t);
-    }
-    if let Some(t) = &row.ended_at {
-        m["EndedTime"] = json!(t);
-    }
-    if let Some(f) = &row.failure_message {
-        m["FailureMessage"] = json!(f);
-    }
-    m
-}
 
 /// Reads the `Content` of local files for a request.
 pub fn attachment_requests(files: &HashMap<String, Vec<u8>>) -> Vec<AttachmentRequest> {

@@ -17,13 +17,11 @@ use super::sigv4::Caller;
 use crate::server::api::execution_object;
 use crate::server::scheduler::{CancelOutcome, SubmitError};
 use crate::server::types::{AttachmentRequest, RunbookRequest, SubmitRequest, base64_of};
-use crate::store::{ExecKind, ExecStatus, ExecutionRow, ListFilter};
+use crate::store::{ExecKind, ExecStatus, ExecutionRecord, ListFilter, Outcome, Timestamp};
 
 /// RFC 3339 → epoch seconds (what the JSON 1.1 protocol carries for timestamps).
 pub fn epoch(t: &str) -> Option<f64> {
-    chrono::DateTime::parse_from_rfc3339(t)
-        .ok()
-        .map(|d| d.timestamp_millis() as f64 / 1000.0)
+    Timestamp::parse(t).map(|t| t.epoch_secs())
 }
 
 fn epoch_value(v: &Value) -> Option<Value> {
@@ -120,7 +118,7 @@ async fn runbook_row(
     st: &SsmState,
     caller: &Caller,
     id: &str,
-) -> Result<(ExecutionRow, ExecRow), SsmError> {
+) -> Result<(ExecutionRecord, ExecRow), SsmError> {
     let Some(ssm) = ssm_row(st, id).await?.filter(|s| s.tenant == caller.tenant) else {
         return Err(SsmError::no_execution(id));
     };
@@ -139,10 +137,10 @@ async fn ssm_row(st: &SsmState, id: &str) -> Result<Option<ExecRow>, SsmError> {
 }
 
 /// The AWS status of a stored status (`Cancelling` once a stop is stored, until it ends).
-fn aws_status(row: &ExecutionRow) -> &'static str {
+fn aws_status(row: &ExecutionRecord) -> &'static str {
     match row.status {
         ExecStatus::Queued => "Pending",
-        ExecStatus::Running if row.cancel_requested_at.is_some() => "Cancelling",
+        ExecStatus::Running if row.cancel_requested.is_some() => "Cancelling",
         ExecStatus::Running => "InProgress",
         other => other.as_str(),
     }
@@ -185,7 +183,7 @@ pub fn step_execution(s: &Value) -> Value {
 }
 
 /// Parameters as AWS shows them: from the result, else from the request.
-fn parameters_of(row: &ExecutionRow, body: &Value) -> Map<String, Value> {
+fn parameters_of(row: &ExecutionRecord, body: &Value) -> Map<String, Value> {
     if let Some(Value::Object(p)) = body.get("Parameters") {
         return p.clone();
     }
@@ -223,12 +221,13 @@ pub async fn execution(st: &SsmState, caller: &Caller, id: &str) -> Result<Value
     let start = body
         .get("ExecutionStartTime")
         .and_then(Value::as_str)
-        .or(row.started_at.as_deref())
-        .unwrap_or(&row.submitted_at);
+        .and_then(Timestamp::parse)
+        .or(row.started)
+        .unwrap_or(row.submitted);
     let mut m = json!({
         "AutomationExecutionId": row.id,
         "DocumentName": row.document_name.clone().unwrap_or_default(),
-        "ExecutionStartTime": epoch(start),
+        "ExecutionStartTime": start.epoch_secs(),
         "AutomationExecutionStatus": aws_status(&row),
         "StepExecutionsTruncated": false,
         "Parameters": parameters_of(&row, &body),
@@ -246,9 +245,10 @@ pub async fn execution(st: &SsmState, caller: &Caller, id: &str) -> Result<Value
         let end = body
             .get("ExecutionEndTime")
             .and_then(Value::as_str)
-            .or(row.ended_at.as_deref());
-        if let Some(t) = end.and_then(epoch) {
-            m["ExecutionEndTime"] = json!(t);
+            .and_then(Timestamp::parse)
+            .or(row.ended);
+        if let Some(t) = end {
+            m["ExecutionEndTime"] = json!(t.epoch_secs());
         }
     } else if let Some(cur) = steps.iter().rev().find(|s| s["StepStatus"] == "InProgress") {
         m["CurrentStepName"] = cur["StepName"].clone();
@@ -434,7 +434,7 @@ pub async fn describe_executions(
 async fn metadata_if(
     st: &SsmState,
     caller: &Caller,
-    row: &ExecutionRow,
+    row: &ExecutionRecord,
     fs: &[(String, Vec<String>)],
 ) -> Result<Option<Value>, SsmError> {
     // Only the caller's tenant's SSM executions: native submissions belong to no tenant.
@@ -446,12 +446,12 @@ async fn metadata_if(
     };
     let status = aws_status(row);
     let name = row.document_name.clone().unwrap_or_default();
-    let start = epoch(row.started_at.as_deref().unwrap_or(&row.submitted_at)).unwrap_or(0.0);
-    let result: Value = row
-        .result
-        .as_deref()
-        .and_then(|r| serde_json::from_str(r).ok())
-        .unwrap_or(Value::Null);
+    let start = row.started.unwrap_or(row.submitted).epoch_secs();
+    let outputs = match &row.outcome {
+        Outcome::Runbook(r) => Value::Object(r.outputs.clone()),
+        Outcome::Legacy(m) => m.get("Outputs").cloned().unwrap_or_else(|| json!({})),
+        Outcome::Pending | Outcome::Step(_) => json!({}),
+    };
     let current = if row.status.is_terminal() {
         None
     } else {
@@ -459,10 +459,9 @@ async fn metadata_if(
             .steps(&row.id)
             .await
             .map_err(SsmError::internal)?
-            .iter()
+            .into_iter()
             .rev()
-            .filter_map(|s| serde_json::from_str::<Value>(s).ok())
-            .find(|s| s["StepStatus"] == "InProgress")
+            .find(|s| s.step_status == "InProgress")
     };
     for (k, vals) in fs {
         let ok = match k.as_str() {
@@ -473,7 +472,7 @@ async fn metadata_if(
             "ExecutionId" => vals.iter().any(|v| v == &row.id),
             "CurrentAction" => current
                 .as_ref()
-                .is_some_and(|c| vals.iter().any(|v| c["Action"] == v.as_str())),
+                .is_some_and(|c| vals.contains(&c.action)),
             "StartTimeBefore" => start <= time_filter(k, vals)?,
             "StartTimeAfter" => start >= time_filter(k, vals)?,
             "AutomationType" => vals.iter().any(|v| v == "Local"),
@@ -491,13 +490,13 @@ async fn metadata_if(
         "AutomationExecutionStatus": status,
         "ExecutionStartTime": start,
         "LogFile": "",
-        "Outputs": result.get("Outputs").cloned().unwrap_or_else(|| json!({})),
+        "Outputs": outputs,
         "Mode": "Auto",
         "AutomationType": "Local",
         "__seq": row.seq,
     });
-    if let Some(t) = row.ended_at.as_deref().and_then(epoch) {
-        m["ExecutionEndTime"] = json!(t);
+    if let Some(t) = row.ended {
+        m["ExecutionEndTime"] = json!(t.epoch_secs());
     }
     if let Some(s) = &ssm {
         m["DocumentVersion"] = json!(s.document_version);
@@ -506,8 +505,8 @@ async fn metadata_if(
         }
     }
     if let Some(c) = &current {
-        m["CurrentStepName"] = c["StepName"].clone();
-        m["CurrentAction"] = c["Action"].clone();
+        m["CurrentStepName"] = json!(c.step_name);
+        m["CurrentAction"] = json!(c.action);
     }
     if let Some(f) = &row.failure_message {
         m["FailureMessage"] = json!(f);

@@ -1198,7 +1198,11 @@ mod tests {
         use crate::store::ExecutionStore as _;
         let row = store.get("x1").await.unwrap().unwrap();
         assert_eq!(row.status, crate::store::ExecStatus::Success);
-        assert_eq!(row.result.as_deref(), Some("{\"Status\":\"Success\"}"));
+        assert_eq!(
+            row.native_json(),
+            serde_json::json!({"Status": "Success"}),
+            "a record of before is shown as it was stored"
+        );
         let docs = DocStore::new(store.documents());
         docs.with(|c| {
             let doc = get_doc(c, "team-a", "Doc").unwrap().unwrap();

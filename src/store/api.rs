@@ -10,7 +10,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
-use super::{ExecStatus, ExecutionRow, Finish, LogRow, NewExecution, StoreError};
+use super::{
+    ExecStatus, ExecutionRecord, ExitFact, Finish, LogRow, NewExecution, StepExecution, StoreError,
+    Timestamp,
+};
 use crate::result::LogStream;
 
 /// What a cancel request found.
@@ -48,7 +51,7 @@ pub trait ExecutionStore: Send + Sync + std::fmt::Debug {
         &'a self,
         owner: &'a str,
         lease: Duration,
-    ) -> BoxFuture<'a, Result<Option<ExecutionRow>, StoreError>>;
+    ) -> BoxFuture<'a, Result<Option<ExecutionRecord>, StoreError>>;
 
     /// Marks the execution `id` `Running` for `owner`, leased for `lease`, if it is still
     /// `Queued` (the caller chose it from its own queue); true when it did.
@@ -68,42 +71,49 @@ pub trait ExecutionStore: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
     /// Records (or replaces) a runbook step's record at `index`; batched, never waits.
-    fn step(&self, id: &str, index: i64, name: &str, status: &str, record: String);
+    fn step(&self, id: &str, index: i64, step: &StepExecution);
 
     /// Appends a log line; batched, never waits.
     fn append_log(&self, id: &str, step: Option<&str>, stream: LogStream, text: &str);
 
-    /// Records the end of an execution (or replaces it, to add a late fact); returns once it is
-    /// durable.
+    /// Records the end of an execution; returns once it is durable.
     fn finish(&self, finish: Finish) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// A late fact: Docker's exit, after the result was recorded.
+    fn record_exit<'a>(
+        &'a self,
+        id: &'a str,
+        exit: ExitFact,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Records the end of a queued execution, only if it is still `Queued`; true when it was.
     fn cancel_queued(&self, finish: Finish) -> BoxFuture<'_, Result<bool, StoreError>>;
 
-    /// Stores a cancel request for a running execution (its time, RFC 3339).
+    /// Stores a cancel request for a running execution.
     fn request_cancel<'a>(
         &'a self,
         id: &'a str,
-        at: String,
+        at: Timestamp,
     ) -> BoxFuture<'a, Result<CancelRequest, StoreError>>;
 
     /// One execution.
-    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<ExecutionRow>, StoreError>>;
+    fn get<'a>(&'a self, id: &'a str)
+    -> BoxFuture<'a, Result<Option<ExecutionRecord>, StoreError>>;
 
     /// Executions, newest first.
-    fn list(&self, filter: ListFilter) -> BoxFuture<'_, Result<Vec<ExecutionRow>, StoreError>>;
+    fn list(&self, filter: ListFilter) -> BoxFuture<'_, Result<Vec<ExecutionRecord>, StoreError>>;
 
     /// Executions with a status, oldest first (recovery).
     fn with_status(
         &self,
         status: ExecStatus,
-    ) -> BoxFuture<'_, Result<Vec<ExecutionRow>, StoreError>>;
+    ) -> BoxFuture<'_, Result<Vec<ExecutionRecord>, StoreError>>;
 
     /// Count of executions per status.
     fn counts(&self) -> BoxFuture<'_, Result<Vec<(ExecStatus, i64)>, StoreError>>;
 
-    /// A runbook execution's step records so far, in order (JSON texts).
-    fn steps<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
+    /// A runbook execution's step records so far, in order.
+    fn steps<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<StepExecution>, StoreError>>;
 
     /// Log lines after `after` (a log `seq`), at most `limit`.
     fn logs<'a>(

@@ -54,12 +54,16 @@ pub const MIGRATIONS: &[Migration] = &[
     // their own (`CREATE TABLE IF NOT EXISTS`), and before that without tenants: such a
     // database keeps its tables, moved to the tenant-scoped ones as the default tenant's.
     Migration::Rust(ssm_tables),
-    // 3: a stored cancel request (SSM's `Cancelling`) and the lease of the owner running an
-    // execution (a shared store hands executions to many hosts).
+    // 3: a stored cancel request (SSM's `Cancelling`), the lease of the owner running an
+    // execution (a shared store hands executions to many hosts), and the typed outcome and late
+    // exit fact (`record::Outcome`, `record::ExitFact`, serde JSON) that replace `result`; rows
+    // from before keep their `result`, shown as stored.
     Migration::Sql(
         "ALTER TABLE executions ADD COLUMN cancel_requested_at TEXT;
     ALTER TABLE executions ADD COLUMN lease_owner TEXT;
-    ALTER TABLE executions ADD COLUMN lease_until TEXT;",
+    ALTER TABLE executions ADD COLUMN lease_until TEXT;
+    ALTER TABLE executions ADD COLUMN outcome TEXT;
+    ALTER TABLE executions ADD COLUMN exit_fact TEXT;",
     ),
 ];
 

@@ -14,7 +14,9 @@ pub mod sqlite;
 
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+pub use crate::record::{
+    ExecKind, ExecStatus, ExecutionRecord, ExitFact, LogRow, Outcome, StepExecution, Timestamp,
+};
 
 pub use api::{CancelRequest, ExecutionStore, ListFilter};
 pub use sqlite::{DocumentsDb, SqliteStore};
@@ -44,119 +46,6 @@ pub enum StoreError {
     },
 }
 
-/// An execution's status. `Queued` and `Running` are the daemon's; the rest are a step's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ExecStatus {
-    /// Accepted, waiting for a container permit.
-    Queued,
-    /// Holding a permit.
-    Running,
-    /// Ended well.
-    Success,
-    /// Ended badly (including "scriptbox restarted while this execution was running").
-    Failed,
-    /// A step's timeout passed.
-    TimedOut,
-    /// Cancelled (by a client, or by a shutdown past its grace period).
-    Cancelled,
-}
-
-impl ExecStatus {
-    /// Every status, in lifecycle order.
-    pub const ALL: [ExecStatus; 6] = [
-        ExecStatus::Queued,
-        ExecStatus::Running,
-        ExecStatus::Success,
-        ExecStatus::Failed,
-        ExecStatus::TimedOut,
-        ExecStatus::Cancelled,
-    ];
-
-    /// The spelling in JSON and in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExecStatus::Queued => "Queued",
-            ExecStatus::Running => "Running",
-            ExecStatus::Success => "Success",
-            ExecStatus::Failed => "Failed",
-            ExecStatus::TimedOut => "TimedOut",
-            ExecStatus::Cancelled => "Cancelled",
-        }
-    }
-
-    /// Parses the spelling.
-    pub fn parse(s: &str) -> Option<ExecStatus> {
-        ExecStatus::ALL.into_iter().find(|x| x.as_str() == s)
-    }
-
-    /// True once the execution can no longer change.
-    pub fn is_terminal(self) -> bool {
-        !matches!(self, ExecStatus::Queued | ExecStatus::Running)
-    }
-}
-
-impl From<crate::result::StepStatus> for ExecStatus {
-    fn from(s: crate::result::StepStatus) -> Self {
-        use crate::result::StepStatus as S;
-        match s {
-            S::Success => ExecStatus::Success,
-            S::Failed => ExecStatus::Failed,
-            S::TimedOut => ExecStatus::TimedOut,
-            S::Cancelled => ExecStatus::Cancelled,
-        }
-    }
-}
-
-/// What was submitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ExecKind {
-    /// One executeScript step.
-    Step,
-    /// A whole runbook.
-    Runbook,
-}
-
-impl ExecKind {
-    /// The spelling in JSON and in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExecKind::Step => "Step",
-            ExecKind::Runbook => "Runbook",
-        }
-    }
-}
-
-/// One execution as stored.
-#[derive(Debug, Clone)]
-pub struct ExecutionRow {
-    /// Submission order (the paging cursor).
-    pub seq: i64,
-    /// The id.
-    pub id: String,
-    /// Step or runbook.
-    pub kind: ExecKind,
-    /// The status.
-    pub status: ExecStatus,
-    /// The step's runtime (steps only).
-    pub runtime: Option<String>,
-    /// The document's name (runbooks only).
-    pub document_name: Option<String>,
-    /// The submitted request, JSON (re-read to run a queued execution after a restart).
-    pub request: String,
-    /// The final object (`invoke` / `run` JSON), once finished.
-    pub result: Option<String>,
-    /// Why it did not succeed.
-    pub failure_message: Option<String>,
-    /// RFC 3339 times.
-    pub submitted_at: String,
-    /// When it got a permit.
-    pub started_at: Option<String>,
-    /// When it ended.
-    pub ended_at: Option<String>,
-    /// When a cancel was requested while it was running (SSM shows it `Cancelling`).
-    pub cancel_requested_at: Option<String>,
-}
-
 /// A new execution.
 #[derive(Debug, Clone)]
 pub struct NewExecution {
@@ -171,22 +60,7 @@ pub struct NewExecution {
     /// The request JSON.
     pub request: String,
     /// Submission time.
-    pub submitted_at: String,
-}
-
-/// One stored log line.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct LogRow {
-    /// Increasing within an execution (not contiguous).
-    pub seq: i64,
-    /// The runbook step the line belongs to.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub step: Option<String>,
-    /// stdout, stderr or scriptbox.
-    pub stream: String,
-    /// The text.
-    pub text: String,
+    pub submitted: Timestamp,
 }
 
 /// The end of an execution.
@@ -196,12 +70,14 @@ pub struct Finish {
     pub id: String,
     /// Its final status.
     pub status: ExecStatus,
-    /// The final object, JSON.
-    pub result: String,
+    /// What it produced.
+    pub outcome: Outcome,
     /// Why it did not succeed.
     pub failure_message: Option<String>,
     /// End time.
-    pub ended_at: String,
+    pub ended: Timestamp,
+    /// Docker's exit facts: `Pending` when they come later ([`ExecutionStore::record_exit`]).
+    pub exit: ExitFact,
 }
 
 #[cfg(test)]
@@ -209,6 +85,18 @@ mod tests {
     use super::*;
     use crate::result::LogStream;
     use std::time::Duration;
+
+    fn at(t: &str) -> Timestamp {
+        Timestamp::parse(t).unwrap()
+    }
+
+    fn outcome() -> Outcome {
+        Outcome::Runbook(Box::new(crate::record::RunbookOutcome {
+            automation_execution_id: "a".into(),
+            automation_execution_status: "Success".into(),
+            ..Default::default()
+        }))
+    }
 
     fn filter(status: Option<ExecStatus>, limit: usize, before: Option<i64>) -> ListFilter {
         ListFilter {
@@ -225,7 +113,7 @@ mod tests {
             runtime: Some("python3.11".into()),
             document_name: None,
             request: "{}".into(),
-            submitted_at: "2026-01-01T00:00:00.000Z".into(),
+            submitted: at("2026-01-01T00:00:00.000Z"),
         }
     }
 
@@ -259,18 +147,20 @@ mod tests {
                 .finish(Finish {
                     id: "a".into(),
                     status: ExecStatus::Success,
-                    result: "{\"x\":1}".into(),
+                    outcome: outcome(),
                     failure_message: None,
-                    ended_at: "t2".into(),
+                    ended: at("2026-01-01T00:00:02.000Z"),
+                    exit: ExitFact::NotApplicable,
                 })
                 .await
                 .unwrap();
             let cancelled = Finish {
                 id: "a".into(),
                 status: ExecStatus::Cancelled,
-                result: "{}".into(),
+                outcome: Outcome::Pending,
                 failure_message: None,
-                ended_at: "t3".into(),
+                ended: at("2026-01-01T00:00:03.000Z"),
+                exit: ExitFact::NotApplicable,
             };
             assert!(!store.cancel_queued(cancelled).await.unwrap());
             store.close();
@@ -278,8 +168,9 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let a = store.get("a").await.unwrap().unwrap();
         assert_eq!(a.status, ExecStatus::Success);
-        assert_eq!(a.result.as_deref(), Some("{\"x\":1}"));
-        assert!(a.started_at.is_some());
+        assert_eq!(a.outcome, outcome());
+        assert_eq!(a.ended, Some(at("2026-01-01T00:00:02.000Z")));
+        assert!(a.started.is_some());
         let logs = store.logs("a", 0, 100).await.unwrap();
         assert_eq!(logs.len(), 2);
         assert_eq!(logs[1].step.as_deref(), Some("s1"));
@@ -325,29 +216,38 @@ mod tests {
                 "only the owner extends its lease"
             );
             assert_eq!(
-                store.request_cancel("q3", "t".into()).await.unwrap(),
+                store
+                    .request_cancel("q3", at("2026-01-01T00:00:04.000Z"))
+                    .await
+                    .unwrap(),
                 CancelRequest::Queued
             );
             assert_eq!(
-                store.request_cancel("q1", "t5".into()).await.unwrap(),
+                store
+                    .request_cancel("q1", at("2026-01-01T00:00:05.000Z"))
+                    .await
+                    .unwrap(),
                 CancelRequest::Requested
             );
             assert_eq!(
-                store.request_cancel("nope", "t".into()).await.unwrap(),
+                store
+                    .request_cancel("nope", at("2026-01-01T00:00:04.000Z"))
+                    .await
+                    .unwrap(),
                 CancelRequest::NotFound
             );
             store.close();
         }
         let store = Store::open(dir.path()).unwrap();
         let q1 = store.get("q1").await.unwrap().unwrap();
-        assert_eq!(q1.cancel_requested_at.as_deref(), Some("t5"));
+        assert_eq!(q1.cancel_requested, Some(at("2026-01-01T00:00:05.000Z")));
         assert!(
             store
                 .get("q2")
                 .await
                 .unwrap()
                 .unwrap()
-                .cancel_requested_at
+                .cancel_requested
                 .is_none()
         );
         assert_eq!(
@@ -359,14 +259,18 @@ mod tests {
             .finish(Finish {
                 id: "q1".into(),
                 status: ExecStatus::Cancelled,
-                result: "{}".into(),
+                outcome: Outcome::Pending,
                 failure_message: None,
-                ended_at: "t6".into(),
+                ended: at("2026-01-01T00:00:06.000Z"),
+                exit: ExitFact::NotApplicable,
             })
             .await
             .unwrap();
         assert_eq!(
-            store.request_cancel("q1", "t7".into()).await.unwrap(),
+            store
+                .request_cancel("q1", at("2026-01-01T00:00:07.000Z"))
+                .await
+                .unwrap(),
             CancelRequest::AlreadyFinished(ExecStatus::Cancelled)
         );
     }

@@ -21,7 +21,10 @@ use tokio::sync::{oneshot, watch};
 
 use super::api::{CancelRequest, ExecutionStore, ListFilter};
 use super::migrations::migrate;
-use super::{ExecKind, ExecStatus, ExecutionRow, Finish, LogRow, NewExecution, StoreError};
+use super::{
+    ExecKind, ExecStatus, ExecutionRecord, ExitFact, Finish, LogRow, NewExecution, Outcome,
+    StepExecution, StoreError, Timestamp,
+};
 use crate::result::LogStream;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -33,7 +36,7 @@ enum Op {
     Insert(NewExecution, Reply<()>),
     Claim {
         id: String,
-        at: String,
+        at: Timestamp,
         owner: String,
         lease_until: String,
         reply: Reply<bool>,
@@ -52,6 +55,11 @@ enum Op {
         record: String,
     },
     Finish(Finish, Option<Reply<bool>>),
+    Exit {
+        id: String,
+        exit: ExitFact,
+        reply: Reply<bool>,
+    },
     /// Cancelled while queued: only if still `Queued`; replies whether it was.
     CancelQueued(Finish, Reply<bool>),
     Flush(Reply<bool>),
@@ -136,34 +144,50 @@ fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error> {
     Ok(conn)
 }
 
-const ROW_COLUMNS: &str = "seq, id, kind, status, runtime, document_name, request, result, failure_message, submitted_at, started_at, ended_at, cancel_requested_at";
+const ROW_COLUMNS: &str = "seq, id, kind, status, runtime, document_name, request, result, failure_message, submitted_at, started_at, ended_at, cancel_requested_at, outcome, exit_fact";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRow> {
+fn time(t: Option<String>) -> Option<Timestamp> {
+    t.as_deref().and_then(Timestamp::parse)
+}
+
+/// The outcome: the typed one, else the object an older scriptbox stored, else pending.
+fn outcome(typed: Option<String>, legacy: Option<String>) -> Outcome {
+    if let Some(o) = typed.and_then(|t| serde_json::from_str::<Outcome>(&t).ok()) {
+        return o;
+    }
+    match legacy.and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok()) {
+        Some(serde_json::Value::Object(m)) => Outcome::Legacy(m),
+        _ => Outcome::Pending,
+    }
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRecord> {
     let kind: String = r.get(2)?;
     let status: String = r.get(3)?;
-    Ok(ExecutionRow {
+    let exit: Option<String> = r.get(14)?;
+    Ok(ExecutionRecord {
         seq: r.get(0)?,
         id: r.get(1)?,
-        kind: if kind == "Runbook" {
-            ExecKind::Runbook
-        } else {
-            ExecKind::Step
-        },
+        kind: ExecKind::parse(&kind).unwrap_or(ExecKind::Step),
         status: ExecStatus::parse(&status).unwrap_or(ExecStatus::Failed),
         runtime: r.get(4)?,
         document_name: r.get(5)?,
         request: r.get(6)?,
-        result: r.get(7)?,
+        outcome: outcome(r.get(13)?, r.get(7)?),
         failure_message: r.get(8)?,
-        submitted_at: r.get(9)?,
-        started_at: r.get(10)?,
-        ended_at: r.get(11)?,
-        cancel_requested_at: r.get(12)?,
+        // Written by the store itself, always RFC 3339.
+        submitted: time(r.get(9)?).unwrap_or(Timestamp::from_utc(chrono::DateTime::UNIX_EPOCH)),
+        started: time(r.get(10)?),
+        ended: time(r.get(11)?),
+        cancel_requested: time(r.get(12)?),
+        exit: exit
+            .and_then(|e| serde_json::from_str(&e).ok())
+            .unwrap_or_default(),
     })
 }
 
-fn now() -> String {
-    crate::runbook::output::time(chrono::Utc::now())
+fn json_text<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
 fn lease_until(lease: Duration) -> String {
@@ -171,7 +195,7 @@ fn lease_until(lease: Duration) -> String {
     let until = chrono::Utc::now()
         .checked_add_signed(lease)
         .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
-    crate::runbook::output::time(until)
+    Timestamp::from_utc(until).rfc3339()
 }
 
 fn sql_limit(limit: usize) -> i64 {
@@ -257,7 +281,7 @@ fn claim_next_blocking(
     c: &mut Connection,
     owner: &str,
     lease: Duration,
-) -> rusqlite::Result<Option<ExecutionRow>> {
+) -> rusqlite::Result<Option<ExecutionRecord>> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let id: Option<String> = tx
         .query_row(
@@ -272,7 +296,7 @@ fn claim_next_blocking(
     tx.execute(
         "UPDATE executions SET status = 'Running', started_at = ?2, lease_owner = ?3, lease_until = ?4
          WHERE id = ?1 AND status = 'Queued'",
-        params![id, now(), owner, lease_until(lease)],
+        params![id, Timestamp::now().rfc3339(), owner, lease_until(lease)],
     )?;
     let claimed = tx.query_row(
         &format!("SELECT {ROW_COLUMNS} FROM executions WHERE id = ?1"),
@@ -286,7 +310,7 @@ fn claim_next_blocking(
 fn request_cancel_blocking(
     c: &mut Connection,
     id: &str,
-    at: &str,
+    at: Timestamp,
 ) -> rusqlite::Result<CancelRequest> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let status: Option<String> = tx
@@ -305,7 +329,7 @@ fn request_cancel_blocking(
             tx.execute(
                 "UPDATE executions SET cancel_requested_at = COALESCE(cancel_requested_at, ?2)
                  WHERE id = ?1 AND status = 'Running'",
-                params![id, at],
+                params![id, at.rfc3339()],
             )?;
             CancelRequest::Requested
         }
@@ -324,7 +348,7 @@ impl ExecutionStore for SqliteStore {
         &'a self,
         owner: &'a str,
         lease: Duration,
-    ) -> BoxFuture<'a, Result<Option<ExecutionRow>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Option<ExecutionRecord>, StoreError>> {
         let owner = owner.to_string();
         Box::pin(async move {
             self.writer
@@ -342,7 +366,7 @@ impl ExecutionStore for SqliteStore {
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(self.acked(move |reply| Op::Claim {
             id: id.to_string(),
-            at: now(),
+            at: Timestamp::now(),
             owner: owner.to_string(),
             lease_until: lease_until(lease),
             reply,
@@ -371,13 +395,13 @@ impl ExecutionStore for SqliteStore {
         })
     }
 
-    fn step(&self, id: &str, index: i64, name: &str, status: &str, record: String) {
+    fn step(&self, id: &str, index: i64, step: &StepExecution) {
         let _ = self.writer.send(Op::Step {
             id: id.to_string(),
             index,
-            name: name.to_string(),
-            status: status.to_string(),
-            record,
+            name: step.step_name.clone(),
+            status: step.step_status.clone(),
+            record: json_text(step),
         });
     }
 
@@ -402,6 +426,22 @@ impl ExecutionStore for SqliteStore {
         })
     }
 
+    fn record_exit<'a>(
+        &'a self,
+        id: &'a str,
+        exit: ExitFact,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.acked(|reply| Op::Exit {
+                id: id.to_string(),
+                exit,
+                reply,
+            })
+            .await?;
+            Ok(())
+        })
+    }
+
     fn cancel_queued(&self, finish: Finish) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(self.acked(|r| Op::CancelQueued(finish, r)))
     }
@@ -409,18 +449,21 @@ impl ExecutionStore for SqliteStore {
     fn request_cancel<'a>(
         &'a self,
         id: &'a str,
-        at: String,
+        at: Timestamp,
     ) -> BoxFuture<'a, Result<CancelRequest, StoreError>> {
         let id = id.to_string();
         Box::pin(async move {
             self.writer
-                .run(move |c| request_cancel_blocking(c, &id, &at))
+                .run(move |c| request_cancel_blocking(c, &id, at))
                 .await?
                 .map_err(StoreError::from)
         })
     }
 
-    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<ExecutionRow>, StoreError>> {
+    fn get<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ExecutionRecord>, StoreError>> {
         let id = id.to_string();
         Box::pin(self.read(move |c| {
             c.query_row(
@@ -432,7 +475,7 @@ impl ExecutionStore for SqliteStore {
         }))
     }
 
-    fn list(&self, filter: ListFilter) -> BoxFuture<'_, Result<Vec<ExecutionRow>, StoreError>> {
+    fn list(&self, filter: ListFilter) -> BoxFuture<'_, Result<Vec<ExecutionRecord>, StoreError>> {
         Box::pin(self.read(move |c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT {ROW_COLUMNS} FROM executions
@@ -454,7 +497,7 @@ impl ExecutionStore for SqliteStore {
     fn with_status(
         &self,
         status: ExecStatus,
-    ) -> BoxFuture<'_, Result<Vec<ExecutionRow>, StoreError>> {
+    ) -> BoxFuture<'_, Result<Vec<ExecutionRecord>, StoreError>> {
         Box::pin(self.read(move |c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT {ROW_COLUMNS} FROM executions WHERE status = ?1 ORDER BY seq"
@@ -479,13 +522,18 @@ impl ExecutionStore for SqliteStore {
         }))
     }
 
-    fn steps<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+    fn steps<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<StepExecution>, StoreError>> {
         let id = id.to_string();
         Box::pin(self.read(move |c| {
             let mut stmt =
                 c.prepare("SELECT record FROM steps WHERE execution_id = ?1 ORDER BY idx")?;
             let rows = stmt.query_map(params![id], |r| r.get::<_, String>(0))?;
-            rows.collect()
+            let texts: Vec<String> = rows.collect::<rusqlite::Result<_>>()?;
+            // A record that does not read (none should) is left out, as before.
+            Ok(texts
+                .iter()
+                .filter_map(|t| serde_json::from_str(t).ok())
+                .collect())
         }))
     }
 
@@ -609,6 +657,7 @@ fn commit_group(conn: &mut Connection, group: Vec<Op>) {
             Op::Claim { reply: r, .. }
             | Op::Flush(r)
             | Op::Finish(_, Some(r))
+            | Op::Exit { reply: r, .. }
             | Op::CancelQueued(_, r) => {
                 let _ = r.send(outcome);
             }
@@ -629,7 +678,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> rusqlite::Result<bool> {
                     n.runtime,
                     n.document_name,
                     n.request,
-                    n.submitted_at
+                    n.submitted.rfc3339()
                 ],
             )?;
         }
@@ -643,7 +692,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> rusqlite::Result<bool> {
             let n = tx.execute(
                 "UPDATE executions SET status = 'Running', started_at = ?2, lease_owner = ?3, lease_until = ?4
                  WHERE id = ?1 AND status = 'Queued'",
-                params![id, at, owner, lease_until],
+                params![id, at.rfc3339(), owner, lease_until],
             )?;
             return Ok(n == 1);
         }
@@ -673,16 +722,35 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> rusqlite::Result<bool> {
         }
         Op::Finish(f, _) => {
             tx.execute(
-                "UPDATE executions SET status = ?2, result = ?3, failure_message = ?4, ended_at = ?5,
-                 lease_owner = NULL, lease_until = NULL WHERE id = ?1",
-                params![f.id, f.status.as_str(), f.result, f.failure_message, f.ended_at],
+                "UPDATE executions SET status = ?2, outcome = ?3, failure_message = ?4, ended_at = ?5,
+                 exit_fact = ?6, result = NULL, lease_owner = NULL, lease_until = NULL WHERE id = ?1",
+                params![
+                    f.id,
+                    f.status.as_str(),
+                    json_text(&f.outcome),
+                    f.failure_message,
+                    f.ended.rfc3339(),
+                    json_text(&f.exit)
+                ],
+            )?;
+        }
+        Op::Exit { id, exit, .. } => {
+            tx.execute(
+                "UPDATE executions SET exit_fact = ?2 WHERE id = ?1",
+                params![id, json_text(exit)],
             )?;
         }
         Op::CancelQueued(f, _) => {
             let n = tx.execute(
-                "UPDATE executions SET status = ?2, result = ?3, failure_message = ?4, ended_at = ?5
+                "UPDATE executions SET status = ?2, outcome = ?3, failure_message = ?4, ended_at = ?5
                  WHERE id = ?1 AND status = 'Queued'",
-                params![f.id, f.status.as_str(), f.result, f.failure_message, f.ended_at],
+                params![
+                    f.id,
+                    f.status.as_str(),
+                    json_text(&f.outcome),
+                    f.failure_message,
+                    f.ended.rfc3339()
+                ],
             )?;
             return Ok(n == 1);
         }
