@@ -585,3 +585,292 @@ impl ExecutionRecord {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Golden values: the objects today's API returned before this module existed (captured
+    //! by running the code of main 29d3417 on the fixture below, `tests/golden/records.json`),
+    //! compared as `Value`s with what the record renders now.
+    use super::*;
+
+    fn fx_time(s: &str) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    }
+
+    fn fx_step_result(exit_code: Option<i64>) -> crate::result::StepResult {
+        use crate::result::*;
+        StepResult {
+            execution_id: "e1".into(),
+            runtime: "python3.11".into(),
+            status: StepStatus::Success,
+            payload: serde_json::json!({"a": 1}),
+            failure_message: None,
+            error: None,
+            log: vec![LogLine {
+                stream: LogStream::Stdout,
+                text: "hi".into(),
+            }],
+            log_truncated: false,
+            kill_reason: None,
+            exit_code,
+            container_id: Some("c0ffee".into()),
+            duration_ms: 42,
+        }
+    }
+
+    fn fx_execution() -> crate::runbook::executor::Execution {
+        use crate::result::*;
+        use crate::runbook::executor::*;
+        let mut inputs = serde_json::Map::new();
+        inputs.insert("Runtime".into(), serde_json::json!("python3.11"));
+        let s1 = StepRecord {
+            name: "one".into(),
+            action: "aws:executeScript".into(),
+            step_execution_id: "s-1".into(),
+            status: StepStatus::Success,
+            start: fx_time("2026-01-01T00:00:01.100Z"),
+            end: fx_time("2026-01-01T00:00:01.900Z"),
+            inputs,
+            outputs: vec![(
+                "Out".into(),
+                crate::runbook::selector::ValueType::String,
+                serde_json::json!("v"),
+            )],
+            payload: Some(serde_json::json!({"Out": "v"})),
+            failure_message: None,
+            log: vec![LogLine {
+                stream: LogStream::Stderr,
+                text: "warn".into(),
+            }],
+            attempts: 1,
+            on_failure: "Abort".into(),
+            max_attempts: 1,
+            timeout_seconds: Some(60),
+            is_critical: true,
+            is_end: false,
+            next_step: Some("two".into()),
+        };
+        let s2 = StepRecord {
+            name: "two".into(),
+            action: "aws:sleep".into(),
+            step_execution_id: "s-2".into(),
+            status: StepStatus::Failed,
+            start: fx_time("2026-01-01T00:00:02.000Z"),
+            end: fx_time("2026-01-01T00:00:02.200Z"),
+            inputs: serde_json::Map::new(),
+            outputs: vec![],
+            payload: None,
+            failure_message: Some("boom".into()),
+            log: vec![],
+            attempts: 2,
+            on_failure: "Abort".into(),
+            max_attempts: 2,
+            timeout_seconds: None,
+            is_critical: true,
+            is_end: true,
+            next_step: None,
+        };
+        let mut parameters = serde_json::Map::new();
+        parameters.insert("Name".into(), serde_json::json!("x"));
+        Execution {
+            id: "r1".into(),
+            document_name: "doc".into(),
+            status: StepStatus::Failed,
+            start: fx_time("2026-01-01T00:00:01.000Z"),
+            end: fx_time("2026-01-01T00:00:02.300Z"),
+            parameters,
+            steps: vec![s1, s2],
+            outputs: vec![
+                ("one.Out".into(), Some(serde_json::json!("v"))),
+                ("two.X".into(), None),
+            ],
+            failure_message: Some("boom".into()),
+            engine_error: None,
+        }
+    }
+
+    fn golden(name: &str) -> Value {
+        let all: Value =
+            serde_json::from_str(include_str!("../tests/golden/records.json")).unwrap();
+        all[name].clone()
+    }
+
+    fn at(s: &str) -> Timestamp {
+        Timestamp::parse(s).unwrap()
+    }
+
+    fn record(
+        kind: ExecKind,
+        status: ExecStatus,
+        ended: bool,
+        outcome: Outcome,
+    ) -> ExecutionRecord {
+        ExecutionRecord {
+            seq: 7,
+            id: if kind == ExecKind::Step { "e1" } else { "r1" }.into(),
+            kind,
+            status,
+            cancel_requested: None,
+            runtime: (kind == ExecKind::Step).then(|| "python3.11".into()),
+            document_name: (kind == ExecKind::Runbook).then(|| "doc".into()),
+            request: "{}".into(),
+            submitted: at("2026-01-01T00:00:00.000Z"),
+            started: Some(at("2026-01-01T00:00:00.500Z")),
+            ended: ended.then(|| at("2026-01-01T00:00:02.500Z")),
+            failure_message: None,
+            outcome,
+            exit: ExitFact::NotApplicable,
+        }
+    }
+
+    fn logs() -> Vec<LogRow> {
+        vec![
+            LogRow {
+                seq: 1,
+                step: None,
+                stream: "stdout".into(),
+                text: "a".into(),
+            },
+            LogRow {
+                seq: 2,
+                step: None,
+                stream: "scriptbox".into(),
+                text: "b".into(),
+            },
+        ]
+    }
+
+    fn steps() -> Vec<StepExecution> {
+        let mut second = StepExecution::started("two", "aws:sleep", 1);
+        second.execution_start_time = Some(at("2026-01-01T00:00:02.000Z"));
+        vec![StepExecution::finished(&fx_execution().steps[0]), second]
+    }
+
+    fn check(name: &str, record: &ExecutionRecord) {
+        let rendered = record.native_json();
+        assert_eq!(rendered, golden(name), "{name}");
+        // Read back, it renders the same again (the CLI's view).
+        if let Some(back) = ExecutionRecord::from_native_json(&rendered)
+            && back.outcome != Outcome::Pending
+        {
+            let again = ExecutionRecord {
+                seq: 7,
+                request: "{}".into(),
+                ..back
+            };
+            assert_eq!(again.native_json(), rendered, "{name} read back");
+        }
+    }
+
+    #[test]
+    fn steps_render_as_before_with_the_exit_code_as_a_late_fact() {
+        let step = |exit_code| Outcome::Step(Box::new(fx_step_result(exit_code)));
+        check(
+            "cold",
+            &record(ExecKind::Step, ExecStatus::Success, true, step(Some(0))),
+        );
+        let mut warm = record(ExecKind::Step, ExecStatus::Success, true, step(None));
+        warm.exit = ExitFact::Pending;
+        check("warm_pending", &warm);
+        warm.exit = ExitFact::Known {
+            exit_code: Some(3),
+            oom_killed: false,
+        };
+        check("warm_known", &warm);
+        let engine = Outcome::Step(Box::new(engine_failure(
+            "e1",
+            "python3.11",
+            "the container engine failed: x",
+        )));
+        check(
+            "engine_failure",
+            &record(ExecKind::Step, ExecStatus::Failed, true, engine),
+        );
+    }
+
+    #[test]
+    fn runbooks_render_as_before() {
+        let outcome = Outcome::Runbook(Box::new(RunbookOutcome::of(&fx_execution())));
+        check(
+            "runbook",
+            &record(ExecKind::Runbook, ExecStatus::Failed, true, outcome),
+        );
+    }
+
+    #[test]
+    fn unfinished_and_restarted_executions_render_as_before() {
+        let mut r = record(ExecKind::Step, ExecStatus::Running, false, Outcome::Pending);
+        r.outcome = r.provisional(vec![], &logs(), None, ExecStatus::Running);
+        check("step_running", &r);
+        let mut r = record(ExecKind::Step, ExecStatus::Failed, true, Outcome::Pending);
+        r.outcome = r.provisional(
+            vec![],
+            &logs(),
+            Some(crate::server::types::RESTARTED_MESSAGE),
+            ExecStatus::Failed,
+        );
+        check("step_restarted", &r);
+        let mut r = record(
+            ExecKind::Runbook,
+            ExecStatus::Running,
+            false,
+            Outcome::Pending,
+        );
+        r.outcome = r.provisional(steps(), &[], None, ExecStatus::Running);
+        check("runbook_running", &r);
+        let mut r = record(
+            ExecKind::Runbook,
+            ExecStatus::Failed,
+            true,
+            Outcome::Pending,
+        );
+        r.outcome = r.provisional(
+            steps(),
+            &[],
+            Some(crate::server::types::RESTARTED_MESSAGE),
+            ExecStatus::Failed,
+        );
+        check("runbook_restarted", &r);
+        let mut q = record(
+            ExecKind::Runbook,
+            ExecStatus::Queued,
+            false,
+            Outcome::Pending,
+        );
+        q.started = None;
+        check("runbook_queued", &q);
+    }
+
+    #[test]
+    fn list_rows_render_as_before() {
+        let mut f = record(ExecKind::Step, ExecStatus::Failed, true, Outcome::Pending);
+        f.failure_message = Some("why".into());
+        assert_eq!(f.summary_json(), golden("summary_step"));
+        let r = record(
+            ExecKind::Runbook,
+            ExecStatus::Running,
+            false,
+            Outcome::Pending,
+        );
+        assert_eq!(r.summary_json(), golden("summary_runbook"));
+    }
+
+    #[test]
+    fn outcomes_and_exit_facts_survive_the_store_form() {
+        let outcome = Outcome::Runbook(Box::new(RunbookOutcome::of(&fx_execution())));
+        let text = serde_json::to_string(&outcome).unwrap();
+        assert_eq!(serde_json::from_str::<Outcome>(&text).unwrap(), outcome);
+        let exit = ExitFact::Known {
+            exit_code: None,
+            oom_killed: true,
+        };
+        let text = serde_json::to_string(&exit).unwrap();
+        assert_eq!(serde_json::from_str::<ExitFact>(&text).unwrap(), exit);
+        assert_eq!(
+            at("2026-01-01T00:00:01.250Z").epoch_secs(),
+            1_767_225_601.25
+        );
+    }
+}

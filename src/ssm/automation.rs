@@ -470,9 +470,7 @@ async fn metadata_if(
                 .iter()
                 .any(|v| v == status || ExecStatus::parse(v) == Some(row.status)),
             "ExecutionId" => vals.iter().any(|v| v == &row.id),
-            "CurrentAction" => current
-                .as_ref()
-                .is_some_and(|c| vals.contains(&c.action)),
+            "CurrentAction" => current.as_ref().is_some_and(|c| vals.contains(&c.action)),
             "StartTimeBefore" => start <= time_filter(k, vals)?,
             "StartTimeAfter" => start >= time_filter(k, vals)?,
             "AutomationType" => vals.iter().any(|v| v == "Local"),
