@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod cpython;
+pub mod daemon;
 pub mod daemon_cli;
 pub mod execute;
 pub mod images;

@@ -301,35 +301,46 @@ fn fstat(fd: &OwnedFd) -> std::io::Result<libc::stat> {
     Ok(st)
 }
 
+/// The rule a file broke (the message follows the file's name).
+#[derive(Debug, thiserror::Error)]
+enum FileRule {
+    #[error("cannot be examined: {0}")]
+    Unexaminable(std::io::Error),
+    #[error("is not a folder")]
+    NotAFolder,
+    #[error("is not a regular file (FIFOs, devices, sockets and folders are refused)")]
+    NotARegularFile,
+    #[error("is larger than the {0} bytes allowed (server.ssm_attachment_max_bytes)")]
+    TooLarge(u64),
+    #[error("cannot be read: {0}")]
+    Unreadable(std::io::Error),
+}
+
 /// The descriptor is a folder (`dir`) or a regular file; else the rule broken.
-fn check_type(fd: &OwnedFd, dir: bool) -> Result<libc::stat, String> {
-    let st = fstat(fd).map_err(|e| format!("cannot be examined: {e}"))?;
+fn check_type(fd: &OwnedFd, dir: bool) -> Result<libc::stat, FileRule> {
+    let st = fstat(fd).map_err(FileRule::Unexaminable)?;
     let kind = st.st_mode & libc::S_IFMT;
     match (dir, kind) {
         (true, libc::S_IFDIR) | (false, libc::S_IFREG) => Ok(st),
-        (true, _) => Err("is not a folder".into()),
-        (false, _) => {
-            Err("is not a regular file (FIFOs, devices, sockets and folders are refused)".into())
-        }
+        (true, _) => Err(FileRule::NotAFolder),
+        (false, _) => Err(FileRule::NotARegularFile),
     }
 }
 
 /// Reads a regular file of at most `cap` bytes (at most cap + 1 are ever read).
-fn read_capped(fd: OwnedFd, cap: u64) -> Result<Vec<u8>, String> {
+fn read_capped(fd: OwnedFd, cap: u64) -> Result<Vec<u8>, FileRule> {
     let st = check_type(&fd, false)?;
-    let too_big =
-        || format!("is larger than the {cap} bytes allowed (server.ssm_attachment_max_bytes)");
     let size = u64::try_from(st.st_size).unwrap_or(u64::MAX);
     if size > cap {
-        return Err(too_big());
+        return Err(FileRule::TooLarge(cap));
     }
     let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     File::from(fd)
         .take(cap.saturating_add(1))
         .read_to_end(&mut out)
-        .map_err(|e| format!("cannot be read: {e}"))?;
+        .map_err(FileRule::Unreadable)?;
     if u64::try_from(out.len()).unwrap_or(u64::MAX) > cap {
-        return Err(too_big());
+        return Err(FileRule::TooLarge(cap));
     }
     Ok(out)
 }

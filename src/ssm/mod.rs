@@ -101,7 +101,7 @@ pub const OPERATIONS: [&str; 12] = [
 ];
 
 /// Checks the settings for the SSM API: the access keys, or a loopback listener.
-pub fn access_keys(settings: &Settings) -> Result<Option<sigv4::AccessKeys>, String> {
+pub fn access_keys(settings: &Settings) -> Result<Option<sigv4::AccessKeys>, sigv4::KeysError> {
     match &settings.server.ssm_access_keys_file {
         Some(f) => sigv4::AccessKeys::from_file(f).map(Some),
         None => Ok(None),
