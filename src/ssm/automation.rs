@@ -11,7 +11,7 @@
 use serde_json::{Map, Value, json};
 
 use super::SsmState;
-use super::documents::{self, ExecRow, opt_str, req_str};
+use super::documents::{self, ExecRow, max_results, opt_str, req_str};
 use super::errors::SsmError;
 use super::sigv4::Caller;
 use crate::server::api::execution_object;
@@ -315,17 +315,6 @@ fn time_filter(key: &str, values: &[String]) -> Result<f64, SsmError> {
             format!("{key}: {v:?} is not a time (use ISO 8601, e.g. 2026-01-01T00:00:00Z)"),
         )
     })
-}
-
-fn max_results(req: &Value) -> Result<usize, SsmError> {
-    match req.get("MaxResults") {
-        None | Some(Value::Null) => Ok(50),
-        Some(v) => v
-            .as_u64()
-            .filter(|n| (1..=50).contains(n))
-            .map(|n| n as usize)
-            .ok_or_else(|| SsmError::validation("MaxResults must be between 1 and 50")),
-    }
 }
 
 const EXECUTION_FILTERS: [&str; 12] = [

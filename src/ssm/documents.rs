@@ -370,7 +370,7 @@ pub fn resolve(c: &Connection, doc: &DocRow, sel: &Selector) -> rusqlite::Result
 }
 
 fn now_secs() -> f64 {
-    chrono::Utc::now().timestamp_millis() as f64 / 1000.0
+    crate::record::Timestamp::now().epoch_secs()
 }
 
 /// What checking a document needs, owned so that it runs off the async workers.
@@ -899,19 +899,20 @@ pub async fn set_default(st: &SsmState, caller: &Caller, req: &Value) -> Result<
         .map_err(db)?
 }
 
-/// ListDocuments: our documents, by name; `Filters` on `Name` (prefix: `BeginsWith` key,
-/// or exact `Name`), `DocumentType`, `Owner` (`Self`, `Private`, `All` match);
-/// `DocumentFilterList` likewise.
-pub async fn list(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value, SsmError> {
-    let max = match req.get("MaxResults") {
-        None | Some(Value::Null) => 50,
+/// `MaxResults`: 1 to 50, 50 when absent.
+pub fn max_results(req: &Value) -> Result<usize, SsmError> {
+    match req.get("MaxResults") {
+        None | Some(Value::Null) => Ok(50),
         Some(v) => v
             .as_u64()
             .filter(|n| (1..=50).contains(n))
-            .ok_or_else(|| SsmError::validation("MaxResults must be between 1 and 50"))?
-            as usize,
-    };
-    let after = opt_str(req, "NextToken")?.map(str::to_string);
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| SsmError::validation("MaxResults must be between 1 and 50")),
+    }
+}
+
+/// ListDocuments' `Filters` and `DocumentFilterList` as (key, values); unknown keys refused.
+fn list_filters(req: &Value) -> Result<Vec<(String, Vec<String>)>, SsmError> {
     let mut filters: Vec<(String, Vec<String>)> = Vec::new();
     if let Some(list) = req.get("Filters").and_then(Value::as_array) {
         for f in list {
@@ -953,6 +954,38 @@ pub async fn list(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value, 
             ));
         }
     }
+    Ok(filters)
+}
+
+/// A document's `DocumentIdentifier`.
+fn identifier(st: &SsmState, d: &DocRow, v: &VersionRow) -> Value {
+    let mut m = json!({
+        "Name": d.name,
+        "CreatedDate": d.created,
+        "Owner": st.settings.context.account_id,
+        "PlatformTypes": ["Windows", "Linux", "MacOS"],
+        "DocumentVersion": v.version.to_string(),
+        "DocumentType": d.document_type,
+        "SchemaVersion": "0.3",
+        "DocumentFormat": v.format,
+        "Tags": [],
+    });
+    if let Some(n) = &v.version_name {
+        m["VersionName"] = json!(n);
+    }
+    if let Some(n) = &v.display_name {
+        m["DisplayName"] = json!(n);
+    }
+    m
+}
+
+/// ListDocuments: our documents, by name; `Filters` on `Name` (prefix: `BeginsWith` key,
+/// or exact `Name`), `DocumentType`, `Owner` (`Self`, `Private`, `All` match);
+/// `DocumentFilterList` likewise.
+pub async fn list(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value, SsmError> {
+    let max = max_results(req)?;
+    let after = opt_str(req, "NextToken")?.map(str::to_string);
+    let filters = list_filters(req)?;
     let t2 = caller.tenant.clone();
     let rows = st
         .docs
@@ -997,24 +1030,7 @@ pub async fn list(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value, 
             break;
         }
         let Some(v) = v else { continue };
-        let mut m = json!({
-            "Name": d.name,
-            "CreatedDate": d.created,
-            "Owner": st.settings.context.account_id,
-            "PlatformTypes": ["Windows", "Linux", "MacOS"],
-            "DocumentVersion": v.version.to_string(),
-            "DocumentType": d.document_type,
-            "SchemaVersion": "0.3",
-            "DocumentFormat": v.format,
-            "Tags": [],
-        });
-        if let Some(n) = &v.version_name {
-            m["VersionName"] = json!(n);
-        }
-        if let Some(n) = &v.display_name {
-            m["DisplayName"] = json!(n);
-        }
-        out.push(m);
+        out.push(identifier(st, d, v));
     }
     let mut body = json!({"DocumentIdentifiers": out});
     if let Some(n) = next {
