@@ -434,26 +434,58 @@ fn build_version_blocking(
     if content.is_empty() {
         return Err(SsmError::validation("Content must not be empty"));
     }
-    let format = match opt_str(req, "DocumentFormat")? {
-        None => rb::yaml::Format::detect("", content),
-        Some("JSON") => rb::yaml::Format::Json,
-        Some("YAML") => rb::yaml::Format::Yaml,
-        Some(other) => {
-            return Err(SsmError::client(
-                "InvalidDocumentContent",
-                format!(
-                    "DocumentFormat {other} is not valid for an Automation document: use YAML or JSON"
-                ),
-            ));
-        }
-    };
+    let format = document_format(req, content)?;
     let declared = super::attachments::declared_files(content, format);
     let files = super::attachments::read(req, &declared, &ctx.policy)?.unwrap_or(previous_files);
+    let mut doc = checked(ctx, content, name, format, &files)?;
+    let mut files: Vec<(String, Vec<u8>)> =
+        std::mem::take(&mut doc.attachments).into_iter().collect();
+    files.sort();
+    let v = VersionRow {
+        version,
+        version_name: opt_str(req, "VersionName")?.map(str::to_string),
+        display_name: opt_str(req, "DisplayName")?.map(str::to_string),
+        content: content.to_string(),
+        format: match format {
+            rb::yaml::Format::Json => "JSON".into(),
+            rb::yaml::Format::Yaml => "YAML".into(),
+        },
+        hash: hex(&Sha256::digest(content.as_bytes())),
+        created: now_secs(),
+        meta: version_meta(&doc, &files),
+    };
+    Ok((v, files))
+}
+
+/// `DocumentFormat`: YAML or JSON, detected when absent.
+fn document_format(req: &Value, content: &str) -> Result<rb::yaml::Format, SsmError> {
+    match opt_str(req, "DocumentFormat")? {
+        None => Ok(rb::yaml::Format::detect("", content)),
+        Some("JSON") => Ok(rb::yaml::Format::Json),
+        Some("YAML") => Ok(rb::yaml::Format::Yaml),
+        Some(other) => Err(SsmError::client(
+            "InvalidDocumentContent",
+            format!(
+                "DocumentFormat {other} is not valid for an Automation document: use YAML or JSON"
+            ),
+        )),
+    }
+}
+
+/// Loads the document as `scriptbox run` would, with `files` as its attachments: its
+/// problems, if any, are the refusal (scratch paths and content hashes left out).
+fn checked(
+    ctx: &BuildContext,
+    content: &str,
+    name: &str,
+    format: rb::yaml::Format,
+    files: &Files,
+) -> Result<rb::document::Runbook, SsmError> {
     // The checked bytes go to a fresh folder of the daemon's, which the document check reads.
     let dir = ctx.scratch.join(uuid::Uuid::new_v4().to_string());
     let loaded = (|| {
         std::fs::create_dir_all(&dir).map_err(SsmError::internal)?;
-        for (f, bytes) in &files {
+        for (f, bytes) in files {
             std::fs::write(dir.join(f), bytes).map_err(SsmError::internal)?;
         }
         let options = rb::document::LoadOptions {
@@ -478,7 +510,11 @@ fn build_version_blocking(
         })
     })();
     let _ = std::fs::remove_dir_all(&dir);
-    let doc = loaded?;
+    loaded
+}
+
+/// What DescribeDocument shows of a version beyond its row: parameters and attachments.
+fn version_meta(doc: &rb::document::Runbook, files: &[(String, Vec<u8>)]) -> Value {
     let parameters: Vec<Value> = doc
         .parameters
         .iter()
@@ -496,8 +532,6 @@ fn build_version_blocking(
             m
         })
         .collect();
-    let mut files: Vec<(String, Vec<u8>)> = doc.attachments.into_iter().collect();
-    files.sort();
     let mut meta = json!({
         "SchemaVersion": "0.3",
         "Parameters": parameters,
@@ -512,20 +546,7 @@ fn build_version_blocking(
     if let Some(d) = &doc.description {
         meta["Description"] = json!(d);
     }
-    let v = VersionRow {
-        version,
-        version_name: opt_str(req, "VersionName")?.map(str::to_string),
-        display_name: opt_str(req, "DisplayName")?.map(str::to_string),
-        content: content.to_string(),
-        format: match format {
-            rb::yaml::Format::Json => "JSON".into(),
-            rb::yaml::Format::Yaml => "YAML".into(),
-        },
-        hash: hex(&Sha256::digest(content.as_bytes())),
-        created: now_secs(),
-        meta,
-    };
-    Ok((v, files))
+    meta
 }
 
 fn hex(bytes: &[u8]) -> String {
