@@ -223,93 +223,106 @@ pub fn prepare(
                 "request body: give exactly one of Step or Runbook",
             ));
         }
-        (Some(s), None) => {
-            // A step that sets no timeout gets the execution's ceiling (the default).
-            let ceiling = i64::try_from(limits.timeout_seconds).unwrap_or(i64::MAX);
-            let inputs = StepInputs {
-                runtime: Some(s.runtime.clone()),
-                handler: s.handler.clone(),
-                input_payload: s.input_payload.clone(),
-                script: s.script.clone().map(Value::String),
-                attachments: decode("Step.Attachments", &s.attachments)?,
-                timeout_seconds: Some(s.timeout_seconds.unwrap_or(ceiling)),
-            };
-            let step = step::validate(&inputs, catalog, limits.timeout_seconds).map_err(|e| {
-                let mut inv = Invalid::new("InvalidStep", None, format!("invalid step: {e}"));
-                inv.field = e.problems.first().map(|p| format!("Step.{}", p.field));
-                inv
-            })?;
-            Work::Step(Box::new(step))
-        }
-        (None, Some(r)) => {
-            let attachments = decode("Runbook.Attachments", &r.attachments)?;
-            let dir = scratch.join(uuid::Uuid::new_v4().to_string());
-            let loaded = (|| {
-                std::fs::create_dir_all(&dir)?;
-                for a in &attachments {
-                    let name = Path::new(&a.name);
-                    let plain = name.file_name().map(|n| n == name.as_os_str()) == Some(true);
-                    if !plain {
-                        return Err(std::io::Error::other(format!(
-                            "Runbook.Attachments: {:?} must be a plain file name",
-                            a.name
-                        )));
-                    }
-                    std::fs::write(dir.join(name), &a.bytes)?;
-                }
-                Ok(())
-            })();
-            let result = loaded
-                .map_err(|e| {
-                    Invalid::new("InvalidRequest", Some("Runbook.Attachments"), e.to_string())
-                })
-                .and_then(|()| {
-                    let options = rb::document::LoadOptions {
-                        catalog,
-                        max_timeout_secs: settings.limits.max_timeout_seconds,
-                        attachments_dir: None,
-                    };
-                    let name = r.document_name.clone().unwrap_or_else(|| "runbook".into());
-                    let format = rb::yaml::Format::detect("", &r.document);
-                    rb::document::load_str(&r.document, &name, format, &dir, &options).map_err(
-                        |refused| Invalid {
-                            code: "InvalidRunbook",
-                            field: Some("Runbook.Document".into()),
-                            message: format!("the runbook is not valid:\n{refused}"),
-                            problems: refused.problems,
-                        },
-                    )
-                });
-            let _ = std::fs::remove_dir_all(&dir);
-            let doc = result?;
-            let supplied: Vec<(String, rb::parameters::Supplied)> = r
-                .parameters
-                .iter()
-                .map(|(k, v)| {
-                    let s = match v {
-                        Value::String(t) => rb::parameters::Supplied::Text(t.clone()),
-                        other => rb::parameters::Supplied::Typed(other.clone()),
-                    };
-                    (k.clone(), s)
-                })
-                .collect();
-            let params =
-                rb::parameters::resolve(&doc.parameters, &supplied).map_err(|problems| {
-                    let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
-                    Invalid {
-                        code: "InvalidParameters",
-                        field: Some("Runbook.Parameters".into()),
-                        message: format!(
-                            "the runbook cannot run with these parameters:\n{}",
-                            text.join("\n")
-                        ),
-                        problems,
-                    }
-                })?;
-            Work::Runbook(Box::new(doc), params)
-        }
+        (Some(s), None) => prepare_step(s, catalog, &limits)?,
+        (None, Some(r)) => prepare_runbook(r, settings, catalog, scratch)?,
     };
     Ok(Prepared { work, limits })
+}
+
+/// A step request, validated like `scriptbox invoke`'s flags.
+fn prepare_step(
+    s: &StepRequest,
+    catalog: &Catalog,
+    limits: &EffectiveLimits,
+) -> Result<Work, Invalid> {
+    // A step that sets no timeout gets the execution's ceiling (the default).
+    let ceiling = i64::try_from(limits.timeout_seconds).unwrap_or(i64::MAX);
+    let inputs = StepInputs {
+        runtime: Some(s.runtime.clone()),
+        handler: s.handler.clone(),
+        input_payload: s.input_payload.clone(),
+        script: s.script.clone().map(Value::String),
+        attachments: decode("Step.Attachments", &s.attachments)?,
+        timeout_seconds: Some(s.timeout_seconds.unwrap_or(ceiling)),
+    };
+    let step = step::validate(&inputs, catalog, limits.timeout_seconds).map_err(|e| {
+        let mut inv = Invalid::new("InvalidStep", None, format!("invalid step: {e}"));
+        inv.field = e.problems.first().map(|p| format!("Step.{}", p.field));
+        inv
+    })?;
+    Ok(Work::Step(Box::new(step)))
+}
+
+/// A runbook request: its attachments in a scratch folder while the document is read, then its
+/// parameters resolved.
+fn prepare_runbook(
+    r: &RunbookRequest,
+    settings: &Settings,
+    catalog: &Catalog,
+    scratch: &Path,
+) -> Result<Work, Invalid> {
+    let attachments = decode("Runbook.Attachments", &r.attachments)?;
+    let dir = scratch.join(uuid::Uuid::new_v4().to_string());
+    let loaded = (|| {
+        std::fs::create_dir_all(&dir)?;
+        for a in &attachments {
+            let name = Path::new(&a.name);
+            let plain = name.file_name().map(|n| n == name.as_os_str()) == Some(true);
+            if !plain {
+                return Err(std::io::Error::other(format!(
+                    "Runbook.Attachments: {:?} must be a plain file name",
+                    a.name
+                )));
+            }
+            std::fs::write(dir.join(name), &a.bytes)?;
+        }
+        Ok(())
+    })();
+    let result = loaded
+        .map_err(|e| Invalid::new("InvalidRequest", Some("Runbook.Attachments"), e.to_string()))
+        .and_then(|()| {
+            let options = rb::document::LoadOptions {
+                catalog,
+                max_timeout_secs: settings.limits.max_timeout_seconds,
+                attachments_dir: None,
+            };
+            let name = r.document_name.clone().unwrap_or_else(|| "runbook".into());
+            let format = rb::yaml::Format::detect("", &r.document);
+            rb::document::load_str(&r.document, &name, format, &dir, &options).map_err(|refused| {
+                Invalid {
+                    code: "InvalidRunbook",
+                    field: Some("Runbook.Document".into()),
+                    message: format!("the runbook is not valid:\n{refused}"),
+                    problems: refused.problems,
+                }
+            })
+        });
+    let _ = std::fs::remove_dir_all(&dir);
+    let doc = result?;
+    let supplied: Vec<(String, rb::parameters::Supplied)> = r
+        .parameters
+        .iter()
+        .map(|(k, v)| {
+            let s = match v {
+                Value::String(t) => rb::parameters::Supplied::Text(t.clone()),
+                other => rb::parameters::Supplied::Typed(other.clone()),
+            };
+            (k.clone(), s)
+        })
+        .collect();
+    let params = rb::parameters::resolve(&doc.parameters, &supplied).map_err(|problems| {
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        Invalid {
+            code: "InvalidParameters",
+            field: Some("Runbook.Parameters".into()),
+            message: format!(
+                "the runbook cannot run with these parameters:\n{}",
+                text.join("\n")
+            ),
+            problems,
+        }
+    })?;
+    Ok(Work::Runbook(Box::new(doc), params))
 }
 
 /// The problems of a refused runbook as JSON (as `scriptbox validate --output json` lists them).
