@@ -598,6 +598,46 @@ pub async fn stop(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value, 
 mod tests {
     use super::*;
 
+    /// SSM's `Cancelling` comes from the stored request (so every reader, and a daemon after a
+    /// restart, sees it), not from one daemon's memory; it ends when the execution does.
+    #[tokio::test]
+    async fn cancelling_is_read_from_the_store_across_reopening() {
+        use crate::store::{ExecutionStore as _, NewExecution, Store};
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .insert(NewExecution {
+                    id: "r1".into(),
+                    kind: ExecKind::Runbook,
+                    runtime: None,
+                    document_name: Some("doc".into()),
+                    request: "{}".into(),
+                    submitted: Timestamp::now(),
+                })
+                .await
+                .unwrap();
+            assert!(
+                store
+                    .claim("r1", "me", std::time::Duration::from_secs(30))
+                    .await
+                    .unwrap()
+            );
+            let running = store.get("r1").await.unwrap().unwrap();
+            assert_eq!(aws_status(&running), "InProgress");
+            store.request_cancel("r1", Timestamp::now()).await.unwrap();
+            store.close();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let record = store.get("r1").await.unwrap().unwrap();
+        assert_eq!(aws_status(&record), "Cancelling");
+        let ended = ExecutionRecord {
+            status: ExecStatus::Cancelled,
+            ..record
+        };
+        assert_eq!(aws_status(&ended), "Cancelled");
+    }
+
     #[test]
     fn times_become_epoch_seconds() {
         assert_eq!(epoch("2026-01-02T03:04:05.250Z"), Some(1_767_323_045.25));
