@@ -14,7 +14,8 @@ use super::SsmState;
 use super::documents::{self, ExecRow, max_results, opt_str, req_str};
 use super::errors::SsmError;
 use super::sigv4::Caller;
-use crate::server::api::execution_object;
+use crate::record::RunbookOutcome;
+use crate::server::api::execution_record;
 use crate::server::scheduler::{CancelOutcome, SubmitError};
 use crate::server::types::{AttachmentRequest, RunbookRequest, SubmitRequest, base64_of};
 use crate::store::{ExecKind, ExecStatus, ExecutionRecord, ListFilter, Outcome, Timestamp};
@@ -183,8 +184,8 @@ pub fn step_execution(s: &Value) -> Value {
 }
 
 /// Parameters as AWS shows them: from the result, else from the request.
-fn parameters_of(row: &ExecutionRecord, body: &Value) -> Map<String, Value> {
-    if let Some(Value::Object(p)) = body.get("Parameters") {
+fn parameters_of(row: &ExecutionRecord, outcome: &RunbookOutcome) -> Map<String, Value> {
+    if let Some(p) = &outcome.parameters {
         return p.clone();
     }
     let req: Value = serde_json::from_str(&row.request).unwrap_or(Value::Null);
@@ -205,23 +206,31 @@ fn parameters_of(row: &ExecutionRecord, body: &Value) -> Map<String, Value> {
     out
 }
 
-/// GetAutomationExecution's `AutomationExecution`.
+/// The runbook outcome of a record (its provisional one while it runs; a record stored by an
+/// older scriptbox read from its object).
+fn runbook_outcome(record: &ExecutionRecord) -> RunbookOutcome {
+    match &record.outcome {
+        Outcome::Runbook(r) => (**r).clone(),
+        Outcome::Legacy(m) => serde_json::from_value(Value::Object(m.clone())).unwrap_or_default(),
+        Outcome::Pending | Outcome::Step(_) => RunbookOutcome::default(),
+    }
+}
+
+/// GetAutomationExecution's `AutomationExecution`, from the execution's record.
 pub async fn execution(st: &SsmState, caller: &Caller, id: &str) -> Result<Value, SsmError> {
-    let (row, ssm) = runbook_row(st, caller, id).await?;
-    let body = execution_object(st.store.as_ref(), id)
+    let (_, ssm) = runbook_row(st, caller, id).await?;
+    let row = execution_record(st.store.as_ref(), id)
         .await
         .map_err(|_| SsmError::internal("cannot read the execution"))?
         .ok_or_else(|| SsmError::no_execution(id))?;
-    let ssm = Some(ssm);
-    let steps: Vec<Value> = body
-        .get("StepExecutions")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().map(step_execution).collect())
-        .unwrap_or_default();
-    let start = body
-        .get("ExecutionStartTime")
-        .and_then(Value::as_str)
-        .and_then(Timestamp::parse)
+    let outcome = runbook_outcome(&row);
+    let steps: Vec<Value> = outcome
+        .step_executions
+        .iter()
+        .map(|s| step_execution(&serde_json::to_value(s).unwrap_or(Value::Null)))
+        .collect();
+    let start = outcome
+        .execution_start_time
         .or(row.started)
         .unwrap_or(row.submitted);
     let mut m = json!({
@@ -230,33 +239,31 @@ pub async fn execution(st: &SsmState, caller: &Caller, id: &str) -> Result<Value
         "ExecutionStartTime": start.epoch_secs(),
         "AutomationExecutionStatus": aws_status(&row),
         "StepExecutionsTruncated": false,
-        "Parameters": parameters_of(&row, &body),
-        "Outputs": body.get("Outputs").cloned().unwrap_or_else(|| json!({})),
+        "Parameters": parameters_of(&row, &outcome),
+        "Outputs": outcome.outputs,
         "Mode": "Auto",
         "StepExecutions": steps,
     });
-    if let Some(s) = &ssm {
-        m["DocumentVersion"] = json!(s.document_version);
-        if let Some(by) = &s.executed_by {
-            m["ExecutedBy"] = json!(by);
-        }
+    m["DocumentVersion"] = json!(ssm.document_version);
+    if let Some(by) = &ssm.executed_by {
+        m["ExecutedBy"] = json!(by);
     }
     if row.status.is_terminal() {
-        let end = body
-            .get("ExecutionEndTime")
-            .and_then(Value::as_str)
-            .and_then(Timestamp::parse)
-            .or(row.ended);
-        if let Some(t) = end {
+        if let Some(t) = outcome.execution_end_time.or(row.ended) {
             m["ExecutionEndTime"] = json!(t.epoch_secs());
         }
-    } else if let Some(cur) = steps.iter().rev().find(|s| s["StepStatus"] == "InProgress") {
-        m["CurrentStepName"] = cur["StepName"].clone();
-        m["CurrentAction"] = cur["Action"].clone();
+    } else if let Some(cur) = outcome
+        .step_executions
+        .iter()
+        .rev()
+        .find(|s| s.step_status == "InProgress")
+    {
+        m["CurrentStepName"] = json!(cur.step_name);
+        m["CurrentAction"] = json!(cur.action);
     }
-    if let Some(f) = body
-        .get("FailureMessage")
-        .and_then(Value::as_str)
+    if let Some(f) = outcome
+        .failure_message
+        .as_deref()
         .or(row.failure_message.as_deref())
     {
         m["FailureMessage"] = json!(f);
