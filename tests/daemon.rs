@@ -753,6 +753,7 @@ async fn sigterm_lets_short_executions_finish_and_cancels_the_rest() {
     );
 
     // The records, read straight from the database.
+    use scriptbox::store::ExecutionStore as _;
     let store = scriptbox::store::Store::open(&d.data_dir).unwrap();
     let row = |id: &str| {
         let store = &store;
@@ -763,7 +764,7 @@ async fn sigterm_lets_short_executions_finish_and_cancels_the_rest() {
     assert_eq!(s.status.as_str(), "Success");
     let l = row(&long).await;
     assert_eq!(l.status.as_str(), "Cancelled");
-    let result: Value = serde_json::from_str(l.result.as_deref().unwrap()).unwrap();
+    let result: Value = l.native_json();
     assert_eq!(result["KillReason"], "Cancelled");
     let logs = store.logs(&long, 0, 100).await.unwrap();
     assert!(
@@ -1830,4 +1831,61 @@ async fn max_attempts_is_bounded_and_a_loud_retried_step_stays_bounded() {
     eprintln!("the daemon peaked at {} MiB", peak / (1024 * 1024));
     assert!(peak < MEMORY_BOUND, "the daemon peaked at {peak} bytes");
     assert!(c.get("/v1/health").await.unwrap().status == 200);
+}
+
+/// The server runs on listeners and a shutdown token its caller makes, in-process: no child
+/// process, no ready line. The socket serves the API until the token fires, then the graceful
+/// shutdown runs, removes the socket file and releases the data directory (it opens again).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_runs_on_injected_listeners_until_its_shutdown_token() {
+    if common::engine().await.is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("injected.sock");
+    let mut settings = scriptbox::config::Settings::default();
+    settings.server.data_dir = Some(dir.path().join("data"));
+    settings.server.socket = Some(dir.path().join("unused.sock"));
+    let services = scriptbox::server::services(
+        settings.clone(),
+        scriptbox::runtimes::Catalog::builtin(),
+        None,
+    )
+    .await
+    .unwrap();
+    let listeners = scriptbox::server::Listeners {
+        unix: tokio::net::UnixListener::bind(&socket).unwrap(),
+        unix_path: Some(socket.clone()),
+        tcp: None,
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(scriptbox::server::run(
+        listeners,
+        services,
+        None,
+        shutdown.clone(),
+    ));
+    let client = Client::new(Endpoint::Unix(socket.clone()));
+    let health = client.get("/v1/health").await.unwrap();
+    assert_eq!(health.status, 200, "{:?}", health.json());
+    assert_eq!(health.json()["Status"], "Ok");
+    let list = client.get("/v1/executions").await.unwrap();
+    assert_eq!(list.json(), json!({"Executions": []}));
+    assert!(
+        !settings.server.socket_path().exists(),
+        "only the injected listener is served"
+    );
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(20), server)
+        .await
+        .expect("the server ends after its shutdown token")
+        .unwrap()
+        .unwrap();
+    assert!(!socket.exists(), "the socket file is removed at shutdown");
+    // The data directory's lock went with the services: a new daemon may open it.
+    let again =
+        scriptbox::server::services(settings, scriptbox::runtimes::Catalog::builtin(), None)
+            .await
+            .expect("the data directory is free again");
+    again.scheduler.shutdown(Duration::from_secs(1)).await;
 }

@@ -117,7 +117,7 @@ pub(super) async fn serve(
     settings
         .check()
         .map_err(|e| CliError::Invalid(e.to_string()))?;
-    match crate::server::run(settings, catalog, shutdown).await {
+    match crate::daemon::serve(settings, catalog, shutdown).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(crate::server::ServeError::Config(m)) => Err(CliError::Invalid(m)),
         Err(e) => Err(CliError::Environment(anyhow::anyhow!(e))),

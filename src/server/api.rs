@@ -27,7 +27,7 @@ use super::types::{self, parse_submit, problems_json};
 use crate::images;
 use crate::runtimes::Catalog;
 use crate::sandbox::Engine;
-use crate::store::{ExecStatus, Store};
+use crate::store::{ExecStatus, ExecutionRecord, ExecutionStore, ListFilter, Outcome};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -35,7 +35,7 @@ pub struct AppState {
     /// The scheduler.
     pub scheduler: Arc<Scheduler>,
     /// The records.
-    pub store: Arc<Store>,
+    pub store: Arc<dyn ExecutionStore>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
     /// The runtimes.
@@ -263,11 +263,19 @@ async fn list(
     };
     let rows = st
         .store
-        .list(status, limit + 1, before)
+        .list(ListFilter {
+            status,
+            before,
+            limit: limit + 1,
+        })
         .await
         .map_err(ApiError::internal)?;
     let more = rows.len() > limit;
-    let page: Vec<Value> = rows.iter().take(limit).map(types::summary).collect();
+    let page: Vec<Value> = rows
+        .iter()
+        .take(limit)
+        .map(ExecutionRecord::summary_json)
+        .collect();
     let mut body = json!({ "Executions": page });
     if more {
         body["NextToken"] = json!(rows[limit - 1].seq.to_string());
@@ -276,34 +284,44 @@ async fn list(
 }
 
 /// The execution object: the stored result once finished, else what is known so far.
-pub async fn execution_object(store: &Store, id: &str) -> Result<Option<Value>, ApiError> {
-    let Some(row) = store.get(id).await.map_err(ApiError::internal)? else {
+pub async fn execution_object(
+    store: &dyn ExecutionStore,
+    id: &str,
+) -> Result<Option<Value>, ApiError> {
+    Ok(execution_record(store, id)
+        .await?
+        .map(|record| record.native_json()))
+}
+
+/// The record, its outcome filled with what is known so far when it has none yet.
+pub async fn execution_record(
+    store: &dyn ExecutionStore,
+    id: &str,
+) -> Result<Option<ExecutionRecord>, ApiError> {
+    let Some(mut record) = store.get(id).await.map_err(ApiError::internal)? else {
         return Ok(None);
     };
-    if let Some(result) = &row.result
-        && let Ok(v) = serde_json::from_str::<Value>(result)
-    {
-        return Ok(Some(v));
+    if record.outcome == Outcome::Pending {
+        let steps = store.steps(id).await.map_err(ApiError::internal)?;
+        let logs = store
+            .logs(id, 0, 100_000)
+            .await
+            .map_err(ApiError::internal)?;
+        record.outcome = record.provisional(
+            steps,
+            &logs,
+            record.failure_message.as_deref(),
+            record.status,
+        );
     }
-    let steps = store.steps(id).await.map_err(ApiError::internal)?;
-    let logs = store
-        .logs(id, 0, 100_000)
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(Some(types::provisional(
-        &row,
-        &steps,
-        &logs,
-        row.failure_message.as_deref(),
-        row.status,
-    )))
+    Ok(Some(record))
 }
 
 async fn get_one(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    match execution_object(&st.store, &id).await? {
+    match execution_object(st.store.as_ref(), &id).await? {
         Some(v) => Ok(Json(v)),
         None => Err(ApiError::not_found(&id)),
     }
@@ -388,7 +406,7 @@ fn follow(
         commits: tokio::sync::watch::Receiver<u64>,
         done: bool,
     }
-    let commits = st.store.commits();
+    let commits = st.store.follow();
     let s = S {
         st,
         id,
@@ -434,7 +452,10 @@ fn follow(
             if status.is_terminal() {
                 s.done = true;
                 // The execution as recorded, so a client need not ask for it again.
-                let execution = execution_object(&s.st.store, &s.id).await.ok().flatten();
+                let execution = execution_object(s.st.store.as_ref(), &s.id)
+                    .await
+                    .ok()
+                    .flatten();
                 s.pending.push_back(
                     Event::default().event("end").data(
                         json!({"Id": s.id, "Status": status.as_str(), "Execution": execution})

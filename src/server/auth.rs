@@ -18,12 +18,35 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// Why the token file is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// It cannot be read.
+    #[error("cannot read the token file {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// It holds only whitespace.
+    #[error("the token file {} is empty", .path.display())]
+    Empty {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+}
+
 impl Token {
     /// Reads the token from a file (surrounding whitespace ignored; it must not be empty).
-    pub fn from_file(path: &Path) -> Result<Token, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
-        Token::new(text.trim()).ok_or_else(|| format!("the token file {} is empty", path.display()))
+    pub fn from_file(path: &Path) -> Result<Token, TokenError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Token::new(text.trim()).ok_or_else(|| TokenError::Empty {
+            path: path.to_path_buf(),
+        })
     }
 
     /// A token from its text; `None` when it is empty.

@@ -6,6 +6,11 @@
 //! socket (mode 0660) and, if configured, on TCP behind a bearer token. Each listener bounds
 //! its connections ([`listen`]): a cap on open ones, header-read, idle and request timeouts.
 //!
+//! [`services`] opens and starts what the daemon runs on, [`bind`] binds its listeners and
+//! [`run`] serves them: tests may pass listeners and a shutdown token of their own
+//! (`crate::daemon::serve` wires them for `scriptbox serve`, with the SSM API as extra routes;
+//! this module does not know the SSM API).
+//!
 //! Shutdown (the token passed to [`run`], fired by SIGTERM or Ctrl-C): stop accepting
 //! connections and submissions, let running executions finish for up to
 //! `server.shutdown_grace_seconds`, then cancel them (their containers are killed) and record
@@ -18,7 +23,6 @@ pub mod metrics;
 pub mod scheduler;
 pub mod types;
 
-use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::runtimes::Catalog;
 use crate::sandbox::{Engine, SandboxError};
-use crate::store::{ExecStatus, Finish, Store};
+use crate::store::{ExecStatus, ExecutionStore, ExitFact, Finish, Store, Timestamp};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -104,33 +108,31 @@ fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
     tokio::net::UnixListener::from_std(listener).map_err(|e| ServeError::Io(e.to_string()))
 }
 
-/// Ends executions a dead daemon left `Running`: `Failed`, with the restart message.
-async fn recover_running(store: &Store) -> Result<usize, ServeError> {
+/// Ends executions a dead daemon left `Running`: `Failed`, with the restart message. Holding
+/// the data directory's lock proves their owner dead, so their leases are not waited out.
+async fn recover_running(store: &dyn ExecutionStore) -> Result<usize, ServeError> {
     let running = store
         .with_status(ExecStatus::Running)
         .await
         .map_err(|e| ServeError::Io(e.to_string()))?;
     let n = running.len();
-    for row in running {
-        let steps = store.steps(&row.id).await.unwrap_or_default();
-        let logs = store.logs(&row.id, 0, 100_000).await.unwrap_or_default();
-        let ended = crate::runbook::output::time(chrono::Utc::now());
-        let mut r = row.clone();
-        r.ended_at = Some(ended.clone());
-        let body = types::provisional(
-            &r,
-            &steps,
+    for record in running {
+        let steps = store.steps(&record.id).await.unwrap_or_default();
+        let logs = store.logs(&record.id, 0, 100_000).await.unwrap_or_default();
+        let outcome = record.provisional(
+            steps,
             &logs,
             Some(types::RESTARTED_MESSAGE),
             ExecStatus::Failed,
         );
         store
             .finish(Finish {
-                id: row.id.clone(),
+                id: record.id.clone(),
                 status: ExecStatus::Failed,
-                result: body.to_string(),
+                outcome,
                 failure_message: Some(types::RESTARTED_MESSAGE.into()),
-                ended_at: ended,
+                ended: Timestamp::now(),
+                exit: ExitFact::NotApplicable,
             })
             .await
             .map_err(|e| ServeError::Io(e.to_string()))?;
@@ -170,40 +172,61 @@ async fn remove_previous_daemons_containers(engine: &Engine, data_dir: &Path) {
     }
 }
 
-/// Runs the daemon until `shutdown` fires; returns after the graceful shutdown.
-pub async fn run(
+/// What the daemon runs on, opened, recovered and started by [`services`].
+pub struct Services {
+    /// The settings.
+    pub settings: Arc<Settings>,
+    /// The runtimes.
+    pub catalog: Arc<Catalog>,
+    /// The execution store (and the SSM documents' database).
+    pub store: Arc<Store>,
+    /// The engine.
+    pub engine: Engine,
+    /// The scheduler, dispatching.
+    pub scheduler: Arc<scheduler::Scheduler>,
+    /// The metrics.
+    pub metrics: Arc<metrics::Metrics>,
+    /// The bearer token of the TCP listener's native API.
+    pub token: Option<Arc<auth::Token>>,
+    _lock: DirLock,
+}
+
+/// The sockets the daemon serves on; tests may bind their own.
+pub struct Listeners {
+    /// The Unix socket: the native API, no token.
+    pub unix: tokio::net::UnixListener,
+    /// Removed at shutdown (the socket file of `unix`).
+    pub unix_path: Option<PathBuf>,
+    /// The TCP listener: the native API behind the bearer token, and the extra routes (SSM).
+    pub tcp: Option<tokio::net::TcpListener>,
+}
+
+/// The TCP listener's bearer token, as the settings ask.
+pub fn bearer_token(settings: &Settings) -> Result<Option<Arc<auth::Token>>, ServeError> {
+    match (&settings.server.tcp_listen, &settings.server.token_file) {
+        (Some(_), Some(file)) => Ok(Some(Arc::new(
+            auth::Token::from_file(file).map_err(|e| ServeError::Config(e.to_string()))?,
+        ))),
+        (Some(_), None) if settings.server.ssm_api => Ok(None),
+        (Some(_), None) => Err(ServeError::Config(
+            "server.tcp_listen needs server.token_file (--token-file): requests over TCP need a bearer token".into(),
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// Locks the data directory, opens the database, connects to the engine, recovers (records
+/// first, then the dead owner's containers), and starts the scheduler with the queued work.
+pub async fn services(
     settings: Settings,
     catalog: Catalog,
-    shutdown: CancellationToken,
-) -> Result<(), ServeError> {
-    settings
-        .check()
-        .map_err(|e| ServeError::Config(e.to_string()))?;
+    token: Option<Arc<auth::Token>>,
+) -> Result<Services, ServeError> {
     let data_dir = settings.server.data_dir_path();
-    let socket = settings.server.socket_path();
-    let token = match (&settings.server.tcp_listen, &settings.server.token_file) {
-        (Some(_), Some(file)) => Some(Arc::new(
-            auth::Token::from_file(file).map_err(ServeError::Config)?,
-        )),
-        (Some(_), None) if settings.server.ssm_api => None,
-        (Some(_), None) => {
-            return Err(ServeError::Config(
-                "server.tcp_listen needs server.token_file (--token-file): requests over TCP need a bearer token".into(),
-            ));
-        }
-        _ => None,
-    };
-    let ssm_keys = if settings.server.ssm_api {
-        crate::ssm::access_keys(&settings).map_err(ServeError::Config)?
-    } else {
-        None
-    };
-    let _lock = lock_data_dir(&data_dir)?;
+    let lock = lock_data_dir(&data_dir)?;
     let store = Arc::new(Store::open(&data_dir).map_err(|e| ServeError::Io(e.to_string()))?);
     let engine = Engine::connect(settings.sandbox.clone()).await?;
-
-    // Recovery: first the records, then the containers of the dead owner.
-    let failed = recover_running(&store).await?;
+    let failed = recover_running(store.as_ref()).await?;
     remove_previous_daemons_containers(&engine, &data_dir).await;
     match engine.sweep_leftovers().await {
         Ok(r) if !r.removed.is_empty() => tracing::warn!(
@@ -216,10 +239,36 @@ pub async fn run(
     if failed > 0 {
         tracing::warn!("{failed} execution(s) were running when scriptbox stopped: now Failed");
     }
-
     let settings = Arc::new(settings);
     let catalog = Arc::new(catalog);
     let metrics = Arc::new(metrics::Metrics::default());
+    let scheduler = scheduler_of(&settings, &catalog, &store, &metrics, &engine, &data_dir);
+    let queued = store
+        .with_status(ExecStatus::Queued)
+        .await
+        .map_err(|e| ServeError::Io(e.to_string()))?;
+    scheduler.requeue(queued).await;
+    scheduler.start();
+    Ok(Services {
+        settings,
+        catalog,
+        store,
+        engine,
+        scheduler,
+        metrics,
+        token,
+        _lock: lock,
+    })
+}
+
+fn scheduler_of(
+    settings: &Arc<Settings>,
+    catalog: &Arc<Catalog>,
+    store: &Arc<Store>,
+    metrics: &Arc<metrics::Metrics>,
+    engine: &Engine,
+    data_dir: &Path,
+) -> Arc<scheduler::Scheduler> {
     let scratch = data_dir.join("scratch");
     let _ = std::fs::remove_dir_all(&scratch);
     // One limit of containers alive, shared by executions and the warm pool's waiting ones.
@@ -236,7 +285,7 @@ pub async fn run(
         )
     });
     let runner = step_runner(engine.clone(), settings.clone(), pool.clone());
-    let sched = scheduler::Scheduler::new(
+    scheduler::Scheduler::new(
         settings.clone(),
         catalog.clone(),
         store.clone(),
@@ -244,38 +293,16 @@ pub async fn run(
         runner,
         scratch,
         scheduler::ContainerCapacity { permits, pool },
-    );
-    let queued = store
-        .with_status(ExecStatus::Queued)
-        .await
-        .map_err(|e| ServeError::Io(e.to_string()))?;
-    sched.requeue(queued).await;
-    sched.start();
+    )
+}
 
-    let stop_http = CancellationToken::new();
-    let state = api::AppState {
-        scheduler: sched.clone(),
-        store: store.clone(),
-        metrics,
-        catalog: catalog.clone(),
-        engine: engine.clone(),
-        shutdown: stop_http.clone(),
-        max_request_bytes: settings.server.max_request_bytes,
-    };
-    let app = api::router(state);
-    let ssm = if settings.server.ssm_api {
-        let st = crate::ssm::SsmState::new(
-            sched.clone(),
-            store.clone(),
-            settings.clone(),
-            catalog.clone(),
-            ssm_keys.clone(),
-        )
-        .map_err(ServeError::Io)?;
-        Some(crate::ssm::router(st))
-    } else {
-        None
-    };
+/// Binds the configured listeners: the Unix socket and, if configured, TCP. `loopback_only`
+/// refuses a TCP address that is not a loopback one (the SSM API without credentials).
+pub async fn bind(
+    settings: &Settings,
+    loopback_only: bool,
+) -> Result<(Listeners, String), ServeError> {
+    let socket = settings.server.socket_path();
     let unix = bind_unix(&socket)?;
     let mut listening = format!("unix:{}", socket.display());
     let tcp = match &settings.server.tcp_listen {
@@ -284,7 +311,7 @@ pub async fn run(
                 .await
                 .map_err(|e| ServeError::Io(format!("bind {addr}: {e}")))?;
             let local = l.local_addr().map_err(|e| ServeError::Io(e.to_string()))?;
-            if ssm.is_some() && ssm_keys.is_none() && !local.ip().is_loopback() {
+            if loopback_only && !local.ip().is_loopback() {
                 return Err(ServeError::Config(format!(
                     "server.ssm_anonymous (--ssm-anonymous) accepts any AWS credentials, so it listens on loopback addresses only; {local} is not one: set ssm_access_keys_file (--ssm-access-keys-file) or listen on 127.0.0.1"
                 )));
@@ -294,49 +321,79 @@ pub async fn run(
         }
         None => None,
     };
-    // One line on stdout when ready: scripts and tests wait for it.
-    {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "scriptbox serve: listening on {listening}");
-        let _ = out.flush();
-    }
+    Ok((
+        Listeners {
+            unix,
+            unix_path: Some(socket),
+            tcp,
+        },
+        listening,
+    ))
+}
 
+/// The TCP listener's routes: the native API needs the bearer token; without one (allowed
+/// only with extra routes, the SSM API) it serves only the extra routes, which carry their own
+/// authentication (SigV4).
+fn tcp_app(
+    app: axum::Router,
+    token: Option<Arc<auth::Token>>,
+    extra: Option<axum::Router>,
+) -> axum::Router {
+    let native = match token {
+        Some(token) => app.layer(axum::middleware::from_fn_with_state(
+            token,
+            api::require_token,
+        )),
+        None => app.layer(axum::middleware::from_fn(api::refuse_without_token)),
+    };
+    match extra {
+        Some(extra) => extra.merge(native),
+        None => native,
+    }
+}
+
+/// Serves `listeners` until `shutdown` fires, then shuts down gracefully: stop accepting
+/// connections and submissions, let running executions finish for up to
+/// `server.shutdown_grace_seconds`, cancel the rest and record them, flush the database.
+/// `extra` routes (the SSM API) are served on the TCP listener.
+pub async fn run(
+    listeners: Listeners,
+    services: Services,
+    extra: Option<axum::Router>,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let stop_http = CancellationToken::new();
+    let settings = services.settings.clone();
+    let state = api::AppState {
+        scheduler: services.scheduler.clone(),
+        store: services.store.clone(),
+        metrics: services.metrics.clone(),
+        catalog: services.catalog.clone(),
+        engine: services.engine.clone(),
+        shutdown: stop_http.clone(),
+        max_request_bytes: settings.server.max_request_bytes,
+    };
+    let app = api::router(state);
     listen::raise_file_limit();
     let limits = listen::ConnectionLimits::from_settings(&settings.server);
     let unix_server = {
         let stop = stop_http.clone();
         let app = app.clone();
+        let unix = listeners.unix;
         tokio::spawn(async move { listen::serve(unix, app, limits, stop).await })
     };
-    let tcp_server = match tcp {
-        Some(listener) => {
-            let stop = stop_http.clone();
-            // The native API needs the bearer token; without one (allowed only with the SSM API)
-            // the listener serves only the SSM API. SSM requests carry SigV4, not the token.
-            let native = match token {
-                Some(token) => app.layer(axum::middleware::from_fn_with_state(
-                    token,
-                    api::require_token,
-                )),
-                None => app.layer(axum::middleware::from_fn(api::refuse_without_token)),
-            };
-            let app = match ssm {
-                Some(ssm) => ssm.merge(native),
-                None => native,
-            };
-            Some(tokio::spawn(async move {
-                listen::serve(listener, app, limits, stop).await
-            }))
-        }
-        None => None,
-    };
+    let tcp_server = listeners.tcp.map(|listener| {
+        let stop = stop_http.clone();
+        let app = tcp_app(app, services.token.clone(), extra);
+        tokio::spawn(async move { listen::serve(listener, app, limits, stop).await })
+    });
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");
     // Stop accepting: listeners close, log streams end, no submission is admitted.
     stop_http.cancel();
     let grace = Duration::from_secs(settings.server.shutdown_grace_seconds);
-    sched.shutdown(grace).await;
+    services.scheduler.shutdown(grace).await;
     let wait_http = async {
         let _ = unix_server.await;
         if let Some(t) = tcp_server {
@@ -344,11 +401,13 @@ pub async fn run(
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), wait_http).await;
-    if let Err(e) = store.flush().await {
+    if let Err(e) = services.store.flush().await {
         tracing::error!("final database flush failed: {e}");
     }
-    store.close();
-    let _ = std::fs::remove_file(&socket);
+    services.store.close();
+    if let Some(path) = &listeners.unix_path {
+        let _ = std::fs::remove_file(path);
+    }
     Ok(())
 }
 

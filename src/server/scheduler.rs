@@ -29,27 +29,27 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use futures::FutureExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::metrics::Metrics;
-use super::types::{
-    CANCELLED_QUEUED_MESSAGE, Invalid, Prepared, SubmitRequest, Work, envelope, prepare,
-    provisional,
-};
+use super::types::{CANCELLED_QUEUED_MESSAGE, Invalid, Prepared, SubmitRequest, Work, prepare};
 use crate::config::{EffectiveLimits, Settings};
 use crate::execute::{JobLimits, Runner, StepJob};
 use crate::pool::WarmPool;
+use crate::record::RunbookOutcome;
 use crate::result::{LogLine, LogStream};
 use crate::runbook::{self as rb, executor::RunEvent};
 use crate::runtimes::Catalog;
 use crate::sandbox::Removal;
 use crate::step::ValidatedStep;
-use crate::store::{ExecKind, ExecStatus, ExecutionRow, Finish, NewExecution, Store};
+use crate::store::{
+    CancelRequest, ExecKind, ExecStatus, ExecutionRecord, ExecutionStore, ExitFact, Finish,
+    NewExecution, Outcome, StepExecution, Timestamp,
+};
 
 /// Submissions validated at once (each on a blocking thread); more wait their turn.
 pub const VALIDATIONS_AT_ONCE: usize = 4;
@@ -57,6 +57,10 @@ pub const VALIDATIONS_AT_ONCE: usize = 4;
 /// The longest one submission's validation may take before it is refused. Its work is bounded
 /// by the runbook module's limits (values, aliases, pattern budget); this is the last guard.
 pub const VALIDATION_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How long a running execution stays this daemon's without a heartbeat; heartbeats come
+/// every third of it.
+pub const LEASE: Duration = Duration::from_secs(30);
 
 /// Releases the containers-alive gauge when dropped.
 struct Alive<'m>(&'m Metrics);
@@ -136,7 +140,7 @@ pub struct ContainerCapacity {
 pub struct Scheduler {
     settings: Arc<Settings>,
     catalog: Arc<Catalog>,
-    store: Arc<Store>,
+    store: Arc<dyn ExecutionStore>,
     metrics: Arc<Metrics>,
     runner: Arc<Runner>,
     permits: Arc<Semaphore>,
@@ -149,10 +153,12 @@ pub struct Scheduler {
     tracker: TaskTracker,
     stop_dispatch: CancellationToken,
     validations: Arc<Semaphore>,
+    /// This daemon's owner label: the holder of its executions' leases.
+    owner: String,
 }
 
-fn now() -> String {
-    rb::output::time(Utc::now())
+fn now() -> Timestamp {
+    Timestamp::now()
 }
 
 impl Scheduler {
@@ -160,7 +166,7 @@ impl Scheduler {
     pub fn new(
         settings: Arc<Settings>,
         catalog: Arc<Catalog>,
-        store: Arc<Store>,
+        store: Arc<dyn ExecutionStore>,
         metrics: Arc<Metrics>,
         runner: Arc<Runner>,
         scratch: PathBuf,
@@ -188,6 +194,7 @@ impl Scheduler {
             tracker: TaskTracker::new(),
             stop_dispatch: CancellationToken::new(),
             validations: Arc::new(Semaphore::new(VALIDATIONS_AT_ONCE)),
+            owner: crate::sandbox::OwnerId::current().label(),
         })
     }
 
@@ -284,7 +291,7 @@ impl Scheduler {
             runtime: prepared.runtime(),
             document_name: prepared.document_name(),
             request,
-            submitted_at: now(),
+            submitted: now(),
         };
         if let Err(e) = self.store.insert(new).await {
             let mut st = self.state.lock().expect("scheduler lock");
@@ -314,7 +321,7 @@ impl Scheduler {
     }
 
     /// Queues executions found `Queued` in the store at start (they were acknowledged).
-    pub async fn requeue(&self, rows: Vec<ExecutionRow>) {
+    pub async fn requeue(&self, rows: Vec<ExecutionRecord>) {
         for row in rows {
             let parsed: Result<SubmitRequest, String> =
                 serde_json::from_str(&row.request).map_err(|e| e.to_string());
@@ -341,15 +348,16 @@ impl Scheduler {
                     let msg = format!(
                         "scriptbox restarted and could no longer run this queued execution: {why}"
                     );
-                    let body = provisional(&row, &[], &[], Some(&msg), ExecStatus::Failed);
+                    let outcome = row.provisional(vec![], &[], Some(&msg), ExecStatus::Failed);
                     let _ = self
                         .store
                         .finish(Finish {
                             id: row.id.clone(),
                             status: ExecStatus::Failed,
-                            result: body.to_string(),
+                            outcome,
                             failure_message: Some(msg),
-                            ended_at: now(),
+                            ended: now(),
+                            exit: ExitFact::NotApplicable,
                         })
                         .await;
                 }
@@ -357,10 +365,35 @@ impl Scheduler {
         }
     }
 
-    /// Starts the dispatcher.
+    /// Starts the dispatcher and the lease heartbeat.
     pub fn start(self: &Arc<Self>) {
         let me = self.clone();
         self.tracker.spawn(async move { me.dispatch().await });
+        let me = self.clone();
+        self.tracker.spawn(async move { me.heartbeat().await });
+    }
+
+    /// Every third of [`LEASE`], extends the lease of each running execution.
+    async fn heartbeat(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(LEASE / 3) => {}
+                _ = self.stop_dispatch.cancelled() => return,
+            }
+            let running: Vec<String> = {
+                let st = self.state.lock().expect("scheduler lock");
+                st.entries
+                    .iter()
+                    .filter(|(_, e)| e.phase == Phase::Running)
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            };
+            for id in running {
+                if let Err(e) = self.store.heartbeat(&id, &self.owner, LEASE).await {
+                    tracing::warn!("cannot extend the lease of {id}: {e}");
+                }
+            }
+        }
     }
 
     async fn dispatch(self: Arc<Self>) {
@@ -436,16 +469,15 @@ impl Scheduler {
             "scriptbox failed internally while running this execution ({why}); it is ended as Failed"
         );
         tracing::error!("execution {id}: {msg}");
-        self.store.log(&id, None, LogStream::Scriptbox, &msg);
-        if let Ok(Some(mut row)) = self.store.get(&id).await {
-            row.ended_at = Some(now());
-            let body = provisional(&row, &[], &[], Some(&msg), ExecStatus::Failed);
+        self.store.append_log(&id, None, LogStream::Scriptbox, &msg);
+        if let Ok(Some(row)) = self.store.get(&id).await {
             let finish = Finish {
                 id: id.clone(),
                 status: ExecStatus::Failed,
-                result: body.to_string(),
+                outcome: row.provisional(vec![], &[], Some(&msg), ExecStatus::Failed),
                 failure_message: Some(msg),
-                ended_at: now(),
+                ended: now(),
+                exit: ExitFact::NotApplicable,
             };
             if let Err(e) = self.store.finish(finish).await {
                 tracing::error!("cannot record the end of {id}: {e}");
@@ -466,47 +498,38 @@ impl Scheduler {
             return;
         }
         let began = Instant::now();
-        if let Err(e) = self.store.start(&id, now()).await {
-            tracing::error!("cannot record the start of {id}: {e}");
+        match self.store.claim(&id, &self.owner, LEASE).await {
+            Ok(true) => {}
+            Ok(false) => tracing::error!("{id} was no longer queued when it got its permit"),
+            Err(e) => tracing::error!("cannot record the start of {id}: {e}"),
         }
         self.metrics.container_started();
         // Counts the container permit as released however this ends (a panic too).
         let alive = Alive(&self.metrics);
         let limits = job.prepared.limits.clone();
-        let (status, body, failure, removal) = match job.prepared.work {
+        let (status, outcome, failure, removal) = match job.prepared.work {
             Work::Step(step) => self.run_step(&id, &step, &limits, &token).await,
             Work::Runbook(doc, params) => {
-                let (status, body, failure) =
+                let (status, outcome, failure) =
                     self.run_runbook(&id, &doc, params, &limits, &token).await;
-                (status, body, failure, None)
+                (status, outcome, failure, None)
             }
         };
-        let row = self.store.get(&id).await.ok().flatten();
-        let mut body = match &row {
-            Some(row) => {
-                let mut r = row.clone();
-                r.ended_at = Some(now());
-                envelope(&r, status, body)
-            }
-            None => body,
+        // A warm step's result is recorded before Docker reports the exit: its exit fact is
+        // pending (`ExitCode: null`) until the removal below brings it.
+        let exit = match &outcome {
+            Outcome::Step(r) if removal.is_some() && r.exit_code.is_none() => ExitFact::Pending,
+            _ => ExitFact::NotApplicable,
         };
-        // A warm step's result is recorded before Docker reports the exit: ExitCode is null
-        // (not known yet) until the removal below fills it in.
-        let exit_pending = removal.is_some()
-            && body.get("ExitCode").is_none()
-            && body.get("Kind").and_then(Value::as_str) == Some("Step");
-        if exit_pending && let Some(obj) = body.as_object_mut() {
-            obj.insert("ExitCode".into(), Value::Null);
-        }
-        let ended_at = now();
-        let mut finish = Finish {
+        let finish = Finish {
             id: id.clone(),
             status,
-            result: body.to_string(),
+            outcome,
             failure_message: failure,
-            ended_at,
+            ended: now(),
+            exit,
         };
-        if let Err(e) = self.store.finish(finish.clone()).await {
+        if let Err(e) = self.store.finish(finish).await {
             tracing::error!("cannot record the end of {id}: {e}");
         }
         self.metrics.finished(
@@ -518,19 +541,20 @@ impl Scheduler {
         // exit facts arrive with its removal: an abnormal exit after the result is logged.
         if let Some(removal) = removal {
             let finished = removal.finish().await;
-            if exit_pending
+            if exit == ExitFact::Pending
                 && let Ok(Some(facts)) = &finished
-                && let Some(obj) = body.as_object_mut()
             {
-                obj.insert("ExitCode".into(), facts.exit_code.into());
-                finish.result = body.to_string();
-                if let Err(e) = self.store.finish(finish).await {
+                let known = ExitFact::Known {
+                    exit_code: facts.exit_code,
+                    oom_killed: facts.oom_killed,
+                };
+                if let Err(e) = self.store.record_exit(&id, known).await {
                     tracing::error!("cannot record the exit code of {id}: {e}");
                 }
             }
             match finished {
                 Ok(Some(facts)) if facts.exit_code != Some(0) || facts.oom_killed => {
-                    self.store.log(
+                    self.store.append_log(
                         &id,
                         None,
                         LogStream::Scriptbox,
@@ -570,10 +594,11 @@ impl Scheduler {
         step: &ValidatedStep,
         limits: &EffectiveLimits,
         token: &CancellationToken,
-    ) -> (ExecStatus, Value, Option<String>, Option<Removal>) {
+    ) -> (ExecStatus, Outcome, Option<String>, Option<Removal>) {
         let store = self.store.clone();
         let log_id = id.to_string();
-        let mut on_log = move |line: &LogLine| store.log(&log_id, None, line.stream, &line.text);
+        let mut on_log =
+            move |line: &LogLine| store.append_log(&log_id, None, line.stream, &line.text);
         let job = StepJob {
             execution_id: id.to_string(),
             automation_execution_id: None,
@@ -601,32 +626,27 @@ impl Scheduler {
                     .iter()
                     .filter(|l| l.stream == LogStream::Scriptbox)
                 {
-                    self.store.log(id, None, l.stream, &l.text);
+                    self.store.append_log(id, None, l.stream, &l.text);
                 }
                 let failure = result.failure_message.clone();
                 let status = ExecStatus::from(result.status);
                 (
                     status,
-                    serde_json::to_value(&result).unwrap_or(Value::Null),
+                    Outcome::Step(Box::new(result)),
                     failure,
                     Some(removal),
                 )
             }
             Err(e) => {
                 let msg = format!("the container engine failed: {e}");
-                self.store.log(id, None, LogStream::Scriptbox, &msg);
-                let body = json!({
-                    "ExecutionId": id,
-                    "Runtime": step.runtime,
-                    "Status": "Failed",
-                    "Payload": null,
-                    "FailureMessage": msg,
-                    "Error": {"ErrorType": "EngineError", "Message": msg, "StackTrace": []},
-                    "Log": [],
-                    "LogTruncated": false,
-                    "DurationMs": 0,
-                });
-                (ExecStatus::Failed, body, Some(msg), None)
+                self.store.append_log(id, None, LogStream::Scriptbox, &msg);
+                let result = crate::record::engine_failure(id, &step.runtime, &msg);
+                (
+                    ExecStatus::Failed,
+                    Outcome::Step(Box::new(result)),
+                    Some(msg),
+                    None,
+                )
             }
         }
     }
@@ -638,7 +658,7 @@ impl Scheduler {
         params: serde_json::Map<String, Value>,
         limits: &EffectiveLimits,
         token: &CancellationToken,
-    ) -> (ExecStatus, Value, Option<String>) {
+    ) -> (ExecStatus, Outcome, Option<String>) {
         let steps = self.runner.with_runbook_limits(self.job_limits(limits));
         let options = rb::executor::ExecOptions {
             execution_id: Some(id.to_string()),
@@ -659,28 +679,16 @@ impl Scheduler {
                 if attempt == 1 {
                     logged = 0;
                 }
-                let record = json!({
-                    "StepName": step.name,
-                    "Action": step.action,
-                    "StepStatus": "InProgress",
-                    "ExecutionStartTime": now(),
-                    "ScriptboxAttempts": attempt,
-                });
-                store.step(
-                    &exec_id,
-                    index,
-                    &step.name,
-                    "InProgress",
-                    record.to_string(),
-                );
+                let record = StepExecution::started(&step.name, &step.action, attempt);
+                store.step(&exec_id, index, &record);
             }
             RunEvent::Log { step, line } => {
                 let before = logged;
                 logged = logged.saturating_add(line.text.len());
                 if logged <= log_cap {
-                    store.log(&exec_id, Some(&step.name), line.stream, &line.text);
+                    store.append_log(&exec_id, Some(&step.name), line.stream, &line.text);
                 } else if before <= log_cap {
-                    store.log(
+                    store.append_log(
                         &exec_id,
                         Some(&step.name),
                         LogStream::Scriptbox,
@@ -691,14 +699,7 @@ impl Scheduler {
                 }
             }
             RunEvent::StepFinished { record } => {
-                let json = rb::output::step_json(record);
-                store.step(
-                    &exec_id,
-                    index,
-                    &record.name,
-                    record.status.as_str(),
-                    json.to_string(),
-                );
+                store.step(&exec_id, index, &StepExecution::finished(record));
                 index += 1;
             }
         };
@@ -706,16 +707,17 @@ impl Scheduler {
             rb::executor::execute(doc, params, &steps, &options, &mut observer, token).await;
         let status = ExecStatus::from(execution.status);
         let failure = execution.failure_message.clone();
-        (status, rb::output::execution_json(&execution), failure)
+        (
+            status,
+            Outcome::Runbook(Box::new(RunbookOutcome::of(&execution))),
+            failure,
+        )
     }
 
     async fn finish_queued_cancel(&self, id: &str) {
         if let Ok(Some(row)) = self.store.get(id).await {
-            let mut r = row.clone();
-            r.ended_at = Some(now());
-            let body = provisional(
-                &r,
-                &[],
+            let outcome = row.provisional(
+                vec![],
                 &[],
                 Some(CANCELLED_QUEUED_MESSAGE),
                 ExecStatus::Cancelled,
@@ -725,9 +727,10 @@ impl Scheduler {
                 .cancel_queued(Finish {
                     id: id.to_string(),
                     status: ExecStatus::Cancelled,
-                    result: body.to_string(),
+                    outcome,
                     failure_message: Some(CANCELLED_QUEUED_MESSAGE.into()),
-                    ended_at: now(),
+                    ended: now(),
+                    exit: ExitFact::NotApplicable,
                 })
                 .await;
             self.metrics.finished(
@@ -771,7 +774,15 @@ impl Scheduler {
                 self.finish_queued_cancel(id).await;
                 CancelOutcome::CancelledQueued
             }
-            Some(false) => CancelOutcome::Cancelling,
+            Some(false) => {
+                // Stored, so every reader (SSM's `Cancelling`) sees it, after a restart too.
+                match self.store.request_cancel(id, now()).await {
+                    Ok(CancelRequest::Requested | CancelRequest::Queued) => {}
+                    Ok(other) => tracing::debug!("cancel of {id}: the store found {other:?}"),
+                    Err(e) => tracing::error!("cannot record the cancel request of {id}: {e}"),
+                }
+                CancelOutcome::Cancelling
+            }
             None => match self.store.get(id).await {
                 Ok(Some(row)) => CancelOutcome::AlreadyFinished(row.status),
                 _ => CancelOutcome::NotFound,
@@ -805,7 +816,7 @@ impl Scheduler {
                     .collect()
             };
             for (id, token) in running {
-                self.store.log(
+                self.store.append_log(
                     &id,
                     None,
                     LogStream::Scriptbox,

@@ -13,6 +13,7 @@ use crate::pool::PoolConfig;
 use crate::sandbox::fake::{Call, FakeBackend, Reply};
 use crate::sandbox::{Backend, SandboxConfig};
 use crate::server::types::StepRequest;
+use crate::store::{ExecutionRecord, Store};
 
 /// A scheduler of `concurrency` permits and `queue` places on a fresh fake backend and store.
 struct Rig {
@@ -96,7 +97,7 @@ async fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
 }
 
 /// Waits (bounded) until the execution has ended; returns its row.
-async fn ended(store: &Store, id: &str) -> ExecutionRow {
+async fn ended(store: &Store, id: &str) -> ExecutionRecord {
     let began = Instant::now();
     loop {
         let row = store.get(id).await.unwrap().unwrap();
@@ -140,8 +141,8 @@ fn runs(fake: &FakeBackend) -> Vec<String> {
         .collect()
 }
 
-fn payload_of(row: &ExecutionRow) -> Value {
-    let result: Value = serde_json::from_str(row.result.as_deref().unwrap()).unwrap();
+fn payload_of(row: &ExecutionRecord) -> Value {
+    let result: Value = row.native_json();
     result["Payload"].clone()
 }
 
@@ -329,7 +330,7 @@ async fn executions_queued_before_a_restart_run_after_it() {
                 runtime: Some("python3.11".into()),
                 document_name: None,
                 request,
-                submitted_at: now(),
+                submitted: now(),
             })
             .await
             .unwrap();
@@ -431,7 +432,7 @@ async fn a_warm_run_records_its_result_then_its_exit_code() {
     let began = Instant::now();
     loop {
         let row = store.get(&second).await.unwrap().unwrap();
-        let result: Value = serde_json::from_str(row.result.as_deref().unwrap()).unwrap();
+        let result: Value = row.native_json();
         if result["ExitCode"] == json!(0) {
             break;
         }

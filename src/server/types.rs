@@ -1,5 +1,5 @@
 //! The API's JSON: submission bodies (unknown fields refused), their validation into something
-//! runnable, and the execution objects `get` returns.
+//! runnable (the execution objects `get` returns are `record::ExecutionRecord`'s).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,7 +12,7 @@ use crate::config::{EffectiveLimits, RequestedLimits, Settings};
 use crate::runbook::{self as rb, Problem};
 use crate::runtimes::Catalog;
 use crate::step::{self, Attachment, StepInputs, ValidatedStep};
-use crate::store::{ExecKind, ExecStatus, ExecutionRow, LogRow};
+use crate::store::ExecKind;
 
 /// `POST /v1/executions`: exactly one of `Step` or `Runbook`, and optional `Limits`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -223,93 +223,106 @@ pub fn prepare(
                 "request body: give exactly one of Step or Runbook",
             ));
         }
-        (Some(s), None) => {
-            // A step that sets no timeout gets the execution's ceiling (the default).
-            let ceiling = i64::try_from(limits.timeout_seconds).unwrap_or(i64::MAX);
-            let inputs = StepInputs {
-                runtime: Some(s.runtime.clone()),
-                handler: s.handler.clone(),
-                input_payload: s.input_payload.clone(),
-                script: s.script.clone().map(Value::String),
-                attachments: decode("Step.Attachments", &s.attachments)?,
-                timeout_seconds: Some(s.timeout_seconds.unwrap_or(ceiling)),
-            };
-            let step = step::validate(&inputs, catalog, limits.timeout_seconds).map_err(|e| {
-                let mut inv = Invalid::new("InvalidStep", None, format!("invalid step: {e}"));
-                inv.field = e.problems.first().map(|p| format!("Step.{}", p.field));
-                inv
-            })?;
-            Work::Step(Box::new(step))
-        }
-        (None, Some(r)) => {
-            let attachments = decode("Runbook.Attachments", &r.attachments)?;
-            let dir = scratch.join(uuid::Uuid::new_v4().to_string());
-            let loaded = (|| {
-                std::fs::create_dir_all(&dir)?;
-                for a in &attachments {
-                    let name = Path::new(&a.name);
-                    let plain = name.file_name().map(|n| n == name.as_os_str()) == Some(true);
-                    if !plain {
-                        return Err(std::io::Error::other(format!(
-                            "Runbook.Attachments: {:?} must be a plain file name",
-                            a.name
-                        )));
-                    }
-                    std::fs::write(dir.join(name), &a.bytes)?;
-                }
-                Ok(())
-            })();
-            let result = loaded
-                .map_err(|e| {
-                    Invalid::new("InvalidRequest", Some("Runbook.Attachments"), e.to_string())
-                })
-                .and_then(|()| {
-                    let options = rb::document::LoadOptions {
-                        catalog,
-                        max_timeout_secs: settings.limits.max_timeout_seconds,
-                        attachments_dir: None,
-                    };
-                    let name = r.document_name.clone().unwrap_or_else(|| "runbook".into());
-                    let format = rb::yaml::Format::detect("", &r.document);
-                    rb::document::load_str(&r.document, &name, format, &dir, &options).map_err(
-                        |refused| Invalid {
-                            code: "InvalidRunbook",
-                            field: Some("Runbook.Document".into()),
-                            message: format!("the runbook is not valid:\n{refused}"),
-                            problems: refused.problems,
-                        },
-                    )
-                });
-            let _ = std::fs::remove_dir_all(&dir);
-            let doc = result?;
-            let supplied: Vec<(String, rb::parameters::Supplied)> = r
-                .parameters
-                .iter()
-                .map(|(k, v)| {
-                    let s = match v {
-                        Value::String(t) => rb::parameters::Supplied::Text(t.clone()),
-                        other => rb::parameters::Supplied::Typed(other.clone()),
-                    };
-                    (k.clone(), s)
-                })
-                .collect();
-            let params =
-                rb::parameters::resolve(&doc.parameters, &supplied).map_err(|problems| {
-                    let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
-                    Invalid {
-                        code: "InvalidParameters",
-                        field: Some("Runbook.Parameters".into()),
-                        message: format!(
-                            "the runbook cannot run with these parameters:\n{}",
-                            text.join("\n")
-                        ),
-                        problems,
-                    }
-                })?;
-            Work::Runbook(Box::new(doc), params)
-        }
+        (Some(s), None) => prepare_step(s, catalog, &limits)?,
+        (None, Some(r)) => prepare_runbook(r, settings, catalog, scratch)?,
     };
     Ok(Prepared { work, limits })
+}
+
+/// A step request, validated like `scriptbox invoke`'s flags.
+fn prepare_step(
+    s: &StepRequest,
+    catalog: &Catalog,
+    limits: &EffectiveLimits,
+) -> Result<Work, Invalid> {
+    // A step that sets no timeout gets the execution's ceiling (the default).
+    let ceiling = i64::try_from(limits.timeout_seconds).unwrap_or(i64::MAX);
+    let inputs = StepInputs {
+        runtime: Some(s.runtime.clone()),
+        handler: s.handler.clone(),
+        input_payload: s.input_payload.clone(),
+        script: s.script.clone().map(Value::String),
+        attachments: decode("Step.Attachments", &s.attachments)?,
+        timeout_seconds: Some(s.timeout_seconds.unwrap_or(ceiling)),
+    };
+    let step = step::validate(&inputs, catalog, limits.timeout_seconds).map_err(|e| {
+        let mut inv = Invalid::new("InvalidStep", None, format!("invalid step: {e}"));
+        inv.field = e.problems.first().map(|p| format!("Step.{}", p.field));
+        inv
+    })?;
+    Ok(Work::Step(Box::new(step)))
+}
+
+/// A runbook request: its attachments in a scratch folder while the document is read, then its
+/// parameters resolved.
+fn prepare_runbook(
+    r: &RunbookRequest,
+    settings: &Settings,
+    catalog: &Catalog,
+    scratch: &Path,
+) -> Result<Work, Invalid> {
+    let attachments = decode("Runbook.Attachments", &r.attachments)?;
+    let dir = scratch.join(uuid::Uuid::new_v4().to_string());
+    let loaded = (|| {
+        std::fs::create_dir_all(&dir)?;
+        for a in &attachments {
+            let name = Path::new(&a.name);
+            let plain = name.file_name().map(|n| n == name.as_os_str()) == Some(true);
+            if !plain {
+                return Err(std::io::Error::other(format!(
+                    "Runbook.Attachments: {:?} must be a plain file name",
+                    a.name
+                )));
+            }
+            std::fs::write(dir.join(name), &a.bytes)?;
+        }
+        Ok(())
+    })();
+    let result = loaded
+        .map_err(|e| Invalid::new("InvalidRequest", Some("Runbook.Attachments"), e.to_string()))
+        .and_then(|()| {
+            let options = rb::document::LoadOptions {
+                catalog,
+                max_timeout_secs: settings.limits.max_timeout_seconds,
+                attachments_dir: None,
+            };
+            let name = r.document_name.clone().unwrap_or_else(|| "runbook".into());
+            let format = rb::yaml::Format::detect("", &r.document);
+            rb::document::load_str(&r.document, &name, format, &dir, &options).map_err(|refused| {
+                Invalid {
+                    code: "InvalidRunbook",
+                    field: Some("Runbook.Document".into()),
+                    message: format!("the runbook is not valid:\n{refused}"),
+                    problems: refused.problems,
+                }
+            })
+        });
+    let _ = std::fs::remove_dir_all(&dir);
+    let doc = result?;
+    let supplied: Vec<(String, rb::parameters::Supplied)> = r
+        .parameters
+        .iter()
+        .map(|(k, v)| {
+            let s = match v {
+                Value::String(t) => rb::parameters::Supplied::Text(t.clone()),
+                other => rb::parameters::Supplied::Typed(other.clone()),
+            };
+            (k.clone(), s)
+        })
+        .collect();
+    let params = rb::parameters::resolve(&doc.parameters, &supplied).map_err(|problems| {
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        Invalid {
+            code: "InvalidParameters",
+            field: Some("Runbook.Parameters".into()),
+            message: format!(
+                "the runbook cannot run with these parameters:\n{}",
+                text.join("\n")
+            ),
+            problems,
+        }
+    })?;
+    Ok(Work::Runbook(Box::new(doc), params))
 }
 
 /// The problems of a refused runbook as JSON (as `scriptbox validate --output json` lists them).
@@ -335,121 +348,6 @@ pub fn problems_json(problems: &[Problem]) -> Value {
 pub const RESTARTED_MESSAGE: &str = "scriptbox restarted while this execution was running";
 /// The message of an execution cancelled before it got a container.
 pub const CANCELLED_QUEUED_MESSAGE: &str = "The execution was cancelled before it started.";
-
-/// Adds the daemon's keys to a result object: `Id`, `Kind`, `Status` and the times.
-pub fn envelope(row: &ExecutionRow, status: ExecStatus, body: Value) -> Value {
-    let mut m = match body {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    };
-    m.insert("Id".into(), json!(row.id));
-    m.insert(
-        "Kind".into(),
-        json!(match row.kind {
-            ExecKind::Step => "Step",
-            ExecKind::Runbook => "Runbook",
-        }),
-    );
-    m.insert("Status".into(), json!(status.as_str()));
-    m.insert("SubmittedTime".into(), json!(row.submitted_at));
-    if let Some(t) = &row.started_at {
-        m.insert("StartedTime".into(), json!(t));
-    }
-    if let Some(t) = &row.ended_at {
-        m.insert("EndedTime".into(), json!(t));
-    }
-    Value::Object(m)
-}
-
-/// The object of an execution not finished yet (or finished without a stored result):
-/// the shape of `invoke` / `run` output with what is known so far.
-pub fn provisional(
-    row: &ExecutionRow,
-    steps: &[String],
-    logs: &[LogRow],
-    failure: Option<&str>,
-    status: ExecStatus,
-) -> Value {
-    let body = match row.kind {
-        ExecKind::Step => {
-            let log: Vec<Value> = logs
-                .iter()
-                .map(|l| json!({"Stream": l.stream, "Text": l.text}))
-                .collect();
-            let mut m = json!({
-                "ExecutionId": row.id,
-                "Runtime": row.runtime.clone().unwrap_or_default(),
-                "Payload": null,
-                "Log": log,
-                "LogTruncated": false,
-                "DurationMs": 0,
-            });
-            if let Some(f) = failure {
-                m["FailureMessage"] = json!(f);
-                m["Error"] =
-                    json!({"ErrorType": "ScriptboxRestarted", "Message": f, "StackTrace": []});
-            }
-            m
-        }
-        ExecKind::Runbook => {
-            let mut steps: Vec<Value> = steps
-                .iter()
-                .filter_map(|s| serde_json::from_str(s).ok())
-                .collect();
-            if let Some(f) = failure {
-                for s in steps.iter_mut() {
-                    if s["StepStatus"] == "InProgress" {
-                        s["StepStatus"] = json!(status.as_str());
-                        s["FailureMessage"] = json!(f);
-                    }
-                }
-            }
-            let aws_status = match status {
-                ExecStatus::Queued => "Pending",
-                ExecStatus::Running => "InProgress",
-                other => other.as_str(),
-            };
-            let mut m = json!({
-                "AutomationExecutionId": row.id,
-                "DocumentName": row.document_name.clone().unwrap_or_default(),
-                "AutomationExecutionStatus": aws_status,
-                "Outputs": {},
-                "StepExecutions": steps,
-            });
-            if let Some(f) = failure {
-                m["FailureMessage"] = json!(f);
-            }
-            m
-        }
-    };
-    envelope(row, status, body)
-}
-
-/// A short summary for lists.
-pub fn summary(row: &ExecutionRow) -> Value {
-    let mut m = json!({
-        "Id": row.id,
-        "Kind": match row.kind { ExecKind::Step => "Step", ExecKind::Runbook => "Runbook" },
-        "Status": row.status.as_str(),
-        "SubmittedTime": row.submitted_at,
-    });
-    if let Some(r) = &row.runtime {
-        m["Runtime"] = json!(r);
-    }
-    if let Some(d) = &row.document_name {
-        m["DocumentName"] = json!(d);
-    }
-    if let Some(t) = &row.started_at {
-        m["StartedTime"] = json!(t);
-    }
-    if let Some(t) = &row.ended_at {
-        m["EndedTime"] = json!(t);
-    }
-    if let Some(f) = &row.failure_message {
-        m["FailureMessage"] = json!(f);
-    }
-    m
-}
 
 /// Reads the `Content` of local files for a request.
 pub fn attachment_requests(files: &HashMap<String, Vec<u8>>) -> Vec<AttachmentRequest> {

@@ -77,6 +77,42 @@ pub fn read(req: &Value, declared: &[String], policy: &Policy) -> Result<Option<
                 ),
             ));
         }
+        let source = Source::allowed(i, value, policy)?;
+        if key == "SourceUrl" {
+            source.read_folder(declared, policy, &mut files)?;
+        } else {
+            source.read_file(opt_str(a, "Name")?, policy, &mut files)?;
+        }
+        if files.len() > crate::step::MAX_ATTACHMENTS {
+            return Err(refuse(
+                i,
+                format!(
+                    "at most {} attachment files per document",
+                    crate::step::MAX_ATTACHMENTS
+                ),
+            ));
+        }
+    }
+    Ok(Some(files))
+}
+
+/// One attachment source the operator's policy allows: a path under one of its roots.
+struct Source<'v> {
+    /// Its place in `Attachments`.
+    i: usize,
+    /// As the request gave it.
+    value: &'v str,
+    /// The local path.
+    path: &'v Path,
+    /// The root it is under, and the path relative to it.
+    root: PathBuf,
+    rel: PathBuf,
+}
+
+impl<'v> Source<'v> {
+    /// Checks `value` against the policy: an absolute local path, file attachments on, under a
+    /// root.
+    fn allowed(i: usize, value: &'v str, policy: &Policy) -> Result<Source<'v>, SsmError> {
         let local = value.strip_prefix("file://").unwrap_or(value);
         let path = Path::new(local);
         if !path.is_absolute() {
@@ -107,64 +143,79 @@ pub fn read(req: &Value, declared: &[String], policy: &Policy) -> Result<Option<
                 ),
             )
         })?;
-        let cannot = |e: std::io::Error| refuse(i, format!("cannot open {value:?}: {e}"));
-        match key {
-            "SourceUrl" => {
-                let dir = open_beneath(&root, &rel, true).map_err(cannot)?;
-                check_type(&dir, true).map_err(|rule| refuse(i, format!("{value:?} {rule}")))?;
-                for name in declared {
-                    if !plain_name(name) || files.iter().any(|(n, _)| n == name) {
-                        continue;
-                    }
-                    let f = match open_in_dir(&dir, name) {
-                        Ok(f) => f,
-                        // Not in this folder: another source may hold it, and the document
-                        // check names any that is missing.
-                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-                        Err(e) => {
-                            return Err(refuse(i, format!("cannot open {name} in {value:?}: {e}")));
-                        }
-                    };
-                    let bytes = read_capped(f, policy.max_bytes)
-                        .map_err(|rule| refuse(i, format!("{name} in {value:?} {rule}")))?;
-                    files.push((name.clone(), bytes));
-                }
+        Ok(Source {
+            i,
+            value,
+            path,
+            root,
+            rel,
+        })
+    }
+
+    fn cannot(&self, e: std::io::Error) -> SsmError {
+        refuse(self.i, format!("cannot open {:?}: {e}", self.value))
+    }
+
+    /// `SourceUrl`: the declared files the folder holds (not already read).
+    fn read_folder(
+        &self,
+        declared: &[String],
+        policy: &Policy,
+        files: &mut Files,
+    ) -> Result<(), SsmError> {
+        let (i, value) = (self.i, self.value);
+        let dir = open_beneath(&self.root, &self.rel, true).map_err(|e| self.cannot(e))?;
+        check_type(&dir, true).map_err(|rule| refuse(i, format!("{value:?} {rule}")))?;
+        for name in declared {
+            if !plain_name(name) || files.iter().any(|(n, _)| n == name) {
+                continue;
             }
-            _ => {
-                let name = match opt_str(a, "Name")? {
-                    Some(n) => n.to_string(),
-                    None => path
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .unwrap_or_default()
-                        .to_string(),
-                };
-                if !plain_name(&name) {
-                    return Err(refuse(
-                        i,
-                        format!(
-                            "Name {name:?} must be a plain file name (no `/`, not starting with `.`)"
-                        ),
-                    ));
+            let f = match open_in_dir(&dir, name) {
+                Ok(f) => f,
+                // Not in this folder: another source may hold it, and the document check names
+                // any that is missing.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                Err(e) => {
+                    return Err(refuse(i, format!("cannot open {name} in {value:?}: {e}")));
                 }
-                let f = open_beneath(&root, &rel, false).map_err(cannot)?;
-                let bytes = read_capped(f, policy.max_bytes)
-                    .map_err(|rule| refuse(i, format!("{value:?} {rule}")))?;
-                files.retain(|(n, _)| n != &name);
-                files.push((name, bytes));
-            }
+            };
+            let bytes = read_capped(f, policy.max_bytes)
+                .map_err(|rule| refuse(i, format!("{name} in {value:?} {rule}")))?;
+            files.push((name.clone(), bytes));
         }
-        if files.len() > crate::step::MAX_ATTACHMENTS {
+        Ok(())
+    }
+
+    /// `S3FileUrl`: one file, stored under `name` (default: its own file name).
+    fn read_file(
+        &self,
+        name: Option<&str>,
+        policy: &Policy,
+        files: &mut Files,
+    ) -> Result<(), SsmError> {
+        let (i, value) = (self.i, self.value);
+        let name = match name {
+            Some(n) => n.to_string(),
+            None => self
+                .path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string(),
+        };
+        if !plain_name(&name) {
             return Err(refuse(
                 i,
-                format!(
-                    "at most {} attachment files per document",
-                    crate::step::MAX_ATTACHMENTS
-                ),
+                format!("Name {name:?} must be a plain file name (no `/`, not starting with `.`)"),
             ));
         }
+        let f = open_beneath(&self.root, &self.rel, false).map_err(|e| self.cannot(e))?;
+        let bytes = read_capped(f, policy.max_bytes)
+            .map_err(|rule| refuse(i, format!("{value:?} {rule}")))?;
+        files.retain(|(n, _)| n != &name);
+        files.push((name, bytes));
+        Ok(())
     }
-    Ok(Some(files))
 }
 
 /// The root a path lies under (as configured or canonical) and the path relative to it;
@@ -301,35 +352,46 @@ fn fstat(fd: &OwnedFd) -> std::io::Result<libc::stat> {
     Ok(st)
 }
 
+/// The rule a file broke (the message follows the file's name).
+#[derive(Debug, thiserror::Error)]
+enum FileRule {
+    #[error("cannot be examined: {0}")]
+    Unexaminable(std::io::Error),
+    #[error("is not a folder")]
+    NotAFolder,
+    #[error("is not a regular file (FIFOs, devices, sockets and folders are refused)")]
+    NotARegularFile,
+    #[error("is larger than the {0} bytes allowed (server.ssm_attachment_max_bytes)")]
+    TooLarge(u64),
+    #[error("cannot be read: {0}")]
+    Unreadable(std::io::Error),
+}
+
 /// The descriptor is a folder (`dir`) or a regular file; else the rule broken.
-fn check_type(fd: &OwnedFd, dir: bool) -> Result<libc::stat, String> {
-    let st = fstat(fd).map_err(|e| format!("cannot be examined: {e}"))?;
+fn check_type(fd: &OwnedFd, dir: bool) -> Result<libc::stat, FileRule> {
+    let st = fstat(fd).map_err(FileRule::Unexaminable)?;
     let kind = st.st_mode & libc::S_IFMT;
     match (dir, kind) {
         (true, libc::S_IFDIR) | (false, libc::S_IFREG) => Ok(st),
-        (true, _) => Err("is not a folder".into()),
-        (false, _) => {
-            Err("is not a regular file (FIFOs, devices, sockets and folders are refused)".into())
-        }
+        (true, _) => Err(FileRule::NotAFolder),
+        (false, _) => Err(FileRule::NotARegularFile),
     }
 }
 
 /// Reads a regular file of at most `cap` bytes (at most cap + 1 are ever read).
-fn read_capped(fd: OwnedFd, cap: u64) -> Result<Vec<u8>, String> {
+fn read_capped(fd: OwnedFd, cap: u64) -> Result<Vec<u8>, FileRule> {
     let st = check_type(&fd, false)?;
-    let too_big =
-        || format!("is larger than the {cap} bytes allowed (server.ssm_attachment_max_bytes)");
     let size = u64::try_from(st.st_size).unwrap_or(u64::MAX);
     if size > cap {
-        return Err(too_big());
+        return Err(FileRule::TooLarge(cap));
     }
     let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     File::from(fd)
         .take(cap.saturating_add(1))
         .read_to_end(&mut out)
-        .map_err(|e| format!("cannot be read: {e}"))?;
+        .map_err(FileRule::Unreadable)?;
     if u64::try_from(out.len()).unwrap_or(u64::MAX) > cap {
-        return Err(too_big());
+        return Err(FileRule::TooLarge(cap));
     }
     Ok(out)
 }

@@ -11,19 +11,18 @@
 use serde_json::{Map, Value, json};
 
 use super::SsmState;
-use super::documents::{self, ExecRow, opt_str, req_str};
+use super::documents::{self, ExecRow, max_results, opt_str, req_str};
 use super::errors::SsmError;
 use super::sigv4::Caller;
-use crate::server::api::execution_object;
+use crate::record::RunbookOutcome;
+use crate::server::api::execution_record;
 use crate::server::scheduler::{CancelOutcome, SubmitError};
 use crate::server::types::{AttachmentRequest, RunbookRequest, SubmitRequest, base64_of};
-use crate::store::{ExecKind, ExecStatus, ExecutionRow};
+use crate::store::{ExecKind, ExecStatus, ExecutionRecord, ListFilter, Outcome, Timestamp};
 
 /// RFC 3339 → epoch seconds (what the JSON 1.1 protocol carries for timestamps).
 pub fn epoch(t: &str) -> Option<f64> {
-    chrono::DateTime::parse_from_rfc3339(t)
-        .ok()
-        .map(|d| d.timestamp_millis() as f64 / 1000.0)
+    Timestamp::parse(t).map(|t| t.epoch_secs())
 }
 
 fn epoch_value(v: &Value) -> Option<Value> {
@@ -120,7 +119,7 @@ async fn runbook_row(
     st: &SsmState,
     caller: &Caller,
     id: &str,
-) -> Result<(ExecutionRow, ExecRow), SsmError> {
+) -> Result<(ExecutionRecord, ExecRow), SsmError> {
     let Some(ssm) = ssm_row(st, id).await?.filter(|s| s.tenant == caller.tenant) else {
         return Err(SsmError::no_execution(id));
     };
@@ -138,14 +137,11 @@ async fn ssm_row(st: &SsmState, id: &str) -> Result<Option<ExecRow>, SsmError> {
         .map_err(|e| SsmError::internal(format!("database: {e}")))
 }
 
-/// The AWS status of a stored status (`Cancelling` while a stop is in flight).
-fn aws_status(st: &SsmState, row: &ExecutionRow) -> &'static str {
-    if row.status.is_terminal() {
-        st.stopped(&row.id);
-    }
+/// The AWS status of a stored status (`Cancelling` once a stop is stored, until it ends).
+fn aws_status(row: &ExecutionRecord) -> &'static str {
     match row.status {
         ExecStatus::Queued => "Pending",
-        ExecStatus::Running if st.stopping(&row.id) => "Cancelling",
+        ExecStatus::Running if row.cancel_requested.is_some() => "Cancelling",
         ExecStatus::Running => "InProgress",
         other => other.as_str(),
     }
@@ -188,8 +184,8 @@ pub fn step_execution(s: &Value) -> Value {
 }
 
 /// Parameters as AWS shows them: from the result, else from the request.
-fn parameters_of(row: &ExecutionRow, body: &Value) -> Map<String, Value> {
-    if let Some(Value::Object(p)) = body.get("Parameters") {
+fn parameters_of(row: &ExecutionRecord, outcome: &RunbookOutcome) -> Map<String, Value> {
+    if let Some(p) = &outcome.parameters {
         return p.clone();
     }
     let req: Value = serde_json::from_str(&row.request).unwrap_or(Value::Null);
@@ -210,56 +206,64 @@ fn parameters_of(row: &ExecutionRow, body: &Value) -> Map<String, Value> {
     out
 }
 
-/// GetAutomationExecution's `AutomationExecution`.
+/// The runbook outcome of a record (its provisional one while it runs; a record stored by an
+/// older scriptbox read from its object).
+fn runbook_outcome(record: &ExecutionRecord) -> RunbookOutcome {
+    match &record.outcome {
+        Outcome::Runbook(r) => (**r).clone(),
+        Outcome::Legacy(m) => serde_json::from_value(Value::Object(m.clone())).unwrap_or_default(),
+        Outcome::Pending | Outcome::Step(_) => RunbookOutcome::default(),
+    }
+}
+
+/// GetAutomationExecution's `AutomationExecution`, from the execution's record.
 pub async fn execution(st: &SsmState, caller: &Caller, id: &str) -> Result<Value, SsmError> {
-    let (row, ssm) = runbook_row(st, caller, id).await?;
-    let body = execution_object(&st.store, id)
+    let (_, ssm) = runbook_row(st, caller, id).await?;
+    let row = execution_record(st.store.as_ref(), id)
         .await
         .map_err(|_| SsmError::internal("cannot read the execution"))?
         .ok_or_else(|| SsmError::no_execution(id))?;
-    let ssm = Some(ssm);
-    let steps: Vec<Value> = body
-        .get("StepExecutions")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().map(step_execution).collect())
-        .unwrap_or_default();
-    let start = body
-        .get("ExecutionStartTime")
-        .and_then(Value::as_str)
-        .or(row.started_at.as_deref())
-        .unwrap_or(&row.submitted_at);
+    let outcome = runbook_outcome(&row);
+    let steps: Vec<Value> = outcome
+        .step_executions
+        .iter()
+        .map(|s| step_execution(&serde_json::to_value(s).unwrap_or(Value::Null)))
+        .collect();
+    let start = outcome
+        .execution_start_time
+        .or(row.started)
+        .unwrap_or(row.submitted);
     let mut m = json!({
         "AutomationExecutionId": row.id,
         "DocumentName": row.document_name.clone().unwrap_or_default(),
-        "ExecutionStartTime": epoch(start),
-        "AutomationExecutionStatus": aws_status(st, &row),
+        "ExecutionStartTime": start.epoch_secs(),
+        "AutomationExecutionStatus": aws_status(&row),
         "StepExecutionsTruncated": false,
-        "Parameters": parameters_of(&row, &body),
-        "Outputs": body.get("Outputs").cloned().unwrap_or_else(|| json!({})),
+        "Parameters": parameters_of(&row, &outcome),
+        "Outputs": outcome.outputs,
         "Mode": "Auto",
         "StepExecutions": steps,
     });
-    if let Some(s) = &ssm {
-        m["DocumentVersion"] = json!(s.document_version);
-        if let Some(by) = &s.executed_by {
-            m["ExecutedBy"] = json!(by);
-        }
+    m["DocumentVersion"] = json!(ssm.document_version);
+    if let Some(by) = &ssm.executed_by {
+        m["ExecutedBy"] = json!(by);
     }
     if row.status.is_terminal() {
-        let end = body
-            .get("ExecutionEndTime")
-            .and_then(Value::as_str)
-            .or(row.ended_at.as_deref());
-        if let Some(t) = end.and_then(epoch) {
-            m["ExecutionEndTime"] = json!(t);
+        if let Some(t) = outcome.execution_end_time.or(row.ended) {
+            m["ExecutionEndTime"] = json!(t.epoch_secs());
         }
-    } else if let Some(cur) = steps.iter().rev().find(|s| s["StepStatus"] == "InProgress") {
-        m["CurrentStepName"] = cur["StepName"].clone();
-        m["CurrentAction"] = cur["Action"].clone();
+    } else if let Some(cur) = outcome
+        .step_executions
+        .iter()
+        .rev()
+        .find(|s| s.step_status == "InProgress")
+    {
+        m["CurrentStepName"] = json!(cur.step_name);
+        m["CurrentAction"] = json!(cur.action);
     }
-    if let Some(f) = body
-        .get("FailureMessage")
-        .and_then(Value::as_str)
+    if let Some(f) = outcome
+        .failure_message
+        .as_deref()
         .or(row.failure_message.as_deref())
     {
         m["FailureMessage"] = json!(f);
@@ -318,17 +322,6 @@ fn time_filter(key: &str, values: &[String]) -> Result<f64, SsmError> {
             format!("{key}: {v:?} is not a time (use ISO 8601, e.g. 2026-01-01T00:00:00Z)"),
         )
     })
-}
-
-fn max_results(req: &Value) -> Result<usize, SsmError> {
-    match req.get("MaxResults") {
-        None | Some(Value::Null) => Ok(50),
-        Some(v) => v
-            .as_u64()
-            .filter(|n| (1..=50).contains(n))
-            .map(|n| n as usize)
-            .ok_or_else(|| SsmError::validation("MaxResults must be between 1 and 50")),
-    }
 }
 
 const EXECUTION_FILTERS: [&str; 12] = [
@@ -392,7 +385,11 @@ pub async fn describe_executions(
     'pages: loop {
         let rows = st
             .store
-            .list(None, 200, cursor)
+            .list(ListFilter {
+                status: None,
+                before: cursor,
+                limit: 200,
+            })
             .await
             .map_err(SsmError::internal)?;
         let exhausted = rows.len() < 200;
@@ -433,7 +430,7 @@ pub async fn describe_executions(
 async fn metadata_if(
     st: &SsmState,
     caller: &Caller,
-    row: &ExecutionRow,
+    row: &ExecutionRecord,
     fs: &[(String, Vec<String>)],
 ) -> Result<Option<Value>, SsmError> {
     // Only the caller's tenant's SSM executions: native submissions belong to no tenant.
@@ -443,14 +440,14 @@ async fn metadata_if(
     else {
         return Ok(None);
     };
-    let status = aws_status(st, row);
+    let status = aws_status(row);
     let name = row.document_name.clone().unwrap_or_default();
-    let start = epoch(row.started_at.as_deref().unwrap_or(&row.submitted_at)).unwrap_or(0.0);
-    let result: Value = row
-        .result
-        .as_deref()
-        .and_then(|r| serde_json::from_str(r).ok())
-        .unwrap_or(Value::Null);
+    let start = row.started.unwrap_or(row.submitted).epoch_secs();
+    let outputs = match &row.outcome {
+        Outcome::Runbook(r) => Value::Object(r.outputs.clone()),
+        Outcome::Legacy(m) => m.get("Outputs").cloned().unwrap_or_else(|| json!({})),
+        Outcome::Pending | Outcome::Step(_) => json!({}),
+    };
     let current = if row.status.is_terminal() {
         None
     } else {
@@ -458,10 +455,9 @@ async fn metadata_if(
             .steps(&row.id)
             .await
             .map_err(SsmError::internal)?
-            .iter()
+            .into_iter()
             .rev()
-            .filter_map(|s| serde_json::from_str::<Value>(s).ok())
-            .find(|s| s["StepStatus"] == "InProgress")
+            .find(|s| s.step_status == "InProgress")
     };
     for (k, vals) in fs {
         let ok = match k.as_str() {
@@ -470,9 +466,7 @@ async fn metadata_if(
                 .iter()
                 .any(|v| v == status || ExecStatus::parse(v) == Some(row.status)),
             "ExecutionId" => vals.iter().any(|v| v == &row.id),
-            "CurrentAction" => current
-                .as_ref()
-                .is_some_and(|c| vals.iter().any(|v| c["Action"] == v.as_str())),
+            "CurrentAction" => current.as_ref().is_some_and(|c| vals.contains(&c.action)),
             "StartTimeBefore" => start <= time_filter(k, vals)?,
             "StartTimeAfter" => start >= time_filter(k, vals)?,
             "AutomationType" => vals.iter().any(|v| v == "Local"),
@@ -490,13 +484,13 @@ async fn metadata_if(
         "AutomationExecutionStatus": status,
         "ExecutionStartTime": start,
         "LogFile": "",
-        "Outputs": result.get("Outputs").cloned().unwrap_or_else(|| json!({})),
+        "Outputs": outputs,
         "Mode": "Auto",
         "AutomationType": "Local",
         "__seq": row.seq,
     });
-    if let Some(t) = row.ended_at.as_deref().and_then(epoch) {
-        m["ExecutionEndTime"] = json!(t);
+    if let Some(t) = row.ended {
+        m["ExecutionEndTime"] = json!(t.epoch_secs());
     }
     if let Some(s) = &ssm {
         m["DocumentVersion"] = json!(s.document_version);
@@ -505,8 +499,8 @@ async fn metadata_if(
         }
     }
     if let Some(c) = &current {
-        m["CurrentStepName"] = c["StepName"].clone();
-        m["CurrentAction"] = c["Action"].clone();
+        m["CurrentStepName"] = json!(c.step_name);
+        m["CurrentAction"] = json!(c.action);
     }
     if let Some(f) = &row.failure_message {
         m["FailureMessage"] = json!(f);
@@ -603,16 +597,53 @@ pub async fn stop(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value, 
             ),
         )),
         CancelOutcome::CancelledQueued => Ok(json!({})),
-        CancelOutcome::Cancelling => {
-            st.mark_stopping(&id);
-            Ok(json!({}))
-        }
+        CancelOutcome::Cancelling => Ok(json!({})),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// SSM's `Cancelling` comes from the stored request (so every reader, and a daemon after a
+    /// restart, sees it), not from one daemon's memory; it ends when the execution does.
+    #[tokio::test]
+    async fn cancelling_is_read_from_the_store_across_reopening() {
+        use crate::store::{ExecutionStore as _, NewExecution, Store};
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .insert(NewExecution {
+                    id: "r1".into(),
+                    kind: ExecKind::Runbook,
+                    runtime: None,
+                    document_name: Some("doc".into()),
+                    request: "{}".into(),
+                    submitted: Timestamp::now(),
+                })
+                .await
+                .unwrap();
+            assert!(
+                store
+                    .claim("r1", "me", std::time::Duration::from_secs(30))
+                    .await
+                    .unwrap()
+            );
+            let running = store.get("r1").await.unwrap().unwrap();
+            assert_eq!(aws_status(&running), "InProgress");
+            store.request_cancel("r1", Timestamp::now()).await.unwrap();
+            store.close();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let record = store.get("r1").await.unwrap().unwrap();
+        assert_eq!(aws_status(&record), "Cancelling");
+        let ended = ExecutionRecord {
+            status: ExecStatus::Cancelled,
+            ..record
+        };
+        assert_eq!(aws_status(&ended), "Cancelled");
+    }
 
     #[test]
     fn times_become_epoch_seconds() {

@@ -2,15 +2,18 @@
 //! DescribeDocument, ListDocuments, UpdateDocumentDefaultVersion.
 //!
 //! Documents live in the daemon's database (`scriptbox.db`) in tables of their own, created by
-//! [`DocStore::open`] (`CREATE TABLE IF NOT EXISTS`, apart from the execution store's numbered
-//! migrations): each version keeps its content, format, SHA-256, a description computed when it
-//! was stored, and the bytes of its attachments (read from a local folder at CreateDocument /
-//! UpdateDocument time and verified against the document's `files`).
+//! the store's one migration list ([`crate::store::migrations`]) and used through the store's
+//! connection ([`crate::store::DocumentsDb`]): each version keeps its content, format, SHA-256,
+//! a description computed when it was stored, and the bytes of its attachments (read from a
+//! local folder at CreateDocument / UpdateDocument time and verified against the document's
+//! `files`).
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::store::DocumentsDb;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -18,105 +21,6 @@ use super::SsmState;
 use super::errors::SsmError;
 use super::sigv4::Caller;
 use crate::runbook as rb;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS ssm_documents (
-    tenant TEXT NOT NULL,
-    name TEXT NOT NULL,
-    document_type TEXT NOT NULL,
-    created REAL NOT NULL,
-    default_version INTEGER NOT NULL,
-    latest_version INTEGER NOT NULL,
-    PRIMARY KEY (tenant, name)
-);
-CREATE TABLE IF NOT EXISTS ssm_document_versions (
-    tenant TEXT NOT NULL,
-    name TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    version_name TEXT,
-    display_name TEXT,
-    content TEXT NOT NULL,
-    format TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    created REAL NOT NULL,
-    meta TEXT NOT NULL,
-    PRIMARY KEY (tenant, name, version)
-);
-CREATE TABLE IF NOT EXISTS ssm_attachments (
-    tenant TEXT NOT NULL,
-    name TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    file TEXT NOT NULL,
-    bytes BLOB NOT NULL,
-    PRIMARY KEY (tenant, name, version, file)
-);
-CREATE TABLE IF NOT EXISTS ssm_executions (
-    execution_id TEXT PRIMARY KEY,
-    document_name TEXT NOT NULL,
-    document_version TEXT NOT NULL,
-    executed_by TEXT,
-    tenant TEXT NOT NULL DEFAULT 'default'
-);";
-
-/// Tables of a database written before documents had tenants: renamed, copied into the
-/// tenant-scoped tables as the default tenant's, then dropped.
-const TENANT_MIGRATION: &str = "
-ALTER TABLE ssm_documents RENAME TO ssm_documents_v1;
-ALTER TABLE ssm_document_versions RENAME TO ssm_document_versions_v1;
-ALTER TABLE ssm_attachments RENAME TO ssm_attachments_v1;
-";
-
-const TENANT_COPY: &str = "
-INSERT INTO ssm_documents (tenant, name, document_type, created, default_version, latest_version)
-    SELECT 'default', name, document_type, created, default_version, latest_version FROM ssm_documents_v1;
-INSERT INTO ssm_document_versions (tenant, name, version, version_name, display_name, content, format, hash, created, meta)
-    SELECT 'default', name, version, version_name, display_name, content, format, hash, created, meta FROM ssm_document_versions_v1;
-INSERT INTO ssm_attachments (tenant, name, version, file, bytes)
-    SELECT 'default', name, version, file, bytes FROM ssm_attachments_v1;
-DROP TABLE ssm_documents_v1;
-DROP TABLE ssm_document_versions_v1;
-DROP TABLE ssm_attachments_v1;
-";
-
-fn has_column(c: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
-    let mut stmt = c.prepare(&format!("PRAGMA table_info({table})"))?;
-    let names = stmt.query_map([], |r| r.get::<_, String>(1))?;
-    for n in names {
-        if n? == column {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-fn table_exists(c: &Connection, table: &str) -> rusqlite::Result<bool> {
-    c.query_row(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
-        params![table],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|n| n > 0)
-}
-
-/// Creates the tables, moving a database of before tenants to the tenant-scoped ones.
-fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
-    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let old_docs =
-        table_exists(&tx, "ssm_documents")? && !has_column(&tx, "ssm_documents", "tenant")?;
-    if old_docs {
-        tx.execute_batch(TENANT_MIGRATION)?;
-    }
-    if table_exists(&tx, "ssm_executions")? && !has_column(&tx, "ssm_executions", "tenant")? {
-        tx.execute_batch(
-            "ALTER TABLE ssm_executions ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default'",
-        )?;
-    }
-    tx.execute_batch(SCHEMA)?;
-    if old_docs {
-        tx.execute_batch(TENANT_COPY)?;
-    }
-    tx.commit()
-}
 
 /// Attachments: file name and bytes.
 pub type Files = Vec<(String, Vec<u8>)>;
@@ -172,9 +76,9 @@ pub struct ExecRow {
     pub tenant: String,
 }
 
-/// The documents' tables, on a connection of their own.
+/// The documents' tables, on the store's connection.
 pub struct DocStore {
-    conn: Arc<Mutex<Connection>>,
+    db: DocumentsDb,
 }
 
 impl std::fmt::Debug for DocStore {
@@ -233,31 +137,17 @@ impl From<rusqlite::Error> for WriteError {
 }
 
 impl DocStore {
-    /// Opens `<data_dir>/scriptbox.db` and creates the documents' tables if missing.
-    pub fn open(data_dir: &Path) -> Result<DocStore, String> {
-        let path = data_dir.join("scriptbox.db");
-        let mut conn = Connection::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(30))
-            .and_then(|()| conn.pragma_update(None, "synchronous", "FULL"))
-            .and_then(|()| migrate(&mut conn))
-            .map_err(|e| format!("{}: SSM tables: {e}", path.display()))?;
-        Ok(DocStore {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+    /// The documents on the store's database.
+    pub fn new(db: DocumentsDb) -> DocStore {
+        DocStore { db }
     }
 
-    /// Runs `f` on the connection off the async threads.
+    /// Runs `f` on the database, off the async workers.
     pub async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> T + Send + 'static,
     ) -> Result<T, SsmError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut c = conn.lock().expect("ssm db lock");
-            f(&mut c)
-        })
-        .await
-        .map_err(SsmError::internal)
+        self.db.with(f).await.map_err(SsmError::internal)
     }
 }
 
@@ -480,7 +370,7 @@ pub fn resolve(c: &Connection, doc: &DocRow, sel: &Selector) -> rusqlite::Result
 }
 
 fn now_secs() -> f64 {
-    chrono::Utc::now().timestamp_millis() as f64 / 1000.0
+    crate::record::Timestamp::now().epoch_secs()
 }
 
 /// What checking a document needs, owned so that it runs off the async workers.
@@ -544,26 +434,58 @@ fn build_version_blocking(
     if content.is_empty() {
         return Err(SsmError::validation("Content must not be empty"));
     }
-    let format = match opt_str(req, "DocumentFormat")? {
-        None => rb::yaml::Format::detect("", content),
-        Some("JSON") => rb::yaml::Format::Json,
-        Some("YAML") => rb::yaml::Format::Yaml,
-        Some(other) => {
-            return Err(SsmError::client(
-                "InvalidDocumentContent",
-                format!(
-                    "DocumentFormat {other} is not valid for an Automation document: use YAML or JSON"
-                ),
-            ));
-        }
-    };
+    let format = document_format(req, content)?;
     let declared = super::attachments::declared_files(content, format);
     let files = super::attachments::read(req, &declared, &ctx.policy)?.unwrap_or(previous_files);
+    let mut doc = checked(ctx, content, name, format, &files)?;
+    let mut files: Vec<(String, Vec<u8>)> =
+        std::mem::take(&mut doc.attachments).into_iter().collect();
+    files.sort();
+    let v = VersionRow {
+        version,
+        version_name: opt_str(req, "VersionName")?.map(str::to_string),
+        display_name: opt_str(req, "DisplayName")?.map(str::to_string),
+        content: content.to_string(),
+        format: match format {
+            rb::yaml::Format::Json => "JSON".into(),
+            rb::yaml::Format::Yaml => "YAML".into(),
+        },
+        hash: hex(&Sha256::digest(content.as_bytes())),
+        created: now_secs(),
+        meta: version_meta(&doc, &files),
+    };
+    Ok((v, files))
+}
+
+/// `DocumentFormat`: YAML or JSON, detected when absent.
+fn document_format(req: &Value, content: &str) -> Result<rb::yaml::Format, SsmError> {
+    match opt_str(req, "DocumentFormat")? {
+        None => Ok(rb::yaml::Format::detect("", content)),
+        Some("JSON") => Ok(rb::yaml::Format::Json),
+        Some("YAML") => Ok(rb::yaml::Format::Yaml),
+        Some(other) => Err(SsmError::client(
+            "InvalidDocumentContent",
+            format!(
+                "DocumentFormat {other} is not valid for an Automation document: use YAML or JSON"
+            ),
+        )),
+    }
+}
+
+/// Loads the document as `scriptbox run` would, with `files` as its attachments: its
+/// problems, if any, are the refusal (scratch paths and content hashes left out).
+fn checked(
+    ctx: &BuildContext,
+    content: &str,
+    name: &str,
+    format: rb::yaml::Format,
+    files: &Files,
+) -> Result<rb::document::Runbook, SsmError> {
     // The checked bytes go to a fresh folder of the daemon's, which the document check reads.
     let dir = ctx.scratch.join(uuid::Uuid::new_v4().to_string());
     let loaded = (|| {
         std::fs::create_dir_all(&dir).map_err(SsmError::internal)?;
-        for (f, bytes) in &files {
+        for (f, bytes) in files {
             std::fs::write(dir.join(f), bytes).map_err(SsmError::internal)?;
         }
         let options = rb::document::LoadOptions {
@@ -588,7 +510,11 @@ fn build_version_blocking(
         })
     })();
     let _ = std::fs::remove_dir_all(&dir);
-    let doc = loaded?;
+    loaded
+}
+
+/// What DescribeDocument shows of a version beyond its row: parameters and attachments.
+fn version_meta(doc: &rb::document::Runbook, files: &[(String, Vec<u8>)]) -> Value {
     let parameters: Vec<Value> = doc
         .parameters
         .iter()
@@ -606,8 +532,6 @@ fn build_version_blocking(
             m
         })
         .collect();
-    let mut files: Vec<(String, Vec<u8>)> = doc.attachments.into_iter().collect();
-    files.sort();
     let mut meta = json!({
         "SchemaVersion": "0.3",
         "Parameters": parameters,
@@ -622,20 +546,7 @@ fn build_version_blocking(
     if let Some(d) = &doc.description {
         meta["Description"] = json!(d);
     }
-    let v = VersionRow {
-        version,
-        version_name: opt_str(req, "VersionName")?.map(str::to_string),
-        display_name: opt_str(req, "DisplayName")?.map(str::to_string),
-        content: content.to_string(),
-        format: match format {
-            rb::yaml::Format::Json => "JSON".into(),
-            rb::yaml::Format::Yaml => "YAML".into(),
-        },
-        hash: hex(&Sha256::digest(content.as_bytes())),
-        created: now_secs(),
-        meta,
-    };
-    Ok((v, files))
+    meta
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -1009,19 +920,20 @@ pub async fn set_default(st: &SsmState, caller: &Caller, req: &Value) -> Result<
         .map_err(db)?
 }
 
-/// ListDocuments: our documents, by name; `Filters` on `Name` (prefix: `BeginsWith` key,
-/// or exact `Name`), `DocumentType`, `Owner` (`Self`, `Private`, `All` match);
-/// `DocumentFilterList` likewise.
-pub async fn list(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value, SsmError> {
-    let max = match req.get("MaxResults") {
-        None | Some(Value::Null) => 50,
+/// `MaxResults`: 1 to 50, 50 when absent.
+pub fn max_results(req: &Value) -> Result<usize, SsmError> {
+    match req.get("MaxResults") {
+        None | Some(Value::Null) => Ok(50),
         Some(v) => v
             .as_u64()
             .filter(|n| (1..=50).contains(n))
-            .ok_or_else(|| SsmError::validation("MaxResults must be between 1 and 50"))?
-            as usize,
-    };
-    let after = opt_str(req, "NextToken")?.map(str::to_string);
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| SsmError::validation("MaxResults must be between 1 and 50")),
+    }
+}
+
+/// ListDocuments' `Filters` and `DocumentFilterList` as (key, values); unknown keys refused.
+fn list_filters(req: &Value) -> Result<Vec<(String, Vec<String>)>, SsmError> {
     let mut filters: Vec<(String, Vec<String>)> = Vec::new();
     if let Some(list) = req.get("Filters").and_then(Value::as_array) {
         for f in list {
@@ -1063,6 +975,38 @@ pub async fn list(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value, 
             ));
         }
     }
+    Ok(filters)
+}
+
+/// A document's `DocumentIdentifier`.
+fn identifier(st: &SsmState, d: &DocRow, v: &VersionRow) -> Value {
+    let mut m = json!({
+        "Name": d.name,
+        "CreatedDate": d.created,
+        "Owner": st.settings.context.account_id,
+        "PlatformTypes": ["Windows", "Linux", "MacOS"],
+        "DocumentVersion": v.version.to_string(),
+        "DocumentType": d.document_type,
+        "SchemaVersion": "0.3",
+        "DocumentFormat": v.format,
+        "Tags": [],
+    });
+    if let Some(n) = &v.version_name {
+        m["VersionName"] = json!(n);
+    }
+    if let Some(n) = &v.display_name {
+        m["DisplayName"] = json!(n);
+    }
+    m
+}
+
+/// ListDocuments: our documents, by name; `Filters` on `Name` (prefix: `BeginsWith` key,
+/// or exact `Name`), `DocumentType`, `Owner` (`Self`, `Private`, `All` match);
+/// `DocumentFilterList` likewise.
+pub async fn list(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value, SsmError> {
+    let max = max_results(req)?;
+    let after = opt_str(req, "NextToken")?.map(str::to_string);
+    let filters = list_filters(req)?;
     let t2 = caller.tenant.clone();
     let rows = st
         .docs
@@ -1107,24 +1051,7 @@ pub async fn list(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value, 
             break;
         }
         let Some(v) = v else { continue };
-        let mut m = json!({
-            "Name": d.name,
-            "CreatedDate": d.created,
-            "Owner": st.settings.context.account_id,
-            "PlatformTypes": ["Windows", "Linux", "MacOS"],
-            "DocumentVersion": v.version.to_string(),
-            "DocumentType": d.document_type,
-            "SchemaVersion": "0.3",
-            "DocumentFormat": v.format,
-            "Tags": [],
-        });
-        if let Some(n) = &v.version_name {
-            m["VersionName"] = json!(n);
-        }
-        if let Some(n) = &v.display_name {
-            m["DisplayName"] = json!(n);
-        }
-        out.push(m);
+        out.push(identifier(st, d, v));
     }
     let mut body = json!({"DocumentIdentifiers": out});
     if let Some(n) = next {
@@ -1224,8 +1151,8 @@ mod tests {
     use super::*;
 
     /// A database of before tenants: its documents become the default tenant's.
-    #[test]
-    fn documents_of_before_tenants_become_the_default_tenants() {
+    #[tokio::test]
+    async fn documents_of_before_tenants_become_the_default_tenants() {
         let dir = tempfile::tempdir().unwrap();
         let c = Connection::open(dir.path().join("scriptbox.db")).unwrap();
         c.execute_batch(
@@ -1240,28 +1167,91 @@ mod tests {
         )
         .unwrap();
         drop(c);
-        let store = DocStore::open(dir.path()).unwrap();
-        let c = store.conn.lock().unwrap();
-        assert_eq!(
-            get_doc(&c, "default", "Old").unwrap().unwrap().tenant,
-            "default"
-        );
-        assert!(get_doc(&c, "team-a", "Old").unwrap().is_none());
-        assert_eq!(
-            get_version(&c, "default", "Old", 1)
-                .unwrap()
-                .unwrap()
-                .content,
-            "x"
-        );
-        assert_eq!(attachments(&c, "default", "Old", 1).unwrap().len(), 1);
-        assert_eq!(get_execution(&c, "e1").unwrap().unwrap().tenant, "default");
-        drop(c);
-        drop(store);
+        let check = |c: &mut Connection| {
+            assert_eq!(
+                get_doc(c, "default", "Old").unwrap().unwrap().tenant,
+                "default"
+            );
+            assert!(get_doc(c, "team-a", "Old").unwrap().is_none());
+            assert_eq!(
+                get_version(c, "default", "Old", 1)
+                    .unwrap()
+                    .unwrap()
+                    .content,
+                "x"
+            );
+            assert_eq!(attachments(c, "default", "Old", 1).unwrap().len(), 1);
+            assert_eq!(get_execution(c, "e1").unwrap().unwrap().tenant, "default");
+        };
+        {
+            let store = crate::store::Store::open(dir.path()).unwrap();
+            let docs = DocStore::new(store.documents());
+            docs.with(check).await.unwrap();
+        }
         // Opening again changes nothing.
-        let store = DocStore::open(dir.path()).unwrap();
-        let c = store.conn.lock().unwrap();
-        assert!(get_doc(&c, "default", "Old").unwrap().is_some());
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let docs = DocStore::new(store.documents());
+        docs.with(check).await.unwrap();
+    }
+
+    /// A database made by the code before the one migration list: the execution store's
+    /// migration 1 on one connection, the SSM tables on a second one. It opens and keeps its
+    /// executions and documents.
+    #[tokio::test]
+    async fn a_database_of_two_connections_keeps_its_executions_and_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scriptbox.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            let crate::store::migrations::Migration::Sql(first) =
+                &crate::store::migrations::MIGRATIONS[0]
+            else {
+                panic!("migration 1 is SQL")
+            };
+            c.execute_batch(first).unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+            c.execute_batch(
+                "INSERT INTO executions (id, kind, status, request, result, submitted_at, ended_at)
+                     VALUES ('x1', 'Runbook', 'Success', '{}', '{\"Status\":\"Success\"}', 't0', 't1');",
+            )
+            .unwrap();
+        }
+        {
+            // Today's second connection: the tenant-scoped tables, with a document.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE IF NOT EXISTS ssm_documents (tenant TEXT NOT NULL, name TEXT NOT NULL, document_type TEXT NOT NULL, created REAL NOT NULL, default_version INTEGER NOT NULL, latest_version INTEGER NOT NULL, PRIMARY KEY (tenant, name));
+                 CREATE TABLE IF NOT EXISTS ssm_document_versions (tenant TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL, version_name TEXT, display_name TEXT, content TEXT NOT NULL, format TEXT NOT NULL, hash TEXT NOT NULL, created REAL NOT NULL, meta TEXT NOT NULL, PRIMARY KEY (tenant, name, version));
+                 CREATE TABLE IF NOT EXISTS ssm_attachments (tenant TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL, file TEXT NOT NULL, bytes BLOB NOT NULL, PRIMARY KEY (tenant, name, version, file));
+                 CREATE TABLE IF NOT EXISTS ssm_executions (execution_id TEXT PRIMARY KEY, document_name TEXT NOT NULL, document_version TEXT NOT NULL, executed_by TEXT, tenant TEXT NOT NULL DEFAULT 'default');
+                 INSERT INTO ssm_documents VALUES ('team-a', 'Doc', 'Automation', 1.0, 1, 2);
+                 INSERT INTO ssm_document_versions VALUES ('team-a', 'Doc', 1, NULL, NULL, 'v1', 'YAML', 'h', 1.0, '{}');
+                 INSERT INTO ssm_document_versions VALUES ('team-a', 'Doc', 2, NULL, NULL, 'v2', 'YAML', 'h', 1.0, '{}');
+                 INSERT INTO ssm_executions VALUES ('x1', 'Doc', '1', 'AKID', 'team-a');",
+            )
+            .unwrap();
+        }
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        use crate::store::ExecutionStore as _;
+        let row = store.get("x1").await.unwrap().unwrap();
+        assert_eq!(row.status, crate::store::ExecStatus::Success);
+        assert_eq!(
+            row.native_json(),
+            serde_json::json!({"Status": "Success"}),
+            "a record of before is shown as it was stored"
+        );
+        let docs = DocStore::new(store.documents());
+        docs.with(|c| {
+            let doc = get_doc(c, "team-a", "Doc").unwrap().unwrap();
+            assert_eq!((doc.default_version, doc.latest_version), (1, 2));
+            assert_eq!(
+                get_version(c, "team-a", "Doc", 2).unwrap().unwrap().content,
+                "v2"
+            );
+            assert_eq!(get_execution(c, "x1").unwrap().unwrap().tenant, "team-a");
+        })
+        .await
+        .unwrap();
     }
 
     #[test]

@@ -16,9 +16,8 @@ pub mod documents;
 pub mod errors;
 pub mod sigv4;
 
-use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -32,7 +31,7 @@ use serde_json::Value;
 use crate::config::Settings;
 use crate::runtimes::Catalog;
 use crate::server::scheduler::Scheduler;
-use crate::store::Store;
+use crate::store::{DocumentsDb, ExecutionStore};
 use errors::{CONTENT_TYPE, SsmError};
 
 /// What the SSM handler needs.
@@ -41,7 +40,7 @@ pub struct SsmState {
     /// The daemon's scheduler (submissions, cancel).
     pub scheduler: Arc<Scheduler>,
     /// The daemon's execution records.
-    pub store: Arc<Store>,
+    pub store: Arc<dyn ExecutionStore>,
     /// The documents.
     pub docs: Arc<documents::DocStore>,
     /// The settings.
@@ -52,8 +51,6 @@ pub struct SsmState {
     pub keys: Option<Arc<sigv4::AccessKeys>>,
     /// A folder for attachments while a document is checked.
     pub scratch: PathBuf,
-    /// Executions a StopAutomationExecution is cancelling (shown `Cancelling`).
-    stopping: Arc<Mutex<HashSet<String>>>,
     /// Places for documents being checked with their attachments in memory: at most
     /// [`CONCURRENT_DOCUMENT_CHECKS`] × 5 attachments × `ssm_attachment_max_bytes` are held.
     pub checks: Arc<tokio::sync::Semaphore>,
@@ -63,17 +60,18 @@ pub struct SsmState {
 pub const CONCURRENT_DOCUMENT_CHECKS: usize = 4;
 
 impl SsmState {
-    /// The state; opens the documents' tables in the data directory.
+    /// The state; the documents live in the store's database (`documents`).
     pub fn new(
         scheduler: Arc<Scheduler>,
-        store: Arc<Store>,
+        store: Arc<dyn ExecutionStore>,
+        documents: DocumentsDb,
         settings: Arc<Settings>,
         catalog: Arc<Catalog>,
         keys: Option<sigv4::AccessKeys>,
-    ) -> Result<SsmState, String> {
+    ) -> SsmState {
         let data_dir = settings.server.data_dir_path();
-        let docs = documents::DocStore::open(&data_dir)?;
-        Ok(SsmState {
+        let docs = documents::DocStore::new(documents);
+        SsmState {
             scheduler,
             store,
             docs: Arc::new(docs),
@@ -81,24 +79,8 @@ impl SsmState {
             catalog,
             keys: keys.map(Arc::new),
             scratch: data_dir.join("scratch").join("ssm"),
-            stopping: Arc::default(),
             checks: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_DOCUMENT_CHECKS)),
-        })
-    }
-
-    fn stopping(&self, id: &str) -> bool {
-        self.stopping.lock().expect("stopping lock").contains(id)
-    }
-
-    fn stopped(&self, id: &str) {
-        self.stopping.lock().expect("stopping lock").remove(id);
-    }
-
-    fn mark_stopping(&self, id: &str) {
-        self.stopping
-            .lock()
-            .expect("stopping lock")
-            .insert(id.to_string());
+        }
     }
 }
 
@@ -119,7 +101,7 @@ pub const OPERATIONS: [&str; 12] = [
 ];
 
 /// Checks the settings for the SSM API: the access keys, or a loopback listener.
-pub fn access_keys(settings: &Settings) -> Result<Option<sigv4::AccessKeys>, String> {
+pub fn access_keys(settings: &Settings) -> Result<Option<sigv4::AccessKeys>, sigv4::KeysError> {
     match &settings.server.ssm_access_keys_file {
         Some(f) => sigv4::AccessKeys::from_file(f).map(Some),
         None => Ok(None),

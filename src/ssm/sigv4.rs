@@ -64,29 +64,82 @@ fn valid_tenant(t: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
+/// Why the access keys file is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    /// It cannot be read.
+    #[error("cannot read the SSM access keys file {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A line breaks a rule.
+    #[error("SSM access keys file {}: {line}", .path.display())]
+    Line {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The line's rule.
+        line: KeyLineError,
+    },
+    /// It holds no key.
+    #[error("the SSM access keys file {} holds no key", .path.display())]
+    Empty {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+}
+
+/// The rule a line of the access keys file breaks.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyLineError {
+    /// Not two or three fields.
+    #[error("line {line}: expected `ACCESS_KEY_ID SECRET_ACCESS_KEY [TENANT]`")]
+    Shape {
+        /// 1-based.
+        line: usize,
+    },
+    /// A tenant name out of its alphabet or length.
+    #[error("line {line}: the tenant {tenant:?} must be 1 to 64 of A-Z a-z 0-9 _ - .")]
+    Tenant {
+        /// 1-based.
+        line: usize,
+        /// The name.
+        tenant: String,
+    },
+    /// The same key twice.
+    #[error("line {line}: the access key {id} appears twice")]
+    Twice {
+        /// 1-based.
+        line: usize,
+        /// The key id.
+        id: String,
+    },
+}
+
 impl AccessKeys {
     /// Reads `ACCESS_KEY_ID SECRET [TENANT]` lines (whitespace or `:` between; `#` comments,
     /// blanks). A line without a tenant belongs to [`DEFAULT_TENANT`].
-    pub fn from_file(path: &Path) -> Result<AccessKeys, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            format!(
-                "cannot read the SSM access keys file {}: {e}",
-                path.display()
-            )
+    pub fn from_file(path: &Path) -> Result<AccessKeys, KeysError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KeysError::Read {
+            path: path.to_path_buf(),
+            source,
         })?;
-        let keys = AccessKeys::parse(&text)
-            .map_err(|e| format!("SSM access keys file {}: {e}", path.display()))?;
+        let keys = AccessKeys::parse(&text).map_err(|line| KeysError::Line {
+            path: path.to_path_buf(),
+            line,
+        })?;
         if keys.keys.is_empty() {
-            return Err(format!(
-                "the SSM access keys file {} holds no key",
-                path.display()
-            ));
+            return Err(KeysError::Empty {
+                path: path.to_path_buf(),
+            });
         }
         Ok(keys)
     }
 
     /// Parses the file's text.
-    pub fn parse(text: &str) -> Result<AccessKeys, String> {
+    pub fn parse(text: &str) -> Result<AccessKeys, KeyLineError> {
         let mut keys = HashMap::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -100,21 +153,19 @@ impl AccessKeys {
             let (id, secret, tenant) = match fields.as_slice() {
                 [id, secret] => (*id, *secret, DEFAULT_TENANT),
                 [id, secret, tenant] => (*id, *secret, *tenant),
-                _ => {
-                    return Err(format!(
-                        "line {}: expected `ACCESS_KEY_ID SECRET_ACCESS_KEY [TENANT]`",
-                        n + 1
-                    ));
-                }
+                _ => return Err(KeyLineError::Shape { line: n + 1 }),
             };
             if !valid_tenant(tenant) {
-                return Err(format!(
-                    "line {}: the tenant {tenant:?} must be 1 to 64 of A-Z a-z 0-9 _ - .",
-                    n + 1
-                ));
+                return Err(KeyLineError::Tenant {
+                    line: n + 1,
+                    tenant: tenant.to_string(),
+                });
             }
             if keys.contains_key(id) {
-                return Err(format!("line {}: the access key {id} appears twice", n + 1));
+                return Err(KeyLineError::Twice {
+                    line: n + 1,
+                    id: id.to_string(),
+                });
             }
             keys.insert(
                 id.to_string(),
