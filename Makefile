@@ -55,7 +55,9 @@ test-bootstrap:
 	python3 -c "import sys, vermin; sys.argv[0] = 'vermin'; sys.exit(vermin.main())" -t=3.6- --violations --no-tips images/python/bootstrap.py
 	python3 -m unittest discover -s tests/bootstrap -t . -v
 
-lint:
+## make lint: formatting, clippy (with the cast lints of Cargo.toml's [lints]) and the
+## architecture's guard rails.
+lint: arch-check
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 

@@ -7,6 +7,15 @@
 //! step over the Unix socket, waits until all ran, and prints a Markdown table.
 //! `BENCH_N` changes the burst size.
 
+// Benchmark statistics: sample counts, sizes and indexes become floating point and back, well
+// inside f64's exact range; not code a request can reach.
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::sync::Arc;

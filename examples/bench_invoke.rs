@@ -7,6 +7,15 @@
 //! size, cold p50 through the library and `docker run --rm -i` of the same image, measured in the
 //! same run, interleaved.
 
+// Benchmark statistics: sample counts, sizes and indexes become floating point and back, well
+// inside f64's exact range; not code a request can reach.
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

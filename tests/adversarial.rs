@@ -204,7 +204,8 @@ def h(e, c):
     } else {
         assert_eq!(r.status, StepStatus::TimedOut, "{r:?}");
     }
-    let limit = engine.config().effective_pids_limit() as usize;
+    let limit = usize::try_from(engine.config().effective_pids_limit())
+        .expect("a pids limit fits in usize");
     assert!(
         most <= limit,
         "{most} sandbox processes on the host, limit {limit}"
@@ -611,7 +612,7 @@ async fn hostile_request_archives_are_refused_by_the_bootstrap() {
                 unzip_entries: 10,
                 payload_items: 100,
             },
-            archive_bytes: archive.len() as u64,
+            archive_bytes: u64::try_from(archive.len()).expect("an archive length fits in u64"),
         };
         let mut stdin = serde_json::to_vec(&header).unwrap();
         stdin.push(b'\n');

@@ -675,7 +675,12 @@ async fn ctrl_c_cancels_the_step_and_removes_its_container_before_exiting() {
     let container = container.expect("the invoke's container appeared");
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    unsafe {
+        libc::kill(
+            i32::try_from(child.id()).expect("a pid fits in i32"),
+            libc::SIGINT,
+        )
+    };
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();

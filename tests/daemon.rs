@@ -599,14 +599,14 @@ async fn a_burst_of_200_completes_or_is_refused_and_never_exceeds_the_concurrenc
     assert_eq!(metric(&m, "scriptbox_queue_depth"), 0.0);
     assert_eq!(
         metric(&m, "scriptbox_submissions_refused_total"),
-        refused as f64
+        f64::from(u32::try_from(refused).unwrap())
     );
     assert_eq!(
         metric(
             &m,
             "scriptbox_executions_total{status=\"Success\",runtime=\"python3.11\"}"
         ),
-        accepted.len() as f64
+        f64::from(u32::try_from(accepted.len()).unwrap())
     );
     assert!(m.contains("scriptbox_execution_duration_seconds_count{runtime=\"python3.11\"}"));
 

@@ -85,7 +85,12 @@ impl Daemon {
         let mut child = self.child.take().unwrap();
         let began = Instant::now();
         // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        unsafe {
+            libc::kill(
+                i32::try_from(child.id()).expect("a pid fits in i32"),
+                libc::SIGTERM,
+            )
+        };
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 return (status, began.elapsed());
