@@ -89,8 +89,6 @@ pub enum RunEvent<'a> {
 pub struct StepRecord {
     /// `name`.
     pub name: String,
-    /// `action`, AWS's name of it, for display: code compares [`StepRecord::action_kind`].
-    pub action: String,
     /// The step's action.
     pub action_kind: Action,
     /// A fresh id per step execution.
@@ -433,7 +431,6 @@ fn base_record(step: &StepDecl, inputs: Map<String, Value>) -> StepRecord {
     let now = Utc::now();
     StepRecord {
         name: step.name.clone(),
-        action: step.action_kind().name().to_string(),
         action_kind: step.action_kind(),
         step_execution_id: uuid::Uuid::new_v4().to_string(),
         status: StepStatus::Failed,
