@@ -9,8 +9,8 @@ Fails (exit 1), printing each finding, on:
   - `bollard` outside src/sandbox/ (`bollard`): the Docker client stays behind the backend.
 
 `--report` prints every finding and the counts, and always exits 0 (for a tree that is not
-there yet). Informational counts (never failing): non-test `Result<_, String>` functions and
-numeric `as` casts.
+there yet). Informational counts (never failing): non-test functions returning a
+`Result<_, String>` (at any depth: a future's too) and numeric `as` casts.
 
 Test code is `#[cfg(test)]` modules, `#[test]` functions and files named `tests.rs` or
 `*_tests.rs`. The parsing is lexical (comments and string literals are understood, braces are
@@ -33,7 +33,58 @@ FN_RE = re.compile(
 CAST_RE = re.compile(
     r"\bas\s+(?:u8|u16|u32|u64|u128|usize|i8|i16|i32|i64|i128|isize|f32|f64)\b"
 )
-RESULT_STRING_RE = re.compile(r"->\s*(?:std::result::)?Result<[^;{]*,\s*String\s*>")
+RESULT_RE = re.compile(r"\bResult\s*<")
+
+
+def generic_args(text, start):
+    """The top-level arguments of the `<...>` opening at `text[start]`, and the index past its
+    `>`; `->` (a nested fn type's arrow) is not a bracket."""
+    depth, args, cur, i = 0, [], [], start
+    while i < len(text):
+        c = text[i]
+        if text.startswith("->", i):
+            cur.append("->")
+            i += 2
+            continue
+        if c in "<([":
+            depth += 1
+            if depth == 1:
+                i += 1
+                continue
+        elif c in ">)]":
+            depth -= 1
+            if depth == 0:
+                args.append("".join(cur).strip())
+                return args, i + 1
+        elif c == "," and depth == 1:
+            args.append("".join(cur).strip())
+            cur = []
+            i += 1
+            continue
+        cur.append(c)
+        i += 1
+    return args, i
+
+
+def result_string_returns(skel):
+    """How many return types (`-> T`, up to the body, `;` or `where`) hold a `Result` whose
+    error type is `String`, at any depth (`BoxFuture<'_, Result<T, String>>` too)."""
+    count, seen_to = 0, 0
+    for m in re.finditer(r"->", skel):
+        if m.start() < seen_to:
+            continue  # the arrow of a fn type inside a return type already read
+        end = len(skel)
+        for stop in (re.compile(r"[{;]"), re.compile(r"\bwhere\b")):
+            hit = stop.search(skel, m.end())
+            if hit:
+                end = min(end, hit.start())
+        ret, seen_to = skel[m.end() : end], end
+        for r in RESULT_RE.finditer(ret):
+            args, _ = generic_args(ret, r.end() - 1)
+            if len(args) == 2 and re.fullmatch(r"(?:std::string::)?String", args[1]):
+                count += 1
+                break
+    return count
 
 
 def lex(text):
@@ -270,7 +321,7 @@ def check(root):
                     findings["bollard"].append(f"{f.rel}:{i + 1}: {line.strip()}")
         # Informational.
         skel = "\n".join(l for _, l in f.non_test(f.skel_lines))
-        info["Result<_, String> fns"] += len(RESULT_STRING_RE.findall(skel))
+        info["Result<_, String> fns"] += result_string_returns(skel)
         info["numeric `as` casts"] += len(CAST_RE.findall(skel))
     for comp in cycles(graph):
         detail = "; ".join(

@@ -251,7 +251,7 @@ impl StepExecution {
         let json = crate::runbook::output::step_json(record);
         serde_json::from_value(json).unwrap_or_else(|_| StepExecution {
             step_name: record.name.clone(),
-            action: record.action.clone(),
+            action: record.action_kind.name().to_string(),
             step_status: record.status.as_str().into(),
             ..Default::default()
         })
@@ -627,7 +627,6 @@ mod tests {
         inputs.insert("Runtime".into(), serde_json::json!("python3.11"));
         let s1 = StepRecord {
             name: "one".into(),
-            action: "aws:executeScript".into(),
             action_kind: crate::runbook::actions::Action::ExecuteScript,
             step_execution_id: "s-1".into(),
             status: StepStatus::Success,
@@ -655,7 +654,6 @@ mod tests {
         };
         let s2 = StepRecord {
             name: "two".into(),
-            action: "aws:sleep".into(),
             action_kind: crate::runbook::actions::Action::Sleep,
             step_execution_id: "s-2".into(),
             status: StepStatus::Failed,

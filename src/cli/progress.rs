@@ -40,10 +40,12 @@ impl<W: Write> TextProgress<W> {
                     writeln!(
                         out,
                         "▶ {} ({}) attempt {attempt} of {}",
-                        step.name, step.action, step.max_attempts
+                        step.name,
+                        step.action_kind().name(),
+                        step.max_attempts
                     )
                 } else {
-                    writeln!(out, "▶ {} ({})", step.name, step.action)
+                    writeln!(out, "▶ {} ({})", step.name, step.action_kind().name())
                 }
             }
             RunEvent::Log { line, .. } => {

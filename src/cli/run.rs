@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -12,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 use super::runbook_input::{load_runbook_input, refuse};
 use super::{CliError, OutputFormat, RunbookInput, TextProgress};
 use crate::config::Settings;
-use crate::result::{StepResult, StepStatus};
+use crate::execute::Runner;
+use crate::result::StepStatus;
 use crate::runbook::{self as rb, Refused};
 use crate::runtimes::Catalog;
-use crate::sandbox::Engine;
-use crate::step;
+use crate::sandbox::{Backend, Engine, Unavailable};
 
 /// `scriptbox run`
 #[derive(Debug, Args)]
@@ -27,19 +28,6 @@ pub struct RunArgs {
     /// Output format: text (live progress on stderr) or one GetAutomationExecution-shaped JSON object.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
-}
-
-/// A runner for documents without executeScript steps (no engine needed).
-struct NoEngine;
-
-impl rb::executor::StepRunner for NoEngine {
-    fn run<'a>(
-        &'a self,
-        _step: &'a step::ValidatedStep,
-        _ctx: rb::executor::RunContext<'a>,
-    ) -> futures::future::BoxFuture<'a, Result<StepResult, String>> {
-        Box::pin(async { Err("no container engine is connected".to_string()) })
-    }
 }
 
 pub(super) async fn run_runbook(
@@ -101,7 +89,8 @@ pub(super) async fn run_runbook(
     })
 }
 
-/// Runs the document with the engine's runner, or without an engine when it needs none.
+/// Runs the document on the one runner: over the engine, or, for a document that needs none
+/// (no executeScript step), over [`Unavailable`], which fails any container call.
 async fn execute(
     doc: &rb::document::Runbook,
     params: Map<String, Value>,
@@ -119,29 +108,17 @@ async fn execute(
         max_run_secs: settings.limits.max_runbook_seconds,
     };
     let mut observer = |event: rb::executor::RunEvent<'_>| progress.on_event(event);
-    match engine {
-        Some(engine) => {
-            let runner = crate::execute::Runner::new(
-                std::sync::Arc::new(engine.clone()),
-                None,
-                settings.context.clone(),
-                settings.output.clone(),
-            );
-            rb::executor::execute(doc, params, &runner, &exec_options, &mut observer, shutdown)
-                .await
-        }
-        None => {
-            rb::executor::execute(
-                doc,
-                params,
-                &NoEngine,
-                &exec_options,
-                &mut observer,
-                shutdown,
-            )
-            .await
-        }
-    }
+    let backend: Arc<dyn Backend> = match engine {
+        Some(engine) => Arc::new(engine.clone()),
+        None => Arc::new(Unavailable::new(settings.sandbox.clone())),
+    };
+    let runner = Runner::new(
+        backend,
+        None,
+        settings.context.clone(),
+        settings.output.clone(),
+    );
+    rb::executor::execute(doc, params, &runner, &exec_options, &mut observer, shutdown).await
 }
 
 /// Prints the execution: its GetAutomationExecution-shaped JSON, or a summary and its outputs.

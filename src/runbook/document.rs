@@ -118,8 +118,6 @@ pub struct StepDecl {
     pub name: String,
     /// Where the step starts.
     pub pos: Pos,
-    /// `action`, AWS's name of it, for display: code asks [`StepDecl::action_kind`].
-    pub action: String,
     /// What it does.
     pub kind: StepKind,
     /// `inputs`, as written (with `{{ }}`).
@@ -658,7 +656,6 @@ impl Checker<'_> {
             index,
             name,
             pos: node.pos,
-            action: written.to_string(),
             kind: kind?,
             inputs,
             outputs,

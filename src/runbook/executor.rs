@@ -29,6 +29,7 @@ use super::document::{OnCancel, OnFailure, Runbook, StepDecl};
 use super::interpolate::Scope;
 use super::selector::ValueType;
 use crate::context::{AwsContext, context_dict};
+use crate::execute::ExecuteError;
 use crate::result::{LogLine, LogStream, StepResult, StepStatus, aws_plain_failure};
 use crate::runtimes::Catalog;
 use crate::step::ValidatedStep;
@@ -48,14 +49,15 @@ pub struct RunContext<'a> {
     pub cancel: &'a CancellationToken,
 }
 
-/// Runs one validated executeScript step. `Err` is a failure of the engine, not of the script.
+/// Runs one validated executeScript step. `Err` is a failure of the engine (or of building the
+/// container's request), not of the script: the step fails `EngineFailure` and the execution ends.
 pub trait StepRunner: Send + Sync {
     /// Runs the step.
     fn run<'a>(
         &'a self,
         step: &'a ValidatedStep,
         ctx: RunContext<'a>,
-    ) -> BoxFuture<'a, Result<StepResult, String>>;
+    ) -> BoxFuture<'a, Result<StepResult, ExecuteError>>;
 }
 
 /// What happens during an execution, as it happens.
@@ -87,8 +89,6 @@ pub enum RunEvent<'a> {
 pub struct StepRecord {
     /// `name`.
     pub name: String,
-    /// `action`, AWS's name of it, for display: code compares [`StepRecord::action_kind`].
-    pub action: String,
     /// The step's action.
     pub action_kind: Action,
     /// A fresh id per step execution.
@@ -431,7 +431,6 @@ fn base_record(step: &StepDecl, inputs: Map<String, Value>) -> StepRecord {
     let now = Utc::now();
     StepRecord {
         name: step.name.clone(),
-        action: step.action_kind().name().to_string(),
         action_kind: step.action_kind(),
         step_execution_id: uuid::Uuid::new_v4().to_string(),
         status: StepStatus::Failed,
@@ -621,7 +620,7 @@ mod tests {
             &'a self,
             step: &'a ValidatedStep,
             ctx: RunContext<'a>,
-        ) -> BoxFuture<'a, Result<StepResult, String>> {
+        ) -> BoxFuture<'a, Result<StepResult, ExecuteError>> {
             Box::pin(async move {
                 let handler = step.entry.as_ref().unwrap().function.clone();
                 let n = {

@@ -50,7 +50,7 @@ pub fn step_json(s: &StepRecord) -> Value {
     }
     let mut m = json!({
         "StepName": s.name,
-        "Action": s.action,
+        "Action": s.action_kind.name(),
         "StepExecutionId": s.step_execution_id,
         "StepStatus": s.status.as_str(),
         "ExecutionStartTime": time(s.start),

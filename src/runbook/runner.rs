@@ -5,7 +5,7 @@
 use futures::future::BoxFuture;
 
 use super::executor::{RunContext, StepRunner};
-use crate::execute::{Runner, StepJob};
+use crate::execute::{ExecuteError, Runner, StepJob};
 use crate::result::StepResult;
 use crate::step::ValidatedStep;
 
@@ -14,7 +14,7 @@ impl StepRunner for Runner {
         &'a self,
         step: &'a ValidatedStep,
         ctx: RunContext<'a>,
-    ) -> BoxFuture<'a, Result<StepResult, String>> {
+    ) -> BoxFuture<'a, Result<StepResult, ExecuteError>> {
         Box::pin(async move {
             let job = StepJob {
                 execution_id: ctx.step_execution_id,
@@ -23,11 +23,9 @@ impl StepRunner for Runner {
                 on_log: Some(ctx.on_log),
                 cancel: ctx.cancel,
             };
-            let (result, removal) = Runner::run(self, step, job)
-                .await
-                .map_err(|e| e.to_string())?;
+            let (result, removal) = Runner::run(self, step, job).await?;
             // Steps run one at a time: the next one starts after this container is gone.
-            removal.finish().await.map_err(|e| e.to_string())?;
+            removal.finish().await?;
             Ok(result)
         })
     }

@@ -679,7 +679,7 @@ impl Scheduler {
                 if attempt == 1 {
                     logged = 0;
                 }
-                let record = StepExecution::started(&step.name, &step.action, attempt);
+                let record = StepExecution::started(&step.name, step.action_kind().name(), attempt);
                 store.step(&exec_id, index, &record);
             }
             RunEvent::Log { step, line } => {
