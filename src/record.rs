@@ -553,8 +553,14 @@ impl ExecutionRecord {
                 if exit == ExitFact::Pending {
                     body.remove("ExitCode");
                 }
-                // The step's own `Status`: the record's, when it is a step's.
-                body.insert("Status".into(), m.get("Status")?.clone());
+                // The step's own `Status`: the record's, when it is a step's; before the step
+                // ends, the provisional result's (`Failed`, which the record's status hides).
+                let status = m.get("Status")?;
+                let step_status = match serde_json::from_value::<StepStatus>(status.clone()) {
+                    Ok(_) => status.clone(),
+                    Err(_) => json!(StepStatus::Failed),
+                };
+                body.insert("Status".into(), step_status);
                 match serde_json::from_value::<StepResult>(Value::Object(body)) {
                     Ok(r) => (Outcome::Step(Box::new(r)), exit),
                     Err(_) => (Outcome::Pending, ExitFact::NotApplicable),
