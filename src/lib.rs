@@ -26,3 +26,4 @@ pub mod server;
 pub mod ssm;
 pub mod step;
 pub mod store;
+pub mod timestamp;

@@ -10,63 +10,12 @@
 //! A record made before the store kept typed outcomes shows the object it stored
 //! ([`Outcome::Legacy`]), so its bytes do not change on upgrade.
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::result::{ErrorDetail, LogLine, LogStream, StepResult, StepStatus};
 
-/// An instant: RFC 3339 UTC with milliseconds on the native API and in the store, epoch seconds
-/// on SSM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Timestamp(DateTime<Utc>);
-
-impl Timestamp {
-    /// Now.
-    pub fn now() -> Self {
-        Timestamp(Utc::now())
-    }
-
-    /// The instant of a chrono time.
-    pub fn from_utc(t: DateTime<Utc>) -> Self {
-        Timestamp(t)
-    }
-
-    /// Parses RFC 3339.
-    pub fn parse(rfc3339: &str) -> Option<Self> {
-        DateTime::parse_from_rfc3339(rfc3339)
-            .ok()
-            .map(|t| Timestamp(t.with_timezone(&Utc)))
-    }
-
-    /// RFC 3339 UTC with milliseconds (`2026-01-01T00:00:00.000Z`).
-    pub fn rfc3339(&self) -> String {
-        self.0.to_rfc3339_opts(SecondsFormat::Millis, true)
-    }
-
-    /// Epoch seconds with milliseconds (what the AWS JSON 1.1 protocol carries).
-    pub fn epoch_secs(&self) -> f64 {
-        let millis = self.0.timestamp_millis();
-        // Exact for any date within ±285 000 years of 1970 (|millis| < 2^53).
-        #[allow(clippy::cast_precision_loss, reason = "exact below 2^53 ms")]
-        let secs = millis as f64 / 1000.0;
-        secs
-    }
-}
-
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.rfc3339())
-    }
-}
-
-impl<'de> Deserialize<'de> for Timestamp {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Timestamp::parse(&s)
-            .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {s:?}")))
-    }
-}
+pub use crate::timestamp::Timestamp;
 
 /// An execution's status. `Queued` and `Running` are the daemon's; the rest are a step's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -553,8 +502,14 @@ impl ExecutionRecord {
                 if exit == ExitFact::Pending {
                     body.remove("ExitCode");
                 }
-                // The step's own `Status`: the record's, when it is a step's.
-                body.insert("Status".into(), m.get("Status")?.clone());
+                // The step's own `Status`: the record's, when it is a step's; before the step
+                // ends, the provisional result's (`Failed`, which the record's status hides).
+                let status = m.get("Status")?;
+                let step_status = match serde_json::from_value::<StepStatus>(status.clone()) {
+                    Ok(_) => status.clone(),
+                    Err(_) => json!(StepStatus::Failed),
+                };
+                body.insert("Status".into(), step_status);
                 match serde_json::from_value::<StepResult>(Value::Object(body)) {
                     Ok(r) => (Outcome::Step(Box::new(r)), exit),
                     Err(_) => (Outcome::Pending, ExitFact::NotApplicable),
@@ -593,10 +548,8 @@ mod tests {
     //! compared as `Value`s with what the record renders now.
     use super::*;
 
-    fn fx_time(s: &str) -> chrono::DateTime<chrono::Utc> {
-        chrono::DateTime::parse_from_rfc3339(s)
-            .unwrap()
-            .with_timezone(&chrono::Utc)
+    fn fx_time(s: &str) -> Timestamp {
+        Timestamp::parse(s).unwrap()
     }
 
     fn fx_step_result(exit_code: Option<i64>) -> crate::result::StepResult {

@@ -5,9 +5,10 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::images::ImageFacts;
+use crate::images::{self, ImageFacts};
 use crate::runbook::Problem;
-use crate::runtimes::ResolvedRuntime;
+use crate::runtimes::{Catalog, ResolvedRuntime};
+use crate::sandbox::Engine;
 
 /// One runtime as listed: its names, its image and that image's state and facts, AWS's status,
 /// and the offline (Debian) recipe when it has one. Every key is always present (`null` when
@@ -75,6 +76,28 @@ impl RuntimeRow {
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
+}
+
+/// The row of every runtime in `catalog`, asking `engine` for each image's state and facts;
+/// without an engine the state is `no engine`, and the facts are unknown for a missing image.
+pub async fn runtime_rows(catalog: &Catalog, engine: Option<&Engine>) -> Vec<RuntimeRow> {
+    let mut rows = Vec::new();
+    for rt in catalog.runtimes() {
+        let state = match engine {
+            Some(engine) => images::image_state(engine, &rt)
+                .await
+                .map(|s| s.as_str())
+                .unwrap_or("unknown"),
+            None => "no engine",
+        };
+        let facts = match engine {
+            Some(engine) if state != "missing" => images::image_facts(engine, &rt).await,
+            _ => None,
+        }
+        .unwrap_or_default();
+        rows.push(RuntimeRow::new(&rt, state, facts));
+    }
+    rows
 }
 
 /// The problems of a refused runbook as JSON: position, context, message, the problem's kind,

@@ -1026,6 +1026,14 @@ async fn openapi_document_matches_the_server() {
             "/v1/executions".into(),
             Some(json!({"Step": {"Runtime": "python3.11", "Nope": 1}})),
         ),
+        // A refused runbook: its Problems are the CLI's (`validate --output json`) rows, Kind too.
+        (
+            "/v1/executions",
+            "post",
+            "/v1/executions".into(),
+            Some(json!({"Runbook": {"Document":
+                "schemaVersion: '0.3'\nmainSteps:\n  - name: api\n    action: aws:executeAwsApi\n    inputs: {}\n"}})),
+        ),
         (
             "/v1/executions",
             "get",

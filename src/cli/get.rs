@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::connect::{id_path, refused, unreachable_daemon};
-use super::render::print_execution;
+use super::render::{Answered, print_execution};
 use super::{CliError, ConnectArgs, OutputFormat};
 
 /// `scriptbox get`
@@ -31,6 +31,6 @@ pub(super) async fn get(args: GetArgs) -> Result<ExitCode, CliError> {
     if answer.status != 200 {
         return refused(&answer, "the lookup");
     }
-    print_execution(&answer.json(), args.output)?;
+    print_execution(&Answered::execution(answer.json()), args.output)?;
     Ok(ExitCode::SUCCESS)
 }

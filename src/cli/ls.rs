@@ -4,8 +4,10 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Args;
+use serde_json::Value;
 
 use super::connect::{refused, unreachable_daemon};
+use super::render::Answered;
 use super::{CliError, ConnectArgs, OutputFormat};
 
 /// `scriptbox ls`
@@ -43,8 +45,21 @@ pub(super) async fn ls(args: LsArgs) -> Result<ExitCode, CliError> {
         return refused(&answer, "the listing");
     }
     let v = answer.json();
+    let rows: Vec<Answered> = v["Executions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .cloned()
+        .map(Answered::summary)
+        .collect();
     if args.output == OutputFormat::Json {
-        println!("{v}");
+        // The page as it came (`NextToken`), its rows rendered from the records.
+        let mut page = v.clone();
+        if let Some(m) = page.as_object_mut() {
+            let rows = rows.iter().map(|r| r.json.clone()).collect();
+            m.insert("Executions".into(), Value::Array(rows));
+        }
+        println!("{page}");
         return Ok(ExitCode::SUCCESS);
     }
     // A closed pipe (`scriptbox ls | head`) ends the listing quietly.
@@ -54,22 +69,23 @@ pub(super) async fn ls(args: LsArgs) -> Result<ExitCode, CliError> {
         "{:<36}  {:<9}  {:<7}  {:<24}  SUBMITTED",
         "ID", "STATUS", "KIND", "RUNTIME/DOCUMENT"
     );
-    for e in v["Executions"].as_array().into_iter().flatten() {
-        let what = e["Runtime"]
-            .as_str()
-            .or(e["DocumentName"].as_str())
-            .unwrap_or("");
-        if writeln!(
-            out,
-            "{:<36}  {:<9}  {:<7}  {:<24}  {}",
-            e["Id"].as_str().unwrap_or(""),
-            e["Status"].as_str().unwrap_or(""),
-            e["Kind"].as_str().unwrap_or(""),
-            what,
-            e["SubmittedTime"].as_str().unwrap_or("")
-        )
-        .is_err()
-        {
+    for row in &rows {
+        let line = match &row.record {
+            Some(e) => format!(
+                "{:<36}  {:<9}  {:<7}  {:<24}  {}",
+                e.id,
+                e.status.as_str(),
+                e.kind.as_str(),
+                e.runtime
+                    .as_deref()
+                    .or(e.document_name.as_deref())
+                    .unwrap_or(""),
+                e.submitted.rfc3339()
+            ),
+            // Not a row this CLI can read (a newer daemon's): its id, as far as it has one.
+            None => format!("{:<36}  ?", row.json["Id"].as_str().unwrap_or("?")),
+        };
+        if writeln!(out, "{line}").is_err() {
             return Ok(ExitCode::SUCCESS);
         }
     }

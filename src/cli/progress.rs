@@ -57,7 +57,9 @@ impl<W: Write> TextProgress<W> {
                 )
             }
             RunEvent::StepFinished { record } => {
-                let ms = (record.end - record.start).num_milliseconds().max(0);
+                let ms = (record.end.utc() - record.start.utc())
+                    .num_milliseconds()
+                    .max(0);
                 let mark = if record.status == StepStatus::Success {
                     "✔"
                 } else {

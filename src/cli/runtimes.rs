@@ -8,8 +8,7 @@ use serde_json::Value;
 
 use super::{CliError, OutputFormat};
 use crate::config::Settings;
-use crate::images;
-use crate::report::RuntimeRow;
+use crate::report::{self, RuntimeRow};
 use crate::runtimes::Catalog;
 use crate::sandbox::Engine;
 
@@ -28,22 +27,7 @@ pub(super) async fn runtimes(
 ) -> Result<ExitCode, CliError> {
     // The table is useful without an engine too: image state then says "no engine".
     let engine = Engine::connect(settings.sandbox).await.ok();
-    let mut rows = Vec::new();
-    for rt in catalog.runtimes() {
-        let state = match &engine {
-            Some(engine) => images::image_state(engine, &rt)
-                .await
-                .map(|s| s.as_str())
-                .unwrap_or("unknown"),
-            None => "no engine",
-        };
-        let facts = match &engine {
-            Some(engine) if state != "missing" => images::image_facts(engine, &rt).await,
-            _ => None,
-        }
-        .unwrap_or_default();
-        rows.push(RuntimeRow::new(&rt, state, facts));
-    }
+    let rows = report::runtime_rows(&catalog, engine.as_ref()).await;
     let io = |e: std::io::Error| CliError::Environment(e.into());
     if args.output == OutputFormat::Json {
         let json = Value::Array(rows.iter().map(RuntimeRow::to_json).collect());

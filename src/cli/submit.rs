@@ -9,7 +9,7 @@ use clap::Args;
 use serde_json::Value;
 
 use super::connect::{exit_for, follow, id_path, print_log_line, refused, unreachable_daemon};
-use super::render::print_execution;
+use super::render::{Answered, print_execution};
 use super::{CliError, ConnectArgs, OutputFormat, StepFlags, supplied_parameters};
 use crate::config::Settings;
 use crate::runbook as rb;
@@ -213,7 +213,7 @@ async fn wait(
         };
         let status = object["Status"].as_str().unwrap_or("").to_string();
         if !matches!(status.as_str(), "Queued" | "Running") {
-            print_execution(&object, output)?;
+            print_execution(&Answered::execution(object), output)?;
             let _ = std::io::stdout().flush();
             return Ok(exit_for(&status));
         }

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use crate::timestamp::Timestamp;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
@@ -96,9 +96,9 @@ pub struct StepRecord {
     /// Its status.
     pub status: StepStatus,
     /// Start.
-    pub start: DateTime<Utc>,
+    pub start: Timestamp,
     /// End.
-    pub end: DateTime<Utc>,
+    pub end: Timestamp,
     /// The inputs after substitution (as written when substitution failed).
     pub inputs: Map<String, Value>,
     /// Declared outputs, typed, in declaration order (only on success).
@@ -135,9 +135,9 @@ pub struct Execution {
     /// Success, Failed, TimedOut or Cancelled.
     pub status: StepStatus,
     /// Start.
-    pub start: DateTime<Utc>,
+    pub start: Timestamp,
     /// End.
-    pub end: DateTime<Utc>,
+    pub end: Timestamp,
     /// The parameters, typed.
     pub parameters: Map<String, Value>,
     /// The executed steps, in order.
@@ -177,10 +177,10 @@ pub async fn execute(
         .execution_id
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let start = Utc::now();
+    let start = Timestamp::now();
     let mut scope = Scope {
         params: params.clone(),
-        system: context_dict(options.context, &id, start),
+        system: context_dict(options.context, &id, start.utc()),
         outputs: HashMap::new(),
         unsuccessful: HashMap::new(),
     };
@@ -248,7 +248,7 @@ pub async fn execute(
         document_name: rb.name.clone(),
         status: state.status,
         start,
-        end: Utc::now(),
+        end: Timestamp::now(),
         parameters: params,
         steps: records,
         outputs: doc_outputs(rb, &scope),
@@ -428,7 +428,7 @@ async fn until(deadline: Option<tokio::time::Instant>) {
 pub const MAX_EARLIER_ATTEMPTS_LOG_BYTES: usize = 1024 * 1024;
 
 fn base_record(step: &StepDecl, inputs: Map<String, Value>) -> StepRecord {
-    let now = Utc::now();
+    let now = Timestamp::now();
     StepRecord {
         name: step.name.clone(),
         action_kind: step.action_kind(),
@@ -470,7 +470,7 @@ async fn run_step(
     let fail = |record: &mut StepRecord, kind: &str, message: String| {
         record.status = StepStatus::Failed;
         record.failure_message = Some(aws_plain_failure(kind, &message));
-        record.end = Utc::now();
+        record.end = Timestamp::now();
     };
     let inputs = match resolved {
         Ok(Value::Object(m)) => m,
@@ -511,7 +511,7 @@ async fn run_step(
             if last.status == StepStatus::Success {
                 record.outputs = last.outputs;
             }
-            record.end = Utc::now();
+            record.end = Timestamp::now();
             (record, last.next, last.engine_failed)
         }
     }

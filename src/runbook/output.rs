@@ -1,10 +1,10 @@
 //! The report of an execution, shaped like AWS's `GetAutomationExecution` response.
 //!
+//! Times are [`Timestamp`](crate::timestamp::Timestamp)s, RFC 3339 UTC with milliseconds.
 //! Outputs are maps of name → list of strings (maps JSON-encoded inside the list); step
 //! `Inputs` are name → JSON-encoded string, as AWS shows them. scriptbox adds, under its own
 //! `Scriptbox*` keys, the step's log, the attempts made and the step's execution id.
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
 use super::executor::{Execution, StepRecord};
@@ -12,11 +12,6 @@ use super::interpolate::as_text;
 
 /// What AWS shows for an output of a step that did not succeed.
 pub const NO_OUTPUT: &str = "No output available yet because the step is not successfully executed";
-
-/// ISO 8601 with milliseconds, UTC.
-pub fn time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
 
 /// A typed value as AWS's list of strings.
 pub fn strings(v: &Value) -> Vec<String> {
@@ -53,8 +48,8 @@ pub fn step_json(s: &StepRecord) -> Value {
         "Action": s.action_kind.name(),
         "StepExecutionId": s.step_execution_id,
         "StepStatus": s.status.as_str(),
-        "ExecutionStartTime": time(s.start),
-        "ExecutionEndTime": time(s.end),
+        "ExecutionStartTime": s.start.rfc3339(),
+        "ExecutionEndTime": s.end.rfc3339(),
         "Inputs": inputs,
         "Outputs": outputs,
         "OnFailure": s.on_failure,
@@ -96,8 +91,8 @@ pub fn execution_json(e: &Execution) -> Value {
         "AutomationExecutionId": e.id,
         "DocumentName": e.document_name,
         "AutomationExecutionStatus": e.status.as_str(),
-        "ExecutionStartTime": time(e.start),
-        "ExecutionEndTime": time(e.end),
+        "ExecutionStartTime": e.start.rfc3339(),
+        "ExecutionEndTime": e.end.rfc3339(),
         "Parameters": params,
         "Outputs": outputs,
         "StepExecutions": e.steps.iter().map(step_json).collect::<Vec<_>>(),

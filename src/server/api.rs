@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use super::auth::Token;
 use super::metrics::Metrics;
 use super::scheduler::{CancelOutcome, Scheduler, SubmitError};
-use super::types::{self, parse_submit, problems_json};
-use crate::images;
+use super::types::{self, parse_submit};
+use crate::report::{self, RuntimeRow, problems_json};
 use crate::runtimes::Catalog;
 use crate::sandbox::Engine;
 use crate::store::{ExecStatus, ExecutionRecord, ExecutionStore, ListFilter, Outcome};
@@ -481,22 +481,8 @@ fn follow(
 }
 
 async fn runtimes(State(st): State<AppState>) -> Json<Value> {
-    let mut rows = Vec::new();
-    for rt in st.catalog.runtimes() {
-        let state = images::image_state(&st.engine, &rt)
-            .await
-            .map(|s| s.as_str())
-            .unwrap_or("unknown");
-        rows.push(json!({
-            "Name": rt.runtime.name,
-            "Aliases": rt.runtime.aliases,
-            "Language": rt.language().as_str(),
-            "Image": rt.runtime.image,
-            "ImageState": state,
-            "AwsStatus": rt.runtime.aws_status.to_string(),
-            "AwsNote": rt.runtime.aws_note,
-        }));
-    }
+    let rows = report::runtime_rows(&st.catalog, Some(&st.engine)).await;
+    let rows: Vec<Value> = rows.iter().map(RuntimeRow::to_json).collect();
     Json(json!({ "Runtimes": rows }))
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::config::{EffectiveLimits, RequestedLimits, Settings};
 use crate::runbook::{self as rb, Problem};
@@ -323,25 +323,6 @@ fn prepare_runbook(
         }
     })?;
     Ok(Work::Runbook(Box::new(doc), params))
-}
-
-/// The problems of a refused runbook as JSON (as `scriptbox validate --output json` lists them).
-pub fn problems_json(problems: &[Problem]) -> Value {
-    Value::Array(
-        problems
-            .iter()
-            .map(|p| {
-                json!({
-                    "Line": p.pos.line,
-                    "Column": p.pos.col,
-                    "Context": p.context,
-                    "Message": p.message,
-                    "Unsupported": p.what,
-                    "Text": p.to_string(),
-                })
-            })
-            .collect(),
-    )
 }
 
 /// The message of an execution that was running when scriptbox died.
