@@ -1091,20 +1091,8 @@ def h(e, c):
                 pass
     return sockets
 "#;
-    let id = format!("adv-{}", uuid::Uuid::new_v4());
     let inputs = py_step(PY, "h", script, json!({}));
-    let (e2, id2) = (engine.clone(), id.clone());
-    let task =
-        tokio::spawn(
-            async move { run_with(&e2, &inputs, Some(id2), &CancellationToken::new()).await },
-        );
-    let container = wait_for_container(&engine, &id).await;
-    let seen = engine
-        .docker()
-        .inspect_container(&container, None)
-        .await
-        .unwrap();
-    let r = task.await.unwrap();
+    let (seen, r, id) = common::run_and_inspect(&engine, &inputs, "adv").await;
     let mounts = seen.mounts.unwrap_or_default();
     assert!(mounts.is_empty(), "mounts: {mounts:?}");
     assert!(

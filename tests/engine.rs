@@ -316,36 +316,8 @@ def handler(e, c):
     return {'uid': os.getuid(), 'gid': os.getgid(), 'root_writable': root_writable,
             'interfaces': sorted(os.listdir('/sys/class/net'))}
 "#;
-    let id = format!("inspect-{}", uuid::Uuid::new_v4());
     let inputs = py_step(PY, "handler", script, json!({}));
-    let run_engine = engine.clone();
-    let run_id = id.clone();
-    let task = tokio::spawn(async move {
-        run_with(
-            &run_engine,
-            &inputs,
-            Some(run_id),
-            &CancellationToken::new(),
-        )
-        .await
-    });
-    let container = wait_for_container(&engine, &id).await;
-    // Listed at create: on a loaded machine it may not have started yet, so inspect until it runs
-    // (the handler holds it running for two seconds).
-    let began = Instant::now();
-    let seen = loop {
-        let seen = engine
-            .docker()
-            .inspect_container(&container, None)
-            .await
-            .expect("inspect while running");
-        let running = seen.state.as_ref().and_then(|s| s.running) == Some(true);
-        if running || began.elapsed() > Duration::from_secs(10) {
-            break seen;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let result = task.await.unwrap();
+    let (seen, result, id) = common::run_and_inspect(&engine, &inputs, "inspect").await;
 
     let config = seen.config.unwrap();
     let host = seen.host_config.unwrap();

@@ -183,6 +183,55 @@ pub async fn run_with(
         .expect("the engine runs the step")
 }
 
+/// Runs `inputs` under a fresh execution id starting with `prefix` and inspects its container
+/// while it runs (the handler must hold it running for a few seconds). Returns the inspect, the
+/// result and the execution id. A container listed at create may be gone before a loaded engine
+/// answers the inspect: that run still ends, its result is printed, and a fresh one is tried (at
+/// most three), so what is asserted is always a live container's inspect.
+pub async fn run_and_inspect(
+    engine: &Engine,
+    inputs: &StepInputs,
+    prefix: &str,
+) -> (
+    bollard::models::ContainerInspectResponse,
+    StepResult,
+    String,
+) {
+    for attempt in 1..=3 {
+        let id = format!("{prefix}-{}", uuid::Uuid::new_v4());
+        let (run_engine, run_inputs, run_id) = (engine.clone(), inputs.clone(), id.clone());
+        let task = tokio::spawn(async move {
+            run_with(
+                &run_engine,
+                &run_inputs,
+                Some(run_id),
+                &CancellationToken::new(),
+            )
+            .await
+        });
+        let container = wait_for_container(engine, &id).await;
+        let began = std::time::Instant::now();
+        let seen = loop {
+            let Ok(seen) = engine.docker().inspect_container(&container, None).await else {
+                break None;
+            };
+            let running = seen.state.as_ref().and_then(|s| s.running) == Some(true);
+            if running || began.elapsed() > Duration::from_secs(10) {
+                break Some(seen);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let result = task.await.expect("the run's task");
+        match seen {
+            Some(seen) => return (seen, result, id),
+            None => eprintln!(
+                "attempt {attempt}: container {container} was gone before its inspect; the run: {result:?}"
+            ),
+        }
+    }
+    panic!("three runs ended before Docker answered an inspect of their container");
+}
+
 /// Containers (any state) carrying `scriptbox.execution=<id>`.
 pub async fn containers_of(engine: &Engine, execution_id: &str) -> Vec<String> {
     engine
