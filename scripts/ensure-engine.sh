@@ -32,19 +32,23 @@ if [ "${WITH_RUNSC:-0}" = 1 ] && ! [ -x /usr/bin/runsc ]; then
   apt_install runsc || log "runsc could not be installed; the gVisor pass will be skipped"
 fi
 
-# Register runsc with dockerd when it is installed (gVisor: ptrace platform, no network of its own).
+# Register runsc with dockerd when it is installed (gVisor: ptrace platform, no network of its own,
+# and --host-uds=open so a step can connect to the one Unix socket of its AWS egress, the only
+# host socket scriptbox ever mounts; see SECURITY.md). An older registration of ours without
+# --host-uds is upgraded in place.
+RUNSC_JSON='{"runtimes": {"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--platform=ptrace", "--network=none", "--host-uds=open"]}}}'
+RUNSC_JSON_OLD='{"runtimes":{"runsc":{"path":"/usr/bin/runsc","runtimeArgs":["--platform=ptrace","--network=none"]}}}'
 runsc_registered_now=0
 if [ -x /usr/bin/runsc ] && is_root; then
   mkdir -p /etc/docker
-  if ! grep -q '"runsc"' /etc/docker/daemon.json 2>/dev/null; then
-    if [ -s /etc/docker/daemon.json ] && [ "$(tr -d ' \n' </etc/docker/daemon.json)" != "{}" ]; then
-      log "/etc/docker/daemon.json exists with other settings; add runsc to it by hand"
-    else
-      cat >/etc/docker/daemon.json <<'JSON'
-{"runtimes": {"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--platform=ptrace", "--network=none"]}}}
-JSON
-      runsc_registered_now=1
-    fi
+  current="$(tr -d ' \n' </etc/docker/daemon.json 2>/dev/null || true)"
+  if [ -z "$current" ] || [ "$current" = "{}" ] || [ "$current" = "$RUNSC_JSON_OLD" ]; then
+    printf '%s\n' "$RUNSC_JSON" >/etc/docker/daemon.json
+    runsc_registered_now=1
+  elif ! grep -q '"runsc"' /etc/docker/daemon.json; then
+    log "/etc/docker/daemon.json exists with other settings; add runsc to it by hand: $RUNSC_JSON"
+  elif ! grep -q 'host-uds' /etc/docker/daemon.json; then
+    log "runsc is registered without --host-uds=open: AWS egress steps under runsc cannot reach their socket"
   fi
 fi
 

@@ -6,12 +6,14 @@
 //! ([`result`], assembled by [`execute`]). The daemon ([`server`]) runs the same code behind an
 //! HTTP API, with records in [`store`]; [`client`] talks to it.
 
+pub mod aws;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod context;
 pub mod cpython;
 pub mod daemon;
+pub mod egress;
 pub mod execute;
 pub mod images;
 pub mod pool;

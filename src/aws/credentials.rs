@@ -1,0 +1,1 @@
+//! The credentials a step gets (helper B implements).

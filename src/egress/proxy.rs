@@ -1,0 +1,1 @@
+//! The per-execution socket and its connections (helper A implements).
