@@ -67,6 +67,10 @@ pub struct Settings {
     pub server: ServerConfig,
     /// The warm pool of pre-started containers (`[pool]`, used by the daemon).
     pub pool: PoolConfig,
+    /// How steps reach AWS (`[aws]`: mode, endpoint, profile, extra hosts).
+    pub aws: AwsConfig,
+    /// Caps on each execution's AWS egress (`[egress]`).
+    pub egress: EgressLimits,
 }
 
 /// Ceilings on what a step may ask for, and the defaults a request gets when it asks for nothing.
@@ -476,6 +480,9 @@ impl Settings {
             ("server", "data_dir", "string"),
             ("server", "docker_host", "string"),
             ("server", "ssm_access_keys_file", "string"),
+            ("aws", "endpoint", "string"),
+            ("aws", "profile", "string"),
+            ("aws", "egress_dir", "string"),
         ];
         let mut out = Vec::new();
         if let toml::Value::Table(sections) = defaults {

@@ -6,8 +6,6 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::egress::EgressLimits;
-
 pub mod credentials;
 
 /// How steps reach AWS.
@@ -45,8 +43,6 @@ pub struct AwsConfig {
     /// Parent folder of the per-execution socket folders (default: `/run/scriptbox/egress` as
     /// root, else under `$XDG_RUNTIME_DIR` or `/tmp`).
     pub egress_dir: Option<PathBuf>,
-    /// Caps per execution (`[aws.egress]`).
-    pub egress: EgressLimits,
 }
 
 impl Default for AwsConfig {
@@ -60,7 +56,6 @@ impl Default for AwsConfig {
             pass_operator_credentials: false,
             credential_timeout_seconds: 30,
             egress_dir: None,
-            egress: EgressLimits::default(),
         }
     }
 }

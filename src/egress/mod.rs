@@ -17,7 +17,7 @@ mod policy;
 mod proxy;
 
 pub use policy::{Decision, EgressPolicy, HostPort};
-// pub use proxy::{EgressBudget, EgressError, EgressSession, default_egress_dir};
+pub use proxy::{EgressBudget, EgressError, EgressSession, default_egress_dir};
 
 /// The socket's file name inside the session folder.
 pub const SOCKET_NAME: &str = "aws.sock";
@@ -26,7 +26,7 @@ pub const CONTAINER_DIR: &str = "/run/scriptbox-egress";
 /// The socket's path inside the container.
 pub const CONTAINER_SOCKET: &str = "/run/scriptbox-egress/aws.sock";
 
-/// Caps on one execution's egress (`[aws.egress]`).
+/// Caps on one execution's egress (`[egress]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EgressLimits {
@@ -54,9 +54,10 @@ impl Default for EgressLimits {
     }
 }
 
-/// What one execution's egress did, for its record.
+/// What one execution's egress did, for its record (`Egress` of a step's result,
+/// `ScriptboxEgress` of a runbook's step and of the whole runbook).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
 pub struct EgressCounts {
     /// Connections the socket accepted.
     pub connections: u64,
@@ -66,7 +67,7 @@ pub struct EgressCounts {
     pub bytes_out: u64,
     /// Bytes from upstream to the container.
     pub bytes_in: u64,
-    /// The first cap reached, named as in `[aws.egress]` (`max_bytes`...), if any.
+    /// The first cap reached, named as in `[egress]` (`max_bytes`...), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_reached: Option<String>,
 }

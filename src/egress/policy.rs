@@ -37,3 +37,43 @@ pub enum Decision {
     /// Refuse, with the reason for the log line.
     Refuse(String),
 }
+
+// LEAD STUB: replaced by helper A's implementation at merge.
+impl HostPort {
+    /// Stub.
+    pub fn parse(text: &str, default_port: u16) -> Result<HostPort, super::EgressError> {
+        match text.rsplit_once(':') {
+            Some((h, p)) => Ok(HostPort {
+                host: h.to_ascii_lowercase(),
+                port: p.parse().map_err(|_| super::EgressError::Stub)?,
+            }),
+            None => Ok(HostPort {
+                host: text.to_ascii_lowercase(),
+                port: default_port,
+            }),
+        }
+    }
+}
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+impl EgressPolicy {
+    /// Stub.
+    pub fn aws(
+        partition: &str,
+        regions: Vec<String>,
+        extra: Vec<HostPort>,
+    ) -> Result<EgressPolicy, super::EgressError> {
+        Ok(EgressPolicy::Aws {
+            partition: partition.into(),
+            regions,
+            extra,
+        })
+    }
+    /// Stub.
+    pub fn emulator(address: HostPort) -> EgressPolicy {
+        EgressPolicy::Emulator { address }
+    }
+}
