@@ -165,6 +165,7 @@ fn docker_run_once(args: &[String]) -> Duration {
             payload_items: 100,
         },
         archive_bytes: 0,
+        aws: None,
     };
     let stdin = encode_request(header, &[("customer_script.py".into(), SCRIPT.into())]).unwrap();
     let began = Instant::now();

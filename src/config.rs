@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::aws::{AwsConfig, AwsSettingError};
 use crate::context::AwsContext;
+use crate::egress::EgressLimits;
 use crate::execute::OutputLimits;
 use crate::pool::PoolConfig;
 use crate::sandbox::SandboxConfig;
@@ -581,7 +583,20 @@ impl Settings {
         self.check_limits()?;
         self.check_server()?;
         self.check_ssm()?;
-        self.check_server_timeouts()
+        self.check_server_timeouts()?;
+        self.check_aws()
+    }
+
+    /// `[aws]` and `[egress]`: a known mode with what it needs (an emulator URL), valid extra
+    /// hosts and regions, positive and bounded caps.
+    fn check_aws(&self) -> Result<(), ConfigError> {
+        crate::aws::check_settings(&self.aws, &self.egress, &self.context).map_err(|e| match e {
+            AwsSettingError::Invalid { key, rule } => ConfigError::Invalid { key, rule },
+            other => ConfigError::Invalid {
+                key: "aws",
+                rule: other.to_string(),
+            },
+        })
     }
 
     /// `[sandbox]`: positive limits, a non-root numeric user, a known runtime, no host network.

@@ -10,11 +10,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::aws::AwsAccess;
+use crate::aws::credentials::CredentialError;
 use crate::context::{AwsContext, container_env, context_dict};
+use crate::egress::{EgressBudget, EgressError, EgressSession};
 use crate::pool::WarmPool;
 use crate::protocol::{
-    BootstrapLimits, BootstrapResult, FrameDecoder, FrameEvent, PROTOCOL_VERSION, RequestHeader,
-    encode_request, parse_result,
+    AwsRequest, BootstrapLimits, BootstrapResult, FrameDecoder, FrameEvent, PROTOCOL_VERSION,
+    RelayRequest, RequestHeader, encode_request, parse_result,
 };
 use crate::result::{
     ErrorDetail, KillReason, LogLine, LogStream, PayloadVerdict, StepResult, StepStatus,
@@ -69,6 +72,19 @@ pub struct ExecuteOptions<'a> {
     pub on_log: Option<&'a mut (dyn FnMut(&LogLine) + Send)>,
     /// `automation:EXECUTION_ID` when the step is part of a runbook execution.
     pub automation_execution_id: Option<String>,
+    /// AWS access of the step (`None` in mode `none`: no socket, no mount, no credentials).
+    pub aws: Option<StepAws<'a>>,
+}
+
+/// What a step run needs for AWS: the operator's access, the execution's egress budget and the
+/// role to assume.
+pub struct StepAws<'a> {
+    /// The operator's mode, rules and credential broker.
+    pub access: &'a AwsAccess,
+    /// The execution's caps, shared by its step runs.
+    pub budget: Arc<EgressBudget>,
+    /// The runbook's `assumeRole` (or `--assume-role`), already substituted and checked.
+    pub role: Option<String>,
 }
 
 /// Collects the container's output: frames, the log with its caps, and live delivery.
@@ -87,6 +103,8 @@ struct StepObserver<'a> {
     /// separate stream from the frames, so its lines may arrive after the result frame.
     raw_stderr_log: bool,
     on_log: Option<&'a mut (dyn FnMut(&LogLine) + Send)>,
+    /// The step's egress, whose refusals become log lines as they happen.
+    egress: Option<Arc<EgressSession>>,
 }
 
 impl<'a> StepObserver<'a> {
@@ -104,6 +122,25 @@ impl<'a> StepObserver<'a> {
             unframed: false,
             raw_stderr_log: false,
             on_log,
+            egress: None,
+        }
+    }
+
+    /// Moves the egress refusals seen so far into the log (scriptbox's lines: bounded by the
+    /// session, not by the handler's stream caps).
+    fn take_egress_lines(&mut self) {
+        let Some(egress) = self.egress.as_ref() else {
+            return;
+        };
+        for text in egress.take_log_lines() {
+            let line = LogLine {
+                stream: LogStream::Scriptbox,
+                text,
+            };
+            if let Some(f) = self.on_log.as_mut() {
+                f(&line);
+            }
+            self.log.push(line);
         }
     }
 
@@ -182,6 +219,7 @@ impl<'a> StepObserver<'a> {
 
 impl OutputObserver for StepObserver<'_> {
     fn on_output(&mut self, stream: OutputStream, bytes: &[u8]) -> Flow {
+        self.take_egress_lines();
         // The first R frame is the result: no frame after it (a forged second result, late log
         // lines, a flood) may change the payload, the status or the log. Only a raw stderr log
         // (PowerShell's) may still deliver lines written before the result, within its caps.
@@ -253,6 +291,9 @@ pub enum ExecuteError {
     /// Docker failed.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    /// The step's AWS egress socket could not be opened.
+    #[error("cannot open the step's AWS egress: {0}")]
+    Egress(#[from] EgressError),
 }
 
 /// The limits of one execution where they differ from the backend's (a daemon request's).
@@ -280,6 +321,8 @@ pub struct StepJob<'a> {
     pub on_log: Option<&'a mut (dyn FnMut(&LogLine) + Send)>,
     /// Kills the container.
     pub cancel: &'a CancellationToken,
+    /// The role the step's credentials come from (the runbook's `assumeRole`, `--assume-role`).
+    pub assume_role: Option<String>,
 }
 
 /// The one runner: runs a validated step in a fresh container of its backend, one from the
@@ -293,6 +336,10 @@ pub struct Runner {
     output: Arc<OutputLimits>,
     /// The limits the runbook port ([`crate::runbook::executor::StepRunner`]) runs steps with.
     runbook_limits: JobLimits,
+    /// AWS access in the operator's mode (`None`: mode `none`).
+    aws: Option<Arc<AwsAccess>>,
+    /// The egress budget of the execution this runner serves ([`Runner::for_execution`]).
+    egress_budget: Option<Arc<EgressBudget>>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -318,6 +365,31 @@ impl Runner {
             context: Arc::new(context),
             output: Arc::new(output),
             runbook_limits: JobLimits::default(),
+            aws: None,
+            egress_budget: None,
+        }
+    }
+
+    /// The same runner giving steps AWS access in the operator's mode.
+    pub fn with_aws(self, aws: Option<Arc<AwsAccess>>) -> Runner {
+        Runner {
+            aws,
+            egress_budget: None,
+            ..self
+        }
+    }
+
+    /// The AWS access, when on.
+    pub fn aws(&self) -> Option<&Arc<AwsAccess>> {
+        self.aws.as_ref()
+    }
+
+    /// The same runner for one execution: its step runs share one egress budget, so the caps
+    /// of `[egress]` hold for the execution as a whole.
+    pub fn for_execution(&self) -> Runner {
+        Runner {
+            egress_budget: self.aws.as_ref().map(|a| a.new_budget()),
+            ..self.clone()
         }
     }
 
@@ -335,7 +407,7 @@ impl Runner {
     pub fn with_runbook_limits(&self, limits: JobLimits) -> Runner {
         Runner {
             runbook_limits: limits,
-            ..self.clone()
+            ..self.for_execution()
         }
     }
 
@@ -357,13 +429,18 @@ impl Runner {
             limits,
             on_log,
             cancel,
+            assume_role,
         } = job;
         // Pooled containers were made with the backend's sandbox: only an execution with
         // exactly those limits may take one.
         let own_sandbox = limits
             .sandbox
             .filter(|sandbox| sandbox != self.backend.config());
-        let pool = self.pool.as_ref().filter(|_| own_sandbox.is_none());
+        // A pooled container was created without the egress mount: AWS steps run cold.
+        let pool = self
+            .pool
+            .as_ref()
+            .filter(|_| own_sandbox.is_none() && self.aws.is_none());
         let lowered;
         let backend: &dyn Backend = match own_sandbox {
             Some(sandbox) => {
@@ -396,6 +473,14 @@ impl Runner {
             // The handler's automation:EXECUTION_ID is the caller's execution id either way.
             automation_execution_id: automation_execution_id
                 .or_else(|| pool.map(|_| execution_id.clone())),
+            aws: self.aws.as_deref().map(|access| StepAws {
+                access,
+                budget: self
+                    .egress_budget
+                    .clone()
+                    .unwrap_or_else(|| access.new_budget()),
+                role: assume_role,
+            }),
         };
         run_step(backend, pool, step, options, cancel).await
     }
@@ -427,15 +512,31 @@ pub async fn execute_step_pooled(
     run_step(engine, pool, step, options, cancel).await
 }
 
-/// The request bytes and the container job of one execution.
-fn container_job(
-    step: &ValidatedStep,
-    execution_id: &str,
-    automation_id: &str,
-    context: &AwsContext,
-    limits: &OutputLimits,
+/// What goes into one container besides the step: its ids, context and limits, and its AWS
+/// request and egress folder when AWS access is on.
+struct JobParts<'a> {
+    execution_id: &'a str,
+    automation_id: &'a str,
+    context: &'a AwsContext,
+    limits: &'a OutputLimits,
     memory_bytes: Option<i64>,
-) -> Result<ContainerJob, ExecuteError> {
+    aws: Option<(AwsRequest, std::path::PathBuf)>,
+}
+
+/// The request bytes and the container job of one execution.
+fn container_job(step: &ValidatedStep, parts: JobParts<'_>) -> Result<ContainerJob, ExecuteError> {
+    let JobParts {
+        execution_id,
+        automation_id,
+        context,
+        limits,
+        memory_bytes,
+        aws,
+    } = parts;
+    let (aws_request, egress_dir) = match aws {
+        Some((request, dir)) => (Some(request), Some(dir)),
+        None => (None, None),
+    };
     let now = Utc::now();
     let task_dir = format!(
         "/tmp/{}-{}",
@@ -456,6 +557,7 @@ fn container_job(
             payload_items: crate::result::MAX_PAYLOAD_ITEMS,
         },
         archive_bytes: 0,
+        aws: aws_request,
     };
     let stdin = encode_request(header, &step.files)?;
     Ok(ContainerJob {
@@ -467,7 +569,54 @@ fn container_job(
         stdin,
         timeout: step.timeout,
         memory_bytes,
+        egress_dir,
     })
+}
+
+/// Why a step's AWS access could not be prepared.
+enum AwsPrepareError {
+    /// No credentials for the step: the step fails, as an automation does whose role cannot be
+    /// assumed.
+    Credentials(CredentialError),
+    /// The egress socket could not be opened (a host problem, not the step's).
+    Egress(EgressError),
+}
+
+/// The step's credentials and its egress session, before the container exists.
+async fn prepare_aws(
+    aws: &StepAws<'_>,
+    step: &ValidatedStep,
+    automation_id: &str,
+) -> Result<(EgressSession, AwsRequest), AwsPrepareError> {
+    let credentials = aws
+        .access
+        .credentials(aws.role.as_deref(), automation_id, step.timeout)
+        .await
+        .map_err(AwsPrepareError::Credentials)?;
+    let session = aws
+        .access
+        .open_egress(Arc::clone(&aws.budget))
+        .map_err(AwsPrepareError::Egress)?;
+    let request = AwsRequest {
+        env: credentials
+            .map(|c| c.env().into_iter().collect())
+            .unwrap_or_default(),
+        relay: Some(RelayRequest {
+            socket: crate::egress::CONTAINER_SOCKET.into(),
+            endpoint: aws.access.endpoint_via_relay(),
+        }),
+    };
+    Ok((session, request))
+}
+
+/// The result of a step whose credentials could not be had: nothing ran.
+fn credentials_failure(execution_id: String, step: &ValidatedStep, error: &CredentialError) -> StepResult {
+    let message = format!("scriptbox could not get AWS credentials for this step: {error}");
+    let mut result = crate::record::engine_failure(&execution_id, &step.runtime, &message);
+    if let Some(detail) = result.error.as_mut() {
+        detail.error_type = "CredentialsError".into();
+    }
+    result
 }
 
 /// Runs the job in `prestarted` or a new container. A pooled container that died while waiting
@@ -527,10 +676,12 @@ async fn run_step(
         limits,
         on_log,
         automation_execution_id,
+        aws,
     } = options;
-    // A pooled container already carries its execution id label: the execution adopts it.
-    let prestarted = match (pool, &execution_id, memory_bytes) {
-        (Some(pool), None, None) => pool.take(step),
+    // A pooled container already carries its execution id label: the execution adopts it. It
+    // has no egress mount, so a step with AWS access never takes one.
+    let prestarted = match (pool, &execution_id, memory_bytes, &aws) {
+        (Some(pool), None, None, None) => pool.take(step),
         _ => None,
     };
     let execution_id = prestarted
@@ -539,19 +690,43 @@ async fn run_step(
         .or(execution_id)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let automation_id = automation_execution_id.unwrap_or_else(|| execution_id.clone());
+    let (session, aws_request) = match &aws {
+        None => (None, None),
+        Some(aws) => match prepare_aws(aws, step, &automation_id).await {
+            Ok((session, request)) => (Some(Arc::new(session)), Some(request)),
+            Err(AwsPrepareError::Credentials(e)) => {
+                let mut result = credentials_failure(execution_id, step, &e);
+                result.duration_ms = millis_since(began);
+                return Ok((result, Removal::nothing()));
+            }
+            Err(AwsPrepareError::Egress(e)) => return Err(ExecuteError::Egress(e)),
+        },
+    };
     let job = container_job(
         step,
-        &execution_id,
-        &automation_id,
-        context,
-        limits,
-        memory_bytes,
+        JobParts {
+            execution_id: &execution_id,
+            automation_id: &automation_id,
+            context,
+            limits,
+            memory_bytes,
+            aws: aws_request.zip(session.as_ref().map(|s| s.host_dir().to_path_buf())),
+        },
     )?;
     let mut observer = StepObserver::new(limits, on_log);
+    observer.egress = session.clone();
     // Only the Python bootstrap frames the handler's stderr; PowerShell's is the raw stream.
     observer.raw_stderr_log = step.language != crate::runtimes::Language::Python;
-    let (outcome, removal) =
-        run_container(backend, prestarted, step, job, &mut observer, cancel).await?;
+    let ran = run_container(backend, prestarted, step, job, &mut observer, cancel).await;
+    // The container has exited (or never ran): its egress ends here, on every path.
+    observer.take_egress_lines();
+    observer.egress = None;
+    let egress = match session.map(Arc::try_unwrap) {
+        Some(Ok(session)) => Some(session.finish().await),
+        // Only the observer held another reference, and it let go above.
+        Some(Err(_)) | None => None,
+    };
+    let (outcome, removal) = ran?;
     observer.flush_partials();
     let config = backend.config();
     let verdict = Verdict {
@@ -564,6 +739,7 @@ async fn run_step(
     };
     let mut result = verdict.result(execution_id, &outcome, observer);
     result.duration_ms = millis_since(began);
+    result.egress = egress;
     Ok((result, removal))
 }
 
@@ -596,6 +772,7 @@ impl Verdict<'_> {
             exit_code: outcome.exit_code,
             container_id: Some(outcome.container_id.clone()),
             duration_ms: 0,
+            egress: None,
         };
         // A result too large to read was the reason for an output-limit kill: report the payload.
         let kill_reason = match (outcome.kill_reason, observer.result_too_large) {
@@ -773,6 +950,7 @@ mod tests {
             limits,
             on_log: None,
             cancel,
+            assume_role: None,
         }
     }
 

@@ -315,6 +315,7 @@ impl WarmPool {
             stdin: Vec::new(),
             timeout: wait + self.inner.max_timeout,
             memory_bytes: None,
+            egress_dir: None,
         };
         self.inner.backend.prestart(&job).await
     }

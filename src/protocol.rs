@@ -62,6 +62,39 @@ pub struct RequestHeader {
     pub limits: BootstrapLimits,
     /// Length of the archive that follows the header line.
     pub archive_bytes: u64,
+    /// The step's AWS access (absent in mode `none`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsRequest>,
+}
+
+/// What a step gets for AWS: credentials and region variables the bootstrap puts into the
+/// handler's environment (never the container's, so never in `docker inspect`), and the relay
+/// to the egress socket.
+#[derive(Clone, Serialize)]
+pub struct AwsRequest {
+    /// `AWS_*` variables: the step's temporary credentials.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// The egress relay, when the container has the socket.
+    pub relay: Option<RelayRequest>,
+}
+
+impl std::fmt::Debug for AwsRequest {
+    /// The names only: the values are secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsRequest")
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("relay", &self.relay)
+            .finish()
+    }
+}
+
+/// The in-container relay: listen on the container's loopback, forward to `socket`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RelayRequest {
+    /// The socket's path inside the container.
+    pub socket: String,
+    /// Emulator mode: point `AWS_ENDPOINT_URL` at the relay too.
+    pub endpoint: bool,
 }
 
 /// Errors while building a request.
@@ -453,6 +486,7 @@ mod tests {
                 payload_items: 100,
             },
             archive_bytes: 0,
+            aws: None,
         };
         let bytes = encode_request(
             header,

@@ -272,6 +272,7 @@ pub fn engine_failure(execution_id: &str, runtime: &str, message: &str) -> StepR
         exit_code: None,
         container_id: None,
         duration_ms: 0,
+        egress: None,
     }
 }
 
@@ -383,6 +384,7 @@ impl ExecutionRecord {
                 exit_code: None,
                 container_id: None,
                 duration_ms: 0,
+                egress: None,
             })),
             ExecKind::Runbook => {
                 let mut steps = steps;
@@ -570,6 +572,7 @@ mod tests {
             exit_code,
             container_id: Some("c0ffee".into()),
             duration_ms: 42,
+            egress: None,
         }
     }
 
@@ -604,6 +607,7 @@ mod tests {
             is_critical: true,
             is_end: false,
             next_step: Some("two".into()),
+            egress: None,
         };
         let s2 = StepRecord {
             name: "two".into(),
@@ -624,6 +628,7 @@ mod tests {
             is_critical: true,
             is_end: true,
             next_step: None,
+            egress: None,
         };
         let mut parameters = serde_json::Map::new();
         parameters.insert("Name".into(), serde_json::json!("x"));

@@ -158,6 +158,9 @@ pub struct StepResult {
     pub container_id: Option<String>,
     /// Wall time from container creation to its result, milliseconds.
     pub duration_ms: u64,
+    /// What the step's AWS egress did (absent when AWS access is off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<crate::egress::EgressCounts>,
 }
 
 /// Formats a handler's error the way the real service does, so tools parsing it keep working.

@@ -613,6 +613,7 @@ async fn hostile_request_archives_are_refused_by_the_bootstrap() {
                 payload_items: 100,
             },
             archive_bytes: u64::try_from(archive.len()).expect("an archive length fits in u64"),
+            aws: None,
         };
         let mut stdin = serde_json::to_vec(&header).unwrap();
         stdin.push(b'\n');
@@ -626,6 +627,7 @@ async fn hostile_request_archives_are_refused_by_the_bootstrap() {
             stdin,
             timeout: Duration::from_secs(20),
             memory_bytes: None,
+            egress_dir: None,
         };
         let mut frames = Frames(Vec::new());
         let outcome = engine
@@ -846,6 +848,7 @@ async fn a_late_forged_result_never_wins() {
             limits: &s.output,
             on_log: None,
             automation_execution_id: None,
+            aws: None,
         };
         let (r, removal) = scriptbox::execute::execute_step_pooled(
             &engine,

@@ -48,6 +48,7 @@ async fn run_pooled(
         limits: &s.output,
         on_log: None,
         automation_execution_id: None,
+        aws: None,
     };
     let (result, removal) = execute_step_pooled(
         engine,

@@ -3,8 +3,17 @@
 //! A request never widens the mode: it only names a role (the runbook's `assumeRole`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::context::AwsContext;
+use crate::egress::{
+    EgressBudget, EgressError, EgressLimits, EgressPolicy, EgressSession, HostPort,
+    default_egress_dir,
+};
+use credentials::{CredentialBroker, CredentialError, CredentialRequest, StepCredentials, session_name};
 
 pub mod credentials;
 
@@ -57,5 +66,221 @@ impl Default for AwsConfig {
             credential_timeout_seconds: 30,
             egress_dir: None,
         }
+    }
+}
+
+/// A problem with the `[aws]` / `[egress]` settings, naming the key and the rule.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsSettingError {
+    /// A value breaks a rule.
+    #[error("{key} {rule}")]
+    Invalid {
+        /// The setting (`aws.endpoint`...).
+        key: &'static str,
+        /// The rule it breaks.
+        rule: String,
+    },
+    /// The credential broker could not be built.
+    #[error("aws: {0}")]
+    Credentials(#[from] CredentialError),
+}
+
+/// The longest emulator URL accepted.
+const MAX_ENDPOINT_CHARS: usize = 2048;
+
+/// The emulator's address from `[aws] endpoint`: an `http://host:port` URL (the relay forwards
+/// plain HTTP; an emulator behind TLS is not supported).
+pub fn emulator_address(endpoint: &str) -> Result<HostPort, AwsSettingError> {
+    let invalid = |rule: String| AwsSettingError::Invalid {
+        key: "aws.endpoint",
+        rule,
+    };
+    if endpoint.len() > MAX_ENDPOINT_CHARS {
+        return Err(invalid(format!(
+            "must be at most {MAX_ENDPOINT_CHARS} characters"
+        )));
+    }
+    let rest = endpoint.strip_prefix("http://").ok_or_else(|| {
+        invalid(format!(
+            "must be an http:// URL such as http://127.0.0.1:5000, got {endpoint:?} (the egress \
+             relays plain HTTP to the emulator)"
+        ))
+    })?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.contains(['/', '@', '?', '#']) {
+        return Err(invalid(format!(
+            "must be http://HOST:PORT with no user, path or query, got {endpoint:?}"
+        )));
+    }
+    HostPort::parse(authority, 80).map_err(|e| invalid(e.to_string()))
+}
+
+/// Checks `[aws]` and `[egress]` without building anything that calls out (configuration load).
+pub fn check_settings(
+    aws: &AwsConfig,
+    egress: &EgressLimits,
+    context: &AwsContext,
+) -> Result<(), AwsSettingError> {
+    policy_of(aws, context)?;
+    let positive = [
+        ("egress.max_connections", egress.max_connections),
+        (
+            "egress.max_concurrent_connections",
+            egress.max_concurrent_connections,
+        ),
+        ("egress.max_bytes", egress.max_bytes),
+        ("egress.max_connection_seconds", egress.max_connection_seconds),
+        ("egress.connect_timeout_seconds", egress.connect_timeout_seconds),
+        (
+            "aws.credential_timeout_seconds",
+            aws.credential_timeout_seconds,
+        ),
+    ];
+    for (key, value) in positive {
+        if value == 0 {
+            return Err(AwsSettingError::Invalid {
+                key,
+                rule: "must be positive".into(),
+            });
+        }
+    }
+    let bounded = [
+        ("egress.max_connection_seconds", egress.max_connection_seconds, 7 * 24 * 3600),
+        ("egress.connect_timeout_seconds", egress.connect_timeout_seconds, 300),
+        ("aws.credential_timeout_seconds", aws.credential_timeout_seconds, 300),
+        ("egress.max_concurrent_connections", egress.max_concurrent_connections, 1024),
+        ("egress.max_connections", egress.max_connections, 1_000_000),
+    ];
+    for (key, value, max) in bounded {
+        if value > max {
+            return Err(AwsSettingError::Invalid {
+                key,
+                rule: format!("must be at most {max}, got {value}"),
+            });
+        }
+    }
+    if aws.mode == AwsMode::None && aws.endpoint.is_some() {
+        return Err(AwsSettingError::Invalid {
+            key: "aws.endpoint",
+            rule: "is set but aws.mode is none: set aws.mode = \"emulator\" (or --aws-endpoint)"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// The egress rules of the configured mode; `None` in mode `none`.
+fn policy_of(aws: &AwsConfig, context: &AwsContext) -> Result<Option<EgressPolicy>, AwsSettingError> {
+    match aws.mode {
+        AwsMode::None => Ok(None),
+        AwsMode::Emulator => {
+            let endpoint = aws.endpoint.as_deref().ok_or(AwsSettingError::Invalid {
+                key: "aws.endpoint",
+                rule: "is required when aws.mode is emulator (--aws-endpoint URL)".into(),
+            })?;
+            Ok(Some(EgressPolicy::emulator(emulator_address(endpoint)?)))
+        }
+        AwsMode::Aws => {
+            let mut extra = Vec::with_capacity(aws.allow_hosts.len());
+            for host in &aws.allow_hosts {
+                extra.push(HostPort::parse(host, 443).map_err(|e| {
+                    AwsSettingError::Invalid {
+                        key: "aws.allow_hosts",
+                        rule: e.to_string(),
+                    }
+                })?);
+            }
+            let mut regions = vec![context.region.clone()];
+            regions.extend(aws.extra_regions.iter().cloned());
+            let policy = EgressPolicy::aws(&context.partition, regions, extra).map_err(|e| {
+                AwsSettingError::Invalid {
+                    key: "aws.extra_regions",
+                    rule: format!("(with context.region and context.partition): {e}"),
+                }
+            })?;
+            Ok(Some(policy))
+        }
+    }
+}
+
+/// Everything a runner needs to give steps AWS access in the configured mode: the egress rules,
+/// where the sockets live, the caps, and the credential broker.
+#[derive(Debug)]
+pub struct AwsAccess {
+    mode: AwsMode,
+    policy: Arc<EgressPolicy>,
+    broker: CredentialBroker,
+    egress_dir: PathBuf,
+    limits: EgressLimits,
+    socket_owner: Option<(u32, u32)>,
+}
+
+impl AwsAccess {
+    /// Builds the access of `[aws]`; `None` in mode `none`. `sandbox_user` (`uid:gid`) owns the
+    /// sockets, so only the container's user may connect to them.
+    pub async fn from_settings(
+        aws: &AwsConfig,
+        egress: &EgressLimits,
+        context: &AwsContext,
+        sandbox_user: &str,
+    ) -> Result<Option<Arc<AwsAccess>>, AwsSettingError> {
+        check_settings(aws, egress, context)?;
+        let Some(policy) = policy_of(aws, context)? else {
+            return Ok(None);
+        };
+        let broker = CredentialBroker::new(aws, &context.region).await?;
+        let socket_owner = sandbox_user
+            .split_once(':')
+            .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)));
+        Ok(Some(Arc::new(AwsAccess {
+            mode: aws.mode,
+            policy: Arc::new(policy),
+            broker,
+            egress_dir: aws.egress_dir.clone().unwrap_or_else(default_egress_dir),
+            limits: egress.clone(),
+            socket_owner,
+        })))
+    }
+
+    /// The mode (never `None` here).
+    pub fn mode(&self) -> AwsMode {
+        self.mode
+    }
+
+    /// A fresh budget for one execution's egress.
+    pub fn new_budget(&self) -> Arc<EgressBudget> {
+        EgressBudget::new(self.limits.clone())
+    }
+
+    /// The credentials of one step run: the role's, the operator's session ones, or none.
+    pub async fn credentials(
+        &self,
+        role_arn: Option<&str>,
+        execution_id: &str,
+        lifetime: Duration,
+    ) -> Result<Option<StepCredentials>, CredentialError> {
+        let name = session_name(execution_id);
+        self.broker
+            .for_step(CredentialRequest {
+                role_arn,
+                session_name: &name,
+                lifetime,
+            })
+            .await
+    }
+
+    /// Opens the egress socket of one step run, counted against `budget`.
+    pub fn open_egress(&self, budget: Arc<EgressBudget>) -> Result<EgressSession, EgressError> {
+        EgressSession::start(
+            &self.egress_dir,
+            self.socket_owner,
+            Arc::clone(&self.policy),
+            budget,
+        )
+    }
+
+    /// True when the step's AWS calls go to the emulator (`AWS_ENDPOINT_URL` on the relay).
+    pub fn endpoint_via_relay(&self) -> bool {
+        self.mode == AwsMode::Emulator
     }
 }

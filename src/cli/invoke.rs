@@ -8,9 +8,10 @@ use anyhow::Context;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
+use super::aws_flags::{self, AwsFlags};
 use super::{CliError, OutputFormat, StepFlags};
 use crate::config::Settings;
-use crate::execute::{ExecuteOptions, execute_step};
+use crate::execute::{ExecuteOptions, StepAws, execute_step};
 use crate::result::{LogLine, LogStream, StepResult, StepStatus};
 use crate::runtimes::Catalog;
 use crate::sandbox::Engine;
@@ -26,6 +27,13 @@ pub struct InvokeArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// How the step reaches AWS.
+    #[command(flatten)]
+    pub aws: AwsFlags,
+    /// The IAM role whose temporary credentials the step gets (as a runbook's assumeRole;
+    /// with --aws or --aws-endpoint).
+    #[arg(long, value_name = "ARN")]
+    pub assume_role: Option<String>,
 }
 
 /// The mark a log line gets on the terminal: `|` stdout, `!` stderr, `*` scriptbox's notes.
@@ -64,10 +72,21 @@ fn memory_limit(mb: Option<u64>, settings: &Settings) -> Result<Option<i64>, Cli
 
 pub(super) async fn invoke(
     args: InvokeArgs,
-    settings: Settings,
+    mut settings: Settings,
     catalog: Catalog,
     shutdown: CancellationToken,
 ) -> Result<ExitCode, CliError> {
+    args.aws.apply(&mut settings)?;
+    let aws = aws_flags::access(&settings).await?;
+    if let Some(role) = &args.assume_role {
+        if aws.is_none() {
+            return Err(CliError::Invalid(
+                "--assume-role: needs --aws or --aws-endpoint (AWS access is off)".into(),
+            ));
+        }
+        crate::aws::credentials::check_role_arn(role)
+            .map_err(|e| CliError::Invalid(format!("--assume-role: {e}")))?;
+    }
     let inputs = args.step.step_inputs()?;
     let memory_bytes = memory_limit(args.step.memory, &settings)?;
     let step = step::validate(&inputs, &catalog, settings.limits.max_timeout_seconds)
@@ -89,6 +108,11 @@ pub(super) async fn invoke(
         limits: &settings.output,
         on_log: if text { Some(&mut live) } else { None },
         automation_execution_id: None,
+        aws: aws.as_deref().map(|access| StepAws {
+            access,
+            budget: access.new_budget(),
+            role: args.assume_role.clone(),
+        }),
     };
     let result = execute_step(&engine, &step, options, &shutdown).await;
     engine.finish_cleanup(Duration::from_secs(30)).await;

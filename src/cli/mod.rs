@@ -8,6 +8,7 @@
 //! daemon's 400 or an unknown id; 3 no daemon answered or it failed; and 4 the daemon refused the
 //! submission for now (429; the message gives Retry-After).
 
+mod aws_flags;
 mod cancel;
 mod conformance;
 mod connect;

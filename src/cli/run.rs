@@ -10,6 +10,7 @@ use serde_json::Map;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::aws_flags::{self, AwsFlags};
 use super::runbook_input::{load_runbook_input, refuse};
 use super::{CliError, OutputFormat, RunbookInput, TextProgress};
 use crate::config::Settings;
@@ -28,14 +29,19 @@ pub struct RunArgs {
     /// Output format: text (live progress on stderr) or one GetAutomationExecution-shaped JSON object.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// How the runbook's steps reach AWS.
+    #[command(flatten)]
+    pub aws: AwsFlags,
 }
 
 pub(super) async fn run_runbook(
     args: RunArgs,
-    settings: Settings,
+    mut settings: Settings,
     catalog: Catalog,
     shutdown: CancellationToken,
 ) -> Result<ExitCode, CliError> {
+    args.aws.apply(&mut settings)?;
+    let aws = aws_flags::access(&settings).await?;
     let (doc, supplied) = match load_runbook_input(&args.input, &settings, &catalog, args.output)? {
         Ok(loaded) => loaded,
         Err(refused) => return Ok(refused),
@@ -69,6 +75,7 @@ pub(super) async fn run_runbook(
         &doc,
         params,
         engine.as_ref(),
+        aws,
         &settings,
         &catalog,
         &mut progress,
@@ -95,6 +102,7 @@ async fn execute(
     doc: &rb::document::Runbook,
     params: Map<String, Value>,
     engine: Option<&Engine>,
+    aws: Option<Arc<crate::aws::AwsAccess>>,
     settings: &Settings,
     catalog: &Catalog,
     progress: &mut TextProgress<impl Write + Send>,
@@ -117,7 +125,9 @@ async fn execute(
         None,
         settings.context.clone(),
         settings.output.clone(),
-    );
+    )
+    .with_aws(aws)
+    .for_execution();
     rb::executor::execute(doc, params, &runner, &exec_options, &mut observer, shutdown).await
 }
 
@@ -197,6 +207,7 @@ mainSteps:
         let execution = execute(
             &doc,
             params,
+            None,
             None,
             &settings,
             &catalog,

@@ -29,6 +29,7 @@ use super::document::{OnCancel, OnFailure, Runbook, StepDecl};
 use super::interpolate::Scope;
 use super::selector::ValueType;
 use crate::context::{AwsContext, context_dict};
+use crate::egress::EgressCounts;
 use crate::execute::ExecuteError;
 use crate::result::{LogLine, LogStream, StepResult, StepStatus, aws_plain_failure};
 use crate::runtimes::Catalog;
@@ -47,6 +48,8 @@ pub struct RunContext<'a> {
     pub on_log: &'a mut (dyn FnMut(&LogLine) + Send),
     /// Cancels the step.
     pub cancel: &'a CancellationToken,
+    /// The role the step's credentials come from, when AWS access is on.
+    pub assume_role: Option<&'a str>,
 }
 
 /// Runs one validated executeScript step. `Err` is a failure of the engine (or of building the
@@ -123,6 +126,8 @@ pub struct StepRecord {
     pub is_end: bool,
     /// The step that ran next (or the declared nextStep).
     pub next_step: Option<String>,
+    /// What its AWS egress did, every attempt (absent when AWS access is off).
+    pub egress: Option<EgressCounts>,
 }
 
 /// The whole execution.
@@ -448,6 +453,28 @@ fn base_record(step: &StepDecl, inputs: Map<String, Value>) -> StepRecord {
         is_critical: step.is_critical,
         is_end: step.is_end,
         next_step: None,
+        egress: None,
+    }
+}
+
+/// The runbook's `assumeRole` after substitution: `None` when absent or empty (the step then
+/// runs without a role), else an IAM role ARN.
+fn resolve_assume_role(rb: &Runbook, scope: &Scope) -> Result<Option<String>, String> {
+    let Some(written) = &rb.assume_role else {
+        return Ok(None);
+    };
+    let value = scope
+        .substitute(written)
+        .map_err(|e| format!("assumeRole could not be resolved: {e}"))?;
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) if s.trim().is_empty() => Ok(None),
+        Value::String(s) => {
+            crate::aws::credentials::check_role_arn(&s)
+                .map_err(|e| format!("assumeRole {s:?} is not an IAM role ARN: {e}"))?;
+            Ok(Some(s))
+        }
+        _ => Err("assumeRole must be a string (an IAM role ARN)".into()),
     }
 }
 
@@ -485,6 +512,13 @@ async fn run_step(
         }
     };
     record.inputs = inputs.clone();
+    let assume_role = match resolve_assume_role(rb, scope) {
+        Ok(role) => role,
+        Err(message) => {
+            fail(&mut record, "InvalidInput", message);
+            return (record, None, false);
+        }
+    };
     let step_execution_id = record.step_execution_id.clone();
     let mut cx = RunCx {
         runner,
@@ -495,6 +529,7 @@ async fn run_step(
         step_execution_id: &step_execution_id,
         observer,
         cancel,
+        assume_role,
     };
     let ran = step.action_kind().run(&mut cx, step, &inputs).await;
     match ran {
@@ -505,6 +540,7 @@ async fn run_step(
         Ran::Attempted { last, attempts } => {
             record.attempts = attempts;
             record.log = last.log;
+            record.egress = last.egress;
             record.status = last.status;
             record.failure_message = last.failure;
             record.payload = last.payload;
@@ -532,6 +568,7 @@ pub(crate) fn attempts<'a, A: ActionSpec>(
         };
         let mut log: Vec<LogLine> = Vec::new();
         let mut payload = None;
+        let mut egress: Option<EgressCounts> = None;
         let mut attempt = 1;
         loop {
             if attempt > 1 {
@@ -554,6 +591,9 @@ pub(crate) fn attempts<'a, A: ActionSpec>(
             }
             let mut last = A::attempt(cx, step, &ready).await;
             log.append(&mut last.log);
+            if let Some(counts) = &last.egress {
+                egress.get_or_insert_with(EgressCounts::default).add(counts);
+            }
             // A payload stays in the record once a script returned one, as it always has.
             if last.payload.is_some() {
                 payload.clone_from(&last.payload);
@@ -573,6 +613,7 @@ pub(crate) fn attempts<'a, A: ActionSpec>(
             if !retry {
                 last.log = log;
                 last.payload = payload;
+                last.egress = egress;
                 return Ran::Attempted {
                     last,
                     attempts: attempt,
@@ -665,6 +706,7 @@ mod tests {
                     exit_code: Some(0),
                     container_id: None,
                     duration_ms: 1,
+                    egress: None,
                 })
             })
         }

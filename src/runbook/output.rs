@@ -68,7 +68,19 @@ pub fn step_json(s: &StepRecord) -> Value {
     if let Some(f) = &s.failure_message {
         m["FailureMessage"] = json!(f);
     }
+    if let Some(egress) = &s.egress {
+        m["ScriptboxEgress"] = json!(egress);
+    }
     m
+}
+
+/// The execution's egress: the sum of its steps' (absent when no step had AWS access).
+fn execution_egress(e: &Execution) -> Option<crate::egress::EgressCounts> {
+    let mut total: Option<crate::egress::EgressCounts> = None;
+    for counts in e.steps.iter().filter_map(|s| s.egress.as_ref()) {
+        total.get_or_insert_with(Default::default).add(counts);
+    }
+    total
 }
 
 /// The whole execution.
@@ -99,6 +111,9 @@ pub fn execution_json(e: &Execution) -> Value {
     });
     if let Some(f) = &e.failure_message {
         m["FailureMessage"] = json!(f);
+    }
+    if let Some(egress) = execution_egress(e) {
+        m["ScriptboxEgress"] = json!(egress);
     }
     m
 }

@@ -22,6 +22,7 @@ impl StepRunner for Runner {
                 limits: self.runbook_limits().clone(),
                 on_log: Some(ctx.on_log),
                 cancel: ctx.cancel,
+                assume_role: ctx.assume_role.map(str::to_string),
             };
             let (result, removal) = Runner::run(self, step, job).await?;
             // Steps run one at a time: the next one starts after this container is gone.

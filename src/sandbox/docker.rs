@@ -12,7 +12,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bollard::Docker;
 use bollard::container::{AttachContainerResults, LogOutput};
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountBindOptions,
+    MountBindOptionsPropagationEnum, MountType, ResourcesUlimits,
+};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, EventsOptionsBuilder,
     KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -225,7 +228,8 @@ impl Engine {
                 config: None,
             }),
             auto_remove: Some(false),
-            mounts: Some(vec![]),
+            // The one mount a container may have: its AWS egress folder (one socket), read-only.
+            mounts: Some(job.egress_dir.iter().map(|dir| egress_mount(dir)).collect()),
             binds: Some(vec![]),
             runtime: Some(c.container_runtime.clone()),
             ipc_mode: Some("private".into()),
@@ -1031,5 +1035,22 @@ impl super::Backend for Engine {
 
     fn sweep(&self) -> BoxFuture<'_, Result<SweepReport, SandboxError>> {
         Box::pin(self.sweep_leftovers())
+    }
+}
+
+/// The read-only bind of an execution's egress folder at [`crate::egress::CONTAINER_DIR`]; no
+/// propagation, so nothing mounted later on either side crosses it.
+fn egress_mount(dir: &std::path::Path) -> Mount {
+    Mount {
+        target: Some(crate::egress::CONTAINER_DIR.into()),
+        source: Some(dir.display().to_string()),
+        typ: Some(MountType::BIND),
+        read_only: Some(true),
+        bind_options: Some(MountBindOptions {
+            propagation: Some(MountBindOptionsPropagationEnum::RPRIVATE),
+            non_recursive: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }

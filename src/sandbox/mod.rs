@@ -183,7 +183,7 @@ pub trait OutputObserver: Send {
 }
 
 /// One container run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ContainerJob {
     /// The execution id (label and container name).
     pub execution_id: String,
@@ -201,6 +201,26 @@ pub struct ContainerJob {
     pub timeout: Duration,
     /// A lower memory limit than the configured one, if asked for.
     pub memory_bytes: Option<i64>,
+    /// The execution's AWS egress folder on the host (one socket), mounted read-only at
+    /// [`crate::egress::CONTAINER_DIR`]; `None` (no mount at all) unless AWS access is on.
+    pub egress_dir: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for ContainerJob {
+    /// Everything but the stdin bytes, which may carry a step's temporary credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerJob")
+            .field("execution_id", &self.execution_id)
+            .field("image", &self.image)
+            .field("runtime", &self.runtime)
+            .field("command", &self.command)
+            .field("env", &self.env)
+            .field("stdin_bytes", &self.stdin.len())
+            .field("timeout", &self.timeout)
+            .field("memory_bytes", &self.memory_bytes)
+            .field("egress_dir", &self.egress_dir)
+            .finish()
+    }
 }
 
 /// What happened to a container, from Docker and the host's clocks.
@@ -331,6 +351,11 @@ pub struct ExitFacts {
 pub struct Removal(Option<tokio::task::JoinHandle<Result<Option<ExitFacts>, SandboxError>>>);
 
 impl Removal {
+    /// Nothing to remove (no container was created).
+    pub fn nothing() -> Removal {
+        Removal(None)
+    }
+
     /// Waits until the container is removed. After an early result (warm runs) it also gives
     /// Docker's exit facts, which the outcome could not carry yet.
     pub async fn finish(self) -> Result<Option<ExitFacts>, SandboxError> {

@@ -239,10 +239,20 @@ pub async fn services(
     if failed > 0 {
         tracing::warn!("{failed} execution(s) were running when scriptbox stopped: now Failed");
     }
+    // The operator's AWS mode, for every execution of this daemon (a request never widens it).
+    let aws = crate::aws::AwsAccess::from_settings(
+        &settings.aws,
+        &settings.egress,
+        &settings.context,
+        &settings.sandbox.user,
+    )
+    .await
+    .map_err(|e| ServeError::Config(format!("AWS access: {e}")))?;
     let settings = Arc::new(settings);
     let catalog = Arc::new(catalog);
     let metrics = Arc::new(metrics::Metrics::default());
-    let scheduler = scheduler_of(&settings, &catalog, &store, &metrics, &engine, &data_dir);
+    let runner = step_runner(engine.clone(), &settings, aws, &data_dir);
+    let scheduler = scheduler_of(&settings, &catalog, &store, &metrics, runner);
     let queued = store
         .with_status(ExecStatus::Queued)
         .await
@@ -261,38 +271,33 @@ pub async fn services(
     })
 }
 
+/// The daemon's runner and what the scheduler shares with it: the container permits and the
+/// warm pool.
+struct DaemonRunner {
+    runner: Arc<crate::execute::Runner>,
+    permits: Arc<tokio::sync::Semaphore>,
+    pool: Option<crate::pool::WarmPool>,
+    scratch: PathBuf,
+}
+
 fn scheduler_of(
     settings: &Arc<Settings>,
     catalog: &Arc<Catalog>,
     store: &Arc<Store>,
     metrics: &Arc<metrics::Metrics>,
-    engine: &Engine,
-    data_dir: &Path,
+    runner: DaemonRunner,
 ) -> Arc<scheduler::Scheduler> {
-    let scratch = data_dir.join("scratch");
-    let _ = std::fs::remove_dir_all(&scratch);
-    // One limit of containers alive, shared by executions and the warm pool's waiting ones.
-    let permits = Arc::new(tokio::sync::Semaphore::new(
-        settings.server.effective_concurrency(),
-    ));
-    let pool = (settings.pool.size > 0).then(|| {
-        crate::pool::WarmPool::with_permits(
-            engine.clone(),
-            settings.pool.clone(),
-            &settings.context,
-            Duration::from_secs(settings.limits.max_timeout_seconds),
-            Some(permits.clone()),
-        )
-    });
-    let runner = step_runner(engine.clone(), settings.clone(), pool.clone());
     scheduler::Scheduler::new(
         settings.clone(),
         catalog.clone(),
         store.clone(),
         metrics.clone(),
-        runner,
-        scratch,
-        scheduler::ContainerCapacity { permits, pool },
+        runner.runner,
+        runner.scratch,
+        scheduler::ContainerCapacity {
+            permits: runner.permits,
+            pool: runner.pool,
+        },
     )
 }
 
@@ -417,16 +422,45 @@ pub fn default_socket() -> PathBuf {
 }
 
 /// The one runner of the daemon's steps: fresh containers of `engine`, pre-started ones from
-/// `pool` when an execution's limits are the pool's.
+/// the warm pool when an execution's limits are the pool's (never with AWS access: pooled
+/// containers have no egress mount, so the pool is off then), with the operator's AWS access.
 fn step_runner(
     engine: Engine,
-    settings: Arc<Settings>,
-    pool: Option<crate::pool::WarmPool>,
-) -> Arc<crate::execute::Runner> {
-    Arc::new(crate::execute::Runner::new(
+    settings: &Arc<Settings>,
+    aws: Option<Arc<crate::aws::AwsAccess>>,
+    data_dir: &Path,
+) -> DaemonRunner {
+    let scratch = data_dir.join("scratch");
+    let _ = std::fs::remove_dir_all(&scratch);
+    // One limit of containers alive, shared by executions and the warm pool's waiting ones.
+    let permits = Arc::new(tokio::sync::Semaphore::new(
+        settings.server.effective_concurrency(),
+    ));
+    if aws.is_some() && settings.pool.size > 0 {
+        tracing::warn!(
+            "pool.size is ignored: with AWS access on, every step needs its own egress mount"
+        );
+    }
+    let pool = (settings.pool.size > 0 && aws.is_none()).then(|| {
+        crate::pool::WarmPool::with_permits(
+            engine.clone(),
+            settings.pool.clone(),
+            &settings.context,
+            Duration::from_secs(settings.limits.max_timeout_seconds),
+            Some(permits.clone()),
+        )
+    });
+    let runner = crate::execute::Runner::new(
         Arc::new(engine),
-        pool,
+        pool.clone(),
         settings.context.clone(),
         settings.output.clone(),
-    ))
+    )
+    .with_aws(aws);
+    DaemonRunner {
+        runner: Arc::new(runner),
+        permits,
+        pool,
+        scratch,
+    }
 }

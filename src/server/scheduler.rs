@@ -605,6 +605,9 @@ impl Scheduler {
             limits: self.job_limits(limits),
             on_log: Some(&mut on_log),
             cancel: token,
+            // A single step has no runbook to name a role: it runs without credentials unless
+            // the operator passes its own (`aws.pass_operator_credentials`).
+            assume_role: None,
         };
         match self.runner.run(step, job).await {
             Ok((mut result, removal)) => {

@@ -177,6 +177,7 @@ pub async fn run_with(
         limits: &settings.output,
         on_log: None,
         automation_execution_id: None,
+        aws: None,
     };
     execute_step(engine, &step, options, cancel)
         .await

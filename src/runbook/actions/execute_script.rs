@@ -238,6 +238,7 @@ impl ActionSpec for ExecuteScript {
                 step_execution_id: cx.step_execution_id.to_string(),
                 on_log: &mut on_log,
                 cancel: cx.cancel,
+                assume_role: cx.assume_role.as_deref(),
             };
             let result = match cx.runner.run(ready.as_ref(), ctx).await {
                 Ok(r) => r,
@@ -255,6 +256,7 @@ impl ActionSpec for ExecuteScript {
             };
             let mut attempt = Attempt::ended(result.status, result.failure_message.clone());
             attempt.log = result.log;
+            attempt.egress = result.egress;
             if result.status == StepStatus::Success {
                 let mut outputs = Vec::new();
                 let mut problems = Vec::new();

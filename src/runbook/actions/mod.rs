@@ -264,6 +264,9 @@ pub(crate) struct RunCx<'r> {
     pub observer: &'r mut (dyn FnMut(RunEvent<'_>) + Send),
     /// Cancels the step.
     pub cancel: &'r CancellationToken,
+    /// The runbook's role (`assumeRole`, substituted and checked): the credentials of its
+    /// executeScript steps come from it when AWS access is on.
+    pub assume_role: Option<String>,
 }
 
 /// Why a step failed before any attempt: `kind` is AWS's failure type (`InvalidInput`).
@@ -302,6 +305,8 @@ pub(crate) struct Attempt {
     pub next: Option<String>,
     /// The engine itself failed (Docker down): no retry, and the execution ends.
     pub engine_failed: bool,
+    /// What the attempt's AWS egress did.
+    pub egress: Option<crate::egress::EgressCounts>,
 }
 
 impl Attempt {
@@ -315,6 +320,7 @@ impl Attempt {
             log: Vec::new(),
             next: None,
             engine_failed: false,
+            egress: None,
         }
     }
 }
