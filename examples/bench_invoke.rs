@@ -71,6 +71,7 @@ fn request_bytes() -> Vec<u8> {
             payload_items: 100,
         },
         archive_bytes: 0,
+        aws: None,
     };
     encode_request(
         header,
@@ -140,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
             limits: &settings.output,
             on_log: None,
             automation_execution_id: None,
+            aws: None,
         };
         let r = execute_step(&engine, &step, options, &CancellationToken::new()).await?;
         anyhow::ensure!(
@@ -158,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
             limits: &settings.output,
             on_log: None,
             automation_execution_id: None,
+            aws: None,
         };
         let (r, removal) = execute_step_pooled(
             &engine,
@@ -301,6 +304,7 @@ async fn per_runtime(
                 limits: &settings.output,
                 on_log: None,
                 automation_execution_id: None,
+                aws: None,
             };
             let r = execute_step(engine, &step, options, &CancellationToken::new()).await?;
             anyhow::ensure!(
