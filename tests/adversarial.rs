@@ -1428,3 +1428,432 @@ async fn hostile_runbooks_are_refused_by_validate_and_run_without_a_blowup() {
     assert_ne!(code, Some(101), "a Rust panic's exit code: {err}");
     assert!(err.contains("604799"), "{err}");
 }
+
+// ------------------------------------------------------------------------------------------
+// The AWS egress (issue 13): the one way out of the sandbox, attacked. Every verdict is the
+// host's: what a listener on the host's loopback received, the lines scriptbox itself wrote
+// into the record, Docker's inspect, the host's folders. Nothing here sends traffic beyond
+// 127.0.0.0/8: targets off the list are refused before any lookup.
+
+/// The in-container probe of the egress: CONNECT (through the relay and straight into the
+/// socket), plain requests, and direct connections; the first line of each answer.
+const EGRESS_PROBE: &str = r#"
+import os, socket, time
+
+SOCKET = '/run/scriptbox-egress/aws.sock'
+
+def relay():
+    hostport = os.environ['HTTPS_PROXY'].split('://', 1)[1].rstrip('/')
+    host, port = hostport.rsplit(':', 1)
+    return host, int(port)
+
+def ask(head, via_unix=False):
+    try:
+        if via_unix:
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(10)
+            s.connect(SOCKET)
+        else:
+            s = socket.create_connection(relay(), timeout=10)
+        s.sendall(head.encode('latin-1'))
+        data = b''
+        while b'\r\n' not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        return data.split(b'\r\n', 1)[0].decode('latin-1') or 'closed'
+    except OSError as exc:
+        return 'error: %s' % exc
+
+def h(e, c):
+    out = {}
+    for t in e.get('connect', []):
+        head = 'CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n' % (t, t)
+        out['CONNECT ' + t] = ask(head)
+        out['unix CONNECT ' + t] = ask(head, via_unix=True)
+    for u in e.get('plain', []):
+        out['GET ' + u] = ask('GET %s HTTP/1.1\r\nHost: h\r\n\r\n' % u)
+        out['unix GET ' + u] = ask('GET %s HTTP/1.1\r\nHost: h\r\n\r\n' % u, via_unix=True)
+    for p in e.get('direct', []):
+        try:
+            socket.create_connection(('127.0.0.1', p), timeout=2).close()
+            out['direct %d' % p] = 'connected'
+        except OSError as exc:
+            out['direct %d' % p] = 'error: %s' % exc
+    try:
+        open('/run/scriptbox-egress/planted', 'w').write('x')
+        out['write'] = 'written'
+    except OSError as exc:
+        out['write'] = 'error: %s' % exc
+    return out
+"#;
+
+/// The refusal lines scriptbox wrote for `target` (`egress to TARGET refused...`).
+fn refusals_of(r: &StepResult, target: &str) -> usize {
+    let prefix = format!("egress to {target} refused");
+    egress::scriptbox_lines(r)
+        .iter()
+        .filter(|l| l.starts_with(&prefix))
+        .count()
+}
+
+/// Threat: through the egress, CONNECT to a host off the list (any web host, instance
+/// metadata, another port of the host's loopback, a look-alike AWS name, the Docker API port).
+/// Defence: scriptbox's side of the socket allows only AWS host names of the partition and regions on 443 and the operator's hosts; the rest is refused before any lookup and logged in the record.
+#[tokio::test]
+async fn egress_connect_off_the_list_is_refused_and_logged() {
+    let engine = engine_or_skip!();
+    let allowed = egress::Listener::start(false).await;
+    let forbidden = egress::Listener::start(false).await;
+    let (config, _dir) = egress::aws_config(
+        scriptbox::aws::AwsMode::Aws,
+        None,
+        vec![format!("127.0.0.1:{}", allowed.port)],
+    );
+    let access = egress::access(&config, &Default::default()).await;
+    let off_list = [
+        "example.com:443".to_string(),
+        "169.254.169.254:443".into(),
+        "169.254.169.254:80".into(),
+        format!("127.0.0.1:{}", forbidden.port),
+        format!("localhost:{}", forbidden.port),
+        "ec2.us-east-1.amazonaws.com:22".into(),
+        "ec2.us-east-1.amazonaws.com.evil.example:443".into(),
+        "ec2.eu-west-1.amazonaws.com:443".into(),
+        "127.0.0.1:2375".into(),
+    ];
+    let mut connect: Vec<String> = off_list.to_vec();
+    connect.push("unix:/var/run/docker.sock".into());
+    connect.push(format!("127.0.0.1:{}", allowed.port));
+    let payload = json!({
+        "connect": connect,
+        "plain": [format!("http://127.0.0.1:{}/", forbidden.port), "/containers/json"],
+        "direct": [forbidden.port],
+    });
+    let mut inputs = py_step(PY, "h", EGRESS_PROBE, payload);
+    inputs.timeout_seconds = Some(120);
+    let id = format!("adv-eg-{}", uuid::Uuid::new_v4());
+    let r = egress::run_with_aws(&engine, &inputs, &access, None, Some(id.clone())).await;
+    assert_eq!(r.status, StepStatus::Success, "{r:?}");
+    // The host's verdict: the forbidden listener never saw a connection; the allowed one saw
+    // exactly the two tunnels asked for (through the relay and straight into the socket).
+    assert_eq!(forbidden.connections(), 0, "a forbidden port was reached");
+    assert_eq!(allowed.connections(), 2, "{:?}", r.payload);
+    for target in &off_list {
+        assert_eq!(
+            refusals_of(&r, target),
+            2,
+            "refusals of {target} in the record: {:?}",
+            egress::scriptbox_lines(&r)
+        );
+    }
+    let counts = r.egress.clone().expect("the record counts the egress");
+    // 2 per off-list target, 2 for the socket path, 4 plain requests.
+    let expected_refused = u64::try_from(off_list.len() * 2 + 2 + 4).unwrap();
+    assert_eq!(counts.refused, expected_refused, "{counts:?}");
+    assert_eq!(counts.connections, expected_refused + 2, "{counts:?}");
+    assert!(r.payload["write"].as_str().unwrap().starts_with("error"), "{:?}", r.payload);
+    assert!(
+        egress::leftovers(&config).is_empty(),
+        "{:?}",
+        egress::leftovers(&config)
+    );
+    assert_clean_after(&engine, &id, &r).await;
+}
+
+/// Threat: in emulator mode, using the egress to reach anything but the emulator (another
+/// loopback port of the host through CONNECT or an absolute-form request).
+/// Defence: every plain request goes to the emulator's address whatever it names; CONNECT only to the emulator; the rest refused and logged.
+#[tokio::test]
+async fn egress_in_emulator_mode_reaches_the_emulator_only() {
+    let engine = engine_or_skip!();
+    let emulator = egress::Listener::start(true).await;
+    let forbidden = egress::Listener::start(true).await;
+    let (config, _dir) = egress::aws_config(
+        scriptbox::aws::AwsMode::Emulator,
+        Some(format!("http://127.0.0.1:{}", emulator.port)),
+        vec![],
+    );
+    let access = egress::access(&config, &Default::default()).await;
+    let payload = json!({
+        "connect": [format!("127.0.0.1:{}", forbidden.port), "example.com:443"],
+        "plain": [format!("http://127.0.0.1:{}/", forbidden.port), "/"],
+        "direct": [forbidden.port, emulator.port],
+    });
+    let mut inputs = py_step(PY, "h", EGRESS_PROBE, payload);
+    inputs.timeout_seconds = Some(120);
+    let id = format!("adv-eg-{}", uuid::Uuid::new_v4());
+    let r = egress::run_with_aws(&engine, &inputs, &access, None, Some(id.clone())).await;
+    assert_eq!(r.status, StepStatus::Success, "{r:?}");
+    assert_eq!(forbidden.connections(), 0, "{:?}", r.payload);
+    assert_eq!(emulator.connections(), 4, "{:?}", r.payload);
+    for key in [
+        format!("GET http://127.0.0.1:{}/", forbidden.port),
+        "unix GET /".to_string(),
+    ] {
+        assert_eq!(r.payload[&key], "HTTP/1.1 200 OK", "{:?}", r.payload);
+    }
+    assert_eq!(refusals_of(&r, &format!("127.0.0.1:{}", forbidden.port)), 2);
+    assert_eq!(refusals_of(&r, "example.com:443"), 2);
+    assert!(egress::leftovers(&config).is_empty());
+    assert_clean_after(&engine, &id, &r).await;
+}
+
+/// Threat: an AWS step's container as a way to the Docker API or scriptbox's own API (a host
+/// folder, a second socket), or a writable mount to plant files the host later reads.
+/// Defence: one mount, read-only, of a folder holding only the execution's egress socket; credentials travel over stdin, never in Docker's config; the Docker API is refused through the egress.
+#[tokio::test]
+async fn egress_mount_is_one_read_only_socket_folder() {
+    let engine = engine_or_skip!();
+    let (config, _dir) =
+        egress::aws_config(scriptbox::aws::AwsMode::Aws, None, vec![]);
+    let access = egress::access(&config, &Default::default()).await;
+    let label = format!("scriptbox.test.pwned-{}", uuid::Uuid::new_v4());
+    let script = format!(
+        r#"
+import os, socket, stat, time, json
+
+def h(e, c):
+    time.sleep(4)
+    found = []
+    for root, dirs, files in os.walk('/'):
+        if root.startswith(('/proc', '/sys')):
+            dirs[:] = []
+            continue
+        for f in files + dirs:
+            p = os.path.join(root, f)
+            try:
+                if stat.S_ISSOCK(os.lstat(p).st_mode):
+                    found.append(p)
+            except OSError:
+                pass
+    body = json.dumps({{'Image': 'scriptbox-runtime:python3.11', 'Labels': {{'{label}': '1'}}}})
+    answers = []
+    for head in ['POST /containers/create HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' % (len(body), body),
+                 'CONNECT /var/run/docker.sock HTTP/1.1\r\n\r\n',
+                 'GET /v1/health HTTP/1.1\r\nHost: scriptbox\r\n\r\n']:
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(10)
+        s.connect('/run/scriptbox-egress/aws.sock')
+        s.sendall(head.encode())
+        answers.append(s.recv(200).decode('latin-1').split('\r\n')[0])
+        s.close()
+    return {{'sockets': found, 'answers': answers, 'env': sorted(os.environ)}}
+"#
+    );
+    let mut inputs = py_step(PY, "h", &script, json!({}));
+    inputs.timeout_seconds = Some(120);
+    let id = format!("adv-eg-{}", uuid::Uuid::new_v4());
+    let (run_engine, run_inputs, run_id, run_access) =
+        (engine.clone(), inputs.clone(), id.clone(), access.clone());
+    let task = tokio::spawn(async move {
+        egress::run_with_aws(&run_engine, &run_inputs, &run_access, None, Some(run_id)).await
+    });
+    let container = wait_for_container(&engine, &id).await;
+    let seen = engine
+        .docker()
+        .inspect_container(&container, None)
+        .await
+        .expect("inspect the running AWS step");
+    let r = task.await.expect("the run");
+    assert_eq!(r.status, StepStatus::Success, "{r:?}");
+    let mounts = seen.mounts.clone().unwrap_or_default();
+    assert_eq!(mounts.len(), 1, "mounts: {mounts:?}");
+    let mount = &mounts[0];
+    assert_eq!(mount.destination.as_deref(), Some("/run/scriptbox-egress"));
+    assert_eq!(mount.rw, Some(false), "{mount:?}");
+    let source = mount.source.clone().unwrap_or_default();
+    assert!(
+        source.starts_with(&config.egress_dir.as_ref().unwrap().display().to_string()),
+        "{source}"
+    );
+    let host_config = seen.host_config.clone().unwrap();
+    assert_eq!(host_config.network_mode.as_deref(), Some("none"));
+    assert!(host_config.binds.unwrap_or_default().is_empty());
+    let env = seen.config.clone().unwrap().env.unwrap_or_default();
+    assert!(
+        env.iter().all(|v| !v.starts_with("AWS_ACCESS_KEY_ID")
+            && !v.starts_with("AWS_SESSION_TOKEN")
+            && !v.starts_with("HTTPS_PROXY")),
+        "Docker's config holds {env:?}"
+    );
+    assert_eq!(
+        r.payload["sockets"],
+        json!(["/run/scriptbox-egress/aws.sock"]),
+        "{:?}",
+        r.payload
+    );
+    for answer in r.payload["answers"].as_array().unwrap() {
+        let line = answer.as_str().unwrap();
+        assert!(line.starts_with("HTTP/1.1 4"), "{line}");
+    }
+    let pwned = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label={label}")])
+        .output()
+        .unwrap();
+    assert!(pwned.stdout.is_empty(), "a container was created through the egress");
+    assert!(egress::leftovers(&config).is_empty());
+    assert_clean_after(&engine, &id, &r).await;
+}
+
+/// Threat: using the egress without bound: a flood of bytes, a connection held open forever,
+/// thousands of connections.
+/// Defence: per-execution caps on bytes, connection time and connections, enforced on scriptbox's side; the first cap reached is in the record.
+#[tokio::test]
+async fn egress_caps_hold() {
+    let engine = engine_or_skip!();
+    let upstream = egress::Listener::start(false).await;
+    let (config, _dir) = egress::aws_config(
+        scriptbox::aws::AwsMode::Aws,
+        None,
+        vec![format!("127.0.0.1:{}", upstream.port)],
+    );
+    let limits = scriptbox::egress::EgressLimits {
+        max_connections: 4,
+        max_bytes: 256 * 1024,
+        max_connection_seconds: 2,
+        ..Default::default()
+    };
+    let access = egress::access(&config, &limits).await;
+    let script = format!(
+        r#"
+import os, socket, time
+
+TARGET = '127.0.0.1:{port}'
+
+def tunnel():
+    hostport = os.environ['HTTPS_PROXY'].split('://', 1)[1].rstrip('/')
+    host, port = hostport.rsplit(':', 1)
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.sendall(('CONNECT %s HTTP/1.1\r\n\r\n' % TARGET).encode())
+    answer = s.recv(200).decode('latin-1')
+    return s, answer.split('\r\n')[0]
+
+def h(e, c):
+    out = {{}}
+    # Held open: scriptbox closes it at max_connection_seconds.
+    s, out['held'] = tunnel()
+    began = time.time()
+    try:
+        while time.time() - began < 8:
+            s.sendall(b'.')
+            time.sleep(0.2)
+        out['held_for'] = 'still open'
+    except OSError:
+        out['held_for'] = time.time() - began
+    s.close()
+    # A flood: cut at max_bytes.
+    s, out['flood'] = tunnel()
+    sent = 0
+    try:
+        while sent < 4 * 1024 * 1024:
+            s.sendall(b'x' * 65536)
+            sent += 65536
+    except OSError:
+        pass
+    out['flood_sent'] = sent
+    s.close()
+    # More connections than max_connections.
+    answers = []
+    for _ in range(6):
+        try:
+            s, a = tunnel()
+            answers.append(a)
+            s.close()
+        except OSError as exc:
+            answers.append('error: %s' % exc)
+    out['more'] = answers
+    return out
+"#,
+        port = upstream.port
+    );
+    let mut inputs = py_step(PY, "h", &script, json!({}));
+    inputs.timeout_seconds = Some(120);
+    let id = format!("adv-eg-{}", uuid::Uuid::new_v4());
+    let r = egress::run_with_aws(&engine, &inputs, &access, None, Some(id.clone())).await;
+    assert_eq!(r.status, StepStatus::Success, "{r:?}");
+    // The upstream's own count: never more than the caps let through.
+    assert!(upstream.connections() <= 4, "{}", upstream.connections());
+    assert!(
+        upstream.bytes() <= 256 * 1024 + 64 * 1024,
+        "upstream received {} bytes",
+        upstream.bytes()
+    );
+    assert!(
+        upstream.longest_ms() < 6000,
+        "a connection stayed open {} ms",
+        upstream.longest_ms()
+    );
+    let counts = r.egress.clone().expect("egress counts");
+    assert_eq!(counts.limit_reached.as_deref(), Some("max_connection_seconds"), "{counts:?}");
+    assert!(counts.refused >= 3, "{counts:?}");
+    let lines = egress::scriptbox_lines(&r).join("\n");
+    for cap in ["max_connection_seconds", "max_bytes", "max_connections"] {
+        assert!(lines.contains(cap), "no line names {cap}: {lines}");
+    }
+    assert_clean_after(&engine, &id, &r).await;
+}
+
+/// Threat: keeping the egress after the run: a background process that goes on tunnelling,
+/// a socket or folder left on the host for the next run to find.
+/// Defence: the socket is served only while the step's container runs; its folder is removed and every tunnel closed when the container exits.
+#[tokio::test]
+async fn nothing_of_the_egress_outlives_the_run() {
+    let engine = engine_or_skip!();
+    let upstream = egress::Listener::start(false).await;
+    let (config, _dir) = egress::aws_config(
+        scriptbox::aws::AwsMode::Aws,
+        None,
+        vec![format!("127.0.0.1:{}", upstream.port)],
+    );
+    let access = egress::access(&config, &Default::default()).await;
+    let script = format!(
+        r#"
+import os, socket, subprocess, time
+
+KEEPER = '''
+import socket, time
+while True:
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect("/run/scriptbox-egress/aws.sock")
+        s.sendall(b"CONNECT 127.0.0.1:{port} HTTP/1.1\\r\\n\\r\\n")
+        s.recv(100)
+        while True:
+            s.sendall(b".")
+            time.sleep(0.2)
+    except OSError:
+        time.sleep(0.2)
+'''
+
+def h(e, c):
+    subprocess.Popen(['python3', '-c', KEEPER], start_new_session=True,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(2)
+    return 'left a keeper'
+"#,
+        port = upstream.port
+    );
+    let mut inputs = py_step(PY, "h", &script, json!({}));
+    inputs.timeout_seconds = Some(120);
+    let id = format!("adv-eg-{}", uuid::Uuid::new_v4());
+    let r = egress::run_with_aws(&engine, &inputs, &access, None, Some(id.clone())).await;
+    assert_eq!(r.status, StepStatus::Success, "{r:?}");
+    assert!(upstream.connections() >= 1, "the keeper never tunnelled");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while upstream.open() > 0 {
+        assert!(Instant::now() < deadline, "a tunnel outlived the run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reached = upstream.connections();
+    assert!(
+        egress::leftovers(&config).is_empty(),
+        "{:?}",
+        egress::leftovers(&config)
+    );
+    assert_clean_after(&engine, &id, &r).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(upstream.connections(), reached, "something tunnelled after the run");
+}
