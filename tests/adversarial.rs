@@ -1499,8 +1499,7 @@ fn refusals_of(r: &StepResult, target: &str) -> usize {
         .count()
 }
 
-/// Threat: through the egress, CONNECT to a host off the list (any web host, instance
-/// metadata, another port of the host's loopback, a look-alike AWS name, the Docker API port).
+/// Threat: through the AWS egress, CONNECT to a host off the list: any web host, instance metadata, another port of the host's loopback, a look-alike AWS name, another region, the Docker API port.
 /// Defence: scriptbox's side of the socket allows only AWS host names of the partition and regions on 443 and the operator's hosts; the rest is refused before any lookup and logged in the record.
 #[tokio::test]
 async fn egress_connect_off_the_list_is_refused_and_logged() {
@@ -1563,8 +1562,7 @@ async fn egress_connect_off_the_list_is_refused_and_logged() {
     assert_clean_after(&engine, &id, &r).await;
 }
 
-/// Threat: in emulator mode, using the egress to reach anything but the emulator (another
-/// loopback port of the host through CONNECT or an absolute-form request).
+/// Threat: in emulator mode, using the egress to reach anything but the emulator: another loopback port of the host through CONNECT or an absolute-form request.
 /// Defence: every plain request goes to the emulator's address whatever it names; CONNECT only to the emulator; the rest refused and logged.
 #[tokio::test]
 async fn egress_in_emulator_mode_reaches_the_emulator_only() {
@@ -1601,8 +1599,7 @@ async fn egress_in_emulator_mode_reaches_the_emulator_only() {
     assert_clean_after(&engine, &id, &r).await;
 }
 
-/// Threat: an AWS step's container as a way to the Docker API or scriptbox's own API (a host
-/// folder, a second socket), or a writable mount to plant files the host later reads.
+/// Threat: an AWS step's container as a way to the Docker API or scriptbox's own API (a host folder, a second socket), or a writable mount to plant files the host later reads.
 /// Defence: one mount, read-only, of a folder holding only the execution's egress socket; credentials travel over stdin, never in Docker's config; the Docker API is refused through the egress.
 #[tokio::test]
 async fn egress_mount_is_one_read_only_socket_folder() {
@@ -1698,8 +1695,7 @@ def h(e, c):
     assert_clean_after(&engine, &id, &r).await;
 }
 
-/// Threat: using the egress without bound: a flood of bytes, a connection held open forever,
-/// thousands of connections.
+/// Threat: using the AWS egress without bound: a flood of bytes, a connection held open forever, more connections than allowed.
 /// Defence: per-execution caps on bytes, connection time and connections, enforced on scriptbox's side; the first cap reached is in the record.
 #[tokio::test]
 async fn egress_caps_hold() {
@@ -1796,8 +1792,7 @@ def h(e, c):
     assert_clean_after(&engine, &id, &r).await;
 }
 
-/// Threat: keeping the egress after the run: a background process that goes on tunnelling,
-/// a socket or folder left on the host for the next run to find.
+/// Threat: keeping the AWS egress after the run: a background process that goes on tunnelling, a socket or folder left on the host for the next run to find.
 /// Defence: the socket is served only while the step's container runs; its folder is removed and every tunnel closed when the container exits.
 #[tokio::test]
 async fn nothing_of_the_egress_outlives_the_run() {
