@@ -1852,3 +1852,96 @@ def h(e, c):
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(upstream.connections(), reached, "something tunnelled after the run");
 }
+
+/// Threat: reading the operator's own AWS credentials (the keys scriptbox assumes roles with) from inside an AWS step: its environment, its processes, every file it can read.
+/// Defence: the step gets only the role's temporary credentials over stdin; the operator's chain stays in scriptbox; its key and secret (canaries) appear nowhere in the container, the output or Docker's config.
+#[tokio::test]
+async fn operator_credentials_never_reach_an_aws_step() {
+    let engine = engine_or_skip!();
+    drop(engine);
+    let Some(moto) = common::moto::Moto::start() else {
+        return;
+    };
+    let tag = uuid::Uuid::new_v4().simple().to_string().to_uppercase();
+    let (key, secret) = (format!("AKIA{}", &tag[..16]), format!("canary-{tag}"));
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("hunt.py");
+    std::fs::write(
+        &script,
+        format!(
+            r#"
+import os
+
+NEEDLES = [b'{key}', b'{secret}']
+
+def h(e, c):
+    hits = []
+    blobs = [repr(dict(os.environ)).encode()]
+    for pid in os.listdir('/proc'):
+        if pid.isdigit():
+            for name in ('environ', 'cmdline'):
+                try:
+                    blobs.append(open('/proc/%s/%s' % (pid, name), 'rb').read())
+                except OSError:
+                    pass
+    for root, dirs, files in os.walk('/'):
+        if root.startswith(('/proc', '/sys')):
+            dirs[:] = []
+            continue
+        for f in files:
+            p = os.path.join(root, f)
+            try:
+                if os.path.isfile(p) and os.path.getsize(p) < 65536:
+                    blobs.append(open(p, 'rb').read())
+            except OSError:
+                pass
+    for b in blobs:
+        for n in NEEDLES:
+            if n in b:
+                hits.append(n.decode()[:4])
+    return {{'hits': len(hits), 'key_prefix': os.environ.get('AWS_ACCESS_KEY_ID', '')[:4],
+             'token': bool(os.environ.get('AWS_SESSION_TOKEN'))}}
+"#
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_scriptbox"));
+    cmd.args([
+        "invoke",
+        "--runtime",
+        PY,
+        "--handler",
+        "h",
+        "--timeout",
+        "120",
+        "--output",
+        "json",
+        "--aws-endpoint",
+        &moto.url(),
+        "--assume-role",
+        "arn:aws:iam::123456789012:role/adversary",
+        "--script",
+    ])
+    .arg(&script)
+    .env("AWS_ACCESS_KEY_ID", &key)
+    .env("AWS_SECRET_ACCESS_KEY", &secret)
+    .env("AWS_EC2_METADATA_DISABLED", "true")
+    .env_remove("AWS_SESSION_TOKEN");
+    if under_gvisor() {
+        cmd.env("SCRIPTBOX_SANDBOX_CONTAINER_RUNTIME", "runsc");
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    // The script prints nothing of what it found (only a count), so a needle in the output is
+    // a leak through scriptbox itself (a log line, an error message).
+    for needle in [&key, &secret] {
+        assert!(!stdout.contains(needle.as_str()) && !stderr.contains(needle.as_str()), "leaked");
+    }
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["Payload"]["hits"], 0, "the operator's credentials are inside: {v}");
+    // The step did get credentials: the role's, from STS.
+    assert_eq!(v["Payload"]["key_prefix"], "ASIA", "{v}");
+    assert_eq!(v["Payload"]["token"], true, "{v}");
+}
