@@ -482,6 +482,39 @@ class OldBotocorePatch(unittest.TestCase):
         self.assertEqual(out.stdout.decode().split(), ["False", "False"], out.stderr)
 
 
+class PowerShellStatic(unittest.TestCase):
+    """The PowerShell bootstrap cannot run here (no pwsh, no PowerShell image): check that it
+    carries the same field, rules and variables as the Python one."""
+
+    RULES = ["aws must be null or an object with env and relay", "unknown key",
+             "aws.env must be an object of names to strings", "entries (at most ",
+             "does not match ^AWS_[A-Z0-9_]", "must be a string", "characters",
+             "holds NUL or a lone surrogate", "aws.relay must be null or an object with socket and",
+             "aws.relay.socket must be an absolute path", "aws.relay.socket holds NUL",
+             "aws.relay.endpoint must be true or false", "cannot start the AWS relay"]
+
+    def test_same_rules_and_variables(self):
+        with open(os.path.join(harness.REPO, "images", "powershell", "bootstrap.ps1"),
+                  encoding="utf-8") as f:
+            ps1 = f.read()
+        with open(harness.BOOTSTRAP, encoding="utf-8") as f:
+            py = f.read()
+        for rule in self.RULES:
+            self.assertTrue(rule in py, "not in bootstrap.py: " + rule)
+            self.assertTrue(rule in ps1, "not in bootstrap.ps1: " + rule)
+        for needle in ("UnixDomainSocketEndPoint", "TcpListener", "[Environment]::SetEnvironmentVariable",
+                       "'HTTPS_PROXY', 'HTTP_PROXY', 'https_proxy', 'http_proxy'", "'NO_PROXY'",
+                       "'no_proxy'", "'AWS_ENDPOINT_URL'", "'127.0.0.1,localhost'", "CopyToAsync",
+                       "Shutdown([System.Net.Sockets.SocketShutdown]::Send)", "$MaxAwsEnvEntries = 16",
+                       "$MaxAwsEnvValueChars = 8192", "$MaxRelaySocketBytes = 100",
+                       "$MaxRelayConnections = 64", "$RelayBufferBytes = 64KB",
+                       "Initialize-AwsEgress $header.Aws", "NOT RUN"):
+            self.assertTrue(needle in ps1, "not in bootstrap.ps1: " + needle)
+        # The variables are set after the zips are expanded and before the script runs.
+        self.assertLess(ps1.index("Expand-ZipAttachment $zipName"), ps1.index("Initialize-AwsEgress $header.Aws"))
+        self.assertLess(ps1.index("Initialize-AwsEgress $header.Aws"), ps1.index("return Invoke-CustomerScript"))
+
+
 DOCKER_SCRIPT = """
     import json, os, socket
     import boto3, botocore, botocore.session
