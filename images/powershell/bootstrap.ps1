@@ -642,6 +642,7 @@ when a -File script mentions it, pwsh itself reads stdin as pipeline input and e
                 if ($accept.IsCompleted) {
                     $client = $null
                     if ($accept.Status -eq 'RanToCompletion') { $client = $accept.Result }
+                    else { Start-Sleep -Milliseconds 50 }   # accept failed (EMFILE...): never spin
                     $accept = $null
                     if ($null -ne $client) {
                         if ($pairs.Count -ge $MaxConnections) {
@@ -688,8 +689,8 @@ when a -File script mentions it, pwsh itself reads stdin as pipeline input and e
                     }
                 }
             } catch {
-                $accept = $null
-                Start-Sleep -Milliseconds 50   # a bug or an accept error (EMFILE): breathe, never spin
+                if ($null -ne $accept -and $accept.IsCompleted) { $accept = $null }   # a pending accept is kept
+                Start-Sleep -Milliseconds 50   # a bug here: breathe, never spin
             }
         }
     }

@@ -253,9 +253,13 @@ class UnixEchoServer(object):
             with self.lock:
                 self.records.append((count, digest.hexdigest()))
 
-    def block_reading(self):
-        """Stop reading from every connection until release()."""
+    def block_reading(self, seconds=None):
+        """Stop reading from every connection until release() (or for this many seconds)."""
         self.hold.clear()
+        if seconds is not None:
+            timer = threading.Timer(seconds, self.release)
+            timer.daemon = True
+            timer.start()
 
     def release(self):
         """Read again."""

@@ -245,7 +245,7 @@ class RelayTraffic(AwsCase):
         # The server stops reading: the handler's sends must block after a bounded amount
         # (socket buffers + the relay's 64 KiB), then everything arrives once it reads again.
         server = self.server()
-        server.block_reading()
+        server.block_reading(seconds=6.0)
         run = self.run_aws("""
             import socket, time, relayclient, hashlib
             def handler(events, context):
@@ -270,13 +270,29 @@ class RelayTraffic(AwsCase):
                 cpu_before = time.process_time()
                 time.sleep(1.0)  # the relay holds a full buffer: it must not spin meanwhile
                 cpu_idle = time.process_time() - cpu_before
+                stalled_at = time.monotonic() - started
+                # The server reads again after 6 s: then all of it arrives, and comes back.
+                sock.setblocking(True)
+                sock.settimeout(30)
+                sock.shutdown(socket.SHUT_WR)
+                echoed = b""
+                while True:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    echoed += chunk
                 return {"sent": sent, "sha": digest.hexdigest(), "cpu_idle": cpu_idle,
-                        "stalled": stalled_since is not None}
+                        "stalled": stalled_since is not None, "stalled_at": stalled_at,
+                        "greeting": echoed[:6].decode(), "echo_sha": hashlib.sha256(echoed[6:]).hexdigest()}
             """, aws_field(server))
         got = self.payload(run)
         self.assertTrue(got["stalled"], got)
+        self.assertLess(got["stalled_at"], 5.5, got)  # measured while the server was not reading
         self.assertLess(got["sent"], 64 * 1024 * 1024, got)
         self.assertLess(got["cpu_idle"], 0.3, got)
+        self.assertEqual(got["greeting"], "HELLO\n")
+        self.assertEqual(got["echo_sha"], got["sha"])
+        self.assertEqual(server.wait_records(1), [(got["sent"], got["sha"])])
 
     def test_after_the_handler_returns_the_result_still_comes(self):
         # Connections left open and a live relay thread: OutputChannel.finish still writes R.
