@@ -563,7 +563,8 @@ class RuntimeImages(AwsCase):
         probe = subprocess.run([docker, "image", "inspect", image], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, timeout=60)
         if probe.returncode != 0:
-            print("\nSKIPPED: image {} is missing".format(image), file=sys.stderr)
+            print("\nSKIPPED: image {} is missing (or the Docker engine is not reachable)".format(
+                image), file=sys.stderr)
             return None
         task_dir = harness.new_task_dir()
         env = dict(CREDENTIALS, AWS_ENDPOINT_URL_STS="http://127.0.0.1:1/sts")
