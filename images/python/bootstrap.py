@@ -904,10 +904,24 @@ def version_tuple(text):
     return tuple(parts)
 
 
-def endpoint_from_environment(service_name):
-    """AWS_ENDPOINT_URL_<SERVICE>, else AWS_ENDPOINT_URL, as botocore >= 1.31 would pick it."""
-    suffix = str(service_name).upper().replace("-", "_")
-    return os.environ.get("AWS_ENDPOINT_URL_" + suffix) or os.environ.get("AWS_ENDPOINT_URL")
+def endpoint_from_environment(session, service_name):
+    """AWS_ENDPOINT_URL_<SERVICE>, else AWS_ENDPOINT_URL, as botocore >= 1.31 picks it. SERVICE
+    is the service id as botocore >= 1.31 spells it ("Secrets Manager" -> SECRETS_MANAGER),
+    else the service name upper-cased with '-' as '_' (the model is looked at only when some
+    AWS_ENDPOINT_URL_* variable exists; create_client loads it next anyway, cached)."""
+    if any(name.startswith("AWS_ENDPOINT_URL_") for name in os.environ):
+        suffixes = []
+        try:
+            service_id = session.get_service_model(service_name).service_id
+            suffixes.append(str(service_id).upper().replace(" ", "_"))
+        except Exception:  # an unknown service: create_client will say so itself
+            pass
+        suffixes.append(str(service_name).upper().replace("-", "_"))
+        for suffix in suffixes:
+            url = os.environ.get("AWS_ENDPOINT_URL_" + suffix)
+            if url:
+                return url
+    return os.environ.get("AWS_ENDPOINT_URL")
 
 
 def patch_old_botocore():
@@ -941,7 +955,7 @@ def patch_old_botocore():
         if given is None:
             service = args[service_index] if len(args) > service_index else kwargs.get(
                 "service_name")
-            url = endpoint_from_environment(service)
+            url = endpoint_from_environment(self, service)
             if url:
                 if len(args) > url_index:
                     args = args[:url_index] + (url,) + args[url_index + 1:]

@@ -281,3 +281,59 @@ class UnixEchoServer(object):
         self.hold.set()
         self.listener.close()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+STS_CALLER_IDENTITY = (
+    b'<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+    b"<GetCallerIdentityResult><Arn>arn:aws:sts::210987654321:assumed-role/step/scriptbox</Arn>"
+    b"<UserId>AROAEXAMPLE:scriptbox</UserId><Account>210987654321</Account>"
+    b"</GetCallerIdentityResult><ResponseMetadata><RequestId>"
+    b"01234567-89ab-cdef-0123-456789abcdef</RequestId></ResponseMetadata>"
+    b"</GetCallerIdentityResponse>")
+
+
+class UnixHttpServer(UnixEchoServer):
+    """A stand-in for scriptbox's side of the egress socket at the HTTP level: records each
+    request head; refuses a CONNECT with 403 (as scriptbox refuses a host it does not allow),
+    answers anything else with an STS GetCallerIdentity response (as an emulator would)."""
+
+    def __init__(self, name="aws.sock"):
+        """Listen like UnixEchoServer; heads lists the request heads (bytes) in arrival order."""
+        self.heads = []
+        UnixEchoServer.__init__(self, name)
+
+    def _serve(self, conn):
+        """One request per connection, then close."""
+        conn.settimeout(30)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data and len(data) < 65536:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            with self.lock:
+                self.heads.append(head)
+            if head.startswith(b"CONNECT "):
+                conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                return
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                key, _, value = line.partition(b":")
+                if key.strip().lower() == b"content-length":
+                    length = int(value.strip())
+            while len(body) < length:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                body += chunk
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: "
+                         + str(len(STS_CALLER_IDENTITY)).encode() + b"\r\nConnection: close\r\n\r\n"
+                         + STS_CALLER_IDENTITY)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            with self.lock:
+                self.records.append((len(data), ""))

@@ -241,6 +241,20 @@ class RelayTraffic(AwsCase):
         records = server.wait_records(12)
         self.assertEqual(sorted(records), sorted((o["sent"], o["sent_sha"]) for o in got))
 
+    def test_child_process_uses_the_relay(self):
+        server = self.server()
+        run = self.run_aws("""
+            import json, subprocess, sys
+            def handler(events, context):
+                out = subprocess.run([sys.executable, "-c",
+                                      "import json, relayclient; print(json.dumps(relayclient.exchange(70000)))"],
+                                     stdout=subprocess.PIPE, check=True).stdout
+                return json.loads(out.decode())
+            """, aws_field(server))
+        got = self.payload(run)
+        self.assertEqual((got["greeting"], got["received"]), ("HELLO\n", 70000))
+        self.assertEqual(server.wait_records(1), [(70000, got["sent_sha"])])
+
     def test_backpressure_bounds_what_is_in_flight(self):
         # The server stops reading: the handler's sends must block after a bounded amount
         # (socket buffers + the relay's 64 KiB), then everything arrives once it reads again.
@@ -389,6 +403,9 @@ class Validation(AwsCase):
         ({"env": {"AWS_X": "v" * 8193}, "relay": None},
          "aws.env.AWS_X is longer than 8192 characters"),
         ({"env": {"AWS_X": "a\u0000b"}, "relay": None}, "aws.env.AWS_X holds NUL"),
+        ({"env": {"AWS_X": "a\ud800b"}, "relay": None}, "aws.env.AWS_X holds NUL or a lone surrogate"),
+        ({"env": None, "relay": None}, "aws.env must be an object"),
+        ({"env": {"AWS_ÄX": "v"}, "relay": None}, "does not match"),
         ({"env": {}, "relay": "/run/x.sock"}, "aws.relay must be null or an object"),
         ({"env": {}, "relay": {"socket": "/run/x.sock", "endpoint": True, "x": 1}},
          "aws.relay: unknown key 'x'"),
@@ -399,6 +416,8 @@ class Validation(AwsCase):
          "aws.relay.socket must be an absolute path"),
         ({"env": {}, "relay": {"socket": "/run/\u0000x", "endpoint": True}},
          "aws.relay.socket holds NUL"),
+        ({"env": {}, "relay": {"socket": "/run/\udc80", "endpoint": True}},
+         "aws.relay.socket holds NUL or a lone surrogate"),
         ({"env": {}, "relay": {"socket": "/" + "s" * 100, "endpoint": True}},
          "aws.relay.socket is longer than 100 bytes"),
         ({"env": {}, "relay": {"socket": "/run/" + "\u00e9" * 48, "endpoint": True}},
@@ -448,7 +467,13 @@ class OldBotocorePatch(unittest.TestCase):
             f.write("__version__ = '1.26.10'\n")
         with open(os.path.join(folder, "botocore", "session.py"), "w") as f:
             f.write(dedent("""
+                class Model(object):
+                    service_id = "Secrets Manager"
                 class Session(object):
+                    def get_service_model(self, service_name):
+                        if service_name != "secretsmanager":
+                            raise KeyError(service_name)
+                        return Model()
                     def create_client(self, service_name, region_name=None, api_version=None,
                                       use_ssl=True, verify=None, endpoint_url=None,
                                       aws_access_key_id=None):
@@ -472,7 +497,7 @@ class OldBotocorePatch(unittest.TestCase):
                 s.create_client("ec2", "r", None, True, None, "http://given/"),
                 s.create_client(service_name="ec2", endpoint_url="http://given/"),
                 s.create_client(service_name="ec2", endpoint_url=None),
-                s.create_client("secrets-manager")]))
+                s.create_client("secrets-manager"), s.create_client("secretsmanager")]))
             """)
         out = subprocess.run([harness.PYTHON, "-c", code, folder, harness.BOOTSTRAP],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
@@ -481,7 +506,8 @@ class OldBotocorePatch(unittest.TestCase):
         relay = "http://127.0.0.1:9/"
         self.assertEqual(got, [True, True, ["ec2", relay], ["ec2", relay], ["ec2", relay],
                                ["ec2", "http://given/"], ["ec2", "http://given/"],
-                               ["ec2", relay], ["secrets-manager", "http://127.0.0.1:8/"]])
+                               ["ec2", relay], ["secrets-manager", "http://127.0.0.1:8/"],
+                               ["secretsmanager", "http://127.0.0.1:8/"]])
 
     def test_new_botocore_is_left_alone(self):
         folder = harness.tempfile.mkdtemp(prefix="scriptbox-fakebotocore-")
@@ -534,19 +560,32 @@ class PowerShellStatic(unittest.TestCase):
 DOCKER_SCRIPT = """
     import json, os, socket
     import boto3, botocore, botocore.session
+    from botocore.config import Config
     import relayclient
     def handler(events, context):
         ec2 = boto3.client("ec2", region_name="us-east-1")
-        sts = boto3.client("sts", region_name="us-east-1")
+        sm = boto3.client("secretsmanager", region_name="us-east-1")
         given = boto3.client("s3", region_name="us-east-1", endpoint_url="http://127.0.0.1:7/")
         positional = botocore.session.get_session().create_client(
             "ec2", "us-east-1", None, True, None, None)
-        return {"boto3": boto3.__version__, "botocore": botocore.__version__,
-                "ec2": ec2.meta.endpoint_url, "sts": sts.meta.endpoint_url,
+        seen = {"boto3": boto3.__version__, "botocore": botocore.__version__,
+                "ec2": ec2.meta.endpoint_url, "secretsmanager": sm.meta.endpoint_url,
                 "given": given.meta.endpoint_url, "positional": positional.meta.endpoint_url,
                 "endpoint_env": os.environ.get("AWS_ENDPOINT_URL"),
-                "key": os.environ.get("AWS_ACCESS_KEY_ID"),
-                "exchange": relayclient.exchange(300000)}
+                "key": os.environ.get("AWS_ACCESS_KEY_ID")}
+        if events.get("http"):
+            # A real call: through the relay to the test's HTTP stand-in (no retries).
+            sts = boto3.client("sts", region_name="us-east-1",
+                               config=Config(retries={"max_attempts": 0}, connect_timeout=5,
+                                             read_timeout=10))
+            seen["sts"] = sts.meta.endpoint_url
+            try:
+                seen["account"] = sts.get_caller_identity()["Account"]
+            except Exception as exc:
+                seen["error"] = type(exc).__name__
+        else:
+            seen["exchange"] = relayclient.exchange(300000)
+        return seen
     """
 
 
@@ -554,7 +593,7 @@ class RuntimeImages(AwsCase):
     """The bootstrap of this repository in the runtime images, as scriptbox runs it (no
     network, read-only, uid 10001, the egress folder bind-mounted read-only)."""
 
-    def run_in_image(self, image, server, endpoint):
+    def run_in_image(self, image, server, endpoint, http=False):
         """Run DOCKER_SCRIPT in image; return the Run, or None (SKIPPED) without the image."""
         docker = shutil.which("docker")
         if docker is None:
@@ -567,12 +606,12 @@ class RuntimeImages(AwsCase):
                 image), file=sys.stderr)
             return None
         task_dir = harness.new_task_dir()
-        env = dict(CREDENTIALS, AWS_ENDPOINT_URL_STS="http://127.0.0.1:1/sts")
+        env = dict(CREDENTIALS, AWS_ENDPOINT_URL_SECRETS_MANAGER="http://127.0.0.1:1/sm")
         aws = {"env": env, "relay": {"socket": "/run/scriptbox-egress/aws.sock",
                                      "endpoint": endpoint}}
         request = harness.build_request(task_dir, script=dedent(DOCKER_SCRIPT),
                                         files=[("relayclient.py", RELAY_CLIENT)],
-                                        header_extra={"aws": aws})
+                                        payload={"http": http}, header_extra={"aws": aws})
         command = [docker, "run", "-i", "--rm", "--network", "none", "--read-only",
                    "--tmpfs", "/tmp", "--user", "10001:10001", "--cap-drop", "ALL",
                    "--mount", "type=bind,source={},target=/run/scriptbox-egress,readonly".format(
@@ -597,7 +636,8 @@ class RuntimeImages(AwsCase):
         self.assertRegex(relay, r"^http://127\.0\.0\.1:[0-9]+$")
         self.assertEqual(got["ec2"], relay)
         self.assertEqual(got["positional"], relay)
-        self.assertEqual(got["sts"], "http://127.0.0.1:1/sts")  # the per-service variable wins
+        # The per-service variable wins, named after the service id as botocore >= 1.31 does.
+        self.assertEqual(got["secretsmanager"], "http://127.0.0.1:1/sm")
         self.assertEqual(got["given"], "http://127.0.0.1:7/")  # an explicit endpoint_url wins
         self.assertEqual(got["key"], CREDENTIALS["AWS_ACCESS_KEY_ID"])
         self.assertEqual(got["exchange"]["received_sha"], got["exchange"]["sent_sha"])
@@ -609,11 +649,46 @@ class RuntimeImages(AwsCase):
         self.assertEqual(got["ec2"], "https://ec2.us-east-1.amazonaws.com")
         self.assertEqual(got["positional"], "https://ec2.us-east-1.amazonaws.com")
 
+    def check_http(self, image):
+        """A real STS call from boto3: in emulator mode it reaches the stand-in directly as plain
+        HTTP (NO_PROXY: origin-form, not through the proxy) and the parsed answer comes back; in
+        aws mode boto3 asks the relay for a CONNECT tunnel to the real STS host, which the
+        stand-in refuses (403), as scriptbox refuses a host it does not allow."""
+        server = harness.UnixHttpServer()
+        self.addCleanup(server.close)
+        run = self.run_in_image(image, server, endpoint=True, http=True)
+        if run is None:
+            return
+        got = self.payload(run)
+        self.assertEqual(got.get("account"), "210987654321", got)
+        self.assertEqual(len(server.heads), 1, server.heads)
+        head = server.heads[0].decode("utf-8", "replace")
+        self.assertTrue(head.startswith("POST / HTTP/1.1\r\n"), head)
+        self.assertIn("Host: " + got["endpoint_env"][len("http://"):], head)
+        self.assertIn("AWS4-HMAC-SHA256 Credential=" + CREDENTIALS["AWS_ACCESS_KEY_ID"], head)
+        self.assertIn("X-Amz-Security-Token: " + CREDENTIALS["AWS_SESSION_TOKEN"], head)
+        run = self.run_in_image(image, server, endpoint=False, http=True)
+        got = self.payload(run)
+        self.assertNotIn("account", got)
+        self.assertIn("error", got)
+        self.assertEqual(got["sts"], "https://sts.amazonaws.com")
+        self.assertEqual(len(server.heads), 2, server.heads)
+        # http.client (under urllib3 and botocore) asks for the tunnel in HTTP/1.0, and boto3
+        # of both ages uses STS's global endpoint for us-east-1: scriptbox must accept both.
+        self.assertEqual(server.heads[1].split(b"\r\n")[0],
+                         b"CONNECT sts.amazonaws.com:443 HTTP/1.0")
+
     def test_python36_old_botocore_is_patched(self):
         self.check_image("scriptbox-runtime:python3.6", "1.26.")
 
+    def test_python36_boto3_calls_through_the_relay(self):
+        self.check_http("scriptbox-runtime:python3.6")
+
     def test_python311_native_aws_endpoint_url(self):
         self.check_image("scriptbox-runtime:python3.11", "1.34.")
+
+    def test_python311_boto3_calls_through_the_relay(self):
+        self.check_http("scriptbox-runtime:python3.11")
 
 
 if __name__ == "__main__":
