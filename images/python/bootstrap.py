@@ -928,24 +928,23 @@ def patch_old_botocore():
     """botocore before 1.31 ignores AWS_ENDPOINT_URL: make Session.create_client use it when
     the caller gives no endpoint_url. Return True when the patch was applied. Any failure
     leaves botocore as it was (the handler then sees the real AWS endpoints refused)."""
+    # No standard module is imported here: the task folder is first on sys.path by now (so that
+    # a botocore bundled in the customer's zip is the one patched) and could shadow it.
     try:
-        import importlib.util
-        if importlib.util.find_spec("botocore") is None:
-            return False
         import botocore
         if version_tuple(getattr(botocore, "__version__", "")) >= BOTOCORE_NATIVE_ENDPOINT_URL:
             return False
-        import inspect
         import botocore.session
         session_class = botocore.session.Session
         original = session_class.create_client
-        names = list(inspect.signature(original).parameters)
+        if getattr(original, "scriptbox_endpoint_patch", False):
+            return True  # patched already (a second request in one interpreter)
+        code = original.__code__
+        names = list(code.co_varnames[:code.co_argcount])  # self, service_name, ...
         if "endpoint_url" not in names or "service_name" not in names:
             return False
-    except Exception:
+    except Exception:  # ImportError (no botocore) or an unexpected shape: leave it alone
         return False
-    if getattr(original, "scriptbox_endpoint_patch", False):
-        return True
     # Positions among the arguments after self.
     url_index, service_index = names.index("endpoint_url") - 1, names.index("service_name") - 1
 
@@ -970,15 +969,17 @@ def patch_old_botocore():
 
 
 def setup_aws(aws):
-    """Apply the header's `aws` field before the handler is imported."""
+    """Apply the header's `aws` field (variables, relay); return True when an emulator
+    endpoint is set, so old botocore needs patch_old_botocore once sys.path is the handler's.
+    Runs before the task folder joins sys.path: its files cannot shadow socket or selectors."""
     if aws is None:
-        return
+        return False
     apply_aws_env(aws["env"])
     relay = aws["relay"]
-    if relay is not None:
-        start_relay(relay)
-        if relay["endpoint"]:
-            patch_old_botocore()
+    if relay is None:
+        return False
+    start_relay(relay)
+    return relay["endpoint"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1103,15 +1104,17 @@ def run_request(stdin):
             raise protocol_error("zips names {!r}, which is not in the archive".format(zip_name))
         extractor.expand(zip_name)
     redirect_stdin_to_devnull()
+    # Credentials and the relay: after the request is read, before the customer's code runs.
+    emulator = setup_aws(header["aws"])
 
     os.chdir(task_dir)
     here = os.path.dirname(os.path.abspath(__file__))
     # The bootstrap's own folder is not the customer's business; the task folder comes first.
     sys.path[:] = [task_dir] + [p for p in sys.path if p and os.path.abspath(p) != here]
     sys.dont_write_bytecode = True  # one run only: no __pycache__ in the task folder
-    # Credentials and the relay: after the request is read, before the customer's code runs
-    # (old botocore is patched from the task folder's sys.path, as the handler will import it).
-    setup_aws(header["aws"])
+    if emulator:
+        # Old botocore is patched from the handler's sys.path: the botocore it will import.
+        patch_old_botocore()
     entry = header["entry"]
     handler = load_handler(entry["module"], entry["function"], task_dir)
     try:

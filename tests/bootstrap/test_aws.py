@@ -524,6 +524,55 @@ class OldBotocorePatch(unittest.TestCase):
         self.assertEqual(out.stdout.decode().split(), ["False", "False"], out.stderr)
 
 
+FAKE_OLD_BOTOCORE = [
+    ("botocore/__init__.py", b"__version__ = '1.20.0'\n"),
+    ("botocore/session.py", dedent("""
+        class Session(object):
+            def create_client(self, service_name, region_name=None, api_version=None,
+                              use_ssl=True, verify=None, endpoint_url=None):
+                return endpoint_url
+        """).encode()),
+]
+
+
+class CustomerFiles(AwsCase):
+    """The task folder joins sys.path only after the relay runs; botocore is patched from it."""
+
+    def run_with_zip(self, members, script, aws):
+        """Run script with a lib.zip of members expanded into the task folder."""
+        task_dir = harness.new_task_dir()
+        self.addCleanup(harness.remove_task_dir, task_dir)
+        request = harness.build_request(
+            task_dir, script=dedent(script), zips=["lib.zip"], header_extra={"aws": aws},
+            files=[("relayclient.py", RELAY_CLIENT), ("lib.zip", harness.build_zip(members))])
+        run = harness.run_bootstrap(request, task_dir, unset=RELAY_VARIABLES)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        return run
+
+    def test_customer_modules_do_not_shadow_the_relays(self):
+        server = self.server()
+        shadow = b"raise RuntimeError('customer module imported by the bootstrap')\n"
+        run = self.run_with_zip([("selectors.py", shadow)], """
+            import relayclient
+            def handler(events, context):
+                return relayclient.exchange(1000)
+            """, aws_field(server))
+        got = self.payload(run)
+        self.assertEqual((got["greeting"], got["received"]), ("HELLO\n", 1000))
+
+    def test_bundled_old_botocore_is_the_one_patched(self):
+        server = self.server()
+        run = self.run_with_zip(FAKE_OLD_BOTOCORE, """
+            import os, botocore, botocore.session
+            def handler(events, context):
+                return {"file": botocore.__file__, "relay": os.environ["AWS_ENDPOINT_URL"],
+                        "endpoint": botocore.session.Session().create_client("ec2")}
+            """, aws_field(server, endpoint=True))
+        got = self.payload(run)
+        self.assertTrue(got["file"].startswith(run.task_dir + "/botocore/"), got)
+        self.assertEqual(got["endpoint"], got["relay"])
+
+
 class PowerShellStatic(unittest.TestCase):
     """The PowerShell bootstrap cannot run here (no pwsh, no PowerShell image): check that it
     carries the same field, rules and variables as the Python one."""
