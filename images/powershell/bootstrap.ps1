@@ -10,7 +10,9 @@ In order, it:
  2. reads the request from stdin as bytes: one JSON header line (at most 4 MiB), then exactly
     archive_bytes of ustar, which it parses itself (regular files with plain names only);
  3. expands the zips listed in `zips` with System.IO.Compression, with the checks of the protocol;
- 4. sets $env:InputPayload to the compact JSON of `payload`, makes the task folder the location,
+ 4. applies the optional `aws` field (AWS variables; with a relay, a runspace relaying
+    127.0.0.1:PORT to the egress Unix socket, and the proxy variables / AWS_ENDPOINT_URL);
+    sets $env:InputPayload to the compact JSON of `payload`, makes the task folder the location,
     runs the script and collects its output pipeline;
  5. ends every other process of the sandbox (one could otherwise write a frame of its own before
     the result), then writes exactly one R frame and ends with [Environment]::Exit(0).
@@ -299,6 +301,7 @@ when a -File script mentions it, pwsh itself reads stdin as pipeline input and e
         foreach ($key in 'unzip_bytes', 'unzip_entries', 'payload_items') {
             if ((Get-JsonCount $limits $key) -lt 0) { throw (New-Failure 'ProtocolError' "limits.$key must be a non-negative integer") }
         }
+        $aws = ConvertFrom-AwsField $root.GetValue('aws')
         $archiveBytes = Get-JsonCount $root 'archive_bytes'
         if ($archiveBytes -lt 0 -or $archiveBytes -gt [int]::MaxValue) {
             throw (New-Failure 'ProtocolError' 'archive_bytes must be a non-negative integer')
@@ -311,6 +314,7 @@ when a -File script mentions it, pwsh itself reads stdin as pipeline input and e
             UnzipEntries = Get-JsonCount $limits 'unzip_entries'
             PayloadItems = Get-JsonCount $limits 'payload_items'
             ArchiveBytes = $archiveBytes
+            Aws          = $aws
         }
     }
 
@@ -535,6 +539,203 @@ when a -File script mentions it, pwsh itself reads stdin as pipeline input and e
     }
 
     # ------------------------------------------------------------------------------------------------
+    # AWS egress: the header's `aws` field (variables, the relay to the egress Unix socket)
+    # The same rules and behaviour as images/python/bootstrap.py (docs/protocol.md, "AWS egress").
+    # NOT RUN on the machine this was written on (no PowerShell image, no pwsh there): it follows
+    # the Python logic line by line and is checked only statically by tests/bootstrap.
+    # ------------------------------------------------------------------------------------------------
+
+    $AwsEnvNamePattern = '^AWS_[A-Z0-9_]{1,64}\z'   # -cmatch: case-sensitive; \z: no trailing newline
+    $MaxAwsEnvEntries = 16
+    $MaxAwsEnvValueChars = 8192
+    $MaxRelaySocketBytes = 100
+    $RelayBufferBytes = 64KB   # per direction: CopyToAsync reads the next chunk only once this one is written
+    $MaxRelayConnections = 64
+    $NoProxyValue = '127.0.0.1,localhost'
+
+    function Assert-KnownKeys($Object, [string[]]$Allowed, [string]$Field) {
+        # Refuse keys of a JObject other than the allowed ones, naming the first one found.
+        foreach ($property in $Object.Properties()) {
+            if ($Allowed -cnotcontains $property.Name) {
+                throw (New-Failure 'ProtocolError' ("${Field}: unknown key '" + $property.Name + "' (allowed: " + ($Allowed -join ', ') + ")"))
+            }
+        }
+    }
+
+    function Test-Utf8Encodable([string]$Text) {
+        # False for a string holding a lone surrogate (JSON can carry one, the environment cannot).
+        try { [void]$StrictUtf8.GetByteCount($Text); return $true } catch { return $false }
+    }
+
+    function ConvertFrom-AwsEnv($Token) {
+        # aws.env: at most 16 AWS_* names with bounded NUL-free string values. The values are
+        # credentials: no message ever quotes one. Returns an ordered dictionary (name -> value).
+        $variables = [ordered]@{}
+        if ($null -eq $Token) { return $variables }   # absent: no variables (null is refused, as in Python)
+        if ($Token.Type -ne 'Object') { throw (New-Failure 'ProtocolError' 'aws.env must be an object of names to strings') }
+        $count = @($Token.Properties()).Count
+        if ($count -gt $MaxAwsEnvEntries) { throw (New-Failure 'ProtocolError' "aws.env has $count entries (at most $MaxAwsEnvEntries)") }
+        foreach ($property in $Token.Properties()) {
+            $name = [string]$property.Name
+            if ($name -cnotmatch $AwsEnvNamePattern) {
+                $shown = $name
+                if ($shown.Length -gt 100) { $shown = $shown.Substring(0, 100) }
+                throw (New-Failure 'ProtocolError' "aws.env name '$shown' does not match ^AWS_[A-Z0-9_]{1,64}`$")
+            }
+            if ($property.Value.Type -ne 'String') { throw (New-Failure 'ProtocolError' "aws.env.$name must be a string") }
+            $value = [string]$property.Value.Value
+            if ($value.Length -gt $MaxAwsEnvValueChars) { throw (New-Failure 'ProtocolError' "aws.env.$name is longer than $MaxAwsEnvValueChars characters") }
+            if ($value.Contains([string][char]0) -or -not (Test-Utf8Encodable $value)) { throw (New-Failure 'ProtocolError' "aws.env.$name holds NUL or a lone surrogate") }
+            $variables[$name] = $value
+        }
+        return $variables
+    }
+
+    function ConvertFrom-AwsRelay($Token) {
+        # aws.relay: null, or {socket: an absolute path of at most 100 bytes, endpoint: a bool}.
+        if ($null -eq $Token -or $Token.Type -eq 'Null') { return $null }
+        if ($Token.Type -ne 'Object') { throw (New-Failure 'ProtocolError' 'aws.relay must be null or an object with socket and endpoint') }
+        Assert-KnownKeys $Token @('socket', 'endpoint') 'aws.relay'
+        $socketToken = $Token.GetValue('socket')
+        if ($null -eq $socketToken -or $socketToken.Type -ne 'String' -or -not ([string]$socketToken.Value).StartsWith('/')) {
+            throw (New-Failure 'ProtocolError' 'aws.relay.socket must be an absolute path')
+        }
+        $path = [string]$socketToken.Value
+        if ($path.Contains([string][char]0) -or -not (Test-Utf8Encodable $path)) { throw (New-Failure 'ProtocolError' 'aws.relay.socket holds NUL or a lone surrogate') }
+        if ($Utf8.GetByteCount($path) -gt $MaxRelaySocketBytes) { throw (New-Failure 'ProtocolError' "aws.relay.socket is longer than $MaxRelaySocketBytes bytes") }
+        $endpointToken = $Token.GetValue('endpoint')
+        if ($null -eq $endpointToken -or $endpointToken.Type -ne 'Boolean') { throw (New-Failure 'ProtocolError' 'aws.relay.endpoint must be true or false') }
+        return @{ Socket = $path; Endpoint = [bool]$endpointToken.Value }
+    }
+
+    function ConvertFrom-AwsField($Token) {
+        # The optional `aws` field: $null when absent or null, else @{ Env; Relay }.
+        if ($null -eq $Token -or $Token.Type -eq 'Null') { return $null }
+        if ($Token.Type -ne 'Object') { throw (New-Failure 'ProtocolError' 'aws must be null or an object with env and relay') }
+        Assert-KnownKeys $Token @('env', 'relay') 'aws'
+        $variables = ConvertFrom-AwsEnv $Token.GetValue('env')
+        $relay = ConvertFrom-AwsRelay $Token.GetValue('relay')
+        return @{ Env = $variables; Relay = $relay }
+    }
+
+    # The relay runs in its own runspace (a thread), as one loop over .NET tasks: an accept task and,
+    # per connection, two CopyToAsync tasks (one per direction, each with one 64 KiB buffer, so a
+    # side is not read while its bytes wait to be written: backpressure). When one direction ends
+    # (EOF), writing is shut down on the other side; when both have ended, or either failed, both
+    # sockets are closed. Task.WaitAny with a timeout: the loop never spins. It writes nothing to
+    # the console; every error ends one connection, never the loop.
+    $RelayScript = {
+        param($Listener, $SocketPath, $BufferBytes, $MaxConnections)
+        $pairs = New-Object System.Collections.ArrayList
+        $endpoint = [System.Net.Sockets.UnixDomainSocketEndPoint]::new($SocketPath)
+        $accept = $null
+        while ($true) {
+            try {
+                if ($null -eq $accept) { $accept = $Listener.AcceptSocketAsync() }
+                $tasks = New-Object 'System.Collections.Generic.List[System.Threading.Tasks.Task]'
+                $tasks.Add($accept)
+                foreach ($pair in $pairs) {
+                    if (-not $pair.UpDone) { $tasks.Add($pair.Up) }
+                    if (-not $pair.DownDone) { $tasks.Add($pair.Down) }
+                }
+                [void][System.Threading.Tasks.Task]::WaitAny($tasks.ToArray(), 1000)
+                if ($accept.IsCompleted) {
+                    $client = $null
+                    if ($accept.Status -eq 'RanToCompletion') { $client = $accept.Result }
+                    else { Start-Sleep -Milliseconds 50 }   # accept failed (EMFILE...): never spin
+                    $accept = $null
+                    if ($null -ne $client) {
+                        if ($pairs.Count -ge $MaxConnections) {
+                            $client.Dispose()   # over the cap: closed at once
+                        } else {
+                            $upstream = [System.Net.Sockets.Socket]::new([System.Net.Sockets.AddressFamily]::Unix, [System.Net.Sockets.SocketType]::Stream, [System.Net.Sockets.ProtocolType]::Unspecified)
+                            $connected = $false
+                            try { $upstream.Connect($endpoint); $connected = $true } catch { }
+                            if (-not $connected) {
+                                $upstream.Dispose()
+                                $client.Dispose()   # no egress socket: the client sees its connection closed
+                            } else {
+                                $clientStream = [System.Net.Sockets.NetworkStream]::new($client, $false)
+                                $upstreamStream = [System.Net.Sockets.NetworkStream]::new($upstream, $false)
+                                [void]$pairs.Add(@{
+                                    Client = $client; Upstream = $upstream
+                                    Up = $clientStream.CopyToAsync($upstreamStream, $BufferBytes)
+                                    Down = $upstreamStream.CopyToAsync($clientStream, $BufferBytes)
+                                    UpDone = $false; DownDone = $false
+                                })
+                            }
+                        }
+                    }
+                }
+                foreach ($pair in @($pairs)) {
+                    $failed = $false
+                    if (-not $pair.UpDone -and $pair.Up.IsCompleted) {
+                        $pair.UpDone = $true
+                        if ($pair.Up.Status -ne 'RanToCompletion') { $failed = $true }
+                        else { try { $pair.Upstream.Shutdown([System.Net.Sockets.SocketShutdown]::Send) } catch { $failed = $true } }
+                    }
+                    if (-not $pair.DownDone -and $pair.Down.IsCompleted) {
+                        $pair.DownDone = $true
+                        if ($pair.Down.Status -ne 'RanToCompletion') { $failed = $true }
+                        else { try { $pair.Client.Shutdown([System.Net.Sockets.SocketShutdown]::Send) } catch { $failed = $true } }
+                    }
+                    if ($failed -or ($pair.UpDone -and $pair.DownDone)) {
+                        # Disposing ends the copy still running (it fails, and is never waited for again).
+                        try { $pair.Client.Dispose() } catch { }
+                        try { $pair.Upstream.Dispose() } catch { }
+                        $pair.UpDone = $true
+                        $pair.DownDone = $true
+                        $pairs.Remove($pair)
+                    }
+                }
+            } catch {
+                if ($null -ne $accept -and $accept.IsCompleted) { $accept = $null }   # a pending accept is kept
+                Start-Sleep -Milliseconds 50   # a bug here: breathe, never spin
+            }
+        }
+    }
+
+    function Start-AwsRelay($Relay) {
+        # Listen on 127.0.0.1 (port 0: the kernel picks one), start the relay runspace; return the URL.
+        if ($null -eq ('System.Net.Sockets.UnixDomainSocketEndPoint' -as [type])) {
+            throw (New-Failure 'BootstrapError' 'cannot start the AWS relay: this PowerShell has no UnixDomainSocketEndPoint (.NET Core 2.1 / PowerShell 6.1 or newer is needed)')
+        }
+        try {
+            $listener = [System.Net.Sockets.TcpListener]::new([System.Net.IPAddress]::Loopback, 0)
+            $listener.Start(128)
+        } catch {
+            throw (New-Failure 'BootstrapError' ("cannot start the AWS relay on 127.0.0.1: " + $_.Exception.Message))
+        }
+        $port = ([System.Net.IPEndPoint]$listener.LocalEndpoint).Port
+        $runspace = [runspacefactory]::CreateRunspace(
+            [System.Management.Automation.Runspaces.InitialSessionState]::CreateDefault2())
+        $runspace.Open()
+        $shell = [powershell]::Create()
+        $shell.Runspace = $runspace
+        [void]$shell.AddScript($RelayScript).AddArgument($listener).AddArgument($Relay.Socket).AddArgument($RelayBufferBytes).AddArgument($MaxRelayConnections)
+        # Kept referenced until the process ends ([Environment]::Exit ends this thread with it).
+        [void]$AwsRelays.Add(@{ Shell = $shell; Async = $shell.BeginInvoke(); Listener = $listener })
+        return "http://127.0.0.1:$port"
+    }
+
+    function Initialize-AwsEgress($Aws) {
+        # Apply the header's `aws` field before the customer's script runs.
+        if ($null -eq $Aws) { return }
+        foreach ($name in $Aws.Env.Keys) {
+            [Environment]::SetEnvironmentVariable($name, [string]$Aws.Env[$name])   # never printed
+        }
+        if ($null -eq $Aws.Relay) { return }
+        $url = Start-AwsRelay $Aws.Relay
+        foreach ($name in 'HTTPS_PROXY', 'HTTP_PROXY', 'https_proxy', 'http_proxy') {
+            [Environment]::SetEnvironmentVariable($name, $url)
+        }
+        # The endpoint below is the relay itself: reached directly, never through the proxy.
+        [Environment]::SetEnvironmentVariable('NO_PROXY', $NoProxyValue)
+        [Environment]::SetEnvironmentVariable('no_proxy', $NoProxyValue)
+        if ($Aws.Relay.Endpoint) { [Environment]::SetEnvironmentVariable('AWS_ENDPOINT_URL', $url) }
+    }
+
+    # ------------------------------------------------------------------------------------------------
     # Running the script
     # ------------------------------------------------------------------------------------------------
 
@@ -688,6 +889,7 @@ when a -File script mentions it, pwsh itself reads stdin as pipeline input and e
         }
 
         $scriptPath = Find-ScriptToRun $taskDir
+        Initialize-AwsEgress $header.Aws   # credentials and the relay, before the script runs
         $env:InputPayload = $header.PayloadJson
         Set-Location -LiteralPath $taskDir
         [Environment]::CurrentDirectory = $taskDir   # for .NET calls with relative paths
@@ -703,6 +905,7 @@ when a -File script mentions it, pwsh itself reads stdin as pipeline input and e
     $FrameLock = [System.Threading.SemaphoreSlim]::new(1, 1)   # one frame at a time on the real stdout
     $PumpState = [hashtable]::Synchronized(@{ Closed = $false; Broken = $false })
     $pump = $null
+    $AwsRelays = New-Object System.Collections.ArrayList   # the relay runspace, referenced until exit
     $body = $null
     try {
         $pump = Start-OutputPump

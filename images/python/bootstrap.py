@@ -9,8 +9,11 @@ Runs as ``python3 /opt/scriptbox/bootstrap.py`` inside a fresh, hardened contain
 3. reads the request from stdin (one JSON header line, then ``archive_bytes`` of ustar), checks
    every field and every archive member, writes the files into the task folder and expands the
    zips listed in ``zips`` with the checks of the protocol;
-4. imports ``entry.module`` from the task folder and calls ``entry.function(payload, context)``;
-5. ends every other process of the sandbox (they could otherwise write a frame of their own
+4. applies the optional ``aws`` field: its variables go into the environment and, with a
+   relay, a daemon thread relays connections to 127.0.0.1:PORT to the egress Unix socket, with
+   the proxy variables (and for an emulator AWS_ENDPOINT_URL) pointing at it;
+5. imports ``entry.module`` from the task folder and calls ``entry.function(payload, context)``;
+6. ends every other process of the sandbox (they could otherwise write a frame of their own
    before the result), drains what the handler wrote, writes exactly one ``R`` frame with the
    JSON result and exits 0 with ``os._exit``.
 
@@ -364,6 +367,7 @@ def validate_header(header):
     if not is_count(header.get("archive_bytes")):
         raise protocol_error("archive_bytes must be a non-negative integer")
     header["zips"] = zips
+    header["aws"] = validate_aws(header.get("aws"))
     return header
 
 
@@ -590,6 +594,395 @@ class Extractor(object):
 
 
 # ---------------------------------------------------------------------------------------------
+# AWS egress: the header's `aws` field (credentials, the relay to the egress socket)
+# ---------------------------------------------------------------------------------------------
+
+AWS_KEYS = ("env", "relay")
+RELAY_KEYS = ("socket", "endpoint")
+AWS_ENV_NAME_RE = re.compile(r"AWS_[A-Z0-9_]{1,64}")
+MAX_AWS_ENV_ENTRIES = 16
+MAX_AWS_ENV_VALUE_CHARS = 8192
+MAX_RELAY_SOCKET_BYTES = 100  # sun_path holds 108 bytes with its NUL; scriptbox's path is short
+RELAY_BUFFER_BYTES = 64 * 1024  # per direction: a full buffer stops reading the side feeding it
+MAX_RELAY_CONNECTIONS = 64
+RELAY_BACKLOG = 128
+RELAY_HOST = "127.0.0.1"
+PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")
+NO_PROXY_VALUE = "127.0.0.1,localhost"
+# botocore honours AWS_ENDPOINT_URL from 1.31 on; older ones get a small patch of create_client.
+BOTOCORE_NATIVE_ENDPOINT_URL = (1, 31)
+
+
+def check_unknown_keys(value, allowed, field):
+    """Refuse keys of an object other than the allowed ones, naming the first one found."""
+    for key in value:
+        if key not in allowed:
+            raise protocol_error("{}: unknown key {!r} (allowed: {})".format(
+                field, key, ", ".join(allowed)))
+
+
+def encodes_as_utf8(text):
+    """True when text holds no lone surrogate (JSON can carry them, the environment cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def validate_aws_env(env):
+    """Check aws.env: at most 16 AWS_* names with bounded NUL-free string values. The values
+    are credentials: no message ever quotes one."""
+    if not isinstance(env, dict):
+        raise protocol_error("aws.env must be an object of names to strings")
+    if len(env) > MAX_AWS_ENV_ENTRIES:
+        raise protocol_error("aws.env has {} entries (at most {})".format(
+            len(env), MAX_AWS_ENV_ENTRIES))
+    for name, value in env.items():
+        if not AWS_ENV_NAME_RE.fullmatch(name):
+            raise protocol_error("aws.env name {!r} does not match ^AWS_[A-Z0-9_]{{1,64}}$".format(
+                name[:100]))
+        if not isinstance(value, str):
+            raise protocol_error("aws.env.{} must be a string".format(name))
+        if len(value) > MAX_AWS_ENV_VALUE_CHARS:
+            raise protocol_error("aws.env.{} is longer than {} characters".format(
+                name, MAX_AWS_ENV_VALUE_CHARS))
+        if "\0" in value or not encodes_as_utf8(value):
+            raise protocol_error("aws.env.{} holds NUL or a lone surrogate".format(name))
+
+
+def validate_aws_relay(relay):
+    """Check aws.relay: null, or {socket: absolute path of at most 100 bytes, endpoint: bool}."""
+    if relay is None:
+        return
+    if not isinstance(relay, dict):
+        raise protocol_error("aws.relay must be null or an object with socket and endpoint")
+    check_unknown_keys(relay, RELAY_KEYS, "aws.relay")
+    path = relay.get("socket")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise protocol_error("aws.relay.socket must be an absolute path")
+    if "\0" in path or not encodes_as_utf8(path):
+        raise protocol_error("aws.relay.socket holds NUL or a lone surrogate")
+    if len(path.encode("utf-8")) > MAX_RELAY_SOCKET_BYTES:
+        raise protocol_error("aws.relay.socket is longer than {} bytes".format(
+            MAX_RELAY_SOCKET_BYTES))
+    if type(relay.get("endpoint")) is not bool:
+        raise protocol_error("aws.relay.endpoint must be true or false")
+
+
+def validate_aws(aws):
+    """Check the optional `aws` field; return it with both keys present (env {}, relay None)
+    or None when it is absent or null."""
+    if aws is None:
+        return None
+    if not isinstance(aws, dict):
+        raise protocol_error("aws must be null or an object with env and relay")
+    check_unknown_keys(aws, AWS_KEYS, "aws")
+    env = aws.get("env", {})
+    validate_aws_env(env)
+    relay = aws.get("relay")
+    validate_aws_relay(relay)
+    return {"env": env, "relay": relay}
+
+
+class RelaySide(object):
+    """One socket of a relayed connection and the bytes waiting to be written to it."""
+
+    def __init__(self, sock):
+        """Wrap a non-blocking socket."""
+        self.sock = sock
+        self.pending = bytearray()  # read from the other side, not yet written here
+        self.eof = False  # this side will send nothing more
+        self.shut = False  # writing here is shut down (after the other side's EOF, flushed)
+        self.mask = 0  # events registered with the selector
+        self.peer = None
+        self.pair = None
+
+
+class RelayPair(object):
+    """A relayed connection: the handler's TCP client and its Unix socket upstream."""
+
+    def __init__(self, client, upstream):
+        """Link the two sides."""
+        self.client = RelaySide(client)
+        self.upstream = RelaySide(upstream)
+        self.client.peer, self.upstream.peer = self.upstream, self.client
+        self.client.pair = self.upstream.pair = self
+        self.closed = False
+
+
+class Relay(object):
+    """Listens on 127.0.0.1 and relays each connection to the egress Unix socket, in one
+    selectors loop on one daemon thread. Not a security boundary (scriptbox enforces the rules
+    on the socket's other side); it only must not hang, spin or print."""
+
+    def __init__(self, socket_path):
+        """Bind the listener (port 0: the kernel picks a free one)."""
+        import selectors
+        import socket
+        self.socket_module = socket
+        self.socket_path = socket_path
+        self.selector = selectors.DefaultSelector()
+        self.read_event, self.write_event = selectors.EVENT_READ, selectors.EVENT_WRITE
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind((RELAY_HOST, 0))
+        self.listener.listen(RELAY_BACKLOG)
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+        self.pairs = set()
+        self.selector.register(self.listener, self.read_event, None)
+
+    def start(self):
+        """Run the loop on a daemon thread: it dies with the process (os._exit after R)."""
+        thread = threading.Thread(target=self.run, name="scriptbox-aws-relay")
+        thread.daemon = True
+        thread.start()
+        return thread
+
+    def run(self):
+        """The event loop; it never lets an exception out (a traceback would reach stderr)."""
+        while True:
+            try:
+                self.step()
+            except BaseException:  # a bug here: keep relaying, without spinning
+                time.sleep(0.05)
+
+    def step(self):
+        """Wait for events and handle them once."""
+        for key, mask in self.selector.select():
+            if key.data is None:
+                self.accept()
+                continue
+            side = key.data
+            try:
+                if mask & self.read_event and not side.pair.closed:
+                    self.read(side)
+                if mask & self.write_event and not side.pair.closed:
+                    self.write(side)
+            except OSError:  # reset, broken pipe: the connection is over
+                self.close(side.pair)
+            if not side.pair.closed:
+                self.update(side.pair)
+
+    def accept(self):
+        """Accept every waiting client; each gets its own upstream connection or is closed."""
+        while True:
+            try:
+                client, _address = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # EMFILE and the like: let the loop breathe instead of spinning
+                time.sleep(0.05)
+                return
+            if len(self.pairs) >= MAX_RELAY_CONNECTIONS:
+                client.close()
+                continue
+            upstream = self.connect_upstream()
+            if upstream is None:
+                client.close()
+                continue
+            client.setblocking(False)
+            pair = RelayPair(client, upstream)
+            self.pairs.add(pair)
+            self.update(pair)
+
+    def connect_upstream(self):
+        """A connected non-blocking Unix socket to the egress socket, or None."""
+        sock = self.socket_module.socket(self.socket_module.AF_UNIX, self.socket_module.SOCK_STREAM)
+        try:
+            # A Unix socket connects at once or fails at once (EAGAIN when its backlog is full):
+            # a short timeout bounds the rare case where the kernel would block.
+            sock.settimeout(1.0)
+            sock.connect(self.socket_path)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            return None
+        return sock
+
+    def read(self, side):
+        """Move what side has to send into its peer's pending buffer (never past the cap)."""
+        room = RELAY_BUFFER_BYTES - len(side.peer.pending)
+        if room <= 0:
+            return
+        try:
+            data = side.sock.recv(min(room, CHUNK))
+        except (BlockingIOError, InterruptedError):
+            return
+        if data:
+            side.peer.pending += data
+            self.write(side.peer)  # most often it goes straight through
+        else:
+            side.eof = True
+            self.write(side.peer)  # flushes what is left, then shuts the peer's writing down
+
+    def write(self, side):
+        """Write side's pending bytes; once its peer is at EOF and all is written, shut down."""
+        if side.pending and not side.shut:
+            try:
+                sent = side.sock.send(side.pending)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            del side.pending[:sent]
+        if side.peer.eof and not side.pending and not side.shut:
+            side.shut = True
+            side.sock.shutdown(self.socket_module.SHUT_WR)
+
+    def update(self, pair):
+        """Register each side for what it can do now; close the pair once both ways are done."""
+        if pair.client.shut and pair.upstream.shut:
+            self.close(pair)
+            return
+        for side in (pair.client, pair.upstream):
+            mask = 0
+            if not side.eof and len(side.peer.pending) < RELAY_BUFFER_BYTES:
+                mask |= self.read_event
+            if side.pending and not side.shut:
+                mask |= self.write_event
+            if mask == side.mask:
+                continue
+            if side.mask == 0:
+                self.selector.register(side.sock, mask, side)
+            elif mask == 0:
+                self.selector.unregister(side.sock)
+            else:
+                self.selector.modify(side.sock, mask, side)
+            side.mask = mask
+
+    def close(self, pair):
+        """Close both sockets of a pair (idempotent)."""
+        if pair.closed:
+            return
+        pair.closed = True
+        self.pairs.discard(pair)
+        for side in (pair.client, pair.upstream):
+            if side.mask:
+                try:
+                    self.selector.unregister(side.sock)
+                except (KeyError, ValueError):
+                    pass
+                side.mask = 0
+            side.sock.close()
+
+
+def apply_aws_env(env):
+    """Put the step's AWS variables (credentials, region...) into os.environ, for the handler
+    and its children. Never printed."""
+    for name, value in env.items():
+        os.environ[name] = value
+
+
+def start_relay(relay):
+    """Start the relay to relay.socket; point the proxy variables (and, for an emulator,
+    AWS_ENDPOINT_URL) at it. Return the relay's URL."""
+    try:
+        listener = Relay(relay["socket"])
+    except OSError as exc:
+        raise StepFailure("BootstrapError", "cannot start the AWS relay on {}: {}".format(
+            RELAY_HOST, exc))
+    listener.start()
+    url = "http://{}:{}".format(RELAY_HOST, listener.port)
+    for name in PROXY_VARIABLES:
+        os.environ[name] = url
+    # The endpoint below is the relay itself: reached directly, never through the proxy.
+    os.environ["NO_PROXY"] = os.environ["no_proxy"] = NO_PROXY_VALUE
+    if relay["endpoint"]:
+        os.environ["AWS_ENDPOINT_URL"] = url
+    return url
+
+
+def version_tuple(text):
+    """The leading numeric parts of a version string ("1.26.10" -> (1, 26, 10))."""
+    parts = []
+    for part in str(text).split("."):
+        match = re.match(r"[0-9]+", part)
+        if not match:
+            break
+        parts.append(int(match.group(0)))
+        if match.end() != len(part):
+            break
+    return tuple(parts)
+
+
+def endpoint_from_environment(session, service_name):
+    """AWS_ENDPOINT_URL_<SERVICE>, else AWS_ENDPOINT_URL, as botocore >= 1.31 picks it. SERVICE
+    is the service id as botocore >= 1.31 spells it ("Secrets Manager" -> SECRETS_MANAGER),
+    else the service name upper-cased with '-' as '_' (the model is looked at only when some
+    AWS_ENDPOINT_URL_* variable exists; create_client loads it next anyway, cached)."""
+    if any(name.startswith("AWS_ENDPOINT_URL_") for name in os.environ):
+        suffixes = []
+        try:
+            service_id = session.get_service_model(service_name).service_id
+            suffixes.append(str(service_id).upper().replace(" ", "_"))
+        except Exception:  # an unknown service: create_client will say so itself
+            pass
+        suffixes.append(str(service_name).upper().replace("-", "_"))
+        for suffix in suffixes:
+            url = os.environ.get("AWS_ENDPOINT_URL_" + suffix)
+            if url:
+                return url
+    return os.environ.get("AWS_ENDPOINT_URL")
+
+
+def patch_old_botocore():
+    """botocore before 1.31 ignores AWS_ENDPOINT_URL: make Session.create_client use it when
+    the caller gives no endpoint_url. Return True when the patch was applied. Any failure
+    leaves botocore as it was (the handler then sees the real AWS endpoints refused)."""
+    # No standard module is imported here: the task folder is first on sys.path by now (so that
+    # a botocore bundled in the customer's zip is the one patched) and could shadow it.
+    try:
+        import botocore
+        if version_tuple(getattr(botocore, "__version__", "")) >= BOTOCORE_NATIVE_ENDPOINT_URL:
+            return False
+        import botocore.session
+        session_class = botocore.session.Session
+        original = session_class.create_client
+        if getattr(original, "scriptbox_endpoint_patch", False):
+            return True  # patched already (a second request in one interpreter)
+        code = original.__code__
+        names = list(code.co_varnames[:code.co_argcount])  # self, service_name, ...
+        if "endpoint_url" not in names or "service_name" not in names:
+            return False
+    except Exception:  # ImportError (no botocore) or an unexpected shape: leave it alone
+        return False
+    # Positions among the arguments after self.
+    url_index, service_index = names.index("endpoint_url") - 1, names.index("service_name") - 1
+
+    def create_client(self, *args, **kwargs):
+        """Session.create_client, with endpoint_url from the environment when none is given."""
+        given = args[url_index] if len(args) > url_index else kwargs.get("endpoint_url")
+        if given is None:
+            service = args[service_index] if len(args) > service_index else kwargs.get(
+                "service_name")
+            url = endpoint_from_environment(self, service)
+            if url:
+                if len(args) > url_index:
+                    args = args[:url_index] + (url,) + args[url_index + 1:]
+                else:
+                    kwargs["endpoint_url"] = url
+        return original(self, *args, **kwargs)
+
+    create_client.scriptbox_endpoint_patch = True
+    create_client.__wrapped__ = original
+    session_class.create_client = create_client
+    return True
+
+
+def setup_aws(aws):
+    """Apply the header's `aws` field (variables, relay); return True when an emulator
+    endpoint is set, so old botocore needs patch_old_botocore once sys.path is the handler's.
+    Runs before the task folder joins sys.path: its files cannot shadow socket or selectors."""
+    if aws is None:
+        return False
+    apply_aws_env(aws["env"])
+    relay = aws["relay"]
+    if relay is None:
+        return False
+    start_relay(relay)
+    return relay["endpoint"]
+
+
+# ---------------------------------------------------------------------------------------------
 # Running the handler
 # ---------------------------------------------------------------------------------------------
 
@@ -711,12 +1104,17 @@ def run_request(stdin):
             raise protocol_error("zips names {!r}, which is not in the archive".format(zip_name))
         extractor.expand(zip_name)
     redirect_stdin_to_devnull()
+    # Credentials and the relay: after the request is read, before the customer's code runs.
+    emulator = setup_aws(header["aws"])
 
     os.chdir(task_dir)
     here = os.path.dirname(os.path.abspath(__file__))
     # The bootstrap's own folder is not the customer's business; the task folder comes first.
     sys.path[:] = [task_dir] + [p for p in sys.path if p and os.path.abspath(p) != here]
     sys.dont_write_bytecode = True  # one run only: no __pycache__ in the task folder
+    if emulator:
+        # Old botocore is patched from the handler's sys.path: the botocore it will import.
+        patch_old_botocore()
     entry = header["entry"]
     handler = load_handler(entry["module"], entry["function"], task_dir)
     try:

@@ -6,14 +6,18 @@ The interpreter is sys.executable unless SCRIPTBOX_TEST_PYTHON names another one
 can so be run under CPython 3.6 ... 3.13).
 """
 
+import hashlib
 import io
 import json
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import sys
 import tarfile
+import tempfile
+import threading
 import time
 import uuid
 import zipfile
@@ -133,14 +137,20 @@ class Run(object):
         return self.result["error"]
 
 
-def run_bootstrap(request, task_dir, env=None, timeout=60, python=None, prefix=None):
+def run_bootstrap(request, task_dir, env=None, timeout=60, python=None, prefix=None, unset=(),
+                  command=None):
     """Run the bootstrap with request on stdin; return a Run. Exactly one R frame, last.
-    prefix: a command the bootstrap runs under (a PID namespace, another user)."""
+    prefix: a command the bootstrap runs under (a PID namespace, another user); unset: names
+    removed from the inherited environment; command: the whole command line instead (docker run
+    ... IMAGE python3 /opt/scriptbox/bootstrap.py)."""
     child_env = dict(os.environ)
     child_env.pop("SCRIPTBOX_PREIMPORT", None)
+    for name in unset:
+        child_env.pop(name, None)
     child_env.update(env or {})
     started = time.monotonic()
-    proc = subprocess.Popen(list(prefix or []) + [python or PYTHON, BOOTSTRAP], stdin=subprocess.PIPE,
+    argv = command or list(prefix or []) + [python or PYTHON, BOOTSTRAP]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env,
                             cwd="/")
     try:
@@ -178,3 +188,152 @@ def folder_bytes(path):
             if os.path.isfile(full) and not os.path.islink(full):
                 total += os.path.getsize(full)
     return total
+
+
+class UnixEchoServer(object):
+    """A stand-in for scriptbox's egress socket: a Unix socket server in a temp folder that
+    greets each connection with GREETING, echoes every byte back, shuts its writing down after
+    the client's EOF and records, per connection, how many bytes arrived and their SHA-256.
+    With hold set, it stops reading (to test backpressure) until release() is called."""
+
+    GREETING = b"HELLO\n"
+
+    def __init__(self, name="aws.sock"):
+        """Listen on <temp dir>/name (the folder 0755 and the socket 0666, so a container's
+        uid can connect through a bind mount)."""
+        self.folder = tempfile.mkdtemp(prefix="scriptbox-egress-")
+        os.chmod(self.folder, 0o755)
+        self.path = os.path.join(self.folder, name)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        os.chmod(self.path, 0o666)
+        self.listener.listen(256)
+        self.lock = threading.Lock()
+        self.records = []  # (bytes received, sha256 hex) per finished connection
+        self.accepted = 0
+        self.hold = threading.Event()
+        self.hold.set()  # set: reading allowed
+        self.stopped = False
+        thread = threading.Thread(target=self._accept, daemon=True)
+        thread.start()
+
+    def _accept(self):
+        """Serve each connection on a thread of its own."""
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.accepted += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        """Greet, echo until EOF, then half-close and record."""
+        digest = hashlib.sha256()
+        count = 0
+        conn.settimeout(60)
+        try:
+            conn.sendall(self.GREETING)
+            while True:
+                self.hold.wait(60)
+                data = conn.recv(65536)
+                if not data:
+                    break
+                digest.update(data)
+                count += len(data)
+                conn.sendall(data)
+            conn.shutdown(socket.SHUT_WR)
+            # Wait for the relay to close its end: the connection is over then.
+            conn.recv(1)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            with self.lock:
+                self.records.append((count, digest.hexdigest()))
+
+    def block_reading(self, seconds=None):
+        """Stop reading from every connection until release() (or for this many seconds)."""
+        self.hold.clear()
+        if seconds is not None:
+            timer = threading.Timer(seconds, self.release)
+            timer.daemon = True
+            timer.start()
+
+    def release(self):
+        """Read again."""
+        self.hold.set()
+
+    def wait_records(self, count, timeout=10.0):
+        """The records once at least count connections have finished (or the timeout passed)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.records) >= count:
+                    return list(self.records)
+            time.sleep(0.02)
+        with self.lock:
+            return list(self.records)
+
+    def close(self):
+        """Stop listening and remove the folder."""
+        self.hold.set()
+        self.listener.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+STS_CALLER_IDENTITY = (
+    b'<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+    b"<GetCallerIdentityResult><Arn>arn:aws:sts::210987654321:assumed-role/step/scriptbox</Arn>"
+    b"<UserId>AROAEXAMPLE:scriptbox</UserId><Account>210987654321</Account>"
+    b"</GetCallerIdentityResult><ResponseMetadata><RequestId>"
+    b"01234567-89ab-cdef-0123-456789abcdef</RequestId></ResponseMetadata>"
+    b"</GetCallerIdentityResponse>")
+
+
+class UnixHttpServer(UnixEchoServer):
+    """A stand-in for scriptbox's side of the egress socket at the HTTP level: records each
+    request head; refuses a CONNECT with 403 (as scriptbox refuses a host it does not allow),
+    answers anything else with an STS GetCallerIdentity response (as an emulator would)."""
+
+    def __init__(self, name="aws.sock"):
+        """Listen like UnixEchoServer; heads lists the request heads (bytes) in arrival order."""
+        self.heads = []
+        UnixEchoServer.__init__(self, name)
+
+    def _serve(self, conn):
+        """One request per connection, then close."""
+        conn.settimeout(30)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data and len(data) < 65536:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            with self.lock:
+                self.heads.append(head)
+            if head.startswith(b"CONNECT "):
+                conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                return
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                key, _, value = line.partition(b":")
+                if key.strip().lower() == b"content-length":
+                    length = int(value.strip())
+            while len(body) < length:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                body += chunk
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: "
+                         + str(len(STS_CALLER_IDENTITY)).encode() + b"\r\nConnection: close\r\n\r\n"
+                         + STS_CALLER_IDENTITY)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            with self.lock:
+                self.records.append((len(data), ""))
