@@ -7,6 +7,7 @@
 #![allow(dead_code)] // Each test binary uses a different subset of these helpers.
 
 pub mod daemon;
+pub mod moto;
 pub mod ssm;
 
 use std::time::Duration;
