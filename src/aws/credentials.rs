@@ -18,7 +18,7 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::{
     ProvideCredentials, SharedCredentialsProvider, error::CredentialsError, future,
 };
-use aws_sdk_sts::error::DisplayErrorContext;
+use aws_sdk_sts::error::{DisplayErrorContext, SdkError};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 
 use super::{AwsConfig, AwsMode};
@@ -361,8 +361,10 @@ impl Ready {
         let output = self
             .deadline("STS GetSessionToken", call)
             .await?
-            .map_err(|e| CredentialError::SessionToken {
-                message: DisplayErrorContext(&e).to_string(),
+            .map_err(|e| {
+                self.sdk_failure("STS GetSessionToken", e, |message| {
+                    CredentialError::SessionToken { message }
+                })
             })?;
         let credentials = output.credentials().ok_or(CredentialError::EmptyAnswer {
             operation: "GetSessionToken",
@@ -370,6 +372,27 @@ impl Ready {
         let credentials = StepCredentials::from_sts(credentials);
         covers("the session credentials", &credentials, started, lifetime)?;
         Ok(credentials)
+    }
+
+    /// The SDK's own timeout (the same deadline, set on the client) is reported as
+    /// [`CredentialError::Deadline`]; any other failure through `other` with the whole cause chain.
+    fn sdk_failure<E, R>(
+        &self,
+        operation: &'static str,
+        error: SdkError<E, R>,
+        other: impl FnOnce(String) -> CredentialError,
+    ) -> CredentialError
+    where
+        E: std::error::Error + 'static,
+        R: fmt::Debug,
+    {
+        match error {
+            SdkError::TimeoutError(_) => CredentialError::Deadline {
+                operation,
+                seconds: self.timeout.as_secs(),
+            },
+            error => other(DisplayErrorContext(&error).to_string()),
+        }
     }
 
     async fn deadline<T>(
@@ -834,6 +857,24 @@ mod tests {
             panic!("mode none must build: {broker:?}");
         };
         assert!(matches!(broker.for_step(request).await, Ok(None)));
+    }
+
+    #[tokio::test]
+    async fn aws_mode_builds_without_calling_anything() {
+        // Building only assembles the SDK configuration: no chain is asked, no STS call made
+        // (the default chain is lazy), so this sends nothing anywhere.
+        let config = AwsConfig {
+            mode: AwsMode::Aws,
+            ..AwsConfig::default()
+        };
+        let broker = CredentialBroker::new(&config, "eu-west-1").await;
+        assert!(broker.is_ok(), "{broker:?}");
+        let bad = AwsConfig {
+            endpoint: Some("http://127.0.0.1:1/x".to_owned()),
+            ..config
+        };
+        let got = CredentialBroker::new(&bad, "eu-west-1").await;
+        assert!(matches!(got, Err(CredentialError::Endpoint { .. })));
     }
 
     #[tokio::test]
