@@ -574,17 +574,18 @@ fn covers(
     let Some(expires) = credentials.expiration else {
         return Ok(());
     };
-    let needed = started
-        .checked_add(lifetime)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    if expires < needed || needed == SystemTime::UNIX_EPOCH {
-        return Err(CredentialError::ExpiresTooSoon {
+    let needed = started.checked_add(lifetime);
+    match needed {
+        Some(needed) if expires >= needed => Ok(()),
+        _ => Err(CredentialError::ExpiresTooSoon {
             what: what.to_owned(),
             expires: format_time(expires),
-            needed: format!("the step's end ({})", format_time(needed)),
-        });
+            needed: match needed {
+                Some(needed) => format!("the step's end ({})", format_time(needed)),
+                None => "the step's end (beyond any representable time)".to_owned(),
+            },
+        }),
     }
-    Ok(())
 }
 
 fn format_time(time: SystemTime) -> String {
