@@ -64,7 +64,7 @@ impl Moto {
             if required() {
                 panic!("moto is not installed (make moto): {why} (SCRIPTBOX_REQUIRE_MOTO=1)");
             }
-            println!("SKIPPED: moto is not installed (make moto): {why}");
+            eprintln!("SKIPPED: moto is not installed (make moto): {why}");
             return None;
         }
         let log_dir = tempfile::tempdir().expect("temporary folder for moto's log");
