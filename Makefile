@@ -9,7 +9,7 @@ BIN := target/debug/scriptbox
 TEST_RUNTIMES := python3.6 python3.7 python3.8 python3.9 python3.10 python3.11 python3.12
 export SCRIPTBOX_LOG ?= warn
 
-.PHONY: all build engine images demo test test-rust test-runsc test-bootstrap lint arch-check bench bench-daemon bench-warm security-table conformance clean
+.PHONY: all build engine images moto demo test test-rust test-runsc test-bootstrap lint arch-check bench bench-daemon bench-warm security-table conformance clean
 
 all: build
 
@@ -22,6 +22,10 @@ engine:
 images: build engine
 	$(BIN) images build --skip-unbuildable $(TEST_RUNTIMES)
 
+## make moto: the AWS emulator the tests run against (moto server, pinned set) in target/moto/venv.
+moto:
+	scripts/ensure-moto.sh
+
 ## make demo: build, make sure an engine answers, build python3.11 offline, run an example step.
 demo: build engine
 	$(BIN) images build python3.11
@@ -32,10 +36,10 @@ demo: build engine
 
 ## make test: the same set-up, then the whole suite against the real engine
 ## (and the engine + adversarial suites again under gVisor when runsc is registered).
-test: images test-bootstrap test-rust test-runsc
+test: images moto test-bootstrap test-rust test-runsc
 
 test-rust:
-	SCRIPTBOX_REQUIRE_ENGINE=1 $(CARGO) test --all-targets
+	SCRIPTBOX_REQUIRE_ENGINE=1 SCRIPTBOX_REQUIRE_MOTO=1 $(CARGO) test --all-targets
 
 test-runsc:
 	@if docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q runsc; then \

@@ -8,6 +8,7 @@
 
 pub mod daemon;
 pub mod egress;
+pub mod moto;
 pub mod ssm;
 
 use std::time::Duration;
