@@ -284,3 +284,92 @@ impl AwsAccess {
         self.mode == AwsMode::Emulator
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emulator(endpoint: &str) -> AwsConfig {
+        AwsConfig {
+            mode: AwsMode::Emulator,
+            endpoint: Some(endpoint.into()),
+            ..AwsConfig::default()
+        }
+    }
+
+    #[test]
+    fn emulator_endpoints_are_http_host_port_only() {
+        let ok = emulator_address("http://127.0.0.1:5000").unwrap();
+        assert_eq!((ok.host.as_str(), ok.port), ("127.0.0.1", 5000));
+        let ok = emulator_address("http://localhost:4566/").unwrap();
+        assert_eq!((ok.host.as_str(), ok.port), ("localhost", 4566));
+        for bad in [
+            "https://127.0.0.1:5000",
+            "127.0.0.1:5000",
+            "http://",
+            "http://user@127.0.0.1:5000",
+            "http://127.0.0.1:5000/path",
+            "http://127.0.0.1:5000?x=1",
+            "ftp://127.0.0.1",
+        ] {
+            let e = emulator_address(bad).unwrap_err().to_string();
+            assert!(e.starts_with("aws.endpoint "), "{bad}: {e}");
+        }
+        let long = format!("http://{}:1", "a".repeat(3000));
+        assert!(emulator_address(&long).is_err());
+    }
+
+    #[test]
+    fn settings_name_the_key_and_the_rule() {
+        let context = AwsContext::default();
+        let limits = EgressLimits::default();
+        assert!(check_settings(&AwsConfig::default(), &limits, &context).is_ok());
+        assert!(check_settings(&emulator("http://127.0.0.1:5000"), &limits, &context).is_ok());
+        let cases: Vec<(AwsConfig, EgressLimits, &str)> = vec![
+            (
+                AwsConfig {
+                    mode: AwsMode::Emulator,
+                    ..AwsConfig::default()
+                },
+                limits.clone(),
+                "aws.endpoint is required",
+            ),
+            (
+                AwsConfig {
+                    endpoint: Some("http://127.0.0.1:1".into()),
+                    ..AwsConfig::default()
+                },
+                limits.clone(),
+                "aws.endpoint is set but aws.mode is none",
+            ),
+            (
+                AwsConfig::default(),
+                EgressLimits {
+                    max_bytes: 0,
+                    ..limits.clone()
+                },
+                "egress.max_bytes must be positive",
+            ),
+            (
+                AwsConfig::default(),
+                EgressLimits {
+                    max_connection_seconds: u64::MAX,
+                    ..limits.clone()
+                },
+                "egress.max_connection_seconds must be at most",
+            ),
+            (
+                AwsConfig {
+                    credential_timeout_seconds: 0,
+                    ..AwsConfig::default()
+                },
+                limits.clone(),
+                "aws.credential_timeout_seconds must be positive",
+            ),
+        ];
+        for (aws, limits, want) in cases {
+            let e = check_settings(&aws, &limits, &context).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{e}");
+        }
+    }
+}
