@@ -319,11 +319,10 @@ impl EgressPolicy {
     /// The verdict on a non-CONNECT request (origin-form or absolute-form target): in emulator
     /// mode the request goes to the emulator as is, whatever host it names; in aws mode it is
     /// refused (TLS goes through CONNECT). `target` is only for the refusal's text.
-    pub fn decide_plain(&self, target: &str) -> Decision {
+    pub fn decide_plain(&self, _target: &str) -> Decision {
         match self {
             EgressPolicy::Emulator { address } => Decision::Allow(address.clone()),
             EgressPolicy::Aws { .. } => {
-                let _ = target;
                 Decision::Refuse("a plain HTTP request is not allowed, only CONNECT".to_owned())
             }
         }

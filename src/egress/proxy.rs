@@ -252,9 +252,10 @@ impl Shared {
     }
 
     fn push_line(&self, line: String) -> String {
-        tracing::info!(target: "scriptbox::egress", "{line}");
         let mut log = self.log();
         if log.kept < MAX_LOG_LINES {
+            // Only the kept lines reach the daemon's log too: a flood stays bounded there.
+            tracing::info!(target: "scriptbox::egress", "{line}");
             log.kept = log.kept.saturating_add(1);
             log.lines.push(line.clone());
         } else {
@@ -322,6 +323,10 @@ impl Shared {
                 "max_concurrent_connections",
                 limits.max_concurrent_connections,
             ));
+        }
+        // Once every byte is spent, a new connection could carry nothing.
+        if self.budget.bytes_granted.load(Ordering::Relaxed) >= limits.max_bytes {
+            return Err(("max_bytes", limits.max_bytes));
         }
         Ok(slot)
     }
@@ -707,14 +712,19 @@ fn parse_request_line(head: &[u8]) -> Result<RequestLine<'_>, &'static str> {
     Ok(RequestLine { method, target })
 }
 
+/// An error answer: `status`, the log line as a text body, `Connection: close`.
+fn error_answer(status: &str, line: &str) -> String {
+    let body = format!("{line}\n");
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 /// Writes an error answer (the log line as its body, `Connection: close`), then drains what the
 /// client still sends for a moment, so that closing does not turn into a reset of its read.
 async fn answer_and_close(mut stream: UnixStream, status: &str, line: &str) {
-    let body = format!("{line}\n");
-    let answer = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let answer = error_answer(status, line);
     let _ = tokio::time::timeout(ANSWER_WAIT, async {
         if stream.write_all(answer.as_bytes()).await.is_ok() {
             let _ = stream.shutdown().await;
@@ -748,7 +758,9 @@ async fn handle_connection(mut stream: UnixStream, shared: &Shared) {
             shared.count_refused();
             shared.reach(cap);
             let line = shared.log_request(&format!("{cap} ({max}) reached"));
-            answer_and_close(stream, "503 Service Unavailable", &line).await;
+            // No waiting over a cap: one non-blocking write of the answer, then close, so a
+            // flood of connections past the cap holds no task for long.
+            let _ = stream.try_write(error_answer("503 Service Unavailable", &line).as_bytes());
             return;
         }
     };
@@ -1375,8 +1387,10 @@ mod tests {
             up.closed.load(Ordering::SeqCst) == 1
         })
         .await;
-        // The slot is free again.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        wait_for("the slot freed", || {
+            budget.concurrent.load(Ordering::SeqCst) == 0
+        })
+        .await;
         let (third, answer) = send(&session, &connect_head(&extra)).await;
         assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
         drop(third);
@@ -1460,8 +1474,17 @@ mod tests {
                 "egress to {extra} refused: max_bytes (1000) reached"
             )]
         );
+        // Every byte is spent: the next connection is refused before its head is read.
+        let (_next, answer) = send(&session, &connect_head(&extra)).await;
+        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+        assert_eq!(
+            session.take_log_lines(),
+            vec!["egress request refused: max_bytes (1000) reached"]
+        );
+        assert_eq!(sink.connections.load(Ordering::SeqCst), 1);
         let counts = session.finish().await;
         assert_eq!(counts.bytes_out, 1000);
+        assert_eq!((counts.connections, counts.refused), (2, 1));
         assert_eq!(counts.limit_reached.as_deref(), Some("max_bytes"));
         assert_eq!(budget.counts().limit_reached.as_deref(), Some("max_bytes"));
     }
