@@ -499,14 +499,20 @@ fn remove_sync(socket: &Path, dir: &Path) {
 /// Creates `parent` when missing; it must then be a real folder of this user, not writable by
 /// others (else someone could swap the session folder under us).
 fn prepare_parent(parent: &Path) -> Result<(), EgressError> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o711)
-        .create(parent)
-        .map_err(|source| EgressError::CreateDir {
-            path: parent.to_owned(),
-            source,
-        })?;
+    let missing =
+        std::fs::symlink_metadata(parent).is_err_and(|err| err.kind() == io::ErrorKind::NotFound);
+    if missing {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(parent)
+            .map_err(|source| EgressError::CreateDir {
+                path: parent.to_owned(),
+                source,
+            })?;
+        // The mode asked for is cut by the umask: the container's user must traverse it.
+        set_mode(parent, 0o711)?;
+    }
     let meta = std::fs::symlink_metadata(parent).map_err(|source| EgressError::InspectDir {
         path: parent.to_owned(),
         source,
@@ -1669,6 +1675,25 @@ mod tests {
         std::os::unix::fs::symlink(&parent, &link).unwrap();
         let err = EgressSession::start(&link, None, aws_policy(&[]), budget).unwrap_err();
         assert!(matches!(err, EgressError::UnsafeDir { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn as_root_the_socket_goes_to_the_container_user() {
+        if current_euid() != 0 {
+            println!("SKIPPED: chown to another uid needs root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let budget = EgressBudget::new(limits());
+        let session =
+            EgressSession::start(tmp.path(), Some((10001, 10001)), aws_policy(&[]), budget)
+                .unwrap();
+        let socket = std::fs::metadata(session.socket_path()).unwrap();
+        assert_eq!((socket.uid(), socket.gid()), (10001, 10001));
+        assert_eq!(socket.mode() & 0o7777, 0o600);
+        let dir = std::fs::metadata(session.host_dir()).unwrap();
+        assert_eq!((dir.uid(), dir.mode() & 0o7777), (0, 0o711));
+        session.finish().await;
     }
 
     #[test]
