@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 mod policy;
 mod proxy;
 
-pub use policy::{Decision, EgressPolicy, HostPort};
-pub use proxy::{EgressBudget, EgressError, EgressSession, default_egress_dir};
+pub use policy::{Decision, EgressPolicy, HostPort, MAX_HOST_PORT_LEN};
+pub use proxy::{
+    EgressBudget, EgressError, EgressSession, MAX_HEAD_BYTES, MAX_LOG_LINES, default_egress_dir,
+};
 
 /// The socket's file name inside the session folder.
 pub const SOCKET_NAME: &str = "aws.sock";
