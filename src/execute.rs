@@ -597,10 +597,14 @@ async fn prepare_aws(
         .access
         .open_egress(Arc::clone(&aws.budget))
         .map_err(AwsPrepareError::Egress)?;
+    let mut env: std::collections::BTreeMap<String, String> = credentials
+        .map(|c| c.env().into_iter().collect())
+        .unwrap_or_default();
+    // The sandbox is no EC2 instance: without this, an SDK that finds no credentials asks
+    // instance metadata through the proxy (an emulator such as moto answers it).
+    env.insert("AWS_EC2_METADATA_DISABLED".into(), "true".into());
     let request = AwsRequest {
-        env: credentials
-            .map(|c| c.env().into_iter().collect())
-            .unwrap_or_default(),
+        env,
         relay: Some(RelayRequest {
             socket: crate::egress::CONTAINER_SOCKET.into(),
             endpoint: aws.access.endpoint_via_relay(),
@@ -610,13 +614,31 @@ async fn prepare_aws(
 }
 
 /// The result of a step whose credentials could not be had: nothing ran.
-fn credentials_failure(execution_id: String, step: &ValidatedStep, error: &CredentialError) -> StepResult {
+fn credentials_failure(
+    execution_id: String,
+    step: &ValidatedStep,
+    error: &CredentialError,
+) -> StepResult {
     let message = format!("scriptbox could not get AWS credentials for this step: {error}");
-    let mut result = crate::record::engine_failure(&execution_id, &step.runtime, &message);
-    if let Some(detail) = result.error.as_mut() {
-        detail.error_type = "CredentialsError".into();
+    StepResult {
+        execution_id,
+        runtime: step.runtime.clone(),
+        status: StepStatus::Failed,
+        payload: Value::Null,
+        failure_message: Some(message.clone()),
+        error: Some(ErrorDetail {
+            error_type: "CredentialsError".into(),
+            message,
+            stack_trace: vec![],
+        }),
+        log: vec![],
+        log_truncated: false,
+        kill_reason: None,
+        exit_code: None,
+        container_id: None,
+        duration_ms: 0,
+        egress: None,
     }
-    result
 }
 
 /// Runs the job in `prestarted` or a new container. A pooled container that died while waiting

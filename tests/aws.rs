@@ -66,8 +66,11 @@ fn tag_runbook(dir: &Path, runtime: &str) -> std::path::PathBuf {
     )
     .expect("examples/tag-an-instance.yaml");
     let path = dir.join(format!("tag-{runtime}.yaml"));
-    std::fs::write(&path, text.replace("Runtime: python3.8", &format!("Runtime: {runtime}")))
-        .expect("write the runbook");
+    std::fs::write(
+        &path,
+        text.replace("Runtime: python3.8", &format!("Runtime: {runtime}")),
+    )
+    .expect("write the runbook");
     path
 }
 
@@ -113,7 +116,10 @@ async fn tag_an_instance_runbook_tags_a_moto_instance() {
         let v: Value = serde_json::from_str(&stdout).expect("run's JSON");
         assert_eq!(v["AutomationExecutionStatus"], "Success", "{v}");
         let egress = &v["ScriptboxEgress"];
-        assert!(egress["Connections"].as_u64().unwrap_or(0) >= 1, "{runtime}: {v}");
+        assert!(
+            egress["Connections"].as_u64().unwrap_or(0) >= 1,
+            "{runtime}: {v}"
+        );
         assert_eq!(egress["Refused"], 0, "{runtime}: {v}");
         assert!(!stdout.contains(&operator.1) && !stderr.contains(&operator.1));
     }
@@ -191,7 +197,14 @@ async fn a_step_with_a_role_sees_session_credentials_only() {
     let url = moto.url();
     let (v, stderr) = invoke_who_am_i(
         dir.path(),
-        &["--aws-endpoint", &url, "--assume-role", ROLE, "--region", "eu-west-1"],
+        &[
+            "--aws-endpoint",
+            &url,
+            "--assume-role",
+            ROLE,
+            "--region",
+            "eu-west-1",
+        ],
         &operator,
     );
     assert_eq!(v["Status"], "Success", "{v}\n{stderr}");
@@ -226,7 +239,12 @@ async fn a_step_without_a_role_has_no_credentials() {
     assert_eq!(p["key"], Value::Null, "{p}");
     assert_eq!(p["has_token"], false);
     assert_eq!(p["error"], "NoCredentialsError", "{p}");
-    assert!(p["endpoint"].as_str().unwrap_or_default().starts_with("http://127.0.0.1:"));
+    assert!(
+        p["endpoint"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("http://127.0.0.1:")
+    );
 }
 
 /// Mode `none` (the default) is exactly the sandbox without AWS: no socket, no mount, no proxy,
@@ -266,7 +284,12 @@ async fn bad_aws_settings_are_refused_with_the_rule() {
             "aws.endpoint",
         ),
         (
-            vec!["--aws-endpoint", "http://127.0.0.1:5000", "--assume-role", "not-an-arn"],
+            vec![
+                "--aws-endpoint",
+                "http://127.0.0.1:5000",
+                "--assume-role",
+                "not-an-arn",
+            ],
             "--assume-role",
         ),
         (vec!["--assume-role", ROLE], "--assume-role"),
@@ -327,7 +350,11 @@ async fn the_daemon_runs_in_the_mode_of_its_configuration() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert_eq!(moto_tags(&moto, &instance), json!({"Env": "Example"}), "{stdout}");
+    assert_eq!(
+        moto_tags(&moto, &instance),
+        json!({"Env": "Example"}),
+        "{stdout}"
+    );
     let v: Value = serde_json::from_str(&stdout).expect("submit's JSON");
     assert!(
         v["ScriptboxEgress"]["Connections"].as_u64().unwrap_or(0) >= 1,

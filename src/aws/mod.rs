@@ -13,7 +13,9 @@ use crate::egress::{
     EgressBudget, EgressError, EgressLimits, EgressPolicy, EgressSession, HostPort,
     default_egress_dir,
 };
-use credentials::{CredentialBroker, CredentialError, CredentialRequest, StepCredentials, session_name};
+use credentials::{
+    CredentialBroker, CredentialError, CredentialRequest, StepCredentials, session_name,
+};
 
 pub mod credentials;
 
@@ -81,7 +83,7 @@ pub enum AwsSettingError {
         rule: String,
     },
     /// The credential broker could not be built.
-    #[error("aws: {0}")]
+    #[error("AWS credentials: {0}")]
     Credentials(#[from] CredentialError),
 }
 
@@ -129,8 +131,14 @@ pub fn check_settings(
             egress.max_concurrent_connections,
         ),
         ("egress.max_bytes", egress.max_bytes),
-        ("egress.max_connection_seconds", egress.max_connection_seconds),
-        ("egress.connect_timeout_seconds", egress.connect_timeout_seconds),
+        (
+            "egress.max_connection_seconds",
+            egress.max_connection_seconds,
+        ),
+        (
+            "egress.connect_timeout_seconds",
+            egress.connect_timeout_seconds,
+        ),
         (
             "aws.credential_timeout_seconds",
             aws.credential_timeout_seconds,
@@ -145,10 +153,26 @@ pub fn check_settings(
         }
     }
     let bounded = [
-        ("egress.max_connection_seconds", egress.max_connection_seconds, 7 * 24 * 3600),
-        ("egress.connect_timeout_seconds", egress.connect_timeout_seconds, 300),
-        ("aws.credential_timeout_seconds", aws.credential_timeout_seconds, 300),
-        ("egress.max_concurrent_connections", egress.max_concurrent_connections, 1024),
+        (
+            "egress.max_connection_seconds",
+            egress.max_connection_seconds,
+            7 * 24 * 3600,
+        ),
+        (
+            "egress.connect_timeout_seconds",
+            egress.connect_timeout_seconds,
+            300,
+        ),
+        (
+            "aws.credential_timeout_seconds",
+            aws.credential_timeout_seconds,
+            300,
+        ),
+        (
+            "egress.max_concurrent_connections",
+            egress.max_concurrent_connections,
+            1024,
+        ),
         ("egress.max_connections", egress.max_connections, 1_000_000),
     ];
     for (key, value, max) in bounded {
@@ -170,7 +194,10 @@ pub fn check_settings(
 }
 
 /// The egress rules of the configured mode; `None` in mode `none`.
-fn policy_of(aws: &AwsConfig, context: &AwsContext) -> Result<Option<EgressPolicy>, AwsSettingError> {
+fn policy_of(
+    aws: &AwsConfig,
+    context: &AwsContext,
+) -> Result<Option<EgressPolicy>, AwsSettingError> {
     match aws.mode {
         AwsMode::None => Ok(None),
         AwsMode::Emulator => {
@@ -183,12 +210,12 @@ fn policy_of(aws: &AwsConfig, context: &AwsContext) -> Result<Option<EgressPolic
         AwsMode::Aws => {
             let mut extra = Vec::with_capacity(aws.allow_hosts.len());
             for host in &aws.allow_hosts {
-                extra.push(HostPort::parse(host, 443).map_err(|e| {
-                    AwsSettingError::Invalid {
+                extra.push(
+                    HostPort::parse(host, 443).map_err(|e| AwsSettingError::Invalid {
                         key: "aws.allow_hosts",
                         rule: e.to_string(),
-                    }
-                })?);
+                    })?,
+                );
             }
             let mut regions = vec![context.region.clone()];
             regions.extend(aws.extra_regions.iter().cloned());
@@ -368,7 +395,9 @@ mod tests {
             ),
         ];
         for (aws, limits, want) in cases {
-            let e = check_settings(&aws, &limits, &context).unwrap_err().to_string();
+            let e = check_settings(&aws, &limits, &context)
+                .unwrap_err()
+                .to_string();
             assert!(e.starts_with(want), "{e}");
         }
     }

@@ -71,11 +71,11 @@ pub(super) async fn run_runbook(
         None
     };
     let mut progress = TextProgress::new(std::io::stderr(), args.output == OutputFormat::Text);
+    let runner = runner_of(engine.as_ref(), aws, &settings);
     let execution = execute(
         &doc,
         params,
-        engine.as_ref(),
-        aws,
+        &runner,
         &settings,
         &catalog,
         &mut progress,
@@ -96,13 +96,33 @@ pub(super) async fn run_runbook(
     })
 }
 
-/// Runs the document on the one runner: over the engine, or, for a document that needs none
-/// (no executeScript step), over [`Unavailable`], which fails any container call.
+/// The one runner of this execution: over the engine, or, for a document that needs none (no
+/// executeScript step), over [`Unavailable`], which fails any container call; with the AWS
+/// access of the settings and flags.
+fn runner_of(
+    engine: Option<&Engine>,
+    aws: Option<Arc<crate::aws::AwsAccess>>,
+    settings: &Settings,
+) -> Runner {
+    let backend: Arc<dyn Backend> = match engine {
+        Some(engine) => Arc::new(engine.clone()),
+        None => Arc::new(Unavailable::new(settings.sandbox.clone())),
+    };
+    Runner::new(
+        backend,
+        None,
+        settings.context.clone(),
+        settings.output.clone(),
+    )
+    .with_aws(aws)
+    .for_execution()
+}
+
+/// Runs the document on `runner`.
 async fn execute(
     doc: &rb::document::Runbook,
     params: Map<String, Value>,
-    engine: Option<&Engine>,
-    aws: Option<Arc<crate::aws::AwsAccess>>,
+    runner: &Runner,
     settings: &Settings,
     catalog: &Catalog,
     progress: &mut TextProgress<impl Write + Send>,
@@ -116,19 +136,7 @@ async fn execute(
         max_run_secs: settings.limits.max_runbook_seconds,
     };
     let mut observer = |event: rb::executor::RunEvent<'_>| progress.on_event(event);
-    let backend: Arc<dyn Backend> = match engine {
-        Some(engine) => Arc::new(engine.clone()),
-        None => Arc::new(Unavailable::new(settings.sandbox.clone())),
-    };
-    let runner = Runner::new(
-        backend,
-        None,
-        settings.context.clone(),
-        settings.output.clone(),
-    )
-    .with_aws(aws)
-    .for_execution();
-    rb::executor::execute(doc, params, &runner, &exec_options, &mut observer, shutdown).await
+    rb::executor::execute(doc, params, runner, &exec_options, &mut observer, shutdown).await
 }
 
 /// Prints the execution: its GetAutomationExecution-shaped JSON, or a summary and its outputs.
@@ -207,8 +215,7 @@ mainSteps:
         let execution = execute(
             &doc,
             params,
-            None,
-            None,
+            &runner_of(None, None, &settings),
             &settings,
             &catalog,
             &mut progress,

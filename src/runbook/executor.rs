@@ -24,6 +24,7 @@ use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::actions::StepFailure;
 use super::actions::{Action, ActionSpec, Ran, RunCx};
 use super::document::{OnCancel, OnFailure, Runbook, StepDecl};
 use super::interpolate::Scope;
@@ -459,22 +460,25 @@ fn base_record(step: &StepDecl, inputs: Map<String, Value>) -> StepRecord {
 
 /// The runbook's `assumeRole` after substitution: `None` when absent or empty (the step then
 /// runs without a role), else an IAM role ARN.
-fn resolve_assume_role(rb: &Runbook, scope: &Scope) -> Result<Option<String>, String> {
+fn resolve_assume_role(rb: &Runbook, scope: &Scope) -> Result<Option<String>, StepFailure> {
+    let invalid = |message: String| StepFailure::new("InvalidInput", message);
     let Some(written) = &rb.assume_role else {
         return Ok(None);
     };
     let value = scope
         .substitute(written)
-        .map_err(|e| format!("assumeRole could not be resolved: {e}"))?;
+        .map_err(|e| invalid(format!("assumeRole could not be resolved: {e}")))?;
     match value {
         Value::Null => Ok(None),
         Value::String(s) if s.trim().is_empty() => Ok(None),
         Value::String(s) => {
             crate::aws::credentials::check_role_arn(&s)
-                .map_err(|e| format!("assumeRole {s:?} is not an IAM role ARN: {e}"))?;
+                .map_err(|e| invalid(format!("assumeRole is not an IAM role ARN: {e}")))?;
             Ok(Some(s))
         }
-        _ => Err("assumeRole must be a string (an IAM role ARN)".into()),
+        _ => Err(invalid(
+            "assumeRole must be a string (an IAM role ARN)".into(),
+        )),
     }
 }
 
@@ -514,8 +518,8 @@ async fn run_step(
     record.inputs = inputs.clone();
     let assume_role = match resolve_assume_role(rb, scope) {
         Ok(role) => role,
-        Err(message) => {
-            fail(&mut record, "InvalidInput", message);
+        Err(f) => {
+            fail(&mut record, f.kind, f.message);
             return (record, None, false);
         }
     };

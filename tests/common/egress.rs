@@ -112,7 +112,8 @@ async fn serve(mut stream: tokio::net::TcpStream, http: bool, seen: &Seen) {
             head.extend_from_slice(&buf[..n]);
             while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
                 head.drain(..end + 4);
-                let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok";
+                let reply =
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok";
                 if stream.write_all(reply).await.is_err() {
                     return;
                 }
@@ -126,7 +127,11 @@ async fn serve(mut stream: tokio::net::TcpStream, http: bool, seen: &Seen) {
 
 /// `[aws]` for a test: `mode`, the emulator's endpoint, extra hosts, and a private egress
 /// folder (so a test can see that nothing of its egress outlives the run).
-pub fn aws_config(mode: AwsMode, endpoint: Option<String>, allow_hosts: Vec<String>) -> (AwsConfig, tempfile::TempDir) {
+pub fn aws_config(
+    mode: AwsMode,
+    endpoint: Option<String>,
+    allow_hosts: Vec<String>,
+) -> (AwsConfig, tempfile::TempDir) {
     let dir = tempfile::Builder::new()
         .prefix("sbx-eg")
         .tempdir_in("/tmp")
