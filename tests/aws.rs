@@ -373,3 +373,48 @@ async fn the_daemon_runs_in_the_mode_of_its_configuration() {
         }
     }
 }
+
+/// The SSM API runs its automations in the daemon's mode too: boto3's
+/// `start_automation_execution` of the "Tag an instance" runbook on a daemon in emulator mode
+/// tags the moto instance.
+#[tokio::test]
+async fn the_ssm_api_runs_automations_in_the_daemons_mode() {
+    let Some(engine) = engine().await else { return };
+    if !require_image(&engine, "python3.11").await {
+        return;
+    }
+    let Some(moto) = Moto::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("aws.endpoint={}", moto.url());
+    let daemon = common::daemon::Daemon::start(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--ssm-api",
+            "--ssm-anonymous",
+            "--set",
+            "aws.mode=emulator",
+            "--set",
+            &endpoint,
+        ],
+    );
+    let ssm = format!("http://{}", daemon.tcp.clone().expect("the daemon's TCP address"));
+    let instance = moto_instance(&moto);
+    let doc = tag_runbook(dir.path(), "python3.11");
+    let status = moto.python(&format!(
+        "import boto3, time\n\
+         ssm = boto3.client('ssm', endpoint_url='{ssm}')\n\
+         ssm.create_document(Content=open('{doc}').read(), Name='TagAnInstance', DocumentType='Automation', DocumentFormat='YAML')\n\
+         eid = ssm.start_automation_execution(DocumentName='TagAnInstance', Parameters={{'InstanceId': ['{instance}'], 'AutomationAssumeRole': ['{ROLE}']}})['AutomationExecutionId']\n\
+         for _ in range(200):\n\
+         \x20   e = ssm.get_automation_execution(AutomationExecutionId=eid)['AutomationExecution']\n\
+         \x20   if e['AutomationExecutionStatus'] not in ('Pending', 'InProgress', 'Waiting'):\n\
+         \x20       break\n\
+         \x20   time.sleep(0.25)\n\
+         print(e['AutomationExecutionStatus'], e.get('FailureMessage', ''))\n",
+        doc = doc.display()
+    ));
+    assert!(status.starts_with("Success"), "{status}");
+    assert_eq!(moto_tags(&moto, &instance), json!({"Env": "Example"}));
+}
