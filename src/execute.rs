@@ -620,25 +620,7 @@ fn credentials_failure(
     error: &CredentialError,
 ) -> StepResult {
     let message = format!("scriptbox could not get AWS credentials for this step: {error}");
-    StepResult {
-        execution_id,
-        runtime: step.runtime.clone(),
-        status: StepStatus::Failed,
-        payload: Value::Null,
-        failure_message: Some(message.clone()),
-        error: Some(ErrorDetail {
-            error_type: "CredentialsError".into(),
-            message,
-            stack_trace: vec![],
-        }),
-        log: vec![],
-        log_truncated: false,
-        kill_reason: None,
-        exit_code: None,
-        container_id: None,
-        duration_ms: 0,
-        egress: None,
-    }
+    StepResult::not_run(&execution_id, &step.runtime, "CredentialsError", &message)
 }
 
 /// Runs the job in `prestarted` or a new container. A pooled container that died while waiting

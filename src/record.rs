@@ -255,25 +255,7 @@ impl RunbookOutcome {
 
 /// The result of a step the container engine failed to run.
 pub fn engine_failure(execution_id: &str, runtime: &str, message: &str) -> StepResult {
-    StepResult {
-        execution_id: execution_id.to_string(),
-        runtime: runtime.to_string(),
-        status: StepStatus::Failed,
-        payload: Value::Null,
-        failure_message: Some(message.to_string()),
-        error: Some(ErrorDetail {
-            error_type: "EngineError".into(),
-            message: message.to_string(),
-            stack_trace: vec![],
-        }),
-        log: vec![],
-        log_truncated: false,
-        kill_reason: None,
-        exit_code: None,
-        container_id: None,
-        duration_ms: 0,
-        egress: None,
-    }
+    StepResult::not_run(execution_id, runtime, "EngineError", message)
 }
 
 /// What an execution produced.

@@ -163,6 +163,37 @@ pub struct StepResult {
     pub egress: Option<crate::egress::EgressCounts>,
 }
 
+impl StepResult {
+    /// The result of a step that failed before any container ran it: `error_type` names why
+    /// (`EngineError`, `CredentialsError`).
+    pub fn not_run(
+        execution_id: &str,
+        runtime: &str,
+        error_type: &str,
+        message: &str,
+    ) -> StepResult {
+        StepResult {
+            execution_id: execution_id.to_string(),
+            runtime: runtime.to_string(),
+            status: StepStatus::Failed,
+            payload: Value::Null,
+            failure_message: Some(message.to_string()),
+            error: Some(ErrorDetail {
+                error_type: error_type.into(),
+                message: message.to_string(),
+                stack_trace: vec![],
+            }),
+            log: vec![],
+            log_truncated: false,
+            kill_reason: None,
+            exit_code: None,
+            container_id: None,
+            duration_ms: 0,
+            egress: None,
+        }
+    }
+}
+
 /// Formats a handler's error the way the real service does, so tools parsing it keep working.
 pub fn aws_failure_message(error: &ScriptError) -> String {
     let mut out = String::from(AWS_FAILURE_PREFIX);

@@ -399,7 +399,10 @@ async fn the_ssm_api_runs_automations_in_the_daemons_mode() {
             &endpoint,
         ],
     );
-    let ssm = format!("http://{}", daemon.tcp.clone().expect("the daemon's TCP address"));
+    let ssm = format!(
+        "http://{}",
+        daemon.tcp.clone().expect("the daemon's TCP address")
+    );
     let instance = moto_instance(&moto);
     let doc = tag_runbook(dir.path(), "python3.11");
     let status = moto.python(&format!(

@@ -756,7 +756,12 @@ async fn every_python_runtime_fails_with_the_services_message_and_times_out() {
     for (name, r, elapsed, left) in futures::future::join_all(timeouts).await {
         assert_eq!(r.status, StepStatus::TimedOut, "{name}: {r:?}");
         assert_eq!(r.kill_reason, Some(KillReason::Timeout), "{name}");
-        assert!(elapsed < Duration::from_secs(8), "{name}: took {elapsed:?}");
+        // Killed at its deadline, never after the script's 60 s: the bound leaves room for a
+        // loaded engine's kill and removal (7 runtimes at once on 2 cores took 10 s once).
+        assert!(
+            elapsed < Duration::from_secs(30),
+            "{name}: took {elapsed:?}"
+        );
         assert!(left.is_empty(), "{name}: container left behind");
     }
 }

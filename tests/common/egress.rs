@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use scriptbox::aws::{AwsAccess, AwsConfig, AwsMode};
 use scriptbox::egress::EgressLimits;
-use scriptbox::execute::{ExecuteOptions, StepAws, execute_step};
+use scriptbox::execute::StepAws;
 use scriptbox::result::StepResult;
-use scriptbox::runtimes::Catalog;
 use scriptbox::sandbox::Engine;
-use scriptbox::step::{self, StepInputs};
+use scriptbox::step::StepInputs;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -167,24 +166,19 @@ pub async fn run_with_aws(
     role: Option<String>,
     execution_id: Option<String>,
 ) -> StepResult {
-    let settings = super::settings();
-    let step = step::validate(inputs, &Catalog::builtin(), 600).expect("valid step");
-    let options = ExecuteOptions {
-        execution_id,
-        memory_bytes: None,
-        context: &settings.context,
-        limits: &settings.output,
-        on_log: None,
-        automation_execution_id: None,
-        aws: Some(StepAws {
-            access,
-            budget: access.new_budget(),
-            role,
-        }),
+    let aws = StepAws {
+        access,
+        budget: access.new_budget(),
+        role,
     };
-    execute_step(engine, &step, options, &CancellationToken::new())
-        .await
-        .expect("the engine runs the step")
+    super::run_with_options(
+        engine,
+        inputs,
+        execution_id,
+        &CancellationToken::new(),
+        Some(aws),
+    )
+    .await
 }
 
 /// The folders left under a test's egress folder (none once every run has ended).

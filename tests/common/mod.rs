@@ -170,6 +170,17 @@ pub async fn run_with(
     execution_id: Option<String>,
     cancel: &CancellationToken,
 ) -> StepResult {
+    run_with_options(engine, inputs, execution_id, cancel, None).await
+}
+
+/// Validates and runs a step, with AWS access when `aws` is given.
+pub async fn run_with_options(
+    engine: &Engine,
+    inputs: &StepInputs,
+    execution_id: Option<String>,
+    cancel: &CancellationToken,
+    aws: Option<scriptbox::execute::StepAws<'_>>,
+) -> StepResult {
     let settings = settings();
     let step = step::validate(inputs, &Catalog::builtin(), 600).expect("valid step");
     let options = ExecuteOptions {
@@ -179,7 +190,7 @@ pub async fn run_with(
         limits: &settings.output,
         on_log: None,
         automation_execution_id: None,
-        aws: None,
+        aws,
     };
     execute_step(engine, &step, options, cancel)
         .await
