@@ -68,14 +68,17 @@ fn sha256(bytes: &[u8]) -> String {
 
 /// Loads, resolves and runs a runbook file through the real engine; `None` when skipped.
 async fn run_file(path: &Path, params: &[(&str, &str)]) -> Option<(Execution, Vec<String>)> {
-    run_file_until(path, params, &CancellationToken::new()).await
+    run_file_until(path, params, &CancellationToken::new(), None).await
 }
 
 /// As [`run_file`], with a cancellation token.
+/// Runs a runbook file until it ends or `cancel` fires; `cancel_at`, a `step: line` of the log,
+/// fires it when that line arrives.
 async fn run_file_until(
     path: &Path,
     params: &[(&str, &str)],
     cancel: &CancellationToken,
+    cancel_at: Option<&str>,
 ) -> Option<(Execution, Vec<String>)> {
     let engine = common::engine().await?;
     if !common::require_image(&engine, "python3.11").await {
@@ -115,7 +118,11 @@ async fn run_file_until(
         &exec_options,
         &mut |ev| {
             if let RunEvent::Log { step, line } = ev {
-                log.push(format!("{}: {}", step.name, line.text));
+                let entry = format!("{}: {}", step.name, line.text);
+                if cancel_at == Some(entry.as_str()) {
+                    cancel.cancel();
+                }
+                log.push(entry);
             }
         },
         cancel,
@@ -667,14 +674,10 @@ mainSteps:
         Type: String
 "#,
     );
+    // Cancelled once the sleeper is seen sleeping (a fixed delay raced a loaded engine's start).
     let cancel = CancellationToken::new();
-    let trigger = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        trigger.cancel();
-    });
     let began = std::time::Instant::now();
-    let Some((e, log)) = run_file_until(&doc, &[], &cancel).await else {
+    let Some((e, log)) = run_file_until(&doc, &[], &cancel, Some("sleeper: sleeping")).await else {
         return;
     };
     assert!(

@@ -56,6 +56,13 @@ pub struct RunContext<'a> {
 /// Runs one validated executeScript step. `Err` is a failure of the engine (or of building the
 /// container's request), not of the script: the step fails `EngineFailure` and the execution ends.
 pub trait StepRunner: Send + Sync {
+    /// True when steps get AWS credentials (AWS access is on): only then is the runbook's
+    /// `assumeRole` resolved and checked, so a document whose role is a placeholder (a
+    /// template's `${automation_role}`) still runs without AWS, as it always has.
+    fn gives_credentials(&self) -> bool {
+        false
+    }
+
     /// Runs the step.
     fn run<'a>(
         &'a self,
@@ -472,8 +479,7 @@ fn resolve_assume_role(rb: &Runbook, scope: &Scope) -> Result<Option<String>, St
         Value::Null => Ok(None),
         Value::String(s) if s.trim().is_empty() => Ok(None),
         Value::String(s) => {
-            crate::aws::credentials::check_role_arn(&s)
-                .map_err(|e| invalid(format!("assumeRole is not an IAM role ARN: {e}")))?;
+            crate::aws::credentials::check_role_arn(&s).map_err(|e| invalid(e.to_string()))?;
             Ok(Some(s))
         }
         _ => Err(invalid(
@@ -516,7 +522,12 @@ async fn run_step(
         }
     };
     record.inputs = inputs.clone();
-    let assume_role = match resolve_assume_role(rb, scope) {
+    let role = if runner.gives_credentials() {
+        resolve_assume_role(rb, scope)
+    } else {
+        Ok(None)
+    };
+    let assume_role = match role {
         Ok(role) => role,
         Err(f) => {
             fail(&mut record, f.kind, f.message);
@@ -644,6 +655,10 @@ mod tests {
         blocking: Vec<String>,
         /// Bytes of output each run prints (one line).
         log_bytes: usize,
+        /// Whether it plays a runner with AWS access on.
+        credentials: bool,
+        /// The role each run was given.
+        roles: Mutex<Vec<Option<String>>>,
     }
 
     impl Fake {
@@ -656,11 +671,17 @@ mod tests {
                 ran: Mutex::new(Vec::new()),
                 blocking: Vec::new(),
                 log_bytes: 0,
+                credentials: false,
+                roles: Mutex::new(Vec::new()),
             }
         }
     }
 
     impl StepRunner for Fake {
+        fn gives_credentials(&self) -> bool {
+            self.credentials
+        }
+
         fn run<'a>(
             &'a self,
             step: &'a ValidatedStep,
@@ -668,6 +689,10 @@ mod tests {
         ) -> BoxFuture<'a, Result<StepResult, ExecuteError>> {
             Box::pin(async move {
                 let handler = step.entry.as_ref().unwrap().function.clone();
+                self.roles
+                    .lock()
+                    .unwrap()
+                    .push(ctx.assume_role.map(str::to_string));
                 let n = {
                     let mut ran = self.ran.lock().unwrap();
                     ran.push(handler.clone());
@@ -830,6 +855,44 @@ mod tests {
             ]
         );
         assert_eq!(e.steps[0].next_step.as_deref(), Some("b"));
+    }
+
+    #[tokio::test]
+    async fn assume_role_is_resolved_and_checked_only_with_aws_access() {
+        // A template's placeholder role runs as it always has without AWS access.
+        let rb = doc(&[("a", "")], "assumeRole: '${automation_role}'\n");
+        let without = Fake::new(&[]);
+        let e = run(&rb, &without).await;
+        assert_eq!(names(&e), ["a:Success"]);
+        assert_eq!(*without.roles.lock().unwrap(), [None]);
+        // With AWS access it must be a role ARN: the step fails naming the rule, nothing runs.
+        let with = Fake {
+            credentials: true,
+            ..Fake::new(&[])
+        };
+        let e = run(&rb, &with).await;
+        assert_eq!(names(&e), ["a:Failed"]);
+        let message = e.steps[0].failure_message.clone().unwrap_or_default();
+        assert!(message.contains("InvalidInput - assumeRole"), "{message}");
+        assert!(message.contains("is not an IAM role ARN"), "{message}");
+        assert!(with.roles.lock().unwrap().is_empty());
+        // Through a parameter, as AWS's own runbooks write it; empty means no role.
+        let arn = "arn:aws:iam::123456789012:role/automation";
+        for (value, want) in [(arn, Some(arn.to_string())), ("", None)] {
+            let rb = doc(
+                &[("a", "")],
+                &format!(
+                    "assumeRole: '{{{{ AutomationAssumeRole }}}}'\nparameters:\n  AutomationAssumeRole:\n    type: String\n    default: '{value}'\n"
+                ),
+            );
+            let with = Fake {
+                credentials: true,
+                ..Fake::new(&[])
+            };
+            let e = run(&rb, &with).await;
+            assert_eq!(names(&e), ["a:Success"], "{value:?}");
+            assert_eq!(*with.roles.lock().unwrap(), [want]);
+        }
     }
 
     #[tokio::test]

@@ -10,6 +10,10 @@ use crate::result::StepResult;
 use crate::step::ValidatedStep;
 
 impl StepRunner for Runner {
+    fn gives_credentials(&self) -> bool {
+        self.aws().is_some()
+    }
+
     fn run<'a>(
         &'a self,
         step: &'a ValidatedStep,
