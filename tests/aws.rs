@@ -421,3 +421,40 @@ async fn the_ssm_api_runs_automations_in_the_daemons_mode() {
     assert!(status.starts_with("Success"), "{status}");
     assert_eq!(moto_tags(&moto, &instance), json!({"Env": "Example"}));
 }
+
+/// `[aws] allowed_roles` bounds the roles a request may name: another role fails the step with
+/// `CredentialsError` before any STS call or container.
+#[tokio::test]
+async fn a_role_outside_allowed_roles_is_refused() {
+    let Some(engine) = engine().await else { return };
+    if !require_image(&engine, "python3.11").await {
+        return;
+    }
+    let Some(moto) = Moto::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let operator = operator_canary();
+    let url = moto.url();
+    let (v, stderr) = invoke_who_am_i(
+        dir.path(),
+        &[
+            "--set",
+            "aws.allowed_roles=arn:aws:iam::123456789012:role/other-*",
+            "--aws-endpoint",
+            &url,
+            "--assume-role",
+            ROLE,
+        ],
+        &operator,
+    );
+    assert_eq!(v["Status"], "Failed", "{v}\n{stderr}");
+    assert_eq!(v["Error"]["ErrorType"], "CredentialsError", "{v}");
+    assert!(
+        v["FailureMessage"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("aws.allowed_roles"),
+        "{v}"
+    );
+    assert!(v.get("ContainerId").is_none(), "a container ran: {v}");
+    assert!(!moto.log().contains("POST / HTTP"), "STS was called");
+}

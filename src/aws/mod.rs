@@ -49,6 +49,11 @@ pub struct AwsConfig {
     /// Give a step without a role the operator's own credentials, as session credentials
     /// (off by default: such a step runs without any permissions, as on AWS).
     pub pass_operator_credentials: bool,
+    /// The roles a runbook (or `--assume-role`) may name: exact ARNs, or prefixes ending in
+    /// `*`. Empty: any role the operator's credentials may assume. A daemon that serves
+    /// several tenants should list them: a tenant's runbook names its role, and scriptbox
+    /// assumes it with the operator's credentials.
+    pub allowed_roles: Vec<String>,
     /// Deadline of each call for credentials (the operator's chain, STS).
     pub credential_timeout_seconds: u64,
     /// Parent folder of the per-execution socket folders (default: `/run/scriptbox/egress` as
@@ -65,6 +70,7 @@ impl Default for AwsConfig {
             extra_regions: Vec::new(),
             allow_hosts: Vec::new(),
             pass_operator_credentials: false,
+            allowed_roles: Vec::new(),
             credential_timeout_seconds: 30,
             egress_dir: None,
         }
@@ -183,6 +189,7 @@ pub fn check_settings(
             });
         }
     }
+    check_allowed_roles(&aws.allowed_roles)?;
     if aws.mode == AwsMode::None && aws.endpoint.is_some() {
         return Err(AwsSettingError::Invalid {
             key: "aws.endpoint",
@@ -191,6 +198,43 @@ pub fn check_settings(
         });
     }
     Ok(())
+}
+
+/// The most patterns `aws.allowed_roles` may hold.
+const MAX_ALLOWED_ROLES: usize = 1000;
+
+/// `aws.allowed_roles`: at most 1000 non-empty patterns of at most 2048 characters, `*` only
+/// at the end.
+fn check_allowed_roles(patterns: &[String]) -> Result<(), AwsSettingError> {
+    let invalid = |rule: String| AwsSettingError::Invalid {
+        key: "aws.allowed_roles",
+        rule,
+    };
+    if patterns.len() > MAX_ALLOWED_ROLES {
+        return Err(invalid(format!(
+            "must hold at most {MAX_ALLOWED_ROLES} patterns, got {}",
+            patterns.len()
+        )));
+    }
+    for pattern in patterns {
+        let body = pattern.strip_suffix('*').unwrap_or(pattern);
+        if body.is_empty() || body.len() > MAX_ENDPOINT_CHARS || body.contains('*') {
+            return Err(invalid(format!(
+                "patterns are role ARNs, or prefixes ending in one `*` (at most {MAX_ENDPOINT_CHARS} characters); got {:?}",
+                pattern.chars().take(120).collect::<String>()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// True when `role` matches one of `patterns` (an empty list allows every role).
+fn role_allowed(patterns: &[String], role: &str) -> bool {
+    patterns.is_empty()
+        || patterns.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => role.starts_with(prefix),
+            None => role == p,
+        })
 }
 
 /// The egress rules of the configured mode; `None` in mode `none`.
@@ -235,6 +279,7 @@ fn policy_of(
 #[derive(Debug)]
 pub struct AwsAccess {
     mode: AwsMode,
+    allowed_roles: Vec<String>,
     policy: Arc<EgressPolicy>,
     broker: CredentialBroker,
     egress_dir: PathBuf,
@@ -261,6 +306,7 @@ impl AwsAccess {
             .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)));
         Ok(Some(Arc::new(AwsAccess {
             mode: aws.mode,
+            allowed_roles: aws.allowed_roles.clone(),
             policy: Arc::new(policy),
             broker,
             egress_dir: aws.egress_dir.clone().unwrap_or_else(default_egress_dir),
@@ -286,6 +332,11 @@ impl AwsAccess {
         execution_id: &str,
         lifetime: Duration,
     ) -> Result<Option<StepCredentials>, CredentialError> {
+        if let Some(role) = role_arn.filter(|r| !role_allowed(&self.allowed_roles, r)) {
+            return Err(CredentialError::RoleNotAllowed {
+                role: role.chars().take(120).collect(),
+            });
+        }
         let name = session_name(execution_id);
         self.broker
             .for_step(CredentialRequest {
@@ -344,6 +395,30 @@ mod tests {
         }
         let long = format!("http://{}:1", "a".repeat(3000));
         assert!(emulator_address(&long).is_err());
+    }
+
+    #[test]
+    fn allowed_roles_are_exact_or_prefixes() {
+        let patterns = vec![
+            "arn:aws:iam::123456789012:role/automation-*".to_string(),
+            "arn:aws:iam::123456789012:role/tagger".to_string(),
+        ];
+        assert!(check_allowed_roles(&patterns).is_ok());
+        for (role, allowed) in [
+            ("arn:aws:iam::123456789012:role/automation-x", true),
+            ("arn:aws:iam::123456789012:role/tagger", true),
+            ("arn:aws:iam::123456789012:role/tagger2", false),
+            ("arn:aws:iam::999999999999:role/automation-x", false),
+        ] {
+            assert_eq!(role_allowed(&patterns, role), allowed, "{role}");
+        }
+        assert!(role_allowed(&[], "arn:aws:iam::123456789012:role/any"));
+        for bad in ["", "*", "arn:*:iam::1:role/x", "a**"] {
+            let e = check_allowed_roles(&[bad.to_string()])
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("aws.allowed_roles "), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -437,8 +437,8 @@ fn step_runner(
         settings.server.effective_concurrency(),
     ));
     if aws.is_some() && settings.pool.size > 0 {
-        tracing::warn!(
-            "pool.size is ignored: with AWS access on, every step needs its own egress mount"
+        tracing::info!(
+            "the warm pool is off: with AWS access on, every step needs its own egress mount"
         );
     }
     let pool = (settings.pool.size > 0 && aws.is_none()).then(|| {
