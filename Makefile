@@ -50,7 +50,7 @@ test-runsc:
 	fi
 
 ## make security-table: re-run the adversarial suite under runc and runsc, rewrite SECURITY.md's table.
-security-table: images
+security-table: images moto
 	scripts/security_table.py --write SECURITY.md
 
 test-bootstrap:

@@ -42,7 +42,8 @@ def runsc_available():
 
 def run_suite(runtime):
     """{test name: 'pass' | 'FAIL'} for one container runtime."""
-    env = dict(os.environ, SCRIPTBOX_TEST_RUNTIME=runtime, SCRIPTBOX_REQUIRE_ENGINE="1")
+    env = dict(os.environ, SCRIPTBOX_TEST_RUNTIME=runtime, SCRIPTBOX_REQUIRE_ENGINE="1",
+               SCRIPTBOX_REQUIRE_MOTO="1")
     out = subprocess.run(["cargo", "test", "--quiet", "--test", "adversarial", "--", "--format", "pretty"],
                          cwd=ROOT, env=env, capture_output=True, text=True)
     results = {}
