@@ -690,6 +690,50 @@ async fn read_head(
     }
 }
 
+/// What a plain (non-CONNECT) request asks for, as `HOST:PORT` for the log: the authority of an
+/// absolute-form target (`http://example.com/x` → `example.com:80`), else the `Host` header's,
+/// else the target as written.
+fn plain_target(target: &str, head: &[u8]) -> String {
+    let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
+    let (rest, port) = if lower.starts_with("http://") {
+        (target.get(7..).unwrap_or_default(), 80)
+    } else if lower.starts_with("https://") {
+        (target.get(8..).unwrap_or_default(), 443)
+    } else {
+        return host_header(head)
+            .map(|host| with_port(host, 80))
+            .unwrap_or_else(|| target.to_owned());
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit('@').next().unwrap_or_default();
+    if authority.is_empty() {
+        return target.to_owned();
+    }
+    with_port(authority, port)
+}
+
+/// `host` with `:port` added when it names none (`[v6]` and `v6]:p` forms kept).
+fn with_port(host: &str, port: u16) -> String {
+    let after_bracket = host.rsplit(']').next().unwrap_or(host);
+    if after_bracket.contains(':') && (host.starts_with('[') || host.matches(':').count() == 1) {
+        host.to_ascii_lowercase()
+    } else {
+        format!("{}:{port}", host.to_ascii_lowercase())
+    }
+}
+
+/// The value of the request head's `Host` header, if it has one.
+fn host_header(head: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(head).ok()?;
+    text.split("\r\n").skip(1).find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("host")
+            .then(|| value.trim())
+            .filter(|v| !v.is_empty())
+    })
+}
+
 /// `METHOD TARGET HTTP/1.x`, checked.
 fn parse_request_line(head: &[u8]) -> Result<RequestLine<'_>, &'static str> {
     let end = find(head, b"\r\n").ok_or("no request line")?;
@@ -799,7 +843,11 @@ async fn handle_connection(mut stream: UnixStream, shared: &Shared) {
     } else {
         shared.policy.decide_plain(request.target)
     };
-    let target = request.target.to_owned();
+    let target = if tunnel {
+        request.target.to_owned()
+    } else {
+        plain_target(request.target, buf.get(..head_len).unwrap_or_default())
+    };
     let allowed = match decision {
         Decision::Allow(allowed) => allowed,
         Decision::Refuse(reason) => {
@@ -1053,6 +1101,28 @@ async fn forward<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_requests_are_logged_by_host_and_port() {
+        let head = b"GET / HTTP/1.1\r\nUser-Agent: x\r\nhost: Example.COM\r\n\r\n";
+        assert_eq!(plain_target("/", head), "example.com:80");
+        assert_eq!(
+            plain_target("http://example.com/x?y", b""),
+            "example.com:80"
+        );
+        assert_eq!(
+            plain_target("HTTP://u:p@Example.com:8080/", b""),
+            "example.com:8080"
+        );
+        assert_eq!(plain_target("https://h/", b""), "h:443");
+        assert_eq!(plain_target("http://[::1]:81/", b""), "[::1]:81");
+        assert_eq!(plain_target("http://[::1]/", b""), "[::1]:80");
+        assert_eq!(
+            plain_target("/containers/json", b"GET / HTTP/1.1\r\n\r\n"),
+            "/containers/json"
+        );
+        assert_eq!(plain_target("http:///", b""), "http:///");
+    }
     use std::sync::atomic::AtomicUsize;
     use tokio::net::TcpListener;
 
@@ -1312,7 +1382,7 @@ mod tests {
             .map(|(target, reason)| format!("egress to {target} refused: {reason}"))
             .collect();
         expected.push(
-            "egress to http://example.com/ refused: a plain HTTP request is not allowed, only CONNECT"
+            "egress to example.com:80 refused: a plain HTTP request is not allowed, only CONNECT"
                 .to_owned(),
         );
         assert_eq!(session.take_log_lines(), expected);
