@@ -482,7 +482,8 @@ impl Runner {
                 role: assume_role,
             }),
         };
-        run_step(backend, pool, step, options, cancel).await
+        // A cold run (no pooled container ready) is labelled with the caller's own id.
+        run_step(backend, pool, step, options, Some(execution_id), cancel).await
     }
 }
 
@@ -493,7 +494,7 @@ pub async fn execute_step(
     options: ExecuteOptions<'_>,
     cancel: &CancellationToken,
 ) -> Result<StepResult, ExecuteError> {
-    let (result, removal) = run_step(engine, None, step, options, cancel).await?;
+    let (result, removal) = run_step(engine, None, step, options, None, cancel).await?;
     removal.finish().await?;
     Ok(result)
 }
@@ -509,7 +510,7 @@ pub async fn execute_step_pooled(
     options: ExecuteOptions<'_>,
     cancel: &CancellationToken,
 ) -> Result<(StepResult, Removal), ExecuteError> {
-    run_step(engine, pool, step, options, cancel).await
+    run_step(engine, pool, step, options, None, cancel).await
 }
 
 /// What goes into one container besides the step: its ids, context and limits, and its AWS
@@ -665,11 +666,14 @@ fn millis_since(began: Instant) -> u64 {
 }
 
 /// The core of every run: request, container, result.
+/// `cold_id` labels a fresh container when `options` leaves the id open (so that a pooled one
+/// may be adopted) and none was ready.
 async fn run_step(
     backend: &dyn Backend,
     pool: Option<&WarmPool>,
     step: &ValidatedStep,
     options: ExecuteOptions<'_>,
+    cold_id: Option<String>,
     cancel: &CancellationToken,
 ) -> Result<(StepResult, Removal), ExecuteError> {
     let began = Instant::now();
@@ -692,6 +696,7 @@ async fn run_step(
         .as_ref()
         .map(|c| c.execution_id.clone())
         .or(execution_id)
+        .or(cold_id)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let automation_id = automation_execution_id.unwrap_or_else(|| execution_id.clone());
     let (session, aws_request) = match &aws {
@@ -982,13 +987,14 @@ mod tests {
         );
         let step = python_step();
         let cancel = CancellationToken::new();
-        // The runtime's first use runs cold and fills the pool. (With the pool on, the run's
-        // id is a fresh one, not the caller's: the behaviour of the runner before the seam.)
+        // The runtime's first use runs cold (nothing is ready yet) and fills the pool; the cold
+        // container is the caller's own execution, labelled with its id.
         let (first, _) = runner
             .run(&step, job("first", JobLimits::default(), &cancel))
             .await
             .unwrap();
         assert_eq!(first.status, StepStatus::Success);
+        assert_eq!(first.execution_id, "first");
         let began = Instant::now();
         while pool.ready_count() == 0 {
             assert!(
