@@ -521,7 +521,8 @@ struct JobParts<'a> {
     context: &'a AwsContext,
     limits: &'a OutputLimits,
     memory_bytes: Option<i64>,
-    aws: Option<(AwsRequest, std::path::PathBuf)>,
+    aws: Option<AwsRequest>,
+    egress_dir: Option<std::path::PathBuf>,
 }
 
 /// The request bytes and the container job of one execution.
@@ -533,11 +534,8 @@ fn container_job(step: &ValidatedStep, parts: JobParts<'_>) -> Result<ContainerJ
         limits,
         memory_bytes,
         aws,
+        egress_dir,
     } = parts;
-    let (aws_request, egress_dir) = match aws {
-        Some((request, dir)) => (Some(request), Some(dir)),
-        None => (None, None),
-    };
     let now = Utc::now();
     let task_dir = format!(
         "/tmp/{}-{}",
@@ -558,7 +556,7 @@ fn container_job(step: &ValidatedStep, parts: JobParts<'_>) -> Result<ContainerJ
             payload_items: crate::result::MAX_PAYLOAD_ITEMS,
         },
         archive_bytes: 0,
-        aws: aws_request,
+        aws,
     };
     let stdin = encode_request(header, &step.files)?;
     Ok(ContainerJob {
@@ -719,7 +717,8 @@ async fn run_step(
             context,
             limits,
             memory_bytes,
-            aws: aws_request.zip(session.as_ref().map(|s| s.host_dir().to_path_buf())),
+            aws: aws_request,
+            egress_dir: session.as_ref().map(|s| s.host_dir().to_path_buf()),
         },
     )?;
     let mut observer = StepObserver::new(limits, on_log);

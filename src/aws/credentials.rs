@@ -181,9 +181,6 @@ pub enum CredentialError {
         operation: &'static str,
         seconds: u64,
     },
-    /// The HTTPS client could not be built (TLS roots).
-    #[error("the HTTPS client for AWS could not be built: {message}")]
-    HttpClient { message: String },
     /// The role is not one of `[aws] allowed_roles`.
     #[error("assumeRole {role:?} is not in aws.allowed_roles, the roles this scriptbox may assume")]
     RoleNotAllowed { role: String },

@@ -93,34 +93,31 @@ pub enum AwsSettingError {
     Credentials(#[from] CredentialError),
 }
 
-/// The longest emulator URL accepted.
-const MAX_ENDPOINT_CHARS: usize = 2048;
+/// The longest role pattern accepted (as long as a role ARN may be).
+const MAX_PATTERN_CHARS: usize = 2048;
 
-/// The emulator's address from `[aws] endpoint`: an `http://host:port` URL (the relay forwards
-/// plain HTTP; an emulator behind TLS is not supported).
+/// The emulator's address from `[aws] endpoint`: a URL as [`credentials::check_endpoint`]
+/// accepts it, and `http://` (the relay forwards plain HTTP; an emulator behind TLS is not
+/// supported).
 pub fn emulator_address(endpoint: &str) -> Result<HostPort, AwsSettingError> {
     let invalid = |rule: String| AwsSettingError::Invalid {
         key: "aws.endpoint",
         rule,
     };
-    if endpoint.len() > MAX_ENDPOINT_CHARS {
+    credentials::check_endpoint(endpoint).map_err(|e| invalid(e.to_string()))?;
+    let uri: hyper::Uri = endpoint
+        .parse()
+        .map_err(|_| invalid(format!("{endpoint:?} is not a URL")))?;
+    if uri.scheme_str() != Some("http") {
         return Err(invalid(format!(
-            "must be at most {MAX_ENDPOINT_CHARS} characters"
-        )));
-    }
-    let rest = endpoint.strip_prefix("http://").ok_or_else(|| {
-        invalid(format!(
             "must be an http:// URL such as http://127.0.0.1:5000, got {endpoint:?} (the egress \
              relays plain HTTP to the emulator)"
-        ))
-    })?;
-    let authority = rest.strip_suffix('/').unwrap_or(rest);
-    if authority.is_empty() || authority.contains(['/', '@', '?', '#']) {
-        return Err(invalid(format!(
-            "must be http://HOST:PORT with no user, path or query, got {endpoint:?}"
         )));
     }
-    HostPort::parse(authority, 80).map_err(|e| invalid(e.to_string()))
+    let authority = uri
+        .authority()
+        .ok_or_else(|| invalid(format!("{endpoint:?} has no host")))?;
+    HostPort::parse(authority.as_str(), 80).map_err(|e| invalid(e.to_string()))
 }
 
 /// Checks `[aws]` and `[egress]` without building anything that calls out (configuration load).
@@ -129,7 +126,13 @@ pub fn check_settings(
     egress: &EgressLimits,
     context: &AwsContext,
 ) -> Result<(), AwsSettingError> {
-    policy_of(aws, context)?;
+    check_values(aws, egress)?;
+    policy_of(aws, context).map(|_| ())
+}
+
+/// The rules of `[aws]` and `[egress]` that do not need the egress policy: positive and bounded
+/// numbers, role patterns, no endpoint without a mode that uses it.
+fn check_values(aws: &AwsConfig, egress: &EgressLimits) -> Result<(), AwsSettingError> {
     let positive = [
         ("egress.max_connections", egress.max_connections),
         (
@@ -218,9 +221,9 @@ fn check_allowed_roles(patterns: &[String]) -> Result<(), AwsSettingError> {
     }
     for pattern in patterns {
         let body = pattern.strip_suffix('*').unwrap_or(pattern);
-        if body.is_empty() || body.len() > MAX_ENDPOINT_CHARS || body.contains('*') {
+        if body.is_empty() || body.len() > MAX_PATTERN_CHARS || body.contains('*') {
             return Err(invalid(format!(
-                "patterns are role ARNs, or prefixes ending in one `*` (at most {MAX_ENDPOINT_CHARS} characters); got {:?}",
+                "patterns are role ARNs, or prefixes ending in one `*` (at most {MAX_PATTERN_CHARS} characters); got {:?}",
                 pattern.chars().take(120).collect::<String>()
             )));
         }
@@ -296,7 +299,7 @@ impl AwsAccess {
         context: &AwsContext,
         sandbox_user: &str,
     ) -> Result<Option<Arc<AwsAccess>>, AwsSettingError> {
-        check_settings(aws, egress, context)?;
+        check_values(aws, egress)?;
         let Some(policy) = policy_of(aws, context)? else {
             return Ok(None);
         };
@@ -313,11 +316,6 @@ impl AwsAccess {
             limits: egress.clone(),
             socket_owner,
         })))
-    }
-
-    /// The mode (never `None` here).
-    pub fn mode(&self) -> AwsMode {
-        self.mode
     }
 
     /// A fresh budget for one execution's egress.

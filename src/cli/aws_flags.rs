@@ -31,8 +31,25 @@ pub struct AwsFlags {
 }
 
 impl AwsFlags {
-    /// Applies the flags over `settings` and checks the result (errors name the flag or key).
-    pub fn apply(&self, settings: &mut Settings) -> Result<(), CliError> {
+    /// Applies the flags over `settings`, checks the result (errors name the flag or key) and
+    /// builds the AWS access of this run (`None` in mode `none`).
+    pub async fn access(
+        &self,
+        settings: &mut Settings,
+    ) -> Result<Option<Arc<AwsAccess>>, CliError> {
+        self.apply(settings)?;
+        AwsAccess::from_settings(
+            &settings.aws,
+            &settings.egress,
+            &settings.context,
+            &settings.sandbox.user,
+        )
+        .await
+        .map_err(|e| CliError::Invalid(format!("AWS access: {e}")))
+    }
+
+    /// Applies the flags over `settings` and checks the result.
+    fn apply(&self, settings: &mut Settings) -> Result<(), CliError> {
         if self.aws {
             settings.aws.mode = AwsMode::Aws;
         }
@@ -55,16 +72,4 @@ impl AwsFlags {
             .check()
             .map_err(|e| CliError::Invalid(format!("{e}")))
     }
-}
-
-/// The AWS access of `settings` (`None` in mode `none`).
-pub async fn access(settings: &Settings) -> Result<Option<Arc<AwsAccess>>, CliError> {
-    AwsAccess::from_settings(
-        &settings.aws,
-        &settings.egress,
-        &settings.context,
-        &settings.sandbox.user,
-    )
-    .await
-    .map_err(|e| CliError::Invalid(format!("AWS access: {e}")))
 }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::aws_flags::{self, AwsFlags};
+use super::aws_flags::AwsFlags;
 use super::{CliError, OutputFormat, StepFlags};
 use crate::config::Settings;
 use crate::execute::{ExecuteOptions, StepAws, execute_step};
@@ -76,8 +76,7 @@ pub(super) async fn invoke(
     catalog: Catalog,
     shutdown: CancellationToken,
 ) -> Result<ExitCode, CliError> {
-    args.aws.apply(&mut settings)?;
-    let aws = aws_flags::access(&settings).await?;
+    let aws = args.aws.access(&mut settings).await?;
     if let Some(role) = &args.assume_role {
         if aws.is_none() {
             return Err(CliError::Invalid(

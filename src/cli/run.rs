@@ -10,7 +10,7 @@ use serde_json::Map;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::aws_flags::{self, AwsFlags};
+use super::aws_flags::AwsFlags;
 use super::runbook_input::{load_runbook_input, refuse};
 use super::{CliError, OutputFormat, RunbookInput, TextProgress};
 use crate::config::Settings;
@@ -40,8 +40,7 @@ pub(super) async fn run_runbook(
     catalog: Catalog,
     shutdown: CancellationToken,
 ) -> Result<ExitCode, CliError> {
-    args.aws.apply(&mut settings)?;
-    let aws = aws_flags::access(&settings).await?;
+    let aws = args.aws.access(&mut settings).await?;
     let (doc, supplied) = match load_runbook_input(&args.input, &settings, &catalog, args.output)? {
         Ok(loaded) => loaded,
         Err(refused) => return Ok(refused),

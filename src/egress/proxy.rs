@@ -191,11 +191,6 @@ impl EgressBudget {
         self.totals.snapshot()
     }
 
-    /// The caps this budget holds.
-    pub fn limits(&self) -> &EgressLimits {
-        &self.limits
-    }
-
     /// Grants up to `wanted` bytes; less (maybe 0) when `max_bytes` is reached.
     fn grant(&self, wanted: usize) -> usize {
         let wanted64 = u64::try_from(wanted).unwrap_or(u64::MAX);
