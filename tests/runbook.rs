@@ -109,6 +109,9 @@ async fn run_file_until(
         catalog: &catalog,
         max_timeout_secs: 600,
         max_run_secs: settings.limits.max_runbook_seconds,
+        children: None,
+        signals: None,
+        depth: 0,
     };
     let mut log = Vec::new();
     let e = execute(

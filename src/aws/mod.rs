@@ -17,6 +17,7 @@ use credentials::{
     CredentialBroker, CredentialError, CredentialRequest, StepCredentials, session_name,
 };
 
+pub mod api;
 pub mod credentials;
 
 /// How steps reach AWS.

@@ -133,6 +133,9 @@ async fn execute(
         catalog,
         max_timeout_secs: settings.limits.max_timeout_seconds,
         max_run_secs: settings.limits.max_runbook_seconds,
+        children: None,
+        signals: None,
+        depth: 0,
     };
     let mut observer = |event: rb::executor::RunEvent<'_>| progress.on_event(event);
     rb::executor::execute(doc, params, runner, &exec_options, &mut observer, shutdown).await

@@ -107,6 +107,9 @@ pub enum StepKind {
     Sleep,
     /// `aws:branch`.
     Branch(BranchSpec),
+    /// An action whose load-time check keeps nothing beyond the step's `inputs` (the AWS API
+    /// actions, aws:pause...): they read the resolved inputs again at run time.
+    Checked(Action),
 }
 
 /// One step.
@@ -147,6 +150,7 @@ impl StepDecl {
             StepKind::ExecuteScript { .. } => Action::ExecuteScript,
             StepKind::Sleep => Action::Sleep,
             StepKind::Branch(_) => Action::Branch,
+            StepKind::Checked(action) => action,
         }
     }
 }

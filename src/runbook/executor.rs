@@ -27,7 +27,10 @@ use tokio_util::sync::CancellationToken;
 use super::actions::StepFailure;
 use super::actions::{Action, ActionSpec, Ran, RunCx};
 use super::document::{OnCancel, OnFailure, Runbook, StepDecl};
+use super::children::ChildRunbooks;
 use super::interpolate::Scope;
+use super::signals::SignalInbox;
+use crate::aws::api::{AwsCall, AwsCallError};
 use super::selector::ValueType;
 use crate::context::{AwsContext, context_dict};
 use crate::egress::EgressCounts;
@@ -69,6 +72,17 @@ pub trait StepRunner: Send + Sync {
         step: &'a ValidatedStep,
         ctx: RunContext<'a>,
     ) -> BoxFuture<'a, Result<StepResult, ExecuteError>>;
+
+    /// Makes one AWS API call for an action (`aws:executeAwsApi`...), as the step's role (the
+    /// operator's credentials when the runbook names none); the response as AWS renders it.
+    fn call_aws<'a>(
+        &'a self,
+        call: &'a AwsCall,
+        ctx: RunContext<'a>,
+    ) -> BoxFuture<'a, Result<Value, AwsCallError>> {
+        let _ = (call, ctx);
+        Box::pin(async { Err(AwsCallError::NoAccess) })
+    }
 }
 
 /// What happens during an execution, as it happens.
@@ -175,6 +189,12 @@ pub struct ExecOptions<'a> {
     pub max_timeout_secs: u64,
     /// The longest the whole execution may run (`limits.max_runbook_seconds`).
     pub max_run_secs: u64,
+    /// Starts `aws:executeAutomation`'s children; `None` where there is no document store.
+    pub children: Option<&'a dyn ChildRunbooks>,
+    /// The signals sent to this execution (`aws:pause`, `aws:approve` wait on it).
+    pub signals: Option<&'a SignalInbox>,
+    /// How deep this execution is below a top-level one (0 at the top).
+    pub depth: u32,
 }
 
 /// Runs a runbook with resolved parameters.
@@ -799,6 +819,9 @@ mod tests {
             catalog: &catalog,
             max_timeout_secs: 600,
             max_run_secs,
+            children: None,
+            signals: None,
+            depth: 0,
         };
         let mut events = Vec::new();
         let params = crate::runbook::parameters::resolve(&rb.parameters, &[]).unwrap();

@@ -11,6 +11,7 @@
 use std::fmt;
 
 pub mod actions;
+pub mod children;
 pub mod document;
 pub mod executor;
 pub mod interpolate;
@@ -18,6 +19,7 @@ pub mod output;
 pub mod parameters;
 pub mod runner;
 pub mod selector;
+pub mod signals;
 pub mod yaml;
 
 pub use yaml::Pos;

@@ -669,6 +669,9 @@ impl Scheduler {
             catalog: &self.catalog,
             max_timeout_secs: self.settings.limits.max_timeout_seconds,
             max_run_secs: self.settings.limits.max_runbook_seconds,
+            children: None,
+            signals: None,
+            depth: 0,
         };
         let store = self.store.clone();
         let exec_id = id.to_string();

@@ -20,9 +20,76 @@ use super::selector::ValueType;
 use super::yaml::{Format, Node, Pos};
 use crate::result::{LogLine, StepStatus};
 
+/// A placeholder `ActionSpec` for an action not built yet: its steps are refused at load as
+/// unsupported, naming the action (replaced by each action's own implementation).
+macro_rules! not_built_yet {
+    ($ty:ident, $variant:ident) => {
+        /// The action (not built yet).
+        pub(crate) struct $ty;
+
+        impl super::ActionSpec for $ty {
+            const ACTION: super::Action = super::Action::$variant;
+            const INPUT_KEYS: &'static [&'static str] = &[];
+            const IMPLICIT_OUTPUTS: &'static [&'static str] = &[];
+            const DECLARES_OUTPUTS: bool = true;
+            const RETRIES: bool = false;
+            type Ready<'s> = ();
+
+            fn check(
+                cx: &mut super::CheckCx<'_>,
+                step: &super::StepHead<'_>,
+            ) -> Option<crate::runbook::document::StepKind> {
+                let name = Self::ACTION.name();
+                cx.problems.push(crate::runbook::Problem::unsupported(
+                    step.node.pos,
+                    step.ctx,
+                    name,
+                    format!("action {name} is not supported by scriptbox yet"),
+                ));
+                None
+            }
+
+            fn prepare<'s>(
+                _cx: &super::RunCx<'_>,
+                _step: &'s crate::runbook::document::StepDecl,
+                _inputs: &serde_json::Map<String, serde_json::Value>,
+            ) -> Result<(), super::StepFailure> {
+                Err(super::StepFailure::new("InvalidInput", "not built yet"))
+            }
+
+            fn attempt<'a, 's: 'a>(
+                _cx: &'a mut super::RunCx<'_>,
+                _step: &'s crate::runbook::document::StepDecl,
+                _ready: &'a (),
+            ) -> futures::future::BoxFuture<'a, super::Attempt> {
+                Box::pin(async { super::Attempt::ended(crate::result::StepStatus::Failed, None) })
+            }
+        }
+    };
+}
+
+pub mod approve;
+pub mod aws_call;
+pub mod assert_resource;
 pub mod branch;
+pub mod change_instance_state;
+pub mod copy_image;
+pub mod create_image;
+pub mod create_stack;
+pub mod create_tags;
+pub mod delete_image;
+pub mod delete_stack;
+pub mod execute_automation;
+pub mod execute_aws_api;
 pub mod execute_script;
+pub mod invoke_lambda;
+pub mod loop_steps;
+pub mod pause;
+pub mod run_command;
+pub mod run_instances;
 pub mod sleep;
+pub mod update_variable;
+pub mod wait_for_resource;
 
 /// A runbook action scriptbox runs (`action:` of a step).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,11 +100,162 @@ pub enum Action {
     Sleep,
     /// `aws:branch`: chooses the next step.
     Branch,
+    /// `aws:executeAwsApi`: one AWS API call, outputs selected from its response.
+    ExecuteAwsApi,
+    /// `aws:waitForAwsResourceProperty`: calls until a selected value is one of the desired ones.
+    WaitForAwsResourceProperty,
+    /// `aws:assertAwsResourceProperty`: one call; fails unless the selected value is a desired one.
+    AssertAwsResourceProperty,
+    /// `aws:changeInstanceState`: starts, stops or terminates instances, then waits.
+    ChangeInstanceState,
+    /// `aws:createTags`: tags EC2 or SSM resources.
+    CreateTags,
+    /// `aws:runInstances`: launches instances and waits until they run.
+    RunInstances,
+    /// `aws:createImage`: an AMI from an instance, waited for.
+    CreateImage,
+    /// `aws:copyImage`: copies an AMI, waited for.
+    CopyImage,
+    /// `aws:deleteImage`: deregisters an AMI and deletes its snapshots.
+    DeleteImage,
+    /// `aws:createStack`: a CloudFormation stack, waited for.
+    CreateStack,
+    /// `aws:deleteStack`: deletes a CloudFormation stack, waited for.
+    DeleteStack,
+    /// `aws:invokeLambdaFunction`: invokes a Lambda function.
+    InvokeLambdaFunction,
+    /// `aws:runCommand`: sends a Run Command and polls its invocations.
+    RunCommand,
+    /// `aws:executeAutomation`: a child runbook execution, its outputs flowing back.
+    ExecuteAutomation,
+    /// `aws:loop`: runs inner steps over iterators or while a condition holds.
+    Loop,
+    /// `aws:pause`: waits for a Resume signal.
+    Pause,
+    /// `aws:approve`: waits for approvals or a rejection.
+    Approve,
+    /// `aws:updateVariable`: sets a runbook variable.
+    UpdateVariable,
+}
+
+/// Expands `$body` once per action with `$A` naming the action's `ActionSpec` type: the one
+/// place the variants meet their modules (every dispatch below goes through it).
+macro_rules! each_action {
+    ($self:expr, $A:ident => $body:expr) => {
+        match $self {
+            Action::ExecuteScript => {
+                use execute_script::ExecuteScript as $A;
+                $body
+            }
+            Action::Sleep => {
+                use sleep::Sleep as $A;
+                $body
+            }
+            Action::Branch => {
+                use branch::Branch as $A;
+                $body
+            }
+            Action::ExecuteAwsApi => {
+                use execute_aws_api::ExecuteAwsApi as $A;
+                $body
+            }
+            Action::WaitForAwsResourceProperty => {
+                use wait_for_resource::WaitForAwsResourceProperty as $A;
+                $body
+            }
+            Action::AssertAwsResourceProperty => {
+                use assert_resource::AssertAwsResourceProperty as $A;
+                $body
+            }
+            Action::ChangeInstanceState => {
+                use change_instance_state::ChangeInstanceState as $A;
+                $body
+            }
+            Action::CreateTags => {
+                use create_tags::CreateTags as $A;
+                $body
+            }
+            Action::RunInstances => {
+                use run_instances::RunInstances as $A;
+                $body
+            }
+            Action::CreateImage => {
+                use create_image::CreateImage as $A;
+                $body
+            }
+            Action::CopyImage => {
+                use copy_image::CopyImage as $A;
+                $body
+            }
+            Action::DeleteImage => {
+                use delete_image::DeleteImage as $A;
+                $body
+            }
+            Action::CreateStack => {
+                use create_stack::CreateStack as $A;
+                $body
+            }
+            Action::DeleteStack => {
+                use delete_stack::DeleteStack as $A;
+                $body
+            }
+            Action::InvokeLambdaFunction => {
+                use invoke_lambda::InvokeLambdaFunction as $A;
+                $body
+            }
+            Action::RunCommand => {
+                use run_command::RunCommand as $A;
+                $body
+            }
+            Action::ExecuteAutomation => {
+                use execute_automation::ExecuteAutomation as $A;
+                $body
+            }
+            Action::Loop => {
+                use loop_steps::Loop as $A;
+                $body
+            }
+            Action::Pause => {
+                use pause::Pause as $A;
+                $body
+            }
+            Action::Approve => {
+                use approve::Approve as $A;
+                $body
+            }
+            Action::UpdateVariable => {
+                use update_variable::UpdateVariable as $A;
+                $body
+            }
+        }
+    };
 }
 
 impl Action {
     /// Every action, in the order the refusal of an unsupported one lists them.
-    pub const ALL: [Action; 3] = [Action::ExecuteScript, Action::Sleep, Action::Branch];
+    pub const ALL: [Action; 21] = [
+        Action::ExecuteScript,
+        Action::Sleep,
+        Action::Branch,
+        Action::ExecuteAwsApi,
+        Action::WaitForAwsResourceProperty,
+        Action::AssertAwsResourceProperty,
+        Action::ChangeInstanceState,
+        Action::CreateTags,
+        Action::RunInstances,
+        Action::CreateImage,
+        Action::CopyImage,
+        Action::DeleteImage,
+        Action::CreateStack,
+        Action::DeleteStack,
+        Action::InvokeLambdaFunction,
+        Action::RunCommand,
+        Action::ExecuteAutomation,
+        Action::Loop,
+        Action::Pause,
+        Action::Approve,
+        Action::UpdateVariable,
+    ];
 
     /// AWS's name of the action (`aws:executeScript`).
     pub fn name(self) -> &'static str {
@@ -45,6 +263,24 @@ impl Action {
             Action::ExecuteScript => "aws:executeScript",
             Action::Sleep => "aws:sleep",
             Action::Branch => "aws:branch",
+            Action::ExecuteAwsApi => "aws:executeAwsApi",
+            Action::WaitForAwsResourceProperty => "aws:waitForAwsResourceProperty",
+            Action::AssertAwsResourceProperty => "aws:assertAwsResourceProperty",
+            Action::ChangeInstanceState => "aws:changeInstanceState",
+            Action::CreateTags => "aws:createTags",
+            Action::RunInstances => "aws:runInstances",
+            Action::CreateImage => "aws:createImage",
+            Action::CopyImage => "aws:copyImage",
+            Action::DeleteImage => "aws:deleteImage",
+            Action::CreateStack => "aws:createStack",
+            Action::DeleteStack => "aws:deleteStack",
+            Action::InvokeLambdaFunction => "aws:invokeLambdaFunction",
+            Action::RunCommand => "aws:runCommand",
+            Action::ExecuteAutomation => "aws:executeAutomation",
+            Action::Loop => "aws:loop",
+            Action::Pause => "aws:pause",
+            Action::Approve => "aws:approve",
+            Action::UpdateVariable => "aws:updateVariable",
         }
     }
 
@@ -55,47 +291,27 @@ impl Action {
 
     /// The keys its `inputs` may hold.
     pub fn input_keys(self) -> &'static [&'static str] {
-        match self {
-            Action::ExecuteScript => execute_script::ExecuteScript::INPUT_KEYS,
-            Action::Sleep => sleep::Sleep::INPUT_KEYS,
-            Action::Branch => branch::Branch::INPUT_KEYS,
-        }
+        each_action!(self, A => A::INPUT_KEYS)
     }
 
     /// Outputs a step of this action has without declaring them (`Payload` for executeScript).
     pub fn implicit_outputs(self) -> &'static [&'static str] {
-        match self {
-            Action::ExecuteScript => execute_script::ExecuteScript::IMPLICIT_OUTPUTS,
-            Action::Sleep => sleep::Sleep::IMPLICIT_OUTPUTS,
-            Action::Branch => branch::Branch::IMPLICIT_OUTPUTS,
-        }
+        each_action!(self, A => A::IMPLICIT_OUTPUTS)
     }
 
     /// Whether a step of this action may declare `outputs` (Name, Selector, Type).
     pub fn declares_outputs(self) -> bool {
-        match self {
-            Action::ExecuteScript => execute_script::ExecuteScript::DECLARES_OUTPUTS,
-            Action::Sleep => sleep::Sleep::DECLARES_OUTPUTS,
-            Action::Branch => branch::Branch::DECLARES_OUTPUTS,
-        }
+        each_action!(self, A => A::DECLARES_OUTPUTS)
     }
 
     /// Whether a failed or timed-out attempt is retried up to `maxAttempts`.
     pub fn retries(self) -> bool {
-        match self {
-            Action::ExecuteScript => execute_script::ExecuteScript::RETRIES,
-            Action::Sleep => sleep::Sleep::RETRIES,
-            Action::Branch => branch::Branch::RETRIES,
-        }
+        each_action!(self, A => A::RETRIES)
     }
 
     /// Checks a step's `inputs` at load; problems go to `cx`; `None` when the step is refused.
     pub(crate) fn check(self, cx: &mut CheckCx<'_>, step: &StepHead<'_>) -> Option<StepKind> {
-        match self {
-            Action::ExecuteScript => execute_script::ExecuteScript::check(cx, step),
-            Action::Sleep => sleep::Sleep::check(cx, step),
-            Action::Branch => branch::Branch::check(cx, step),
-        }
+        each_action!(self, A => A::check(cx, step))
     }
 
     /// Checks a read step against the whole document (its files, the other steps), after
@@ -106,33 +322,19 @@ impl Action {
         step: &StepDecl,
         doc: &DocFacts<'_>,
     ) {
-        match self {
-            Action::ExecuteScript => {
-                execute_script::ExecuteScript::check_in_document(cx, step, doc)
-            }
-            Action::Sleep => sleep::Sleep::check_in_document(cx, step, doc),
-            Action::Branch => branch::Branch::check_in_document(cx, step, doc),
-        }
+        each_action!(self, A => A::check_in_document(cx, step, doc))
     }
 
     /// Completes a checked step's `kind` with what only the whole document tells (executeScript
     /// validates its inputs here when they are known at load), after every other check.
     pub(crate) fn complete(self, cx: &mut CheckCx<'_>, step: &mut StepDecl, doc: &DocFacts<'_>) {
-        match self {
-            Action::ExecuteScript => execute_script::ExecuteScript::complete(cx, step, doc),
-            Action::Sleep => sleep::Sleep::complete(cx, step, doc),
-            Action::Branch => branch::Branch::complete(cx, step, doc),
-        }
+        each_action!(self, A => A::complete(cx, step, doc))
     }
 
     /// The steps a step of this action may go to besides `nextStep`, `onFailure` and
     /// `onCancel` (aws:branch's choices), with where each is written.
     pub(crate) fn targets(self, step: &StepDecl) -> Vec<(String, Pos)> {
-        match self {
-            Action::ExecuteScript => execute_script::ExecuteScript::targets(step),
-            Action::Sleep => sleep::Sleep::targets(step),
-            Action::Branch => branch::Branch::targets(step),
-        }
+        each_action!(self, A => A::targets(step))
     }
 
     /// Runs one step of this action with its resolved `inputs`: what is resolved once, then
@@ -143,11 +345,7 @@ impl Action {
         step: &'a StepDecl,
         inputs: &'a Map<String, Value>,
     ) -> BoxFuture<'a, Ran> {
-        match self {
-            Action::ExecuteScript => attempts::<execute_script::ExecuteScript>(cx, step, inputs),
-            Action::Sleep => attempts::<sleep::Sleep>(cx, step, inputs),
-            Action::Branch => attempts::<branch::Branch>(cx, step, inputs),
-        }
+        each_action!(self, A => attempts::<A>(cx, step, inputs))
     }
 }
 
@@ -348,7 +546,7 @@ mod tests {
             assert_eq!(Action::from_name(a.name()), Some(a));
             assert!(a.name().starts_with("aws:"), "{}", a.name());
         }
-        assert_eq!(Action::from_name("aws:executeAwsApi"), None);
+        assert_eq!(Action::from_name("aws:putServerUpgradeMetrics"), None);
         assert_eq!(Action::from_name("aws:Sleep"), None);
         assert_eq!(Action::from_name(""), None);
         assert_eq!(Action::ExecuteScript.implicit_outputs(), ["Payload"]);
