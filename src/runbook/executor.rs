@@ -26,12 +26,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::actions::StepFailure;
 use super::actions::{Action, ActionSpec, Ran, RunCx};
-use super::document::{OnCancel, OnFailure, Runbook, StepDecl};
 use super::children::ChildRunbooks;
+use super::document::{OnCancel, OnFailure, Runbook, StepDecl};
 use super::interpolate::Scope;
+use super::selector::ValueType;
 use super::signals::SignalInbox;
 use crate::aws::api::{AwsCall, AwsCallError};
-use super::selector::ValueType;
 use crate::context::{AwsContext, context_dict};
 use crate::egress::EgressCounts;
 use crate::execute::ExecuteError;
@@ -82,6 +82,12 @@ pub trait StepRunner: Send + Sync {
     ) -> BoxFuture<'a, Result<Value, AwsCallError>> {
         let _ = (call, ctx);
         Box::pin(async { Err(AwsCallError::NoAccess) })
+    }
+
+    /// How long a wait (`aws:waitForAwsResourceProperty`...) sleeps between two calls
+    /// (`[aws] poll_interval_seconds`).
+    fn poll_interval(&self) -> std::time::Duration {
+        crate::runbook::actions::aws_call::DEFAULT_POLL_INTERVAL
     }
 }
 
