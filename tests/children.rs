@@ -1,0 +1,246 @@
+//! Child runbooks (`aws:executeAutomation`) with `scriptbox run --documents DIR`, against the
+//! real Docker engine and runtime images: outputs that flow back, a failing child and the
+//! parent's onFailure, a missing document, the depth limit, and the real malekmaciej runbooks.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn run(doc: &Path, documents: &Path, extra: &[&str]) -> (Output, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_scriptbox"))
+        .arg("run")
+        .arg(doc)
+        .arg("--documents")
+        .arg(documents)
+        .args(["--output", "json"])
+        .args(extra)
+        .output()
+        .expect("run scriptbox");
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out, json)
+}
+
+fn folder(files: &[(&str, &str)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("scriptbox-children-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, body) in files {
+        std::fs::write(dir.join(name), body).unwrap();
+    }
+    dir
+}
+
+fn step<'a>(json: &'a Value, name: &str) -> &'a Value {
+    json["StepExecutions"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["StepName"] == name))
+        .unwrap_or_else(|| panic!("no step {name} in {json:#}"))
+}
+
+const CHILD: &str = r#"schemaVersion: '0.3'
+parameters:
+  Who: {type: String}
+  Times: {type: Integer, default: 1}
+mainSteps:
+  - name: greet
+    action: aws:executeScript
+    inputs:
+      Runtime: python3.11
+      Handler: h
+      InputPayload: {who: '{{ Who }}', times: '{{ Times }}'}
+      Script: |-
+        def h(e, c):
+            return {"greeting": "hello " + e["who"], "n": e["times"] * 2}
+    outputs:
+      - {Name: Greeting, Selector: $.Payload.greeting, Type: String}
+      - {Name: Doubled, Selector: $.Payload.n, Type: Integer}
+outputs:
+  - greet.Greeting
+  - greet.Doubled
+"#;
+
+const FAILING: &str = r#"schemaVersion: '0.3'
+mainSteps:
+  - name: boom
+    action: aws:executeScript
+    inputs:
+      Runtime: python3.11
+      Handler: h
+      Script: |-
+        def h(e, c):
+            raise ValueError("the child broke")
+"#;
+
+const PARENT: &str = r#"schemaVersion: '0.3'
+mainSteps:
+  - name: Child
+    action: aws:executeAutomation
+    inputs:
+      DocumentName: child
+      RuntimeParameters:
+        Who: world
+        Times: '21'
+  - name: Use
+    action: aws:branch
+    inputs:
+      Choices:
+        - NextStep: Bad
+          Variable: '{{ Child.Status }}'
+          StringEquals: Failed
+      Default: Broken
+  - name: Broken
+    action: aws:executeAutomation
+    onFailure: step:Recover
+    inputs:
+      DocumentName: failing
+  - name: Bad
+    action: aws:sleep
+    inputs: {Duration: PT0S}
+    isEnd: true
+  - name: Recover
+    action: aws:executeAutomation
+    inputs:
+      DocumentName: nowhere
+outputs:
+  - Child.Output
+  - Child.ExecutionId
+"#;
+
+#[test]
+fn a_child_with_outputs_a_failing_child_and_a_missing_document() {
+    let dir = folder(&[
+        ("child.yaml", CHILD),
+        ("failing.yml", FAILING),
+        ("parent.yaml", PARENT),
+    ]);
+    let (out, json) = run(&dir.join("parent.yaml"), &dir, &[]);
+    // The last step fails (no such document): the execution ends Failed, exit 1.
+    assert_eq!(out.status.code(), Some(1), "{json:#}");
+    assert_eq!(json["AutomationExecutionStatus"], "Failed", "{json:#}");
+
+    let child = step(&json, "Child");
+    assert_eq!(child["StepStatus"], "Success", "{child:#}");
+    assert_eq!(child["Outputs"]["Output"], serde_json::json!(["hello world", "42"]));
+    assert_eq!(child["Outputs"]["Status"], serde_json::json!(["Success"]));
+    let child_id = child["Outputs"]["ExecutionId"][0].as_str().unwrap().to_string();
+    assert_eq!(
+        json["Outputs"]["Child.ExecutionId"],
+        serde_json::json!([child_id])
+    );
+
+    // The failing child fails the parent's step; onFailure: step:Recover is honoured.
+    let broken = step(&json, "Broken");
+    assert_eq!(broken["StepStatus"], "Failed");
+    let why = broken["FailureMessage"].as_str().unwrap();
+    assert!(
+        why.contains("ChildAutomationFailed") && why.contains("the child broke"),
+        "{why}"
+    );
+    assert_eq!(broken["NextStep"], "Recover");
+    let missing = step(&json, "Recover");
+    let why = missing["FailureMessage"].as_str().unwrap();
+    assert!(
+        why.contains("Automation document nowhere does not exist"),
+        "{why}"
+    );
+
+    // Each child is its own execution, linked to its parent.
+    let parent_id = json["AutomationExecutionId"].as_str().unwrap();
+    let children = json["ScriptboxChildExecutions"].as_array().unwrap();
+    assert_eq!(children.len(), 2, "{json:#}");
+    assert_eq!(children[0]["AutomationExecutionId"], child_id.as_str());
+    assert_eq!(children[0]["DocumentName"], "child");
+    assert_eq!(children[0]["AutomationExecutionStatus"], "Success");
+    assert_eq!(children[0]["Parameters"]["Who"], serde_json::json!(["world"]));
+    assert_eq!(children[1]["AutomationExecutionStatus"], "Failed");
+    for c in children {
+        assert_eq!(c["ParentAutomationExecutionId"], parent_id);
+    }
+}
+
+#[test]
+fn a_document_that_starts_itself_stops_at_the_depth_limit() {
+    let selfish = "schemaVersion: '0.3'
+mainSteps:
+  - name: again
+    action: aws:executeAutomation
+    inputs: {DocumentName: selfish}
+";
+    let dir = folder(&[("selfish.yaml", selfish)]);
+    let (out, json) = run(&dir.join("selfish.yaml"), &dir, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let children = json["ScriptboxChildExecutions"].as_array().unwrap();
+    // Five levels below the top; the fifth child's step is refused before a sixth starts.
+    assert_eq!(children.len(), 5, "{json:#}");
+    let deepest = &children[0];
+    let why = deepest["StepExecutions"][0]["FailureMessage"]
+        .as_str()
+        .unwrap();
+    assert!(why.contains("nested deeper than 5 levels"), "{why}");
+    assert_eq!(json["AutomationExecutionStatus"], "Failed");
+}
+
+#[test]
+fn targets_and_rate_control_are_refused_at_load() {
+    let doc = "schemaVersion: '0.3'
+mainSteps:
+  - name: many
+    action: aws:executeAutomation
+    inputs:
+      DocumentName: child
+      TargetParameterName: InstanceId
+      Targets: [{Key: tag:Env, Values: [prod]}]
+      MaxConcurrency: '2'
+      Colour: blue
+";
+    let dir = folder(&[("many.yaml", doc)]);
+    let (out, json) = run(&dir.join("many.yaml"), &dir, &[]);
+    assert_eq!(out.status.code(), Some(2), "{json:#}");
+    let text = json["Problems"].to_string();
+    for needle in [
+        "TargetParameterName: targets and rate control",
+        "Targets: targets and rate control",
+        "MaxConcurrency: targets and rate control",
+        "unknown input \\\"Colour\\\"",
+    ] {
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+}
+
+/// AWS's published example pair: main runs child-1, passes its outputs to a script, then runs
+/// child-2 — which the repository does not publish, so that step fails as a missing document.
+#[test]
+fn malekmaciej_main_and_child_1() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/runbooks");
+    let main = corpus.join("malekmaciej__ssm-automation-outputs__templates-main.yaml");
+    let child = corpus.join("malekmaciej__ssm-automation-outputs__templates-child-1.yaml");
+    if !main.is_file() || !child.is_file() {
+        eprintln!(
+            "SKIPPED: the malekmaciej runbooks are not in {}",
+            corpus.display()
+        );
+        return;
+    }
+    // The documents are read where they are, under the names the main runbook uses.
+    let dir = folder(&[]);
+    std::os::unix::fs::symlink(&child, dir.join("child-1.yaml")).unwrap();
+    let (out, json) = run(&main, &dir, &[]);
+    assert_eq!(out.status.code(), Some(1), "{json:#}");
+    let child1 = step(&json, "Child1");
+    assert_eq!(child1["StepStatus"], "Success", "{json:#}");
+    let values = child1["Outputs"]["Output"].as_array().unwrap();
+    assert_eq!(values.len(), 2, "{child1:#}");
+    let process = step(&json, "ProcessListToJSON");
+    assert_eq!(process["StepStatus"], "Success", "{process:#}");
+    assert_eq!(process["Outputs"]["CurrentDate"][0], values[0]);
+    assert_eq!(process["Outputs"]["RandomString"][0], values[1]);
+    let child2 = step(&json, "Child2");
+    let why = child2["FailureMessage"].as_str().unwrap();
+    assert!(why.contains("Automation document child-2 does not exist"), "{why}");
+}
