@@ -126,9 +126,15 @@ fn a_child_with_outputs_a_failing_child_and_a_missing_document() {
 
     let child = step(&json, "Child");
     assert_eq!(child["StepStatus"], "Success", "{child:#}");
-    assert_eq!(child["Outputs"]["Output"], serde_json::json!(["hello world", "42"]));
+    assert_eq!(
+        child["Outputs"]["Output"],
+        serde_json::json!(["hello world", "42"])
+    );
     assert_eq!(child["Outputs"]["Status"], serde_json::json!(["Success"]));
-    let child_id = child["Outputs"]["ExecutionId"][0].as_str().unwrap().to_string();
+    let child_id = child["Outputs"]["ExecutionId"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(
         json["Outputs"]["Child.ExecutionId"],
         serde_json::json!([child_id])
@@ -157,7 +163,10 @@ fn a_child_with_outputs_a_failing_child_and_a_missing_document() {
     assert_eq!(children[0]["AutomationExecutionId"], child_id.as_str());
     assert_eq!(children[0]["DocumentName"], "child");
     assert_eq!(children[0]["AutomationExecutionStatus"], "Success");
-    assert_eq!(children[0]["Parameters"]["Who"], serde_json::json!(["world"]));
+    assert_eq!(
+        children[0]["Parameters"]["Who"],
+        serde_json::json!(["world"])
+    );
     assert_eq!(children[1]["AutomationExecutionStatus"], "Failed");
     for c in children {
         assert_eq!(c["ParentAutomationExecutionId"], parent_id);
@@ -242,5 +251,8 @@ fn malekmaciej_main_and_child_1() {
     assert_eq!(process["Outputs"]["RandomString"][0], values[1]);
     let child2 = step(&json, "Child2");
     let why = child2["FailureMessage"].as_str().unwrap();
-    assert!(why.contains("Automation document child-2 does not exist"), "{why}");
+    assert!(
+        why.contains("Automation document child-2 does not exist"),
+        "{why}"
+    );
 }
