@@ -256,3 +256,89 @@ fn malekmaciej_main_and_child_1() {
         "{why}"
     );
 }
+
+mod common;
+
+/// The daemon: a child from the SSM documents, started by boto3's StartAutomationExecution of
+/// its parent, shown with its ParentAutomationExecutionId by the SSM API and the native API.
+#[tokio::test]
+async fn daemon_children_come_from_the_ssm_documents() {
+    let Some(engine) = common::engine().await else {
+        return;
+    };
+    if !common::require_image(&engine, "python3.11").await {
+        return;
+    }
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/moto/venv/bin/python");
+    if !python.is_file() {
+        if common::required() {
+            panic!("no boto3 at {} (make moto)", python.display());
+        }
+        eprintln!(
+            "SKIPPED: no boto3 at {} (make moto, or copy target/moto)",
+            python.display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = common::daemon::Daemon::start(
+        dir.path(),
+        &["--listen", "127.0.0.1:0", "--ssm-api", "--ssm-anonymous"],
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/children/daemon_flow.py");
+    let endpoint = d.endpoint();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .arg(endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .expect("run python")
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && text.contains("OK"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: Vec<&str> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("OK "))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let (parent, child) = (ids[0], ids[1]);
+    let native = d.client();
+    let c = native
+        .get(&format!("/v1/executions/{child}"))
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(c["ParentAutomationExecutionId"], parent, "{c}");
+    assert_eq!(c["Status"], "Success", "{c}");
+    let p = native
+        .get(&format!("/v1/executions/{parent}"))
+        .await
+        .unwrap()
+        .json();
+    assert!(p.get("ParentAutomationExecutionId").is_none(), "{p}");
+    // `scriptbox get` shows the parent.
+    let got = Command::new(env!("CARGO_BIN_EXE_scriptbox"))
+        .args(["get", child, "--socket"])
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&got.stdout);
+    assert!(
+        shown.contains(&format!("child of execution {parent}")),
+        "{shown}{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+}
