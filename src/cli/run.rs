@@ -69,12 +69,14 @@ pub(super) async fn run_runbook(
             dir.display()
         )));
     }
-    // A child document may run scripts: with --documents the engine is connected for it too.
-    let needs_engine = doc.steps.iter().any(|s| {
-        let action = s.action_kind();
-        action == Action::ExecuteScript
-            || (action == Action::ExecuteAutomation && args.documents.is_some())
-    });
+    // With AWS access on, the AWS actions' calls run in the worker's container too; a child
+    // document may run scripts: with --documents the engine is connected for it too.
+    let needs_engine = aws.is_some()
+        || doc.steps.iter().any(|s| {
+            let action = s.action_kind();
+            action == Action::ExecuteScript
+                || (action == Action::ExecuteAutomation && args.documents.is_some())
+        });
     let engine = if needs_engine {
         let engine = Engine::connect(settings.sandbox.clone()).await?;
         if let Err(e) = engine.sweep_leftovers().await {
@@ -85,7 +87,17 @@ pub(super) async fn run_runbook(
         None
     };
     let mut progress = TextProgress::new(std::io::stderr(), args.output == OutputFormat::Text);
-    let runner = runner_of(engine.as_ref(), aws, &settings);
+    let worker = match (&aws, &engine) {
+        (Some(_), Some(engine)) => crate::aws::worker::AwsWorker::resolve(
+            &catalog,
+            settings.aws.api_runtime.as_deref(),
+            engine,
+        )
+        .await
+        .map_err(|e| CliError::Invalid(e.to_string()))?,
+        _ => None,
+    };
+    let runner = runner_of(engine.as_ref(), aws, &settings).with_aws_worker(worker);
     let documents = args.documents.clone();
     let run = Run {
         runner: &runner,
