@@ -342,3 +342,138 @@ async fn daemon_children_come_from_the_ssm_documents() {
         String::from_utf8_lossy(&got.stderr)
     );
 }
+
+/// A runbook's own SSM automation calls through aws:executeAwsApi (Start, Get by a wait,
+/// Describe), which moto lacks, answered by the daemon itself when the endpoint is an emulator:
+/// the started execution is a real one, linked to the runbook that started it.
+#[tokio::test]
+async fn a_runbooks_own_ssm_automation_calls_are_answered_by_the_daemon() {
+    let Some(engine) = common::engine().await else {
+        return;
+    };
+    if !common::require_image(&engine, "python3.11").await {
+        return;
+    }
+    let Some(moto) = common::moto::Moto::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("aws.endpoint={}", moto.url());
+    let d = common::daemon::Daemon::start(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--ssm-api",
+            "--ssm-anonymous",
+            "--set",
+            "aws.mode=emulator",
+            "--set",
+            &endpoint,
+            "--set",
+            "aws.poll_interval_seconds=1",
+            "--set",
+            "server.concurrency=2",
+        ],
+    );
+    let nap = "schemaVersion: '0.3'\nparameters:\n  For: {type: String}\nmainSteps:\n  - name: nap\n    action: aws:sleep\n    inputs: {Duration: '{{ For }}'}\n";
+    let starter = r#"schemaVersion: '0.3'
+mainSteps:
+  - name: Start
+    action: aws:executeAwsApi
+    inputs:
+      Service: ssm
+      Api: StartAutomationExecution
+      DocumentName: Nap
+      Parameters: {For: [PT1S]}
+    outputs:
+      - {Name: Id, Selector: $.AutomationExecutionId, Type: String}
+  - name: Wait
+    action: aws:waitForAwsResourceProperty
+    timeoutSeconds: 60
+    inputs:
+      Service: ssm
+      Api: get-automation-execution
+      AutomationExecutionId: '{{ Start.Id }}'
+      PropertySelector: $.AutomationExecution.AutomationExecutionStatus
+      DesiredValues: [Success]
+  - name: List
+    action: aws:executeAwsApi
+    inputs:
+      Service: ssm
+      Api: DescribeAutomationExecutions
+      Filters:
+        - {Key: ParentExecutionId, Values: ['{{ automation:EXECUTION_ID }}']}
+    outputs:
+      - {Name: Ids, Selector: $.AutomationExecutionMetadataList..AutomationExecutionId, Type: StringList}
+      - {Name: Started, Selector: '$.AutomationExecutionMetadataList[0].ExecutionStartTime', Type: String}
+"#;
+    let native = d.client();
+    for (name, content) in [("Nap", nap), ("Starter", starter)] {
+        let a = common::ssm::call(
+            d.tcp.as_deref().unwrap(),
+            &common::ssm::Signer::new("test", "test"),
+            "CreateDocument",
+            &serde_json::json!({"Name": name, "Content": content, "DocumentType": "Automation", "DocumentFormat": "YAML"}),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{name}: {:?}", a.body);
+    }
+    let a = common::ssm::call(
+        d.tcp.as_deref().unwrap(),
+        &common::ssm::Signer::new("test", "test"),
+        "StartAutomationExecution",
+        &serde_json::json!({"DocumentName": "Starter"}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let parent = a.body["AutomationExecutionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let record = loop {
+        let r = native
+            .get(&format!("/v1/executions/{parent}"))
+            .await
+            .unwrap()
+            .json();
+        if ["Success", "Failed", "TimedOut", "Cancelled"]
+            .contains(&r["Status"].as_str().unwrap_or(""))
+        {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "{r}");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    assert_eq!(record["Status"], "Success", "{record:#}\n{}", moto.log());
+    let started = step(&record, "Start")["Outputs"]["Id"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let listed = &step(&record, "List")["Outputs"];
+    assert_eq!(listed["Ids"], serde_json::json!([started]), "{listed}");
+    // As boto3 renders a timestamp.
+    let when = listed["Started"][0].as_str().unwrap();
+    assert!(
+        when.len() == 32 && when.ends_with("+00:00") && when.contains('T'),
+        "{when}"
+    );
+    let child = native
+        .get(&format!("/v1/executions/{started}"))
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(
+        child["ParentAutomationExecutionId"],
+        parent.as_str(),
+        "{child}"
+    );
+    assert_eq!(child["Status"], "Success", "{child}");
+    // Moto never saw these calls.
+    assert!(
+        !moto.log().contains("AutomationExecution"),
+        "{}",
+        moto.log()
+    );
+}
