@@ -75,7 +75,7 @@ pub enum ChildError {
     Refused(String),
     /// Past [`MAX_CHILD_DEPTH`].
     #[error(
-        "aws:executeAutomation is nested deeper than {MAX_CHILD_DEPTH} levels; recursion is assumed and the child is not started"
+        "the child would be nested deeper than {MAX_CHILD_DEPTH} levels of aws:executeAutomation; recursion is assumed and the child is not started"
     )]
     TooDeep,
     /// No child runner here (a single step, or `scriptbox run` without `--documents`).

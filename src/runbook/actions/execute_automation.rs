@@ -490,4 +490,222 @@ mod tests {
                 .contains("at most 200")
         );
     }
+
+    use crate::context::AwsContext;
+    use crate::execute::ExecuteError;
+    use crate::result::StepResult;
+    use crate::runbook::children::ChildRunbooks;
+    use crate::runbook::document::{LoadOptions, Runbook, load_str};
+    use crate::runbook::executor::{ExecOptions, Execution, RunContext, StepRunner, execute};
+    use crate::runbook::yaml::Format;
+    use crate::runtimes::Catalog;
+    use crate::step::ValidatedStep;
+    use std::sync::Mutex;
+    use tokio_util::sync::CancellationToken;
+
+    fn load(y: &str) -> Result<Runbook, crate::runbook::Refused> {
+        let catalog = Catalog::builtin();
+        let options = LoadOptions {
+            catalog: &catalog,
+            max_timeout_secs: 600,
+            attachments_dir: None,
+        };
+        load_str(
+            y,
+            "parent",
+            Format::Yaml,
+            std::path::Path::new("."),
+            &options,
+        )
+    }
+
+    #[test]
+    fn inputs_are_checked_at_load() {
+        load("schemaVersion: '0.3'\nparameters:\n  D: {type: String}\nmainSteps:\n  - name: c\n    action: aws:executeAutomation\n    inputs:\n      DocumentName: '{{ D }}'\n      DocumentVersion: $LATEST\n      RuntimeParameters: {A: x, B: [y]}\n      Tags: [{Key: k, Value: v}]\n  - name: after\n    action: aws:sleep\n    inputs: {Duration: PT0S}\noutputs: [c.Output, c.ExecutionId, c.Status]\n").unwrap();
+        let e = load("schemaVersion: '0.3'\nmainSteps:\n  - name: c\n    action: aws:executeAutomation\n    inputs:\n      DocumentName: a/b\n      DocumentVersion: v1\n      RuntimeParameters: [x]\n      Targets: [{Key: InstanceIds, Values: [i-1]}]\n      MaxErrors: '1'\n      Colour: blue\n      Tags: nope\n    outputs:\n      - {Name: X, Selector: $.Y, Type: String}\n").unwrap_err();
+        let text = e.to_string();
+        for needle in [
+            "inputs.DocumentName: \"a/b\" is not a document name",
+            "inputs.DocumentVersion: \"v1\" is not a document version",
+            "inputs.RuntimeParameters: must be a map of parameter name to value, not a list",
+            "Targets: targets and rate control of aws:executeAutomation are not supported",
+            "MaxErrors: targets and rate control",
+            "unknown input \"Colour\"",
+            "inputs.Tags: must be a list of maps with Key and Value",
+        ] {
+            assert!(text.contains(needle), "{needle}:\n{text}");
+        }
+        let e = load("schemaVersion: '0.3'\nmainSteps:\n  - name: c\n    action: aws:executeAutomation\n    inputs: {}\n").unwrap_err();
+        assert!(e.to_string().contains("DocumentName is required"), "{e}");
+    }
+
+    /// No container runs in these tests.
+    struct NoScripts;
+
+    impl StepRunner for NoScripts {
+        fn run<'a>(
+            &'a self,
+            _step: &'a ValidatedStep,
+            _ctx: RunContext<'a>,
+        ) -> BoxFuture<'a, Result<StepResult, ExecuteError>> {
+            Box::pin(async { panic!("no script runs here") })
+        }
+    }
+
+    /// Children that end as told, or wait until cancelled; records each request.
+    struct FakeChildren {
+        status: StepStatus,
+        wait: bool,
+        requests: Mutex<Vec<ChildRequest>>,
+        cancelled: Mutex<bool>,
+    }
+
+    impl FakeChildren {
+        fn new(status: StepStatus, wait: bool) -> FakeChildren {
+            FakeChildren {
+                status,
+                wait,
+                requests: Mutex::new(Vec::new()),
+                cancelled: Mutex::new(false),
+            }
+        }
+    }
+
+    impl ChildRunbooks for FakeChildren {
+        fn run_child<'a>(
+            &'a self,
+            request: ChildRequest,
+            cancel: &'a CancellationToken,
+        ) -> BoxFuture<'a, Result<ChildOutcome, ChildError>> {
+            Box::pin(async move {
+                self.requests.lock().unwrap().push(request);
+                let mut status = self.status;
+                if self.wait {
+                    cancel.cancelled().await;
+                    *self.cancelled.lock().unwrap() = true;
+                    status = StepStatus::Cancelled;
+                }
+                Ok(ChildOutcome {
+                    execution_id: "child-1".into(),
+                    status,
+                    outputs: Map::new(),
+                    output_values: vec!["a".into(), "b".into()],
+                    failure_message: (status != StepStatus::Success).then(|| "it broke".into()),
+                })
+            })
+        }
+    }
+
+    async fn run(rb: &Runbook, children: &FakeChildren, cancel: &CancellationToken) -> Execution {
+        let catalog = Catalog::builtin();
+        let ctx = AwsContext::default();
+        let options = ExecOptions {
+            execution_id: Some("parent-1".into()),
+            context: &ctx,
+            catalog: &catalog,
+            max_timeout_secs: 600,
+            max_run_secs: 600,
+            children: Some(children),
+            signals: None,
+            depth: 2,
+        };
+        execute(rb, Map::new(), &NoScripts, &options, &mut |_| {}, cancel).await
+    }
+
+    const PARENT: &str = "schemaVersion: '0.3'\nmainSteps:\n  - name: c\n    action: aws:executeAutomation\n    onFailure: Continue\n    isCritical: false\n    inputs:\n      DocumentName: arn:aws:ssm:eu-west-1:111122223333:document/Kid\n      DocumentVersion: 2\n      RuntimeParameters: {A: x}\n  - name: after\n    action: aws:branch\n    inputs:\n      Choices:\n        - {NextStep: done, Variable: '{{ c.Status }}', StringEquals: Success}\n      Default: done\n  - name: done\n    action: aws:sleep\n    inputs: {Duration: PT0S}\noutputs: [c.Output, c.ExecutionId, c.Status]\n";
+
+    #[tokio::test]
+    async fn the_childs_outputs_flow_back() {
+        let rb = load(PARENT).unwrap();
+        let children = FakeChildren::new(StepStatus::Success, false);
+        let e = run(&rb, &children, &CancellationToken::new()).await;
+        assert_eq!(e.status, StepStatus::Success, "{:?}", e.failure_message);
+        let outputs: std::collections::HashMap<_, _> = e.outputs.into_iter().collect();
+        assert_eq!(outputs["c.Output"], Some(json!(["a", "b"])));
+        assert_eq!(outputs["c.ExecutionId"], Some(json!("child-1")));
+        assert_eq!(outputs["c.Status"], Some(json!("Success")));
+        let requests = children.requests.lock().unwrap();
+        assert_eq!(
+            requests[0],
+            ChildRequest {
+                document_name: "arn:aws:ssm:eu-west-1:111122223333:document/Kid".into(),
+                document_version: Some("2".into()),
+                runtime_parameters: serde_json::from_value(json!({"A": "x"})).unwrap(),
+                parent_execution_id: "parent-1".into(),
+                depth: 3,
+                assume_role: None,
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_child_fails_the_step_and_on_failure_is_honoured() {
+        let rb = load(PARENT).unwrap();
+        let children = FakeChildren::new(StepStatus::Failed, false);
+        let e = run(&rb, &children, &CancellationToken::new()).await;
+        assert_eq!(e.steps[0].status, StepStatus::Failed);
+        let why = e.steps[0].failure_message.clone().unwrap();
+        assert!(
+            why.contains("ChildAutomationFailed") && why.contains("child-1 ended Failed: it broke"),
+            "{why}"
+        );
+        // onFailure: Continue: the next step ran (and, reading the failed step's Status, failed).
+        assert_eq!(e.steps[1].name, "after");
+        assert!(!e.steps[0].is_critical);
+    }
+
+    #[tokio::test]
+    async fn cancelling_the_parent_or_the_steps_timeout_cancels_the_child() {
+        let rb = load(PARENT).unwrap();
+        let children = FakeChildren::new(StepStatus::Success, true);
+        let cancel = CancellationToken::new();
+        let c2 = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c2.cancel();
+        });
+        let e = run(&rb, &children, &cancel).await;
+        assert_eq!(e.status, StepStatus::Cancelled);
+        assert_eq!(e.steps[0].status, StepStatus::Cancelled);
+        assert!(*children.cancelled.lock().unwrap());
+
+        let timed =
+            load(&PARENT.replace("    onFailure: Continue\n", "    timeoutSeconds: 1\n")).unwrap();
+        let children = FakeChildren::new(StepStatus::Success, true);
+        let t = std::time::Instant::now();
+        let e = run(&timed, &children, &CancellationToken::new()).await;
+        assert!(t.elapsed() < Duration::from_secs(10));
+        assert_eq!(e.steps[0].status, StepStatus::TimedOut);
+        assert!(*children.cancelled.lock().unwrap());
+        let why = e.steps[0].failure_message.clone().unwrap();
+        assert!(why.contains("timeoutSeconds 1 passed"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn without_a_document_store_or_past_the_depth_limit_the_step_fails() {
+        let rb = load(PARENT).unwrap();
+        let catalog = Catalog::builtin();
+        let ctx = AwsContext::default();
+        let mut options = ExecOptions {
+            execution_id: None,
+            context: &ctx,
+            catalog: &catalog,
+            max_timeout_secs: 600,
+            max_run_secs: 600,
+            children: None,
+            signals: None,
+            depth: 0,
+        };
+        let cancel = CancellationToken::new();
+        let e = execute(&rb, Map::new(), &NoScripts, &options, &mut |_| {}, &cancel).await;
+        let why = e.steps[0].failure_message.clone().unwrap();
+        assert!(why.contains("--documents DIR"), "{why}");
+        let children = FakeChildren::new(StepStatus::Success, false);
+        options.children = Some(&children);
+        options.depth = MAX_CHILD_DEPTH;
+        let e = execute(&rb, Map::new(), &NoScripts, &options, &mut |_| {}, &cancel).await;
+        let why = e.steps[0].failure_message.clone().unwrap();
+        assert!(why.contains("nested deeper than 5 levels"), "{why}");
+        assert!(children.requests.lock().unwrap().is_empty());
+    }
 }
