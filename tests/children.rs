@@ -15,6 +15,11 @@ fn run(doc: &Path, documents: &Path, extra: &[&str]) -> (Output, Value) {
         .arg(documents)
         .args(["--output", "json"])
         .args(extra)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
         .output()
         .expect("run scriptbox");
     let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -471,6 +476,89 @@ mainSteps:
     );
     assert_eq!(child["Status"], "Success", "{child}");
     // Moto never saw these calls.
+    assert!(
+        !moto.log().contains("AutomationExecution"),
+        "{}",
+        moto.log()
+    );
+}
+
+/// `scriptbox run --aws-endpoint` (an emulator) answers a runbook's own Start / Get / Describe
+/// AutomationExecution(s) from `--documents` itself.
+#[tokio::test]
+async fn run_answers_a_runbooks_own_ssm_automation_calls() {
+    let Some(engine) = common::engine().await else {
+        return;
+    };
+    if !common::require_image(&engine, "python3.11").await {
+        return;
+    }
+    let Some(moto) = common::moto::Moto::start() else {
+        return;
+    };
+    let nap = "schemaVersion: '0.3'\nparameters:\n  For: {type: String}\nmainSteps:\n  - name: nap\n    action: aws:sleep\n    inputs: {Duration: '{{ For }}'}\noutputs: []\n";
+    let starter = r#"schemaVersion: '0.3'
+mainSteps:
+  - name: Start
+    action: aws:executeAwsApi
+    inputs:
+      Service: ssm
+      Api: StartAutomationExecution
+      DocumentName: Nap
+      Parameters: {For: [PT0.2S]}
+    outputs:
+      - {Name: Id, Selector: $.AutomationExecutionId, Type: String}
+  - name: Wait
+    action: aws:waitForAwsResourceProperty
+    timeoutSeconds: 30
+    inputs:
+      Service: ssm
+      Api: GetAutomationExecution
+      AutomationExecutionId: '{{ Start.Id }}'
+      PropertySelector: $.AutomationExecution.AutomationExecutionStatus
+      DesiredValues: [Success]
+  - name: List
+    action: aws:executeAwsApi
+    inputs:
+      Service: ssm
+      Api: DescribeAutomationExecutions
+      Filters:
+        - {Key: ParentExecutionId, Values: ['{{ automation:EXECUTION_ID }}']}
+    outputs:
+      - {Name: Ids, Selector: $.AutomationExecutionMetadataList..AutomationExecutionId, Type: StringList}
+"#;
+    let dir = folder(&[("Nap.yaml", nap), ("starter.yaml", starter)]);
+    let url = moto.url();
+    let (out, json) = run(
+        &dir.join("starter.yaml"),
+        &dir,
+        &[
+            "--aws-endpoint",
+            &url,
+            "--set",
+            "aws.poll_interval_seconds=1",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{json:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let started = step(&json, "Start")["Outputs"]["Id"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        step(&json, "List")["Outputs"]["Ids"],
+        serde_json::json!([started])
+    );
+    let children = json["ScriptboxChildExecutions"].as_array().unwrap();
+    assert_eq!(children[0]["AutomationExecutionId"], started.as_str());
+    assert_eq!(
+        children[0]["ParentAutomationExecutionId"],
+        json["AutomationExecutionId"]
+    );
     assert!(
         !moto.log().contains("AutomationExecution"),
         "{}",

@@ -175,10 +175,18 @@ async fn execute(
         depth: 0,
     };
     let base = options();
-    let children = run
-        .documents
-        .clone()
-        .map(|dir| DirChildren::new(dir, run.runner, &base, settings, run.catalog, run.verbose));
+    let children = run.documents.clone().map(|dir| {
+        let emulator = run.runner.aws().is_some_and(|a| a.endpoint_via_relay());
+        DirChildren::new(
+            dir,
+            run.runner,
+            &base,
+            settings,
+            run.catalog,
+            run.verbose,
+            emulator,
+        )
+    });
     let exec_options = rb::executor::ExecOptions {
         children: children
             .as_ref()

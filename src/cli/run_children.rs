@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::TextProgress;
+use crate::aws::api::{AwsCall, AwsCallError};
 use crate::config::Settings;
 use crate::runbook::children::{
     self, ChildError, ChildOutcome, ChildRequest, ChildRunbooks, LocalChild, MAX_CHILD_DEPTH,
@@ -25,6 +26,7 @@ use crate::runbook::children::{
 use crate::runbook::executor::{ExecOptions, Execution, RunEvent, StepRunner};
 use crate::runbook::{self as rb, document::Runbook};
 use crate::runtimes::Catalog;
+use crate::timestamp::Timestamp;
 
 /// The largest child document file read **(ours)**.
 pub const MAX_CHILD_DOCUMENT_BYTES: u64 = 4 * 1024 * 1024;
@@ -44,6 +46,11 @@ pub(super) struct DirChildren<'a> {
     catalog: &'a Catalog,
     /// Whether progress is shown (text output).
     verbose: bool,
+    /// Whether the endpoint is an emulator: then a runbook's own SSM automation calls are
+    /// answered here.
+    emulator: bool,
+    /// The depth of each child started so far (top-level executions are 0).
+    depths: Mutex<Vec<(String, u32)>>,
     /// Every child that ran, with its parent's id, in the order they ended.
     ran: Mutex<Vec<(String, Execution)>>,
 }
@@ -57,6 +64,7 @@ impl<'a> DirChildren<'a> {
         settings: &'a Settings,
         catalog: &'a Catalog,
         verbose: bool,
+        emulator: bool,
     ) -> DirChildren<'a> {
         DirChildren {
             dir,
@@ -65,8 +73,145 @@ impl<'a> DirChildren<'a> {
             settings,
             catalog,
             verbose,
+            emulator,
+            depths: Mutex::new(Vec::new()),
             ran: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The depth of execution `id`: 0 unless it is a child started here.
+    fn depth_of(&self, id: &str) -> u32 {
+        self.depths
+            .lock()
+            .ok()
+            .and_then(|d| d.iter().find(|(i, _)| i == id).map(|(_, n)| *n))
+            .unwrap_or(0)
+    }
+
+    /// Every child's record, with its parent's id.
+    fn ran(&self) -> Vec<(String, Execution)> {
+        self.ran.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// StartAutomationExecution: the child runs to its end before the answer **(ours: `run`
+    /// runs one execution at a time)**; a runbook that waits for it then finds it ended.
+    async fn start_call(&self, call: &AwsCall, parent: &str) -> Result<Value, AwsCallError> {
+        let p = &call.parameters;
+        let text = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_string);
+        let name = text("DocumentName").ok_or_else(|| {
+            ssm_failure(
+                "StartAutomationExecution",
+                "ValidationException",
+                "DocumentName is required",
+            )
+        })?;
+        let runtime_parameters = match p.get("Parameters") {
+            Some(Value::Object(m)) => m.clone(),
+            _ => serde_json::Map::new(),
+        };
+        let request = ChildRequest {
+            document_name: name,
+            document_version: text("DocumentVersion"),
+            runtime_parameters,
+            parent_execution_id: parent.to_string(),
+            depth: self.depth_of(parent).saturating_add(1),
+            assume_role: None,
+        };
+        let never = CancellationToken::new();
+        match self.run_child(request, &never).await {
+            Ok(outcome) => Ok(json!({"AutomationExecutionId": outcome.execution_id})),
+            Err(ChildError::NotFound(m)) => Err(ssm_failure(
+                "StartAutomationExecution",
+                "AutomationDefinitionNotFoundException",
+                &m,
+            )),
+            Err(e) => Err(ssm_failure(
+                "StartAutomationExecution",
+                "InvalidAutomationExecutionParametersException",
+                &e.to_string(),
+            )),
+        }
+    }
+
+    /// GetAutomationExecution of a child started here.
+    fn get_call(&self, call: &AwsCall) -> Result<Value, AwsCallError> {
+        let id = call
+            .parameters
+            .get("AutomationExecutionId")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let ran = self.ran();
+        let (parent, e) = ran.iter().find(|(_, e)| e.id == id).ok_or_else(|| {
+            ssm_failure(
+                "GetAutomationExecution",
+                "AutomationExecutionNotFoundException",
+                &format!("Automation execution {id} not found"),
+            )
+        })?;
+        let mut v = boto3_times(rb::output::execution_json(e));
+        v["ParentAutomationExecutionId"] = json!(parent);
+        v["Mode"] = json!("Auto");
+        Ok(json!({ "AutomationExecution": v }))
+    }
+
+    /// DescribeAutomationExecutions of the children started here, newest first; filters
+    /// `ExecutionId`, `ParentExecutionId`, `DocumentNamePrefix`, `ExecutionStatus` (any other
+    /// matches nothing, as the daemon answers).
+    fn describe_call(&self, call: &AwsCall) -> Value {
+        let filters: Vec<(String, Vec<String>)> = call
+            .parameters
+            .get("Filters")
+            .and_then(Value::as_array)
+            .map(|fs| {
+                fs.iter()
+                    .map(|f| {
+                        let key = f["Key"].as_str().unwrap_or("").to_string();
+                        let values = f["Values"]
+                            .as_array()
+                            .map(|v| {
+                                v.iter()
+                                    .filter_map(Value::as_str)
+                                    .map(str::to_string)
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        (key, values)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut list = Vec::new();
+        for (parent, e) in self.ran().iter().rev() {
+            let keep = filters.iter().all(|(k, vals)| match k.as_str() {
+                "ExecutionId" => vals.contains(&e.id),
+                "ParentExecutionId" => vals.contains(parent),
+                "DocumentNamePrefix" => vals.iter().any(|v| e.document_name.starts_with(v)),
+                "ExecutionStatus" => vals.iter().any(|v| v == e.status.as_str()),
+                _ => false,
+            });
+            if keep {
+                let full = rb::output::execution_json(e);
+                let mut m = serde_json::Map::new();
+                for k in [
+                    "AutomationExecutionId",
+                    "DocumentName",
+                    "AutomationExecutionStatus",
+                    "ExecutionStartTime",
+                    "ExecutionEndTime",
+                    "Outputs",
+                    "FailureMessage",
+                ] {
+                    if let Some(v) = full.get(k) {
+                        m.insert(k.into(), v.clone());
+                    }
+                }
+                m.insert("ParentAutomationExecutionId".into(), json!(parent));
+                m.insert("Mode".into(), json!("Auto"));
+                m.insert("AutomationType".into(), json!("Local"));
+                list.push(boto3_times(Value::Object(m)));
+            }
+        }
+        json!({ "AutomationExecutionMetadataList": list })
     }
 
     /// Every child's record as `--output json` shows it.
@@ -118,6 +263,36 @@ impl<'a> DirChildren<'a> {
     }
 }
 
+/// An SSM error as botocore reports it.
+fn ssm_failure(op: &str, code: &'static str, message: &str) -> AwsCallError {
+    AwsCallError::Failed {
+        kind: code,
+        message: format!("An error occurred ({code}) when calling the {op} operation: {message}"),
+    }
+}
+
+/// Every `...Time` value (RFC 3339, as the record renders it) as boto3 renders a timestamp.
+fn boto3_times(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| {
+                    let v = match &v {
+                        Value::String(s) if k.ends_with("Time") => Timestamp::parse(s)
+                            .map_or(v.clone(), |t| {
+                                json!(t.utc().format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string())
+                            }),
+                        _ => boto3_times(v),
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(boto3_times).collect()),
+        other => other,
+    }
+}
+
 fn check_size(path: &Path) -> Result<(), ChildError> {
     let len = std::fs::metadata(path)
         .map_err(|e| ChildError::NotFound(format!("cannot read {}: {e}", path.display())))?
@@ -144,6 +319,9 @@ impl ChildRunbooks for DirChildren<'_> {
             let doc = self.load(&request)?;
             let params = children::child_parameters(&doc, &request.runtime_parameters)?;
             let id = uuid::Uuid::new_v4().to_string();
+            if let Ok(mut d) = self.depths.lock() {
+                d.push((id.clone(), request.depth));
+            }
             let indent = "  ".repeat(usize::try_from(request.depth).unwrap_or(0));
             let mut progress = TextProgress::new(Indented::new(indent.clone()), self.verbose);
             if self.verbose {
@@ -173,6 +351,24 @@ impl ChildRunbooks for DirChildren<'_> {
             }
             Ok(outcome)
         })
+    }
+
+    fn answer_ssm_call<'b>(
+        &'b self,
+        call: &'b AwsCall,
+        parent_execution_id: &'b str,
+    ) -> Option<BoxFuture<'b, Result<Value, AwsCallError>>> {
+        let op = children::ssm_automation_operation(call)?;
+        if !self.emulator {
+            return None;
+        }
+        Some(Box::pin(async move {
+            match op {
+                "StartAutomationExecution" => self.start_call(call, parent_execution_id).await,
+                "GetAutomationExecution" => self.get_call(call),
+                _ => Ok(self.describe_call(call)),
+            }
+        }))
     }
 }
 

@@ -219,6 +219,27 @@ pub async fn run_document(
     executor::execute(&rb, params, child.runner, &options, child.observer, cancel).await
 }
 
+/// The SSM automation operations scriptbox answers itself, matched as `Api` is (ignoring case,
+/// `-` and `_`); `None` for any other call.
+pub fn ssm_automation_operation(call: &AwsCall) -> Option<&'static str> {
+    if !call.service.eq_ignore_ascii_case("ssm") {
+        return None;
+    }
+    let plain: String = call
+        .api
+        .chars()
+        .filter(|c| *c != '-' && *c != '_')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    [
+        "StartAutomationExecution",
+        "GetAutomationExecution",
+        "DescribeAutomationExecutions",
+    ]
+    .into_iter()
+    .find(|op| op.to_ascii_lowercase() == plain)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +255,31 @@ mod tests {
         let s = supplied(&serde_json::from_value(json!({"A": "x", "B": ["y", "z"]})).unwrap());
         assert!(matches!(&s[0].1, Supplied::Text(t) if t == "x"));
         assert!(matches!(&s[1].1, Supplied::Typed(v) if v == &json!(["y", "z"])));
+    }
+
+    #[test]
+    fn only_the_three_ssm_automation_calls_are_answered() {
+        let call = |service: &str, api: &str| AwsCall {
+            service: service.into(),
+            api: api.into(),
+            parameters: Default::default(),
+        };
+        assert_eq!(
+            ssm_automation_operation(&call("ssm", "get-automation-execution")),
+            Some("GetAutomationExecution")
+        );
+        assert_eq!(
+            ssm_automation_operation(&call("ssm", "StartAutomationExecution")),
+            Some("StartAutomationExecution")
+        );
+        assert_eq!(
+            ssm_automation_operation(&call("SSM", "describe_automation_executions")),
+            Some("DescribeAutomationExecutions")
+        );
+        assert_eq!(ssm_automation_operation(&call("ssm", "GetParameter")), None);
+        assert_eq!(
+            ssm_automation_operation(&call("ec2", "GetAutomationExecution")),
+            None
+        );
     }
 }
