@@ -320,3 +320,45 @@ async fn on_failure_inside_a_loop_decides_for_the_loop() {
     assert_eq!(payload(&e, 2), json!({"item": "never"}));
     assert_eq!(e.status, StepStatus::Success);
 }
+
+/// AWS's own MGNRehostAutomation polls with aws:loop (LoopCondition on an inner script's
+/// output, a sleep ending each iteration): its loops are read, so what refuses it is only its
+/// JSON `Script` (another rule of the issue) and its attachment, which was never published.
+#[test]
+fn the_mgn_runbooks_loops_are_read() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/runbooks");
+    let path = dir
+        .join("ceshihao__ssm-public-documents__documents-AWSMigrationHub-MGNRehostAutomation.json");
+    if !path.is_file() {
+        eprintln!(
+            "SKIPPED: the conformance corpus is not beside this clone ({})",
+            path.display()
+        );
+        return;
+    }
+    let catalog = Catalog::builtin();
+    let options = LoadOptions {
+        catalog: &catalog,
+        max_timeout_secs: 600,
+        attachments_dir: None,
+    };
+    match scriptbox::runbook::document::load_file(&path, &options) {
+        Ok(rb) => {
+            let loops = rb
+                .steps
+                .iter()
+                .filter(|s| s.action_kind() == scriptbox::runbook::actions::Action::Loop)
+                .count();
+            assert_eq!(loops, 5);
+        }
+        Err(refused) => {
+            // Besides JSON's Script: its attachment was never published beside the corpus.
+            for p in &refused.problems {
+                let known = p.what.as_deref() == Some("Script in a JSON runbook")
+                    || p.message.contains("attachment not found");
+                assert!(known, "refused for another reason: {p}");
+            }
+        }
+    }
+}

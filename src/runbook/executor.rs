@@ -10,7 +10,11 @@
 //! - Steps that never ran are not listed (as AWS lists only executed steps).
 //! - Cancelled during a step: the step is `Cancelled`; with `onCancel: step:name` that step (and
 //!   what follows it) runs with a fresh cancellation token; the execution ends `Cancelled`.
-//! - A step execution can repeat through branches; past 1000 step executions the execution fails.
+//! - A step execution can repeat through branches and loops; past 1000 step executions (a
+//!   loop's inner steps count, and a running loop counts as one) the execution fails.
+//! - An aws:loop step's inner steps run here as steps of the execution (retries, onFailure,
+//!   onCancel, records, events, the run deadline as for any step); their records come in the
+//!   order they end, the loop's after them. `actions::loop_steps` has the loop's rules.
 //! - The whole execution runs at most [`ExecOptions::max_run_secs`]: then the running step is
 //!   stopped through its cancellation token (its container killed and removed) and both end
 //!   `TimedOut`. A retried step's record keeps earlier attempts' log lines up to
