@@ -450,11 +450,19 @@ impl<'r> Run<'r> {
                 } else {
                     StepStatus::Failed
                 };
-                let inner = self.records.last().map(|r| {
-                    let why = r.failure_message.as_deref().unwrap_or("");
-                    format!("Step {} of the loop ended {}: {why}", r.name, r.status)
-                });
-                record.failure_message = inner;
+                // The inner step that decided, or (the deadline, the step bound, a cancel
+                // between steps) why the execution stopped.
+                let inner = self
+                    .records
+                    .last()
+                    .filter(|r| r.status != StepStatus::Success)
+                    .map(|r| {
+                        let why = r.failure_message.as_deref().unwrap_or("");
+                        format!("Step {} of the loop ended {}: {why}", r.name, r.status)
+                    });
+                record.failure_message = inner
+                    .or_else(|| self.state.failure_message.clone())
+                    .or_else(|| Some("The execution was cancelled.".into()));
                 self.scope.outputs.remove(&step.name);
                 self.scope
                     .unsuccessful
@@ -1660,6 +1668,8 @@ mod tests {
         let e = run(&rb, &Fake::new(&[])).await;
         assert_eq!(e.steps.len(), MAX_STEP_EXECUTIONS);
         assert_eq!(e.steps.last().map(|s| s.name.as_str()), Some("spin"));
+        let spin = e.steps.last().and_then(|s| s.failure_message.clone());
+        assert!(spin.unwrap_or_default().contains("ran 1000 steps"));
         assert_eq!(e.status, StepStatus::Failed);
         assert!(
             e.failure_message

@@ -512,6 +512,31 @@ mod tests {
     }
 
     #[test]
+    fn variables_are_read_by_name() {
+        assert_eq!(
+            find("{{ variable:Count }}")[0].parsed,
+            Ok(Ref::Variable("Count".into()))
+        );
+        assert!(find("{{ variable: }}")[0].parsed.is_err());
+        let mut s = scope();
+        let var = |value| Variable {
+            ty: ValueType::Integer,
+            value,
+        };
+        s.variables.insert("Count".into(), var(Some(json!(2))));
+        s.variables.insert("Unset".into(), var(None));
+        assert_eq!(s.substitute_str("{{ variable:Count }}").unwrap(), json!(2));
+        assert_eq!(
+            s.substitute_str("n={{variable:Count}}").unwrap(),
+            json!("n=2")
+        );
+        let unset = s.substitute_str("{{ variable:Unset }}").unwrap_err();
+        assert!(unset.to_string().contains("has no value yet"), "{unset}");
+        let missing = s.substitute_str("{{ variable:Nope }}").unwrap_err();
+        assert_eq!(missing, SubstituteError::NoVariable("Nope".into()));
+    }
+
+    #[test]
     fn unsupported_forms_say_why() {
         let msg = |s: &str| find(s)[0].parsed.clone().unwrap_err();
         assert!(
