@@ -333,9 +333,9 @@ impl ActionSpec for Loop {
 
     /// Never reached: the executor runs a loop's inner steps itself (a loop inside a loop is
     /// refused at load).
-    fn prepare<'s>(
+    fn prepare(
         _cx: &RunCx<'_>,
-        _step: &'s StepDecl,
+        _step: &StepDecl,
         _inputs: &Map<String, Value>,
     ) -> Result<(), StepFailure> {
         Err(StepFailure::new(

@@ -242,9 +242,9 @@ impl ActionSpec for UpdateVariable {
     }
 
     /// The resolved value must be of the variable's type (a `{{ }}` value is known only now).
-    fn prepare<'s>(
+    fn prepare(
         cx: &RunCx<'_>,
-        _step: &'s StepDecl,
+        _step: &StepDecl,
         inputs: &Map<String, Value>,
     ) -> Result<(String, Value), StepFailure> {
         let invalid = |m: String| StepFailure::new("InvalidInput", m);
