@@ -69,8 +69,8 @@ macro_rules! not_built_yet {
 }
 
 pub mod approve;
-pub mod aws_call;
 pub mod assert_resource;
+pub mod aws_call;
 pub mod branch;
 pub mod change_instance_state;
 pub mod copy_image;
