@@ -367,7 +367,153 @@ impl ActionSpec for Approve {
 
 #[cfg(test)]
 mod tests {
+    use super::super::pause::tests::{load, run_signalled, statuses};
     use super::*;
+    use crate::runbook::signals::{Signal, SignalError};
+    use tokio_util::sync::CancellationToken;
+
+    const DOC: &str = "schemaVersion: '0.3'
+parameters:
+  who: {type: StringList, default: [alice, 'arn:aws:iam::123456789012:user/bob']}
+mainSteps:
+  - name: gate
+    action: aws:approve
+    inputs:
+      Approvers: '{{ who }}'
+      MinRequiredApprovals: 2
+      Message: Please look
+      NotificationArn: arn:aws:sns:us-east-1:123456789012:Automation-Approvals
+  - name: after
+    action: aws:sleep
+    inputs: {Duration: PT0S}
+outputs:
+  - gate.ApprovalStatus
+";
+
+    fn say(kind: SignalKind, who: &str, comment: &str) -> Signal {
+        let mut p = Map::new();
+        p.insert("Comment".into(), json!([comment]));
+        Signal::new(kind, p, who)
+    }
+
+    #[tokio::test]
+    async fn enough_approvals_resume_with_the_outputs() {
+        let rb = load(DOC);
+        let (e, events) = run_signalled(&rb, &CancellationToken::new(), true, |tx| async move {
+            assert!(tx.send(say(SignalKind::Approve, "alice", "ok")).is_ok());
+            assert!(matches!(
+                tx.send(say(SignalKind::Approve, "alice", "again")),
+                Err(SignalError::AlreadyDecided(_))
+            ));
+            assert!(matches!(
+                tx.send(say(SignalKind::Approve, "mallory", "me too")),
+                Err(SignalError::NotAnApprover { .. })
+            ));
+            assert!(tx.send(say(SignalKind::Approve, "bob", "fine")).is_ok());
+        })
+        .await;
+        assert_eq!(
+            statuses(&e),
+            ["gate:Success", "after:Success"],
+            "{events:?}"
+        );
+        let gate = &e.steps[0];
+        assert_eq!(
+            gate.outputs[0],
+            (
+                "ApprovalStatus".into(),
+                ValueType::String,
+                json!("Approved")
+            )
+        );
+        let decisions = gate.outputs[1].2.as_array().unwrap();
+        assert_eq!(decisions.len(), 2);
+        assert_eq!(
+            decisions[1]["Approver"],
+            "arn:aws:iam::123456789012:user/bob"
+        );
+        assert_eq!(decisions[1]["Comment"], "fine");
+        assert_eq!(e.outputs[0].1, Some(json!("Approved")));
+        assert!(
+            events.iter().any(|l| l.contains("NotificationArn arn:aws:sns:us-east-1:123456789012:Automation-Approvals: not notified")),
+            "{events:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_rejection_fails_the_step_and_the_execution() {
+        let rb = load(DOC);
+        let (e, _) = run_signalled(&rb, &CancellationToken::new(), true, |tx| async move {
+            assert!(tx.send(say(SignalKind::Approve, "alice", "ok")).is_ok());
+            assert!(tx.send(say(SignalKind::Reject, "bob", "not today")).is_ok());
+        })
+        .await;
+        assert_eq!(statuses(&e), ["gate:Failed"]);
+        assert_eq!(e.status, StepStatus::Failed);
+        assert!(
+            e.failure_message
+                .as_deref()
+                .unwrap_or("")
+                .contains("rejected by arn:aws:iam::123456789012:user/bob: not today"),
+            "{:?}",
+            e.failure_message
+        );
+        // onFailure: step:after goes on after a rejection.
+        let rb = load(&DOC.replace(
+            "  - name: after\n",
+            "    onFailure: step:after\n  - name: after\n",
+        ));
+        let (e, _) = run_signalled(&rb, &CancellationToken::new(), true, |tx| async move {
+            assert!(tx.send(say(SignalKind::Reject, "alice", "no")).is_ok());
+        })
+        .await;
+        assert_eq!(statuses(&e), ["gate:Failed", "after:Success"]);
+        assert_eq!(e.status, StepStatus::Failed);
+    }
+
+    #[tokio::test]
+    async fn an_approval_times_out_as_aws_says() {
+        let rb = load(&DOC.replace(
+            "  - name: after\n",
+            "    timeoutSeconds: 1\n  - name: after\n",
+        ));
+        let (e, _) = run_signalled(&rb, &CancellationToken::new(), true, |tx| async move {
+            assert!(tx.send(say(SignalKind::Approve, "alice", "ok")).is_ok());
+        })
+        .await;
+        assert_eq!(statuses(&e), ["gate:TimedOut"]);
+        assert_eq!(e.status, StepStatus::TimedOut);
+        assert!(
+            e.failure_message
+                .unwrap()
+                .contains("1 of 2 required approvals")
+        );
+    }
+
+    #[test]
+    fn bad_literals_refuse_the_document() {
+        let catalog = crate::runtimes::Catalog::builtin();
+        let options = crate::runbook::document::LoadOptions {
+            catalog: &catalog,
+            max_timeout_secs: 600,
+            attachments_dir: None,
+        };
+        let bad = DOC.replace("'{{ who }}'", "[a]").replace(
+            "Message: Please look",
+            "Message: Please look\n      Notify: me",
+        );
+        let e = crate::runbook::document::load_str(
+            &bad,
+            "t",
+            crate::runbook::yaml::Format::Yaml,
+            std::path::Path::new("."),
+            &options,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown input \"Notify\" of aws:approve"), "{e}");
+        assert!(e.contains("inputs.MinRequiredApprovals: MinRequiredApprovals: 2 must be a whole number from 1 to the number of approvers (1)"), "{e}");
+    }
 
     fn m(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()

@@ -194,8 +194,234 @@ impl ActionSpec for Pause {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::context::AwsContext;
+    use crate::runbook::document::{LoadOptions, Runbook, load_str};
+    use crate::runbook::executor::{ExecOptions, Execution, RunContext, StepRunner, execute};
+    use crate::runbook::signals::{SignalSender, inbox};
+    use crate::runtimes::Catalog;
+
+    /// Runs no containers: the documents here have no script steps.
+    struct NoRunner;
+
+    impl StepRunner for NoRunner {
+        fn run<'a>(
+            &'a self,
+            _step: &'a crate::step::ValidatedStep,
+            _ctx: RunContext<'a>,
+        ) -> BoxFuture<'a, Result<crate::result::StepResult, crate::execute::ExecuteError>>
+        {
+            Box::pin(async { panic!("no script step runs here") })
+        }
+    }
+
+    pub(crate) fn load(yaml: &str) -> Runbook {
+        let catalog = Catalog::builtin();
+        let options = LoadOptions {
+            catalog: &catalog,
+            max_timeout_secs: 600,
+            attachments_dir: None,
+        };
+        load_str(
+            yaml,
+            "test",
+            crate::runbook::yaml::Format::Yaml,
+            std::path::Path::new("."),
+            &options,
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+    }
+
+    /// Runs `rb` with an inbox; `send` runs (spawned) with the sender once the first step
+    /// waits; returns the execution and the events.
+    pub(crate) async fn run_signalled<F, Fut>(
+        rb: &Runbook,
+        cancel: &CancellationToken,
+        with_inbox: bool,
+        send: F,
+    ) -> (Execution, Vec<String>)
+    where
+        F: FnOnce(SignalSender) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let catalog = Catalog::builtin();
+        let ctx = AwsContext::default();
+        let (tx, rx) = inbox();
+        // Held for the whole run, as whoever runs an execution holds its sender.
+        let _held = tx.clone();
+        let options = ExecOptions {
+            execution_id: Some("exec-1".into()),
+            context: &ctx,
+            catalog: &catalog,
+            max_timeout_secs: 600,
+            max_run_secs: 86_400,
+            children: None,
+            signals: with_inbox.then_some(&rx),
+            depth: 0,
+        };
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut ready_tx = Some(ready_tx);
+        tokio::spawn(async move {
+            if ready_rx.await.is_ok() {
+                send(tx).await;
+            }
+        });
+        let mut events = Vec::new();
+        let params = crate::runbook::parameters::resolve(&rb.parameters, &[]).unwrap();
+        let e = execute(
+            rb,
+            params,
+            &NoRunner,
+            &options,
+            &mut |ev| {
+                events.push(match ev {
+                    RunEvent::StepStarted { step, .. } => format!("start {}", step.name),
+                    RunEvent::Log { step, line } => format!("log {} {}", step.name, line.text),
+                    RunEvent::Waiting {
+                        step,
+                        execution_id,
+                        accepts,
+                    } => {
+                        if let Some(t) = ready_tx.take() {
+                            let _ = t.send(());
+                        }
+                        format!("waiting {} {execution_id} {accepts:?}", step.name)
+                    }
+                    RunEvent::StepFinished { record } => {
+                        format!("end {} {}", record.name, record.status)
+                    }
+                })
+            },
+            cancel,
+        )
+        .await;
+        (e, events)
+    }
+
+    pub(crate) fn resume(
+        tx: &SignalSender,
+    ) -> Result<String, crate::runbook::signals::SignalError> {
+        tx.send(Signal::new(SignalKind::Resume, Map::new(), "tester"))
+    }
+
+    pub(crate) fn statuses(e: &Execution) -> Vec<String> {
+        e.steps
+            .iter()
+            .map(|s| format!("{}:{}", s.name, s.status))
+            .collect()
+    }
+
+    const PAUSE: &str = "schemaVersion: '0.3'
+mainSteps:
+  - name: hold
+    action: aws:pause
+    inputs: {}
+  - name: after
+    action: aws:sleep
+    inputs: {Duration: PT0S}
+";
+
+    #[tokio::test]
+    async fn a_pause_waits_and_goes_on_after_resume() {
+        let rb = load(PAUSE);
+        let (e, events) = run_signalled(&rb, &CancellationToken::new(), true, |tx| async move {
+            assert_eq!(resume(&tx), Ok("hold".into()));
+        })
+        .await;
+        assert_eq!(e.status, StepStatus::Success, "{events:?}");
+        assert_eq!(statuses(&e), ["hold:Success", "after:Success"]);
+        assert!(
+            events.contains(&"waiting hold exec-1 [Resume]".to_string()),
+            "{events:?}"
+        );
+        assert!(
+            events.contains(&"log hold resumed by tester".to_string()),
+            "{events:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pause_times_out_and_on_failure_continue_goes_on() {
+        let rb = load(&PAUSE.replace("inputs: {}", "inputs: {}\n    timeoutSeconds: 1"));
+        let (e, _) = run_signalled(&rb, &CancellationToken::new(), true, |_| async {}).await;
+        assert_eq!(e.status, StepStatus::TimedOut);
+        assert_eq!(statuses(&e), ["hold:TimedOut"]);
+        assert!(
+            e.failure_message
+                .as_deref()
+                .unwrap_or("")
+                .contains("no Resume signal came within 1 s"),
+            "{:?}",
+            e.failure_message
+        );
+        let rb = load(&PAUSE.replace(
+            "inputs: {}",
+            "inputs: {}\n    timeoutSeconds: 1\n    onFailure: Continue",
+        ));
+        let (e, _) = run_signalled(&rb, &CancellationToken::new(), true, |_| async {}).await;
+        // Not critical (onFailure: Continue): the execution succeeds.
+        assert_eq!(statuses(&e), ["hold:TimedOut", "after:Success"]);
+        assert_eq!(e.status, StepStatus::Success);
+        let rb = load(&PAUSE.replace(
+            "inputs: {}",
+            "inputs: {}\n    timeoutSeconds: 1\n    onFailure: Continue\n    isCritical: true",
+        ));
+        let (e, _) = run_signalled(&rb, &CancellationToken::new(), true, |_| async {}).await;
+        assert_eq!(statuses(&e), ["hold:TimedOut", "after:Success"]);
+        assert_eq!(e.status, StepStatus::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn cancelling_a_waiting_pause_runs_its_on_cancel_step() {
+        let rb = load(&PAUSE.replace("inputs: {}", "inputs: {}\n    onCancel: step:after"));
+        let cancel = CancellationToken::new();
+        let c2 = cancel.clone();
+        let (e, _) = run_signalled(&rb, &cancel, true, |_| async move { c2.cancel() }).await;
+        assert_eq!(statuses(&e), ["hold:Cancelled", "after:Success"]);
+        assert_eq!(e.status, StepStatus::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn without_an_inbox_a_pause_fails_at_once() {
+        let rb = load(PAUSE);
+        let (e, _) = run_signalled(&rb, &CancellationToken::new(), false, |_| async {}).await;
+        assert_eq!(statuses(&e), ["hold:Failed"]);
+        assert!(
+            e.failure_message
+                .unwrap()
+                .contains("nothing can signal this execution")
+        );
+    }
+
+    #[test]
+    fn a_pause_takes_no_inputs_and_up_to_thirty_days() {
+        let catalog = Catalog::builtin();
+        let options = LoadOptions {
+            catalog: &catalog,
+            max_timeout_secs: 600,
+            attachments_dir: None,
+        };
+        let bad = PAUSE.replace(
+            "inputs: {}",
+            "inputs: {Duration: PT1S}\n    timeoutSeconds: 2592001",
+        );
+        let e = load_str(
+            &bad,
+            "t",
+            crate::runbook::yaml::Format::Yaml,
+            std::path::Path::new("."),
+            &options,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("unknown input \"Duration\" of aws:pause (it takes none)"),
+            "{e}"
+        );
+        assert!(e.contains("≤ 2592000"), "{e}");
+        load(&PAUSE.replace("inputs: {}", "inputs: {}\n    timeoutSeconds: 1209600"));
+    }
 
     #[tokio::test]
     async fn the_wait_ends_on_a_signal_a_deadline_or_a_cancel() {
