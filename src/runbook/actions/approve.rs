@@ -201,6 +201,54 @@ fn decision(approver: &str, sender: &str, decision: &str, comment: Option<&str>)
     d
 }
 
+/// Notes the request in the step's log: who must approve, the message, the unsent notification.
+fn request_notes(
+    cx: &mut RunCx<'_>,
+    step: &StepDecl,
+    spec: &ApproveSpec,
+    log: &mut Vec<crate::result::LogLine>,
+) {
+    note(
+        cx,
+        step,
+        log,
+        format!(
+            "waiting for {} approval(s) from: {}",
+            spec.min_required,
+            spec.approvers.join(", ")
+        ),
+    );
+    if let Some(m) = &spec.message {
+        note(cx, step, log, format!("Message: {m}"));
+    }
+    if let Some(arn) = &spec.notification_arn {
+        note(
+            cx,
+            step,
+            log,
+            format!("NotificationArn {arn}: not notified (scriptbox publishes to no SNS topic)"),
+        );
+    }
+}
+
+/// The successful end, with AWS's outputs.
+fn approved(decisions: Vec<Value>) -> Attempt {
+    let mut a = Attempt::ended(StepStatus::Success, None);
+    a.outputs = vec![
+        (
+            "ApprovalStatus".into(),
+            ValueType::String,
+            json!("Approved"),
+        ),
+        (
+            "ApproverDecisions".into(),
+            ValueType::MapList,
+            Value::Array(decisions),
+        ),
+    ];
+    a
+}
+
 /// `aws:approve`.
 pub(crate) struct Approve;
 
@@ -257,29 +305,7 @@ impl ActionSpec for Approve {
             };
             let mut log = Vec::new();
             let timeout = wait_timeout(step);
-            note(
-                cx,
-                step,
-                &mut log,
-                format!(
-                    "waiting for {} approval(s) from: {}",
-                    spec.min_required,
-                    spec.approvers.join(", ")
-                ),
-            );
-            if let Some(m) = &spec.message {
-                note(cx, step, &mut log, format!("Message: {m}"));
-            }
-            if let Some(arn) = &spec.notification_arn {
-                note(
-                    cx,
-                    step,
-                    &mut log,
-                    format!(
-                        "NotificationArn {arn}: not notified (scriptbox publishes to no SNS topic)"
-                    ),
-                );
-            }
+            request_notes(cx, step, spec, &mut log);
             let _wait = inbox.wait_for(Waiting::approval(&step.name, spec.approvers.clone()));
             announce(cx, step, &[SignalKind::Approve, SignalKind::Reject]);
             let deadline = tokio::time::Instant::now() + timeout;
@@ -327,20 +353,7 @@ impl ActionSpec for Approve {
                             format!("approved by {approver} ({}){said}", s.sender),
                         );
                         if decisions.len() >= spec.min_required {
-                            let mut a = Attempt::ended(StepStatus::Success, None);
-                            a.outputs = vec![
-                                (
-                                    "ApprovalStatus".into(),
-                                    ValueType::String,
-                                    json!("Approved"),
-                                ),
-                                (
-                                    "ApproverDecisions".into(),
-                                    ValueType::MapList,
-                                    Value::Array(decisions),
-                                ),
-                            ];
-                            break a;
+                            break approved(decisions);
                         }
                     }
                     SignalKind::Reject => {
