@@ -131,7 +131,7 @@ async fn execute(
     let (sender, inbox) = rb::signals::inbox();
     // A document that can wait for a signal listens for it on an owner-only socket, for as long
     // as it runs (`scriptbox signal ID` finds it); without one its waiting steps fail.
-    let _socket = if waits_for_signals(doc) {
+    let listening = if waits_for_signals(doc) {
         match super::signal::listen(&super::signal::runs_dir(), &id, sender) {
             Ok(socket) => {
                 tracing::debug!("listening for signals on {}", socket.path().display());
@@ -152,7 +152,7 @@ async fn execute(
         max_timeout_secs: settings.limits.max_timeout_seconds,
         max_run_secs: settings.limits.max_runbook_seconds,
         children: None,
-        signals: _socket.as_ref().map(|_| &inbox),
+        signals: listening.as_ref().map(|_| &inbox),
         depth: 0,
     };
     let mut observer = |event: rb::executor::RunEvent<'_>| progress.on_event(event);
