@@ -1070,6 +1070,25 @@ async fn openapi_document_matches_the_server() {
             "/v1/executions/missing/cancel".into(),
             Some(json!({})),
         ),
+        // The execution has ended: the signal is refused (409); an unknown id: 404; bad: 400.
+        (
+            "/v1/executions/{Id}/signal",
+            "post",
+            format!("/v1/executions/{id}/signal"),
+            Some(json!({"SignalType": "Resume"})),
+        ),
+        (
+            "/v1/executions/{Id}/signal",
+            "post",
+            "/v1/executions/missing/signal".into(),
+            Some(json!({"SignalType": "Resume"})),
+        ),
+        (
+            "/v1/executions/{Id}/signal",
+            "post",
+            format!("/v1/executions/{id}/signal"),
+            Some(json!({"SignalType": "Wave"})),
+        ),
         (
             "/v1/executions/{Id}/log",
             "get",

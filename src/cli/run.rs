@@ -164,14 +164,32 @@ async fn execute(
     shutdown: &CancellationToken,
 ) -> (rb::executor::Execution, Vec<Value>) {
     let settings = run.settings;
+    let id = uuid::Uuid::new_v4().to_string();
+    let (sender, inbox) = rb::signals::inbox();
+    // A document that can wait for a signal listens for it on an owner-only socket, for as long
+    // as it runs (`scriptbox signal ID` finds it); without one its waiting steps fail.
+    let listening = if waits_for_signals(doc) {
+        match super::signal::listen(&super::signal::runs_dir(), &id, sender) {
+            Ok(socket) => {
+                tracing::debug!("listening for signals on {}", socket.path().display());
+                Some(socket)
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for this execution's signals: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let options = || rb::executor::ExecOptions {
-        execution_id: None,
+        execution_id: Some(id.clone()),
         context: &settings.context,
         catalog: run.catalog,
         max_timeout_secs: settings.limits.max_timeout_seconds,
         max_run_secs: settings.limits.max_runbook_seconds,
         children: None,
-        signals: None,
+        signals: listening.as_ref().map(|_| &inbox),
         depth: 0,
     };
     let base = options();
@@ -205,6 +223,18 @@ async fn execute(
     .await;
     let ran = children.map(|c| c.executions_json()).unwrap_or_default();
     (execution, ran)
+}
+
+/// Whether a step of the document may wait for a signal (aws:pause, aws:approve, or inside an
+/// aws:loop).
+fn waits_for_signals(doc: &rb::document::Runbook) -> bool {
+    use crate::runbook::actions::Action;
+    doc.steps.iter().any(|s| {
+        matches!(
+            s.action_kind(),
+            Action::Pause | Action::Approve | Action::Loop
+        )
+    })
 }
 
 /// Prints the execution: its GetAutomationExecution-shaped JSON (with its children's records

@@ -86,7 +86,7 @@ impl SsmState {
 }
 
 /// The operations served.
-pub const OPERATIONS: [&str; 12] = [
+pub const OPERATIONS: [&str; 13] = [
     "CreateDocument",
     "UpdateDocument",
     "UpdateDocumentDefaultVersion",
@@ -99,6 +99,7 @@ pub const OPERATIONS: [&str; 12] = [
     "DescribeAutomationExecutions",
     "DescribeAutomationStepExecutions",
     "StopAutomationExecution",
+    "SendAutomationSignal",
 ];
 
 /// Checks the settings for the SSM API: the access keys, or a loopback listener.
@@ -227,6 +228,7 @@ async fn answer(
         "DescribeAutomationExecutions" => automation::describe_executions(st, caller, &req).await,
         "DescribeAutomationStepExecutions" => automation::describe_steps(st, caller, &req).await,
         "StopAutomationExecution" => automation::stop(st, caller, &req).await,
+        "SendAutomationSignal" => automation::send_signal(st, caller, &req).await,
         other => Err(SsmError::client(
             "UnknownOperationException",
             format!(
