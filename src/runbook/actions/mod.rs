@@ -69,8 +69,8 @@ macro_rules! not_built_yet {
 }
 
 pub mod approve;
-pub mod aws_call;
 pub mod assert_resource;
+pub mod aws_call;
 pub mod branch;
 pub mod change_instance_state;
 pub mod copy_image;
@@ -85,6 +85,9 @@ pub mod execute_script;
 pub mod invoke_lambda;
 pub mod loop_steps;
 pub mod pause;
+pub(crate) mod resources;
+#[cfg(test)]
+mod resources_tests;
 pub mod run_command;
 pub mod run_instances;
 pub mod sleep;
