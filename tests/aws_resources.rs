@@ -207,7 +207,11 @@ outputs: [image.ImageId, image.ImageState, copy.ImageId]\n";
         &moto,
         "sorted(i['ImageId'] for i in ec2.describe_images(Owners=['self'])['Images'])",
     );
-    assert_eq!(images, json!([made]), "the copy is deregistered, the original kept");
+    assert_eq!(
+        images,
+        json!([made]),
+        "the copy is deregistered, the original kept"
+    );
     let name = moto_json(
         &moto,
         &format!("ec2.describe_images(ImageIds=['{made}'])['Images'][0]['Name']"),
@@ -243,7 +247,9 @@ async fn delete_image_deletes_the_snapshots_of_its_volumes() {
     assert_eq!(left, json!([]), "the image's snapshot is deleted");
     let images = moto_json(
         &moto,
-        &format!("[i['ImageId'] for i in ec2.describe_images(Owners=['self'])['Images'] if i['ImageId'] == '{image}']"),
+        &format!(
+            "[i['ImageId'] for i in ec2.describe_images(Owners=['self'])['Images'] if i['ImageId'] == '{image}']"
+        ),
     );
     assert_eq!(images, json!([]));
 }
@@ -262,9 +268,15 @@ outputs: [stack.StackId, stack.StackStatus]\n"
     assert_eq!(v["AutomationExecutionStatus"], "Success", "{}", shown(&out));
     assert_eq!(out1(&v, "stack", "StackStatus"), json!("CREATE_COMPLETE"));
     let id = out1(&v, "stack", "StackId");
-    assert!(id.as_str().unwrap().starts_with("arn:aws:cloudformation:"), "{id}");
+    assert!(
+        id.as_str().unwrap().starts_with("arn:aws:cloudformation:"),
+        "{id}"
+    );
     assert_eq!(
-        moto_json(&moto, "ssm.get_parameter(Name='/stack/param')['Parameter']['Value']"),
+        moto_json(
+            &moto,
+            "ssm.get_parameter(Name='/stack/param')['Parameter']['Value']"
+        ),
         json!("from-the-stack")
     );
     let doc = "schemaVersion: '0.3'\nmainSteps:\n  - name: unstack\n    action: aws:deleteStack\n    inputs: {StackName: scriptbox-stack}\n";
@@ -298,13 +310,22 @@ async fn invoke_lambda_of_a_missing_function_fails_and_on_failure_continues() {
     assert_eq!(v["AutomationExecutionStatus"], "Success", "{}", shown(&out));
     assert_eq!(step(&v, "invoke")["StepStatus"], "Failed");
     let msg = step(&v, "invoke")["FailureMessage"].to_string();
-    assert!(msg.contains("no-such-function") || msg.contains("not found"), "{msg}");
+    assert!(
+        msg.contains("no-such-function") || msg.contains("not found"),
+        "{msg}"
+    );
     assert_eq!(
-        moto_json(&moto, "ssm.list_tags_for_resource(ResourceType='Parameter', ResourceId='/after')['TagList']"),
+        moto_json(
+            &moto,
+            "ssm.list_tags_for_resource(ResourceType='Parameter', ResourceId='/after')['TagList']"
+        ),
         json!([{"Key": "Ran", "Value": "yes"}])
     );
     // isCritical: true with Continue: `after` still runs, the execution fails.
-    let critical = doc.replace("onFailure: Continue\n", "onFailure: Continue\n    isCritical: true\n");
+    let critical = doc.replace(
+        "onFailure: Continue\n",
+        "onFailure: Continue\n    isCritical: true\n",
+    );
     let (out, v) = run(&moto, dir.path(), &critical, &[]);
     assert_eq!(v["AutomationExecutionStatus"], "Failed", "{}", shown(&out));
     assert_eq!(step(&v, "after")["StepStatus"], "Success");
@@ -326,7 +347,10 @@ outputs: [command.CommandId, command.Status, command.ResponseCode, command.Outpu
     // moto runs nothing: its invocation is a Success with response code 0 and no output.
     assert_eq!(out1(&v, "command", "ResponseCode"), json!("0"));
     assert_eq!(
-        moto_json(&moto, &format!("ssm.list_commands(CommandId='{id}')['Commands'][0]['DocumentName']")),
+        moto_json(
+            &moto,
+            &format!("ssm.list_commands(CommandId='{id}')['Commands'][0]['DocumentName']")
+        ),
         json!("AWS-RunShellScript")
     );
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
-use super::aws_call::{call, poll_until};
+use super::aws_call::{call_in_step, poll_until_logged};
 use super::resources::{self, Deadline, Input, Ty, note, opt, req};
 use super::{Action, ActionSpec, Attempt, CheckCx, RunCx, StepFailure, StepHead};
 use crate::runbook::document::{StepDecl, StepKind};
@@ -116,8 +116,7 @@ async fn change(cx: &mut RunCx<'_>, step: &StepDecl, inputs: &Map<String, Value>
             "StartInstances" => resources::pass(&mut params, inputs, &["AdditionalInfo"]),
             _ => {}
         }
-        note(&mut log, format!("ec2 {api} {}", ids.join(", ")));
-        if let Err(f) = call(cx, "ec2", api, params).await {
+        if let Err(f) = call_in_step(cx, step, &mut log, "ec2", api, params).await {
             return resources::with_log(super::aws_call::failed(f), log);
         }
     }
@@ -129,9 +128,10 @@ async fn change(cx: &mut RunCx<'_>, step: &StepDecl, inputs: &Map<String, Value>
     params.insert("InstanceIds".into(), json!(ids));
     let want = desired.clone();
     let done = move |r: &Value| states_reached(r, &want);
-    if let Err(a) = poll_until(
+    if let Err(a) = poll_until_logged(
         cx,
         step,
+        &mut log,
         DEFAULT_TIMEOUT,
         "ec2",
         "DescribeInstances",
@@ -150,9 +150,10 @@ async fn change(cx: &mut RunCx<'_>, step: &StepDecl, inputs: &Map<String, Value>
         params.insert("IncludeAllInstances".into(), Value::Bool(true));
         let count = ids.len();
         let done = move |r: &Value| status_ok(r, count);
-        if let Err(a) = poll_until(
+        if let Err(a) = poll_until_logged(
             cx,
             step,
+            &mut log,
             DEFAULT_TIMEOUT,
             "ec2",
             "DescribeInstanceStatus",

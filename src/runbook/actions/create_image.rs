@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
-use super::aws_call::{call, failed, poll_until};
+use super::aws_call::{call_in_step, failed, poll_until_logged};
 use super::resources::{self, Deadline, Input, Ty, note, opt, req};
 use super::{Action, ActionSpec, Attempt, CheckCx, RunCx, StepFailure, StepHead};
 use crate::result::LogLine;
@@ -120,8 +120,7 @@ async fn make_and_wait(
     params: &Map<String, Value>,
 ) -> Attempt {
     let mut log: Vec<LogLine> = Vec::new();
-    note(&mut log, format!("ec2 {api}"));
-    let response = match call(cx, "ec2", api, params.clone()).await {
+    let response = match call_in_step(cx, step, &mut log, "ec2", api, params.clone()).await {
         Ok(r) => r,
         Err(f) => return resources::with_log(failed(f), log),
     };
@@ -136,9 +135,10 @@ async fn make_and_wait(
     let mut describe = Map::new();
     describe.insert("ImageIds".into(), json!([id]));
     let done = |r: &Value| available(r);
-    match poll_until(
+    match poll_until_logged(
         cx,
         step,
+        &mut log,
         DEFAULT_TIMEOUT,
         "ec2",
         "DescribeImages",

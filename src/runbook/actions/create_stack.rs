@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
-use super::aws_call::{call, failed, poll_until};
+use super::aws_call::{call_in_step, failed, poll_until_logged};
 use super::resources::{self, Deadline, Input, InputError, Ty, note, opt, req};
 use super::{Action, ActionSpec, Attempt, CheckCx, RunCx, StepFailure, StepHead};
 use crate::runbook::document::{StepDecl, StepKind};
@@ -297,8 +297,16 @@ pub(crate) fn terminal(status: &str) -> bool {
 async fn create(cx: &mut RunCx<'_>, step: &StepDecl, params: &Map<String, Value>) -> Attempt {
     let mut log = Vec::new();
     let name = resources::text(params, "StackName").unwrap_or_default();
-    note(&mut log, format!("cloudformation CreateStack {name}"));
-    let response = match call(cx, "cloudformation", "CreateStack", params.clone()).await {
+    let response = match call_in_step(
+        cx,
+        step,
+        &mut log,
+        "cloudformation",
+        "CreateStack",
+        params.clone(),
+    )
+    .await
+    {
         Ok(r) => r,
         Err(f) => return resources::with_log(failed(f), log),
     };
@@ -309,9 +317,10 @@ async fn create(cx: &mut RunCx<'_>, step: &StepDecl, params: &Map<String, Value>
     let mut describe = Map::new();
     describe.insert("StackName".into(), json!(id));
     let done = |r: &Value| Ok(stack_status(r).is_some_and(|(s, _)| terminal(&s)));
-    let last = match poll_until(
+    let last = match poll_until_logged(
         cx,
         step,
+        &mut log,
         DEFAULT_TIMEOUT,
         "cloudformation",
         "DescribeStacks",

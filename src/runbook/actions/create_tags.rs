@@ -5,8 +5,8 @@
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
-use super::aws_call::{call, failed};
-use super::resources::{self, Input, InputError, Ty, note, opt, req};
+use super::aws_call::{call_in_step, failed};
+use super::resources::{self, Input, InputError, Ty, opt, req};
 use super::{Action, ActionSpec, Attempt, CheckCx, RunCx, StepFailure, StepHead};
 use crate::runbook::document::{StepDecl, StepKind};
 
@@ -61,14 +61,13 @@ impl ActionSpec for CreateTags {
     /// One call: EC2 CreateTags, or SSM AddTagsToResource.
     fn attempt<'a, 's: 'a>(
         cx: &'a mut RunCx<'_>,
-        _step: &'s StepDecl,
+        step: &'s StepDecl,
         inputs: &'a Map<String, Value>,
     ) -> BoxFuture<'a, Attempt> {
         Box::pin(async move {
             let (service, api, params) = request(inputs);
             let mut log = Vec::new();
-            note(&mut log, format!("{service} {api}"));
-            match call(cx, service, api, params).await {
+            match call_in_step(cx, step, &mut log, service, api, params).await {
                 Ok(_) => resources::succeeded(Vec::new(), log),
                 Err(f) => resources::with_log(failed(f), log),
             }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
-use super::aws_call::{call, failed};
+use super::aws_call::{call_in_step, failed};
 use super::resources::{self, Deadline, Input, Ty, note, req};
 use super::{Action, ActionSpec, Attempt, CheckCx, RunCx, StepFailure, StepHead};
 use crate::runbook::document::{StepDecl, StepKind};
@@ -63,7 +63,7 @@ impl ActionSpec for DeleteImage {
             let deadline = Deadline::new(parent, resources::step_timeout(step, DEFAULT_TIMEOUT));
             let mut sub = deadline.narrow(cx);
             deadline
-                .run(parent, "the image was deleted", delete(&mut sub, id))
+                .run(parent, "the image was deleted", delete(&mut sub, step, id))
                 .await
         })
     }
@@ -82,12 +82,12 @@ fn snapshots(r: &Value) -> Vec<String> {
         .collect()
 }
 
-async fn delete(cx: &mut RunCx<'_>, id: &str) -> Attempt {
+async fn delete(cx: &mut RunCx<'_>, step: &StepDecl, id: &str) -> Attempt {
     let mut log = Vec::new();
     let mut describe = Map::new();
     describe.insert("ImageIds".into(), json!([id]));
-    note(&mut log, format!("ec2 DescribeImages {id}"));
-    let described = match call(cx, "ec2", "DescribeImages", describe).await {
+    let described = match call_in_step(cx, step, &mut log, "ec2", "DescribeImages", describe).await
+    {
         Ok(r) => r,
         Err(f) => return resources::with_log(failed(f), log),
     };
@@ -105,8 +105,7 @@ async fn delete(cx: &mut RunCx<'_>, id: &str) -> Attempt {
     let snaps = snapshots(&described);
     let mut deregister = Map::new();
     deregister.insert("ImageId".into(), json!(id));
-    note(&mut log, format!("ec2 DeregisterImage {id}"));
-    if let Err(f) = call(cx, "ec2", "DeregisterImage", deregister).await {
+    if let Err(f) = call_in_step(cx, step, &mut log, "ec2", "DeregisterImage", deregister).await {
         return resources::with_log(failed(f), log);
     }
     let mut undeleted = Vec::new();
@@ -122,8 +121,7 @@ async fn delete(cx: &mut RunCx<'_>, id: &str) -> Attempt {
         }
         let mut p = Map::new();
         p.insert("SnapshotId".into(), json!(snap));
-        note(&mut log, format!("ec2 DeleteSnapshot {snap}"));
-        if let Err(f) = call(cx, "ec2", "DeleteSnapshot", p).await {
+        if let Err(f) = call_in_step(cx, step, &mut log, "ec2", "DeleteSnapshot", p).await {
             note(&mut log, format!("{snap}: {}", f.message));
             undeleted.push(snap.clone());
         }

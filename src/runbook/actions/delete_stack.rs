@@ -9,7 +9,7 @@
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
-use super::aws_call::{call, failed, poll_until};
+use super::aws_call::{call_in_step, failed, poll_until_logged};
 use super::create_stack::{DEFAULT_TIMEOUT, stack_status, terminal};
 use super::resources::{self, Deadline, Input, Ty, note, opt, req};
 use super::{Action, ActionSpec, Attempt, CheckCx, RunCx, StepFailure, StepHead};
@@ -92,8 +92,16 @@ async fn delete(cx: &mut RunCx<'_>, step: &StepDecl, params: &Map<String, Value>
         .to_string();
     let mut describe = Map::new();
     describe.insert("StackName".into(), json!(name));
-    note(&mut log, format!("cloudformation DescribeStacks {name}"));
-    let id = match call(cx, "cloudformation", "DescribeStacks", describe).await {
+    let id = match call_in_step(
+        cx,
+        step,
+        &mut log,
+        "cloudformation",
+        "DescribeStacks",
+        describe,
+    )
+    .await
+    {
         Ok(r) => r
             .get("Stacks")
             .and_then(Value::as_array)
@@ -111,16 +119,16 @@ async fn delete(cx: &mut RunCx<'_>, step: &StepDecl, params: &Map<String, Value>
     };
     let mut p = params.clone();
     p.insert("StackName".into(), json!(id));
-    note(&mut log, format!("cloudformation DeleteStack {id}"));
-    if let Err(f) = call(cx, "cloudformation", "DeleteStack", p).await {
+    if let Err(f) = call_in_step(cx, step, &mut log, "cloudformation", "DeleteStack", p).await {
         return resources::with_log(failed(f), log);
     }
     let mut describe = Map::new();
     describe.insert("StackName".into(), json!(id));
     let done = |r: &Value| Ok(stack_status(r).is_none_or(|(s, _)| terminal(&s)));
-    let last = match poll_until(
+    let last = match poll_until_logged(
         cx,
         step,
+        &mut log,
         DEFAULT_TIMEOUT,
         "cloudformation",
         "DescribeStacks",

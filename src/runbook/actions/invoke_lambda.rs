@@ -16,7 +16,7 @@ use base64::Engine;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 
-use super::aws_call::{call, failed, select_outputs};
+use super::aws_call::{call_in_step, failed, select_outputs};
 use super::resources::{self, Deadline, Input, Ty, note, opt, req};
 use super::{Action, ActionSpec, Attempt, CheckCx, RunCx, StepFailure, StepHead};
 use crate::runbook::document::{StepDecl, StepKind};
@@ -146,22 +146,20 @@ fn parameters(read: &Map<String, Value>) -> Result<Map<String, Value>, StepFailu
     Ok(p)
 }
 
-/// The function's payload as a value: JSON text parsed, base64 of JSON decoded, else the text.
+/// The function's payload as a value: the worker gives Lambda's bytes as base64, decoded and
+/// parsed as JSON (else kept as text); a string that is not base64 is parsed as JSON text.
 fn payload_value(v: &Value) -> Value {
     let Value::String(s) = v else {
         return v.clone();
     };
-    if let Ok(parsed) = serde_json::from_str::<Value>(s) {
-        return parsed;
-    }
-    base64::engine::general_purpose::STANDARD
+    let decoded = base64::engine::general_purpose::STANDARD
         .decode(s.trim())
         .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .map_or_else(
-            || v.clone(),
-            |text| serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        .and_then(|b| String::from_utf8(b).ok());
+    match decoded {
+        Some(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        None => serde_json::from_str(s).unwrap_or_else(|_| v.clone()),
+    }
 }
 
 /// The step's outputs from Invoke's response, and the object declared outputs select from.
@@ -193,15 +191,14 @@ fn outputs(response: &Value) -> (Vec<(String, ValueType, Value)>, Value) {
 
 async fn invoke(cx: &mut RunCx<'_>, step: &StepDecl, params: &Map<String, Value>) -> Attempt {
     let mut log = Vec::new();
-    let name = resources::text(params, "FunctionName").unwrap_or_default();
     if step.timeout_seconds.is_some_and(|t| t > 300) {
         note(
             &mut log,
             "timeoutSeconds is above aws:invokeLambdaFunction's maximum of 300 s: held to 300 s",
         );
     }
-    note(&mut log, format!("lambda Invoke {name}"));
-    let response = match call(cx, "lambda", "Invoke", params.clone()).await {
+    let response = match call_in_step(cx, step, &mut log, "lambda", "Invoke", params.clone()).await
+    {
         Ok(r) => r,
         Err(f) => return resources::with_log(failed(f), log),
     };

@@ -102,6 +102,10 @@ impl StepRunner for Cloud {
         unreachable!("no script steps in these tests")
     }
 
+    fn poll_interval(&self) -> Duration {
+        Duration::from_millis(20)
+    }
+
     fn call_aws<'a>(
         &'a self,
         call: &'a AwsCall,

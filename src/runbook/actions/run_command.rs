@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
-use super::aws_call::{call, failed, poll_until};
+use super::aws_call::{call_in_step, failed, poll_until_logged};
 use super::resources::{self, Deadline, Input, InputError, Ty, note, opt, req};
 use super::{Action, ActionSpec, Attempt, CheckCx, RunCx, StepFailure, StepHead};
 use crate::runbook::document::{StepDecl, StepKind};
@@ -145,8 +145,7 @@ fn ended(r: &Value) -> Option<&str> {
 async fn run(cx: &mut RunCx<'_>, step: &StepDecl, params: &Map<String, Value>) -> Attempt {
     let mut log = Vec::new();
     let document = resources::text(params, "DocumentName").unwrap_or_default();
-    note(&mut log, format!("ssm SendCommand {document}"));
-    let sent = match call(cx, "ssm", "SendCommand", params.clone()).await {
+    let sent = match call_in_step(cx, step, &mut log, "ssm", "SendCommand", params.clone()).await {
         Ok(r) => r,
         Err(f) => return resources::with_log(failed(f), log),
     };
@@ -165,9 +164,10 @@ async fn run(cx: &mut RunCx<'_>, step: &StepDecl, params: &Map<String, Value>) -
     let mut list = Map::new();
     list.insert("CommandId".into(), json!(id));
     let done = |r: &Value| Ok(ended(r).is_some());
-    let last = match poll_until(
+    let last = match poll_until_logged(
         cx,
         step,
+        &mut log,
         DEFAULT_TIMEOUT,
         "ssm",
         "ListCommands",
@@ -195,8 +195,7 @@ async fn run(cx: &mut RunCx<'_>, step: &StepDecl, params: &Map<String, Value>) -
         let mut get = Map::new();
         get.insert("CommandId".into(), json!(id));
         get.insert("InstanceId".into(), json!(instance));
-        note(&mut log, format!("ssm GetCommandInvocation {instance}"));
-        match call(cx, "ssm", "GetCommandInvocation", get).await {
+        match call_in_step(cx, step, &mut log, "ssm", "GetCommandInvocation", get).await {
             Ok(inv) => {
                 if let Some(code) = inv.get("ResponseCode").filter(|c| c.is_i64()) {
                     outputs.push(("ResponseCode".into(), ValueType::Integer, code.clone()));

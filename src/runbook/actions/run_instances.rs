@@ -14,7 +14,7 @@ use base64::Engine;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
-use super::aws_call::{call, failed, poll_until};
+use super::aws_call::{call_in_step, failed, poll_until_logged};
 use super::change_instance_state::instance_states;
 use super::resources::{self, Deadline, Input, InputError, Ty, note, opt, req};
 use super::{Action, ActionSpec, Attempt, CheckCx, RunCx, StepFailure, StepHead};
@@ -254,11 +254,11 @@ fn user_data(b64: &str) -> Result<String, InputError> {
 
 async fn launch(cx: &mut RunCx<'_>, step: &StepDecl, params: &Map<String, Value>) -> Attempt {
     let mut log = Vec::new();
-    note(&mut log, "ec2 RunInstances");
-    let response = match call(cx, "ec2", "RunInstances", params.clone()).await {
-        Ok(r) => r,
-        Err(f) => return resources::with_log(failed(f), log),
-    };
+    let response =
+        match call_in_step(cx, step, &mut log, "ec2", "RunInstances", params.clone()).await {
+            Ok(r) => r,
+            Err(f) => return resources::with_log(failed(f), log),
+        };
     let ids: Vec<String> = response
         .get("Instances")
         .and_then(Value::as_array)
@@ -280,9 +280,10 @@ async fn launch(cx: &mut RunCx<'_>, step: &StepDecl, params: &Map<String, Value>
     let mut describe = Map::new();
     describe.insert("InstanceIds".into(), json!(ids));
     let done = |r: &Value| all_running(r);
-    let last = match poll_until(
+    let last = match poll_until_logged(
         cx,
         step,
+        &mut log,
         DEFAULT_TIMEOUT,
         "ec2",
         "DescribeInstances",
