@@ -103,9 +103,9 @@ impl ActionSpec for CreateStack {
     }
 
     /// CreateStack's parameters from the resolved inputs.
-    fn prepare<'s>(
+    fn prepare(
         _cx: &RunCx<'_>,
-        _step: &'s StepDecl,
+        _step: &StepDecl,
         inputs: &Map<String, Value>,
     ) -> Result<Map<String, Value>, StepFailure> {
         pairs(inputs).map_err(|e| e.failure())?;

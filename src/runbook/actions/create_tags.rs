@@ -48,9 +48,9 @@ impl ActionSpec for CreateTags {
         Some(StepKind::Checked(Self::ACTION))
     }
 
-    fn prepare<'s>(
+    fn prepare(
         _cx: &RunCx<'_>,
-        _step: &'s StepDecl,
+        _step: &StepDecl,
         inputs: &Map<String, Value>,
     ) -> Result<Map<String, Value>, StepFailure> {
         let read = resources::read(inputs, SPEC).map_err(|e| e.failure())?;

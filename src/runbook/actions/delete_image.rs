@@ -38,9 +38,9 @@ impl ActionSpec for DeleteImage {
     }
 
     /// The image id.
-    fn prepare<'s>(
+    fn prepare(
         _cx: &RunCx<'_>,
-        _step: &'s StepDecl,
+        _step: &StepDecl,
         inputs: &Map<String, Value>,
     ) -> Result<String, StepFailure> {
         let read = resources::read(inputs, SPEC).map_err(|e| e.failure())?;

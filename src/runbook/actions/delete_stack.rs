@@ -44,9 +44,9 @@ impl ActionSpec for DeleteStack {
     }
 
     /// DeleteStack's parameters (the inputs under their own names).
-    fn prepare<'s>(
+    fn prepare(
         _cx: &RunCx<'_>,
-        _step: &'s StepDecl,
+        _step: &StepDecl,
         inputs: &Map<String, Value>,
     ) -> Result<Map<String, Value>, StepFailure> {
         let read = resources::read(inputs, SPEC).map_err(|e| e.failure())?;

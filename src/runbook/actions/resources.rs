@@ -172,9 +172,9 @@ pub(crate) fn conform(input: &Input, v: &Value, at_load: bool) -> Result<Value, 
     }
     let out = match input.ty {
         Ty::Any => v.clone(),
-        Ty::Str => string(key, v, at_load)?,
+        Ty::Str => string(key, v)?,
         Ty::OneOf(allowed) => {
-            let s = string(key, v, at_load)?;
+            let s = string(key, v)?;
             match &s {
                 Value::String(text) if !allowed.contains(&text.as_str()) && !unresolved(&s) => {
                     return Err(InputError::NotOneOf {
@@ -229,13 +229,13 @@ pub(crate) fn conform(input: &Input, v: &Value, at_load: bool) -> Result<Value, 
     Ok(out)
 }
 
-fn string(key: &str, v: &Value, at_load: bool) -> Result<Value, InputError> {
+fn string(key: &str, v: &Value) -> Result<Value, InputError> {
     match v {
         Value::String(_) => Ok(v.clone()),
         Value::Number(n) => Ok(Value::String(n.to_string())),
         Value::Bool(b) => Ok(Value::String(b.to_string())),
         Value::Array(items) if items.len() == 1 => match &items[0] {
-            Value::String(_) | Value::Number(_) | Value::Bool(_) => string(key, &items[0], at_load),
+            Value::String(_) | Value::Number(_) | Value::Bool(_) => string(key, &items[0]),
             _ => Err(type_error(key, Ty::Str, v)),
         },
         _ => Err(type_error(key, Ty::Str, v)),

@@ -90,9 +90,9 @@ impl ActionSpec for RunCommand {
     }
 
     /// SendCommand's parameters (the inputs under their own names).
-    fn prepare<'s>(
+    fn prepare(
         _cx: &RunCx<'_>,
-        _step: &'s StepDecl,
+        _step: &StepDecl,
         inputs: &Map<String, Value>,
     ) -> Result<Map<String, Value>, StepFailure> {
         targets(inputs).map_err(|e| e.failure())?;

@@ -173,9 +173,9 @@ impl ActionSpec for RunInstances {
     }
 
     /// RunInstances' parameters from the resolved inputs.
-    fn prepare<'s>(
+    fn prepare(
         _cx: &RunCx<'_>,
-        _step: &'s StepDecl,
+        _step: &StepDecl,
         inputs: &Map<String, Value>,
     ) -> Result<Map<String, Value>, StepFailure> {
         let read = resources::read(inputs, SPEC).map_err(|e| e.failure())?;
