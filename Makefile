@@ -44,7 +44,7 @@ test-rust:
 test-runsc:
 	@if docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q runsc; then \
 		echo "== engine, adversarial and aws suites under runsc (gVisor) =="; \
-		SCRIPTBOX_TEST_RUNTIME=runsc SCRIPTBOX_REQUIRE_ENGINE=1 SCRIPTBOX_REQUIRE_MOTO=1 $(CARGO) test --test engine --test adversarial --test aws; \
+		SCRIPTBOX_TEST_RUNTIME=runsc SCRIPTBOX_REQUIRE_ENGINE=1 SCRIPTBOX_REQUIRE_MOTO=1 $(CARGO) test --test engine --test adversarial --test aws --test aws_actions; \
 	else \
 		echo "SKIPPED: the runsc (gVisor) pass: runsc is not registered with Docker (WITH_RUNSC=1 scripts/ensure-engine.sh installs it)"; \
 	fi

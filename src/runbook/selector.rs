@@ -397,6 +397,20 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[test]
+    fn a_response_selector_starts_at_the_response() {
+        let r = json!({"Reservations": [{"Instances": [{"InstanceId": "i-1"}, {"InstanceId": "i-2"}]}]});
+        let s = Selector::parse_response("$.Reservations..Instances..InstanceId").unwrap();
+        assert_eq!(s.select(&r), Some(json!(["i-1", "i-2"])));
+        let whole = Selector::parse_response("$").unwrap();
+        assert_eq!(whole.select(&r), Some(r.clone()));
+        let first = Selector::parse_response("$.Reservations[0].Instances[1].InstanceId").unwrap();
+        assert_eq!(first.select(&r), Some(json!("i-2")));
+        // The payload selectors of executeScript still need `$.Payload`.
+        assert!(Selector::parse("$.Reservations").is_err());
+        assert!(Selector::parse_response("Reservations").is_err());
+    }
+
     fn sel(s: &str) -> Selector {
         Selector::parse(s).unwrap()
     }

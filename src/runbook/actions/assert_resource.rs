@@ -32,9 +32,9 @@ impl ActionSpec for AssertAwsResourceProperty {
         Some(StepKind::Checked(Self::ACTION))
     }
 
-    fn prepare<'s>(
+    fn prepare(
         _cx: &RunCx<'_>,
-        _step: &'s StepDecl,
+        _step: &StepDecl,
         inputs: &Map<String, Value>,
     ) -> Result<PropertyCheck, StepFailure> {
         aws_call::property_check(inputs)

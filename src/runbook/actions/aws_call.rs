@@ -529,7 +529,206 @@ pub(crate) fn shown(v: Option<&Value>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::api::{AwsCall, AwsCallError};
+    use crate::context::AwsContext;
+    use crate::execute::ExecuteError;
+    use crate::result::StepResult;
+    use crate::runbook::document::{LoadOptions, Runbook, load_str};
+    use crate::runbook::executor::{ExecOptions, Execution, StepRunner, execute};
+    use crate::runbook::yaml::Format;
+    use crate::runtimes::Catalog;
+    use crate::step::ValidatedStep;
+    use futures::future::BoxFuture;
     use serde_json::json;
+    use std::sync::Mutex;
+
+    /// A runner whose AWS calls answer from a list (the last repeats), polling every 10 ms.
+    struct Answers {
+        responses: Vec<Result<Value, AwsCallError>>,
+        calls: Mutex<Vec<AwsCall>>,
+    }
+
+    impl StepRunner for Answers {
+        fn run<'a>(
+            &'a self,
+            _step: &'a ValidatedStep,
+            _ctx: RunContext<'a>,
+        ) -> BoxFuture<'a, Result<StepResult, ExecuteError>> {
+            Box::pin(async { unreachable!("no script steps here") })
+        }
+
+        fn call_aws<'a>(
+            &'a self,
+            call: &'a AwsCall,
+            _ctx: RunContext<'a>,
+        ) -> BoxFuture<'a, Result<Value, AwsCallError>> {
+            Box::pin(async move {
+                let mut calls = self.calls.lock().unwrap();
+                calls.push(call.clone());
+                let i = (calls.len() - 1).min(self.responses.len() - 1);
+                self.responses[i].clone()
+            })
+        }
+
+        fn poll_interval(&self) -> Duration {
+            Duration::from_millis(10)
+        }
+    }
+
+    fn answers(responses: Vec<Result<Value, AwsCallError>>) -> Answers {
+        Answers {
+            responses,
+            calls: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn runbook(steps: &str) -> Runbook {
+        let catalog = Catalog::builtin();
+        let options = LoadOptions {
+            catalog: &catalog,
+            max_timeout_secs: 600,
+            attachments_dir: None,
+        };
+        let y = format!("schemaVersion: '0.3'\nmainSteps:\n{steps}");
+        load_str(&y, "t", Format::Yaml, std::path::Path::new("."), &options)
+            .unwrap_or_else(|e| panic!("{e}\n{y}"))
+    }
+
+    async fn run(rb: &Runbook, runner: &Answers, cancel: &CancellationToken) -> Execution {
+        let catalog = Catalog::builtin();
+        let ctx = AwsContext::default();
+        let options = ExecOptions {
+            execution_id: Some("exec-1".into()),
+            context: &ctx,
+            catalog: &catalog,
+            max_timeout_secs: 600,
+            max_run_secs: 3600,
+            children: None,
+            signals: None,
+            depth: 0,
+        };
+        let params = crate::runbook::parameters::resolve(&rb.parameters, &[]).unwrap();
+        execute(rb, params, runner, &options, &mut |_| {}, cancel).await
+    }
+
+    const WAIT: &str = "  - name: w\n    action: aws:waitForAwsResourceProperty\n    timeoutSeconds: 1\n    inputs: {Service: ec2, Api: describe-volumes, VolumeIds: [v-1], PropertySelector: '$.Volumes[0].State', DesiredValues: [available]}\n";
+
+    #[tokio::test]
+    async fn a_wait_polls_until_the_value_is_desired() {
+        let runner = answers(vec![
+            Ok(json!({"Volumes": [{"State": "creating"}]})),
+            Ok(json!({"Volumes": [{"State": "creating"}]})),
+            Ok(json!({"Volumes": [{"State": "available"}]})),
+        ]);
+        let e = run(&runbook(WAIT), &runner, &CancellationToken::new()).await;
+        assert_eq!(e.steps[0].status, StepStatus::Success, "{:?}", e.steps[0]);
+        let calls = runner.calls.lock().unwrap();
+        assert_eq!(calls.len(), 3);
+        // Parameters as written; the action's own keys are not parameters.
+        assert_eq!(calls[0].api, "describe-volumes");
+        assert_eq!(
+            Value::Object(calls[0].parameters.clone()),
+            json!({"VolumeIds": ["v-1"]})
+        );
+        assert_eq!(e.steps[0].log.len(), 3, "{:?}", e.steps[0].log);
+    }
+
+    #[tokio::test]
+    async fn a_wait_times_out_naming_the_last_value_and_stops_when_cancelled() {
+        let runner = answers(vec![Ok(json!({"Volumes": [{"State": "creating"}]}))]);
+        let began = std::time::Instant::now();
+        let e = run(&runbook(WAIT), &runner, &CancellationToken::new()).await;
+        assert_eq!(e.steps[0].status, StepStatus::TimedOut);
+        assert!(began.elapsed() >= Duration::from_secs(1));
+        let m = e.steps[0].failure_message.clone().unwrap_or_default();
+        assert!(
+            m.contains("\"creating\"") && m.contains("[available]"),
+            "{m}"
+        );
+        assert!(e.steps[0].log.len() <= MAX_POLL_LINES + 1);
+
+        let cancel = CancellationToken::new();
+        let later = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            later.cancel();
+        });
+        let long = WAIT.replace("timeoutSeconds: 1", "timeoutSeconds: 60");
+        let began = std::time::Instant::now();
+        let e = run(&runbook(&long), &runner, &cancel).await;
+        assert_eq!(e.steps[0].status, StepStatus::Cancelled, "{:?}", e.steps[0]);
+        assert!(began.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn a_failed_call_fails_the_wait_with_its_reason_and_outputs_are_typed() {
+        let runner = answers(vec![Err(AwsCallError::EmulatorLacksOperation {
+            service: "ec2".into(),
+            operation: "DescribeVolumes".into(),
+            endpoint: "http://127.0.0.1:1".into(),
+            status: 500,
+        })]);
+        let e = run(&runbook(WAIT), &runner, &CancellationToken::new()).await;
+        assert_eq!(e.steps[0].status, StepStatus::Failed);
+        let m = e.steps[0].failure_message.clone().unwrap_or_default();
+        assert!(m.contains("EmulatorLacksOperation"), "{m}");
+
+        let api = "  - name: a\n    action: aws:executeAwsApi\n    inputs: {Service: ec2, Api: DescribeVpcs}\n    outputs:\n      - {Name: Ids, Selector: '$.Vpcs..VpcId', Type: StringList}\n      - {Name: Default, Selector: '$.Vpcs[0].IsDefault', Type: Boolean}\n      - {Name: Missing, Selector: '$.Nothing', Type: String}\n";
+        let runner = answers(vec![Ok(
+            json!({"Vpcs": [{"VpcId": "vpc-1", "IsDefault": true}]}),
+        )]);
+        let e = run(&runbook(api), &runner, &CancellationToken::new()).await;
+        let m = e.steps[0].failure_message.clone().unwrap_or_default();
+        assert!(m.contains("InvalidOutput") && m.contains("Missing"), "{m}");
+        let ok = api.replace(
+            "      - {Name: Missing, Selector: '$.Nothing', Type: String}\n",
+            "",
+        );
+        let e = run(&runbook(&ok), &runner, &CancellationToken::new()).await;
+        assert_eq!(e.steps[0].status, StepStatus::Success);
+        assert_eq!(e.steps[0].outputs[0].2, json!(["vpc-1"]));
+        assert_eq!(e.steps[0].outputs[1].2, json!(true));
+    }
+
+    #[tokio::test]
+    async fn without_access_the_default_runner_says_so() {
+        struct NoAws;
+        impl StepRunner for NoAws {
+            fn run<'a>(
+                &'a self,
+                _step: &'a ValidatedStep,
+                _ctx: RunContext<'a>,
+            ) -> BoxFuture<'a, Result<StepResult, ExecuteError>> {
+                Box::pin(async { unreachable!() })
+            }
+        }
+        let rb = runbook(
+            "  - name: a\n    action: aws:executeAwsApi\n    inputs: {Service: ec2, Api: DescribeVpcs}\n",
+        );
+        let catalog = Catalog::builtin();
+        let ctx = AwsContext::default();
+        let options = ExecOptions {
+            execution_id: None,
+            context: &ctx,
+            catalog: &catalog,
+            max_timeout_secs: 600,
+            max_run_secs: 60,
+            children: None,
+            signals: None,
+            depth: 0,
+        };
+        let e = execute(
+            &rb,
+            Map::new(),
+            &NoAws,
+            &options,
+            &mut |_| {},
+            &CancellationToken::new(),
+        )
+        .await;
+        let m = e.steps[0].failure_message.clone().unwrap_or_default();
+        assert!(m.contains("NoAwsAccess"), "{m}");
+    }
 
     #[test]
     fn booleans_compare_as_aws_writes_them() {

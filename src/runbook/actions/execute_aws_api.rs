@@ -31,9 +31,9 @@ impl ActionSpec for ExecuteAwsApi {
         Some(StepKind::Checked(Self::ACTION))
     }
 
-    fn prepare<'s>(
+    fn prepare(
         _cx: &RunCx<'_>,
-        _step: &'s StepDecl,
+        _step: &StepDecl,
         inputs: &Map<String, Value>,
     ) -> Result<ApiCall, StepFailure> {
         aws_call::api_call(inputs, &[])

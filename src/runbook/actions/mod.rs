@@ -49,9 +49,9 @@ macro_rules! not_built_yet {
                 None
             }
 
-            fn prepare<'s>(
+            fn prepare(
                 _cx: &super::RunCx<'_>,
-                _step: &'s crate::runbook::document::StepDecl,
+                _step: &crate::runbook::document::StepDecl,
                 _inputs: &serde_json::Map<String, serde_json::Value>,
             ) -> Result<(), super::StepFailure> {
                 Err(super::StepFailure::new("InvalidInput", "not built yet"))

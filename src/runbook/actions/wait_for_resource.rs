@@ -36,9 +36,9 @@ impl ActionSpec for WaitForAwsResourceProperty {
         Some(StepKind::Checked(Self::ACTION))
     }
 
-    fn prepare<'s>(
+    fn prepare(
         _cx: &RunCx<'_>,
-        _step: &'s StepDecl,
+        _step: &StepDecl,
         inputs: &Map<String, Value>,
     ) -> Result<PropertyCheck, StepFailure> {
         aws_call::property_check(inputs)
@@ -52,11 +52,15 @@ impl ActionSpec for WaitForAwsResourceProperty {
     ) -> BoxFuture<'a, Attempt> {
         Box::pin(async move {
             let mut log = Vec::new();
+            // The last value seen, for the message of a wait that times out.
+            let last = std::sync::Mutex::new(None::<Value>);
             let done = |r: &Value| -> Result<bool, StepFailure> {
-                Ok(aws_call::is_desired(
-                    check.selector.select(r).as_ref(),
-                    &check.desired,
-                ))
+                let selected = check.selector.select(r);
+                let desired = aws_call::is_desired(selected.as_ref(), &check.desired);
+                if let Ok(mut l) = last.lock() {
+                    *l = selected;
+                }
+                Ok(desired)
             };
             let call = &check.call;
             match aws_call::poll_until_logged(
@@ -76,7 +80,20 @@ impl ActionSpec for WaitForAwsResourceProperty {
                     a.log = log;
                     a
                 }
-                Err(a) => a,
+                Err(mut a) => {
+                    if a.status == StepStatus::TimedOut {
+                        let seen = last.lock().ok().and_then(|l| l.clone());
+                        if let Some(f) = a.failure.as_mut() {
+                            f.push_str(&format!(
+                                " {} was last {}, not one of [{}].",
+                                check.selector,
+                                aws_call::shown(seen.as_ref()),
+                                check.desired.join(", ")
+                            ));
+                        }
+                    }
+                    a
+                }
             }
         })
     }
