@@ -192,7 +192,12 @@ async fn execute(
         signals: listening.as_ref().map(|_| &inbox),
         depth: 0,
     };
-    let base = options();
+    // Children get ids of their own and no signals (their waiting steps fail at once).
+    let base = rb::executor::ExecOptions {
+        execution_id: None,
+        signals: None,
+        ..options()
+    };
     let children = run.documents.clone().map(|dir| {
         let emulator = run.runner.aws().is_some_and(|a| a.endpoint_via_relay());
         DirChildren::new(

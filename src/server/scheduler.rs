@@ -1018,6 +1018,7 @@ impl Scheduler {
                 Entry {
                     token: token.clone(),
                     phase: Phase::Running,
+                    signals: None,
                 },
             );
         }

@@ -20,54 +20,6 @@ use super::selector::ValueType;
 use super::yaml::{Format, Node, Pos};
 use crate::result::{LogLine, StepStatus};
 
-/// A placeholder `ActionSpec` for an action not built yet: its steps are refused at load as
-/// unsupported, naming the action (replaced by each action's own implementation).
-macro_rules! not_built_yet {
-    ($ty:ident, $variant:ident) => {
-        /// The action (not built yet).
-        pub(crate) struct $ty;
-
-        impl super::ActionSpec for $ty {
-            const ACTION: super::Action = super::Action::$variant;
-            const INPUT_KEYS: &'static [&'static str] = &[];
-            const IMPLICIT_OUTPUTS: &'static [&'static str] = &[];
-            const DECLARES_OUTPUTS: bool = true;
-            const RETRIES: bool = false;
-            type Ready<'s> = ();
-
-            fn check(
-                cx: &mut super::CheckCx<'_>,
-                step: &super::StepHead<'_>,
-            ) -> Option<crate::runbook::document::StepKind> {
-                let name = Self::ACTION.name();
-                cx.problems.push(crate::runbook::Problem::unsupported(
-                    step.node.pos,
-                    step.ctx,
-                    name,
-                    format!("action {name} is not supported by scriptbox yet"),
-                ));
-                None
-            }
-
-            fn prepare(
-                _cx: &super::RunCx<'_>,
-                _step: &crate::runbook::document::StepDecl,
-                _inputs: &serde_json::Map<String, serde_json::Value>,
-            ) -> Result<(), super::StepFailure> {
-                Err(super::StepFailure::new("InvalidInput", "not built yet"))
-            }
-
-            fn attempt<'a, 's: 'a>(
-                _cx: &'a mut super::RunCx<'_>,
-                _step: &'s crate::runbook::document::StepDecl,
-                _ready: &'a (),
-            ) -> futures::future::BoxFuture<'a, super::Attempt> {
-                Box::pin(async { super::Attempt::ended(crate::result::StepStatus::Failed, None) })
-            }
-        }
-    };
-}
-
 pub mod approve;
 pub mod assert_resource;
 pub mod aws_call;
