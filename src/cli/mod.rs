@@ -38,7 +38,10 @@ use crate::runtimes::Catalog;
 use crate::sandbox::{Engine, SandboxError};
 
 pub use cancel::CancelArgs;
-pub use conformance::{ConformanceArgs, Verdict, conformance_verdicts};
+pub use conformance::{
+    ConformanceArgs, Expected, HarnessError, Outcome, ReasonKind, RunSetup, Verdict,
+    conformance_verdicts, difference, read_expected, run_document,
+};
 pub use connect::ConnectArgs;
 pub use get::GetArgs;
 pub use invoke::InvokeArgs;
