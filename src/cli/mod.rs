@@ -10,7 +10,7 @@
 
 mod aws_flags;
 mod cancel;
-mod conformance;
+pub mod conformance;
 mod connect;
 mod get;
 mod images;

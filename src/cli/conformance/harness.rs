@@ -411,7 +411,13 @@ fn run(
         .arg(&setup.endpoint)
         .arg("--parameters-file")
         .arg(&dirs.parameters)
-        .args(["--output", "json"]);
+        .args(["--output", "json", "--region", "us-east-1"])
+        // The operator's identity against the emulator is moto's test key, never the caller's.
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE");
     if let Some(a) = &options.attachments_dir {
         cmd.arg("--attachments").arg(a);
     }
