@@ -63,6 +63,8 @@ pub enum ReasonKind {
     Emulator,
     /// Something scriptbox does not do (refused at validation).
     Unsupported,
+    /// This machine lacks something the document needs (a runtime's image not built).
+    Environment,
     /// The harness or the fixture failed: never an expected outcome.
     Harness,
 }
@@ -75,6 +77,7 @@ impl ReasonKind {
             ReasonKind::Attachment => "attachment",
             ReasonKind::Emulator => "emulator",
             ReasonKind::Unsupported => "unsupported",
+            ReasonKind::Environment => "environment",
             ReasonKind::Harness => "harness",
         }
     }
@@ -85,6 +88,7 @@ impl ReasonKind {
             ReasonKind::Attachment,
             ReasonKind::Emulator,
             ReasonKind::Unsupported,
+            ReasonKind::Environment,
             ReasonKind::Harness,
         ]
         .into_iter()
@@ -183,7 +187,9 @@ impl Verdict {
     /// The verdict's row: validation, outcome, `KIND: reason` (`-` where there is none).
     pub fn row(&self) -> (&'static str, &'static str, String) {
         if !self.valid {
-            let reason = format!("{}: {}", self.refusal_kind().as_str(), self.reason());
+            let reason = self.reason();
+            let reason = reason.strip_prefix("unsupported: ").unwrap_or(&reason);
+            let reason = format!("{}: {reason}", self.refusal_kind().as_str());
             return ("refused", "-", reason);
         }
         match &self.outcome {
@@ -564,6 +570,8 @@ pub fn classify(text: &str) -> ReasonKind {
         lower.contains("when calling the") && (lower.contains("(500)") || lower.contains("(404)"));
     if http_gap || emulator.iter().any(|m| lower.contains(m)) {
         ReasonKind::Emulator
+    } else if lower.contains("enginefailure") && lower.contains("is not present") {
+        ReasonKind::Environment
     } else if lower.contains("attachment") && lower.contains("not found") {
         ReasonKind::Attachment
     } else {
