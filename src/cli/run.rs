@@ -59,10 +59,12 @@ pub(super) async fn run_runbook(
             ));
         }
     };
-    let needs_engine = doc
-        .steps
-        .iter()
-        .any(|s| s.action_kind() == crate::runbook::actions::Action::ExecuteScript);
+    // With AWS access on, the AWS actions' calls run in the worker's container too.
+    let needs_engine = aws.is_some()
+        || doc
+            .steps
+            .iter()
+            .any(|s| s.action_kind() == crate::runbook::actions::Action::ExecuteScript);
     let engine = if needs_engine {
         let engine = Engine::connect(settings.sandbox.clone()).await?;
         if let Err(e) = engine.sweep_leftovers().await {
@@ -73,7 +75,17 @@ pub(super) async fn run_runbook(
         None
     };
     let mut progress = TextProgress::new(std::io::stderr(), args.output == OutputFormat::Text);
-    let runner = runner_of(engine.as_ref(), aws, &settings);
+    let worker = match (&aws, &engine) {
+        (Some(_), Some(engine)) => crate::aws::worker::AwsWorker::resolve(
+            &catalog,
+            settings.aws.api_runtime.as_deref(),
+            engine,
+        )
+        .await
+        .map_err(|e| CliError::Invalid(e.to_string()))?,
+        _ => None,
+    };
+    let runner = runner_of(engine.as_ref(), aws, &settings).with_aws_worker(worker);
     let execution = execute(
         &doc,
         params,

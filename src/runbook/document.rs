@@ -936,7 +936,7 @@ impl Checker<'_> {
         };
         for (i, item) in items.iter().enumerate() {
             let octx = format!("{ctx}: outputs[{i}]");
-            if let Some(o) = self.output_decl(item, &octx, &out) {
+            if let Some(o) = self.output_decl(item, &octx, &out, action) {
                 out.push(o);
             }
         }
@@ -949,6 +949,7 @@ impl Checker<'_> {
         item: &Node,
         octx: &str,
         earlier: &[OutputDecl],
+        action: Option<Action>,
     ) -> Option<OutputDecl> {
         if let Kind::Map(entries) = &item.kind {
             for (k, kpos, _) in entries {
@@ -971,7 +972,13 @@ impl Checker<'_> {
         if earlier.iter().any(|o: &OutputDecl| o.name == name) {
             self.invalid(item.pos, octx, format!("output {name:?} is declared twice"));
         }
-        let selector = match selector.map(Selector::parse) {
+        // executeScript selects from `{"Payload": ...}`; the other actions from their response.
+        let parse = if action == Some(Action::ExecuteScript) {
+            Selector::parse
+        } else {
+            Selector::parse_response
+        };
+        let selector = match selector.map(parse) {
             None => {
                 self.invalid(
                     item.pos,

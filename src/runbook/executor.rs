@@ -83,6 +83,12 @@ pub trait StepRunner: Send + Sync {
         let _ = (call, ctx);
         Box::pin(async { Err(AwsCallError::NoAccess) })
     }
+
+    /// How long a wait (`aws:waitForAwsResourceProperty`...) sleeps between two calls
+    /// (`[aws] poll_interval_seconds`).
+    fn poll_interval(&self) -> std::time::Duration {
+        crate::runbook::actions::aws_call::DEFAULT_POLL_INTERVAL
+    }
 }
 
 /// What happens during an execution, as it happens.
