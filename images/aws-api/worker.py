@@ -19,6 +19,10 @@ import json
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 20
 
+# Operations whose streaming body an action of AWS's own reads whole (aws:invokeLambdaFunction's
+# Payload), bounded by MaxResponseBytes and rendered as bytes (base64).
+READ_WHOLE = {("lambda", "Invoke")}
+
 
 class Failure(Exception):
     """A call that did not produce a response, with its kind (the host's failure reason)."""
@@ -80,7 +84,8 @@ def operation_of(client, service, api):
             "UnknownOperation",
             "service {!r} has no client method for {!r}".format(service, operation),
         )
-    if model.operation_model(operation).has_streaming_output:
+    streaming = model.operation_model(operation).has_streaming_output
+    if streaming and (service, operation) not in READ_WHOLE:
         raise Failure(
             "StreamingNotSupported",
             "{}.{} returns a streaming body, which aws:executeAwsApi does not support".format(
@@ -166,6 +171,10 @@ def make_call(event):
         raise Failure("EndpointUnreachable", str(e), operation=operation)
     except botocore.exceptions.NoCredentialsError as e:
         raise Failure("NoCredentials", str(e), operation=operation)
+    if (service, operation) in READ_WHOLE:
+        for key, value in list(response.items()):
+            if hasattr(value, "read"):
+                response[key] = value.read(event["MaxResponseBytes"] + 1)
     rendered = render(response)
     size = len(json.dumps(rendered, separators=(",", ":")).encode("utf-8"))
     if size > event["MaxResponseBytes"]:

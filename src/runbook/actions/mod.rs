@@ -85,6 +85,9 @@ pub mod execute_script;
 pub mod invoke_lambda;
 pub mod loop_steps;
 pub mod pause;
+pub(crate) mod resources;
+#[cfg(test)]
+mod resources_tests;
 pub mod run_command;
 pub mod run_instances;
 pub mod sleep;
