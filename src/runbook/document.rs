@@ -26,9 +26,10 @@ use crate::step::{self, ValidatedStep};
 /// every attempt's output is kept, so the bound keeps a failing step's log bounded too.
 pub const MAX_ATTEMPTS: u32 = 100;
 
-/// The largest `timeoutSeconds` of any step: aws:sleep's maximum (executeScript steps are held
-/// to the operator's `limits.max_timeout_seconds` besides).
-pub const MAX_STEP_TIMEOUT_SECS: i64 = 604_799;
+/// The largest `timeoutSeconds` of any step: aws:pause's and aws:approve's maximum (AWS: 30
+/// days); executeScript steps are held to the operator's `limits.max_timeout_seconds` besides,
+/// and the whole execution to `limits.max_runbook_seconds`.
+pub const MAX_STEP_TIMEOUT_SECS: i64 = 2_592_000;
 
 const TOP_KEYS: [&str; 8] = [
     "schemaVersion",
@@ -1935,7 +1936,7 @@ mod tests {
             "{bounds_text}"
         );
         assert!(
-            bounds_text.contains("timeoutSeconds: must be a whole number ≥ 1 and ≤ 604799"),
+            bounds_text.contains("timeoutSeconds: must be a whole number ≥ 1 and ≤ 2592000"),
             "{bounds_text}"
         );
         assert!(

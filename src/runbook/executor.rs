@@ -32,7 +32,7 @@ use super::children::ChildRunbooks;
 use super::document::{OnCancel, OnFailure, Runbook, StepDecl, StepKind};
 use super::interpolate::{Scope, Variable};
 use super::selector::ValueType;
-use super::signals::SignalInbox;
+use super::signals::{SignalInbox, SignalKind};
 use crate::aws::api::{AwsCall, AwsCallError};
 use crate::context::{AwsContext, context_dict};
 use crate::egress::EgressCounts;
@@ -109,6 +109,16 @@ pub enum RunEvent<'a> {
         step: &'a StepDecl,
         /// The line.
         line: &'a LogLine,
+    },
+    /// A step waits for a signal (aws:pause, aws:approve): the execution shows `Waiting` until
+    /// the step's attempt ends.
+    Waiting {
+        /// The step.
+        step: &'a StepDecl,
+        /// The execution's id (what `scriptbox signal` takes).
+        execution_id: &'a str,
+        /// The signal types it waits for.
+        accepts: &'a [SignalKind],
     },
     /// A step finished (after its last attempt).
     StepFinished {
@@ -1114,6 +1124,7 @@ mod tests {
                         format!("start {} {attempt}", step.name)
                     }
                     RunEvent::Log { step, line } => format!("log {} {}", step.name, line.text),
+                    RunEvent::Waiting { step, .. } => format!("waiting {}", step.name),
                     RunEvent::StepFinished { record } => {
                         format!("end {} {}", record.name, record.status)
                     }
