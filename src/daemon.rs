@@ -27,17 +27,19 @@ pub async fn serve(
     };
     let ssm_on = settings.server.ssm_api;
     let services = server::services(settings, catalog, token).await?;
-    let extra = ssm_on.then(|| {
-        let state = ssm::SsmState::new(
-            services.scheduler.clone(),
-            services.store.clone(),
-            services.store.documents(),
-            services.settings.clone(),
-            services.catalog.clone(),
-            ssm_keys.clone(),
-        );
-        ssm::router(state)
-    });
+    let state = ssm::SsmState::new(
+        services.scheduler.clone(),
+        services.store.clone(),
+        services.store.documents(),
+        services.settings.clone(),
+        services.catalog.clone(),
+        ssm_keys.clone(),
+    );
+    // aws:executeAutomation's children come from the SSM documents, served or not.
+    services
+        .scheduler
+        .set_child_documents(ssm::children::SsmChildren::new(state.clone()));
+    let extra = ssm_on.then(|| ssm::router(state));
     let (listeners, listening) =
         server::bind(&services.settings, ssm_on && ssm_keys.is_none()).await?;
     // One line on stdout when ready: scripts and tests wait for it.

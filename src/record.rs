@@ -320,6 +320,8 @@ pub struct ExecutionRecord {
     pub outcome: Outcome,
     /// Docker's exit facts, when they came after the result.
     pub exit: ExitFact,
+    /// The execution that started it, for a child runbook (`ParentAutomationExecutionId`).
+    pub parent_id: Option<String>,
 }
 
 fn stream_of(s: &str) -> LogStream {
@@ -408,6 +410,9 @@ impl ExecutionRecord {
         if let Some(t) = &self.ended {
             m.insert("EndedTime".into(), json!(t));
         }
+        if let Some(p) = &self.parent_id {
+            m.insert("ParentAutomationExecutionId".into(), json!(p));
+        }
     }
 
     /// The `GET /v1/executions/{id}` object. A pending outcome is shown without steps or log
@@ -478,6 +483,7 @@ impl ExecutionRecord {
             "SubmittedTime",
             "StartedTime",
             "EndedTime",
+            "ParentAutomationExecutionId",
         ] {
             body.remove(k);
         }
@@ -525,6 +531,7 @@ impl ExecutionRecord {
             failure_message: text("FailureMessage").map(str::to_string),
             outcome,
             exit,
+            parent_id: text("ParentAutomationExecutionId").map(str::to_string),
         })
     }
 }
@@ -666,6 +673,7 @@ mod tests {
             failure_message: None,
             outcome,
             exit: ExitFact::NotApplicable,
+            parent_id: None,
         }
     }
 

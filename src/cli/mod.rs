@@ -20,6 +20,7 @@ mod ls;
 mod progress;
 mod render;
 mod run;
+mod run_children;
 mod runbook_input;
 mod runtimes;
 mod serve;

@@ -77,6 +77,9 @@ pub(super) fn print_execution(answered: &Answered, format: OutputFormat) -> Resu
         ExecKind::Step => format!("step {}", record.runtime.as_deref().unwrap_or("")),
     };
     writeln!(out, "{status} ({what}, execution {id})").map_err(io)?;
+    if let Some(parent) = &record.parent_id {
+        writeln!(out, "child of execution {parent}").map_err(io)?;
+    }
     let runbook = match &record.outcome {
         Outcome::Runbook(r) => Some(r),
         _ => None,

@@ -11,11 +11,13 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::aws_flags::AwsFlags;
+use super::run_children::DirChildren;
 use super::runbook_input::{load_runbook_input, refuse};
 use super::{CliError, OutputFormat, RunbookInput, TextProgress};
 use crate::config::Settings;
 use crate::execute::Runner;
 use crate::result::StepStatus;
+use crate::runbook::actions::Action;
 use crate::runbook::{self as rb, Refused};
 use crate::runtimes::Catalog;
 use crate::sandbox::{Backend, Engine, Unavailable};
@@ -32,6 +34,9 @@ pub struct RunArgs {
     /// How the runbook's steps reach AWS.
     #[command(flatten)]
     pub aws: AwsFlags,
+    /// Where aws:executeAutomation finds its child documents: NAME.yaml, NAME.yml or NAME.json.
+    #[arg(long, value_name = "DIR")]
+    pub documents: Option<std::path::PathBuf>,
 }
 
 pub(super) async fn run_runbook(
@@ -59,12 +64,22 @@ pub(super) async fn run_runbook(
             ));
         }
     };
-    // With AWS access on, the AWS actions' calls run in the worker's container too.
+    if let Some(dir) = &args.documents
+        && !dir.is_dir()
+    {
+        return Err(CliError::Invalid(format!(
+            "--documents {}: is not a folder",
+            dir.display()
+        )));
+    }
+    // With AWS access on, the AWS actions' calls run in the worker's container too; a child
+    // document may run scripts: with --documents the engine is connected for it too.
     let needs_engine = aws.is_some()
-        || doc
-            .steps
-            .iter()
-            .any(|s| s.action_kind() == crate::runbook::actions::Action::ExecuteScript);
+        || doc.steps.iter().any(|s| {
+            let action = s.action_kind();
+            action == Action::ExecuteScript
+                || (action == Action::ExecuteAutomation && args.documents.is_some())
+        });
     let engine = if needs_engine {
         let engine = Engine::connect(settings.sandbox.clone()).await?;
         if let Err(e) = engine.sweep_leftovers().await {
@@ -86,20 +101,20 @@ pub(super) async fn run_runbook(
         _ => None,
     };
     let runner = runner_of(engine.as_ref(), aws, &settings).with_aws_worker(worker);
-    let execution = execute(
-        &doc,
-        params,
-        &runner,
-        &settings,
-        &catalog,
-        &mut progress,
-        &shutdown,
-    )
-    .await;
+    let documents = args.documents.clone();
+    let run = Run {
+        runner: &runner,
+        settings: &settings,
+        catalog: &catalog,
+        documents,
+        verbose: args.output == OutputFormat::Text,
+    };
+    let (execution, children) = execute(&doc, params, &run, &mut progress, &shutdown).await;
     if let Some(engine) = &engine {
         engine.finish_cleanup(Duration::from_secs(30)).await;
     }
-    print_execution(&execution, args.output).map_err(|e| CliError::Environment(e.into()))?;
+    print_execution(&execution, &children, args.output)
+        .map_err(|e| CliError::Environment(e.into()))?;
     if let Some(e) = execution.engine_error {
         return Err(CliError::Environment(anyhow::anyhow!(e)));
     }
@@ -132,16 +147,26 @@ fn runner_of(
     .for_execution()
 }
 
-/// Runs the document on `runner`.
+/// What a run uses besides the document.
+struct Run<'a> {
+    runner: &'a Runner,
+    settings: &'a Settings,
+    catalog: &'a Catalog,
+    /// `--documents DIR`: where children come from.
+    documents: Option<std::path::PathBuf>,
+    /// Whether the children's progress is shown.
+    verbose: bool,
+}
+
+/// Runs the document on `run.runner`; returns it and its children's records (as JSON).
 async fn execute(
     doc: &rb::document::Runbook,
     params: Map<String, Value>,
-    runner: &Runner,
-    settings: &Settings,
-    catalog: &Catalog,
+    run: &Run<'_>,
     progress: &mut TextProgress<impl Write + Send>,
     shutdown: &CancellationToken,
-) -> rb::executor::Execution {
+) -> (rb::executor::Execution, Vec<Value>) {
+    let settings = run.settings;
     let id = uuid::Uuid::new_v4().to_string();
     let (sender, inbox) = rb::signals::inbox();
     // A document that can wait for a signal listens for it on an owner-only socket, for as long
@@ -160,18 +185,39 @@ async fn execute(
     } else {
         None
     };
-    let exec_options = rb::executor::ExecOptions {
-        execution_id: Some(id),
+    let options = || rb::executor::ExecOptions {
+        execution_id: Some(id.clone()),
         context: &settings.context,
-        catalog,
+        catalog: run.catalog,
         max_timeout_secs: settings.limits.max_timeout_seconds,
         max_run_secs: settings.limits.max_runbook_seconds,
         children: None,
         signals: _socket.as_ref().map(|_| &inbox),
         depth: 0,
     };
+    let base = options();
+    let children = run
+        .documents
+        .clone()
+        .map(|dir| DirChildren::new(dir, run.runner, &base, settings, run.catalog, run.verbose));
+    let exec_options = rb::executor::ExecOptions {
+        children: children
+            .as_ref()
+            .map(|c| c as &dyn crate::runbook::children::ChildRunbooks),
+        ..options()
+    };
     let mut observer = |event: rb::executor::RunEvent<'_>| progress.on_event(event);
-    rb::executor::execute(doc, params, runner, &exec_options, &mut observer, shutdown).await
+    let execution = rb::executor::execute(
+        doc,
+        params,
+        run.runner,
+        &exec_options,
+        &mut observer,
+        shutdown,
+    )
+    .await;
+    let ran = children.map(|c| c.executions_json()).unwrap_or_default();
+    (execution, ran)
 }
 
 /// Whether a step of the document may wait for a signal (aws:pause, aws:approve, or inside an
@@ -186,14 +232,20 @@ fn waits_for_signals(doc: &rb::document::Runbook) -> bool {
     })
 }
 
-/// Prints the execution: its GetAutomationExecution-shaped JSON, or a summary and its outputs.
+/// Prints the execution: its GetAutomationExecution-shaped JSON (with its children's records
+/// under `ScriptboxChildExecutions`), or a summary and its outputs.
 fn print_execution(
     execution: &rb::executor::Execution,
+    children: &[Value],
     format: OutputFormat,
 ) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     if format == OutputFormat::Json {
-        return writeln!(out, "{}", rb::output::execution_json(execution));
+        let mut json = rb::output::execution_json(execution);
+        if !children.is_empty() {
+            json["ScriptboxChildExecutions"] = Value::Array(children.to_vec());
+        }
+        return writeln!(out, "{json}");
     }
     writeln!(
         out,
@@ -259,16 +311,16 @@ mainSteps:
         .expect("the document is valid");
         let params = rb::parameters::resolve(&doc.parameters, &[]).expect("defaults");
         let mut progress = TextProgress::new(Vec::new(), verbose);
-        let execution = execute(
-            &doc,
-            params,
-            &runner_of(None, None, &settings),
-            &settings,
-            &catalog,
-            &mut progress,
-            &CancellationToken::new(),
-        )
-        .await;
+        let runner = runner_of(None, None, &settings);
+        let run = Run {
+            runner: &runner,
+            settings: &settings,
+            catalog: &catalog,
+            documents: None,
+            verbose,
+        };
+        let (execution, _) =
+            execute(&doc, params, &run, &mut progress, &CancellationToken::new()).await;
         assert_eq!(execution.status, StepStatus::Success);
         String::from_utf8(progress.into_inner()).expect("UTF-8")
     }

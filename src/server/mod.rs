@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod children;
 pub mod listen;
 pub mod metrics;
 pub mod scheduler;

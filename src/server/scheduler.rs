@@ -26,22 +26,31 @@ use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::children::{ChildDocuments, ssm_automation_operation};
 use super::metrics::Metrics;
-use super::types::{CANCELLED_QUEUED_MESSAGE, Invalid, Prepared, SubmitRequest, Work, prepare};
+use super::types::{
+    AttachmentRequest, CANCELLED_QUEUED_MESSAGE, Invalid, Prepared, RunbookRequest, SubmitRequest,
+    Work, base64_of, prepare,
+};
+use crate::aws::api::{AwsCall, AwsCallError};
 use crate::config::{EffectiveLimits, Settings};
 use crate::execute::{JobLimits, Runner, StepJob};
 use crate::pool::WarmPool;
 use crate::record::RunbookOutcome;
 use crate::result::{LogLine, LogStream};
+use crate::runbook::children::{
+    self as child, ChildError, ChildOutcome, ChildRequest, ChildRunbooks, MAX_CHILD_DEPTH,
+};
 use crate::runbook::signals::{Signal, SignalError, SignalSender};
 use crate::runbook::{self as rb, executor::RunEvent};
 use crate::runtimes::Catalog;
@@ -173,6 +182,9 @@ pub struct Scheduler {
     validations: Arc<Semaphore>,
     /// This daemon's owner label: the holder of its executions' leases.
     owner: String,
+    /// Where children's documents come from (set once by the daemon; unset: children are
+    /// refused with the reason).
+    child_documents: OnceLock<Arc<dyn ChildDocuments>>,
 }
 
 fn now() -> Timestamp {
@@ -213,6 +225,7 @@ impl Scheduler {
             stop_dispatch: CancellationToken::new(),
             validations: Arc::new(Semaphore::new(VALIDATIONS_AT_ONCE)),
             owner: crate::sandbox::OwnerId::current().label(),
+            child_documents: OnceLock::new(),
         })
     }
 
@@ -279,6 +292,16 @@ impl Scheduler {
 
     /// Validates, admits, stores (durably) and queues a submission; returns its id.
     pub async fn submit(&self, req: &SubmitRequest) -> Result<String, SubmitError> {
+        self.submit_with_parent(req, None).await
+    }
+
+    /// [`Scheduler::submit`] for an execution another one started (a runbook's own
+    /// StartAutomationExecution): stored with its parent's id.
+    pub async fn submit_with_parent(
+        &self,
+        req: &SubmitRequest,
+        parent_id: Option<String>,
+    ) -> Result<String, SubmitError> {
         let prepared = self.prepare_off_workers(req).await?;
         let id = uuid::Uuid::new_v4().to_string();
         {
@@ -311,6 +334,7 @@ impl Scheduler {
             document_name: prepared.document_name(),
             request,
             submitted: now(),
+            parent_id,
         };
         if let Err(e) = self.store.insert(new).await {
             let mut st = self.state.lock().expect("scheduler lock");
@@ -530,8 +554,10 @@ impl Scheduler {
         let (status, outcome, failure, removal) = match job.prepared.work {
             Work::Step(step) => self.run_step(&id, &step, &limits, &token).await,
             Work::Runbook(doc, params) => {
-                let (status, outcome, failure) =
-                    self.run_runbook(&id, &doc, params, &limits, &token).await;
+                let execution = self
+                    .run_runbook(&id, &doc, params, &limits, &token, 0)
+                    .await;
+                let (status, outcome, failure) = runbook_end(&execution);
                 (status, outcome, failure, None)
             }
         };
@@ -674,6 +700,8 @@ impl Scheduler {
         }
     }
 
+    /// Runs a runbook execution `depth` levels below a top-level one, recording its steps and
+    /// log as they happen; its children run inline ([`ExecChildren`]).
     async fn run_runbook(
         &self,
         id: &str,
@@ -681,7 +709,8 @@ impl Scheduler {
         params: serde_json::Map<String, Value>,
         limits: &EffectiveLimits,
         token: &CancellationToken,
-    ) -> (ExecStatus, Outcome, Option<String>) {
+        depth: u32,
+    ) -> rb::executor::Execution {
         let steps = self.runner.with_runbook_limits(self.job_limits(limits));
         let (sender, inbox) = rb::signals::inbox();
         if let Some(e) = self
@@ -693,15 +722,19 @@ impl Scheduler {
         {
             e.signals = Some(sender);
         }
+        let children = ExecChildren {
+            scheduler: self,
+            limits,
+        };
         let options = rb::executor::ExecOptions {
             execution_id: Some(id.to_string()),
             context: &self.settings.context,
             catalog: &self.catalog,
             max_timeout_secs: self.settings.limits.max_timeout_seconds,
             max_run_secs: self.settings.limits.max_runbook_seconds,
-            children: None,
+            children: Some(&children),
             signals: Some(&inbox),
-            depth: 0,
+            depth,
         };
         let store = self.store.clone();
         let exec_id = id.to_string();
@@ -751,15 +784,7 @@ impl Scheduler {
                 index += 1;
             }
         };
-        let execution =
-            rb::executor::execute(doc, params, &steps, &options, &mut observer, token).await;
-        let status = ExecStatus::from(execution.status);
-        let failure = execution.failure_message.clone();
-        (
-            status,
-            Outcome::Runbook(Box::new(RunbookOutcome::of(&execution))),
-            failure,
-        )
+        rb::executor::execute(doc, params, &steps, &options, &mut observer, token).await
     }
 
     async fn finish_queued_cancel(&self, id: &str) {
@@ -903,6 +928,206 @@ impl Scheduler {
                 token.cancel();
             }
             self.tracker.wait().await;
+        }
+    }
+}
+
+/// What the store records of a runbook's end.
+fn runbook_end(execution: &rb::executor::Execution) -> (ExecStatus, Outcome, Option<String>) {
+    (
+        ExecStatus::from(execution.status),
+        Outcome::Runbook(Box::new(RunbookOutcome::of(execution))),
+        execution.failure_message.clone(),
+    )
+}
+
+/// The children of one execution the scheduler runs: inline, on its permit (see
+/// `server::children` for why), with its limits.
+struct ExecChildren<'a> {
+    scheduler: &'a Scheduler,
+    limits: &'a EffectiveLimits,
+}
+
+impl ChildRunbooks for ExecChildren<'_> {
+    fn run_child<'b>(
+        &'b self,
+        request: ChildRequest,
+        cancel: &'b CancellationToken,
+    ) -> BoxFuture<'b, Result<ChildOutcome, ChildError>> {
+        Box::pin(self.scheduler.run_child(request, self.limits, cancel))
+    }
+
+    fn answer_ssm_call<'b>(
+        &'b self,
+        call: &'b AwsCall,
+        parent_execution_id: &'b str,
+    ) -> Option<BoxFuture<'b, Result<Value, AwsCallError>>> {
+        // Only an emulator lacks these operations; real AWS answers them itself.
+        let emulator = self
+            .scheduler
+            .runner
+            .aws()
+            .is_some_and(|a| a.endpoint_via_relay());
+        ssm_automation_operation(call)?;
+        if !emulator {
+            return None;
+        }
+        self.scheduler
+            .child_documents
+            .get()?
+            .answer_ssm_call(call, parent_execution_id)
+    }
+}
+
+impl Scheduler {
+    /// Sets where children's documents come from (the daemon's document store); once.
+    pub fn set_child_documents(&self, documents: Arc<dyn ChildDocuments>) {
+        if self.child_documents.set(documents).is_err() {
+            tracing::warn!("the child documents' source was already set");
+        }
+    }
+
+    /// Starts a child of `request.parent_execution_id` and runs it to its end, inline on the
+    /// parent's permit: stored with its parent's id, cancellable by its own id and by `cancel`.
+    async fn run_child(
+        &self,
+        request: ChildRequest,
+        limits: &EffectiveLimits,
+        cancel: &CancellationToken,
+    ) -> Result<ChildOutcome, ChildError> {
+        if request.depth > MAX_CHILD_DEPTH {
+            return Err(ChildError::TooDeep);
+        }
+        let (found, req, mut doc, params) = self.child_document(&request).await?;
+        child::with_parent_role(&mut doc, request.assume_role.as_deref());
+        let parent = request.parent_execution_id.clone();
+        let id = uuid::Uuid::new_v4().to_string();
+        let token = cancel.child_token();
+        {
+            let mut st = self.state.lock().expect("scheduler lock");
+            if !st.accepting {
+                return Err(ChildError::Unavailable(
+                    "the daemon is shutting down: no child execution is started".into(),
+                ));
+            }
+            // Counted among the outstanding executions, never refused for it: it runs on its
+            // parent's permit and place.
+            st.outstanding += 1;
+            st.entries.insert(
+                id.clone(),
+                Entry {
+                    token: token.clone(),
+                    phase: Phase::Running,
+                    signals: None,
+                },
+            );
+        }
+        let new = NewExecution {
+            id: id.clone(),
+            kind: ExecKind::Runbook,
+            runtime: None,
+            document_name: Some(doc.name.clone()),
+            request: serde_json::to_string(&req).unwrap_or_default(),
+            submitted: now(),
+            parent_id: Some(parent.clone()),
+        };
+        if let Err(e) = self.store.insert(new).await {
+            self.release(&id);
+            return Err(ChildError::Unavailable(format!(
+                "the child execution could not be stored: {e}"
+            )));
+        }
+        self.metrics.accepted.fetch_add(1, Ordering::SeqCst);
+        if let Some(docs) = self.child_documents.get() {
+            docs.started(&id, &parent, &found).await;
+        }
+        if let Err(e) = self.store.claim(&id, &self.owner, LEASE).await {
+            tracing::error!("cannot record the start of {id}: {e}");
+        }
+        let began = Instant::now();
+        let execution = self
+            .run_runbook(&id, &doc, params, limits, &token, request.depth)
+            .await;
+        let (status, outcome, failure) = runbook_end(&execution);
+        let finish = Finish {
+            id: id.clone(),
+            status,
+            outcome,
+            failure_message: failure,
+            ended: now(),
+            exit: ExitFact::NotApplicable,
+        };
+        if let Err(e) = self.store.finish(finish).await {
+            tracing::error!("cannot record the end of {id}: {e}");
+        }
+        self.metrics
+            .finished(status.as_str(), "runbook", began.elapsed().as_secs_f64());
+        self.release(&id);
+        Ok(child::outcome_of(&execution))
+    }
+
+    /// The child's document, found in the parent's tenant's store and checked with its
+    /// parameters, as a submission of it would be.
+    async fn child_document(
+        &self,
+        request: &ChildRequest,
+    ) -> Result<
+        (
+            super::children::ChildDocument,
+            SubmitRequest,
+            Box<rb::document::Runbook>,
+            serde_json::Map<String, Value>,
+        ),
+        ChildError,
+    > {
+        let docs = self.child_documents.get().ok_or_else(|| {
+            ChildError::Unavailable(
+                "this daemon has no document store for aws:executeAutomation".into(),
+            )
+        })?;
+        let name = child::document_name_of(&request.document_name);
+        let found = docs
+            .find(
+                &request.parent_execution_id,
+                name,
+                request.document_version.as_deref(),
+            )
+            .await?;
+        let req = SubmitRequest {
+            runbook: Some(RunbookRequest {
+                document: found.content.clone(),
+                document_name: Some(found.name.clone()),
+                parameters: request.runtime_parameters.clone(),
+                attachments: found
+                    .files
+                    .iter()
+                    .map(|(n, b)| AttachmentRequest {
+                        name: n.clone(),
+                        content: base64_of(b),
+                    })
+                    .collect(),
+            }),
+            ..Default::default()
+        };
+        let prepared = match self.prepare_off_workers(&req).await {
+            Ok(p) => p,
+            Err(SubmitError::Invalid(i)) => {
+                return Err(ChildError::Refused(format!(
+                    "the child document {name}: {}",
+                    i.message
+                )));
+            }
+            Err(_) => {
+                return Err(ChildError::Unavailable(
+                    "the daemon is shutting down: no child execution is started".into(),
+                ));
+            }
+        };
+        match prepared.work {
+            Work::Runbook(doc, params) => Ok((found, req, doc, params)),
+            Work::Step(_) => Err(ChildError::Refused(format!(
+                "the child document {name} is not a runbook"
+            ))),
         }
     }
 }

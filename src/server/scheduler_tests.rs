@@ -331,6 +331,7 @@ async fn executions_queued_before_a_restart_run_after_it() {
                 document_name: None,
                 request,
                 submitted: now(),
+                parent_id: None,
             })
             .await
             .unwrap();

@@ -31,6 +31,17 @@ fn epoch_value(v: &Value) -> Option<Value> {
 
 /// StartAutomationExecution.
 pub async fn start(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value, SsmError> {
+    start_with_parent(st, caller, req, None).await
+}
+
+/// StartAutomationExecution made by a running execution (`parent`), as scriptbox answers a
+/// runbook's own call: the execution is stored with its parent's id.
+pub async fn start_with_parent(
+    st: &SsmState,
+    caller: &Caller,
+    req: &Value,
+    parent: Option<&str>,
+) -> Result<Value, SsmError> {
     let name = req_str(req, "DocumentName")?.to_string();
     if let Some(mode) = opt_str(req, "Mode")?
         && mode != "Auto"
@@ -73,7 +84,11 @@ pub async fn start(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value,
         }),
         ..Default::default()
     };
-    let id = match st.scheduler.submit(&submit).await {
+    let id = match st
+        .scheduler
+        .submit_with_parent(&submit, parent.map(str::to_string))
+        .await
+    {
         Ok(id) => id,
         Err(SubmitError::Invalid(i)) => {
             let code = match i.code {
@@ -129,7 +144,8 @@ async fn runbook_row(
     }
 }
 
-async fn ssm_row(st: &SsmState, id: &str) -> Result<Option<ExecRow>, SsmError> {
+/// The SSM facts of an execution (its tenant, version, caller), if the SSM API knows it.
+pub async fn ssm_row(st: &SsmState, id: &str) -> Result<Option<ExecRow>, SsmError> {
     let id = id.to_string();
     st.docs
         .with(move |c| documents::get_execution(c, &id))
@@ -272,6 +288,9 @@ pub async fn execution(st: &SsmState, caller: &Caller, id: &str) -> Result<Value
     m["DocumentVersion"] = json!(ssm.document_version);
     if let Some(by) = &ssm.executed_by {
         m["ExecutedBy"] = json!(by);
+    }
+    if let Some(p) = &row.parent_id {
+        m["ParentAutomationExecutionId"] = json!(p);
     }
     if row.status.is_terminal() {
         if let Some(t) = outcome.execution_end_time.or(row.ended) {
@@ -495,7 +514,8 @@ async fn metadata_if(
             "StartTimeBefore" => start <= time_filter(k, vals)?,
             "StartTimeAfter" => start >= time_filter(k, vals)?,
             "AutomationType" => vals.iter().any(|v| v == "Local"),
-            // No execution has a parent, tags, a resource group, a subtype or an OpsItem.
+            "ParentExecutionId" => row.parent_id.as_ref().is_some_and(|p| vals.contains(p)),
+            // No execution has tags, a resource group, a subtype or an OpsItem.
             _ => false,
         };
         if !ok {
@@ -516,6 +536,9 @@ async fn metadata_if(
     });
     if let Some(t) = row.ended {
         m["ExecutionEndTime"] = json!(t.epoch_secs());
+    }
+    if let Some(p) = &row.parent_id {
+        m["ParentAutomationExecutionId"] = json!(p);
     }
     if let Some(s) = &ssm {
         m["DocumentVersion"] = json!(s.document_version);
@@ -686,6 +709,7 @@ mod tests {
                     document_name: Some("doc".into()),
                     request: "{}".into(),
                     submitted: Timestamp::now(),
+                    parent_id: None,
                 })
                 .await
                 .unwrap();

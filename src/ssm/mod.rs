@@ -12,6 +12,7 @@
 
 pub mod attachments;
 pub mod automation;
+pub mod children;
 pub mod documents;
 pub mod errors;
 pub mod sigv4;

@@ -65,6 +65,12 @@ pub const MIGRATIONS: &[Migration] = &[
     ALTER TABLE executions ADD COLUMN outcome TEXT;
     ALTER TABLE executions ADD COLUMN exit_fact TEXT;",
     ),
+    // 4: the parent of a child execution (aws:executeAutomation, or a runbook's own
+    // StartAutomationExecution): SSM's `ParentAutomationExecutionId`.
+    Migration::Sql(
+        "ALTER TABLE executions ADD COLUMN parent_id TEXT;
+    CREATE INDEX executions_parent ON executions(parent_id);",
+    ),
 ];
 
 const SSM_SCHEMA: &str = "

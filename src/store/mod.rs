@@ -61,6 +61,8 @@ pub struct NewExecution {
     pub request: String,
     /// Submission time.
     pub submitted: Timestamp,
+    /// The execution that started it (a child runbook's parent).
+    pub parent_id: Option<String>,
 }
 
 /// The end of an execution.
@@ -114,6 +116,7 @@ mod tests {
             document_name: None,
             request: "{}".into(),
             submitted: at("2026-01-01T00:00:00.000Z"),
+            parent_id: None,
         }
     }
 

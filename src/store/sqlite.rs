@@ -144,7 +144,7 @@ fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error> {
     Ok(conn)
 }
 
-const ROW_COLUMNS: &str = "seq, id, kind, status, runtime, document_name, request, result, failure_message, submitted_at, started_at, ended_at, cancel_requested_at, outcome, exit_fact";
+const ROW_COLUMNS: &str = "seq, id, kind, status, runtime, document_name, request, result, failure_message, submitted_at, started_at, ended_at, cancel_requested_at, outcome, exit_fact, parent_id";
 
 fn time(t: Option<String>) -> Option<Timestamp> {
     t.as_deref().and_then(Timestamp::parse)
@@ -183,6 +183,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRecord> {
         exit: exit
             .and_then(|e| serde_json::from_str(&e).ok())
             .unwrap_or_default(),
+        parent_id: r.get(15)?,
     })
 }
 
@@ -670,15 +671,16 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> rusqlite::Result<bool> {
     match op {
         Op::Insert(n, _) => {
             tx.execute(
-                "INSERT INTO executions (id, kind, status, runtime, document_name, request, submitted_at)
-                 VALUES (?1, ?2, 'Queued', ?3, ?4, ?5, ?6)",
+                "INSERT INTO executions (id, kind, status, runtime, document_name, request, submitted_at, parent_id)
+                 VALUES (?1, ?2, 'Queued', ?3, ?4, ?5, ?6, ?7)",
                 params![
                     n.id,
                     n.kind.as_str(),
                     n.runtime,
                     n.document_name,
                     n.request,
-                    n.submitted.rfc3339()
+                    n.submitted.rfc3339(),
+                    n.parent_id
                 ],
             )?;
         }
