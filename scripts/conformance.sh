@@ -11,7 +11,9 @@ if [ ! -d "$corpus" ]; then
   exit 0
 fi
 port=$("$venv/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$venv/moto_server" -H 127.0.0.1 -p "$port" >"$root/target/moto/conformance-server.log" 2>&1 &
+# AWS's managed policies (AdministratorAccess...) exist in every account; moto loads them only
+# when asked.
+MOTO_IAM_LOAD_MANAGED_POLICIES=true "$venv/moto_server" -H 127.0.0.1 -p "$port" >"$root/target/moto/conformance-server.log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true' EXIT
 "$venv/python" - "$port" <<'PY'

@@ -89,6 +89,9 @@ struct Fixture {
     /// `service.Operation: why`: an emulator gap the run's failure comes from that its
     /// message cannot show (moto answers, but with less than AWS: an empty list...).
     emulator_gap: Option<String>,
+    /// Signal types (`Resume`, `Approve`, `Reject`) to send the run, in order, each once a step
+    /// waits for it.
+    signals: Vec<String>,
 }
 
 /// A temporary folder of one document's run, removed on drop.
@@ -209,6 +212,7 @@ fn run_bounded(
     tag: &str,
     work: &Path,
     deadline: Duration,
+    on_tick: &mut dyn FnMut(),
 ) -> Result<(ExitStatus, String, String), HarnessError> {
     let io = |what: String| move |source| HarnessError::Io { what, source };
     let out_path = work.join(format!("{tag}.out"));
@@ -248,6 +252,7 @@ fn run_bounded(
             }
             _ => {}
         }
+        on_tick();
         std::thread::sleep(Duration::from_millis(100));
     };
     if termed.is_some() {
@@ -290,7 +295,8 @@ fn run_fixture(setup: &RunSetup, doc: &Path, work: &Path) -> Result<Fixture, Har
         .env("AWS_DEFAULT_REGION", "us-east-1")
         .env("AWS_REGION", "us-east-1")
         .env("SCRIPTBOX_CONFORMANCE_DOCUMENT", doc_abs);
-    let (status, out, err) = run_bounded(cmd, &file, "fixture", work, FIXTURE_DEADLINE)?;
+    let (status, out, err) =
+        run_bounded(cmd, &file, "fixture", work, FIXTURE_DEADLINE, &mut || {})?;
     if !status.success() {
         let tail: Vec<&str> = err.lines().rev().take(5).collect();
         return Err(fail(format!(
@@ -333,11 +339,24 @@ fn parse_fixture(v: &Value) -> Result<Fixture, String> {
         Some(Value::String(g)) if g.len() <= 500 && g.contains('.') => Some(g.clone()),
         Some(_) => return Err("`emulator_gap` is a string `service.Operation: why`".into()),
     };
+    let mut signals = Vec::new();
+    if let Some(list) = v.get("signals") {
+        let Some(items) = list.as_array().filter(|l| l.len() <= 20) else {
+            return Err("`signals` is a list (at most 20) of {\"step\", \"type\"}".into());
+        };
+        for item in items {
+            match item.get("type").and_then(Value::as_str) {
+                Some(t @ ("Resume" | "Approve" | "Reject")) => signals.push(t.to_string()),
+                _ => return Err("a signal's `type` is Resume, Approve or Reject".into()),
+            }
+        }
+    }
     Ok(Fixture {
         parameters: parameters.clone(),
         documents: names("documents")?,
         attachments: names("attachments")?,
         emulator_gap,
+        signals,
     })
 }
 
@@ -349,6 +368,7 @@ fn plain_name(s: &str) -> bool {
 struct RunDirs {
     parameters: PathBuf,
     emulator_gap: Option<String>,
+    signals: Vec<String>,
     documents: Option<PathBuf>,
     attachments: Option<PathBuf>,
 }
@@ -397,6 +417,7 @@ fn lay_out(
     Ok(RunDirs {
         parameters,
         emulator_gap: fixture.emulator_gap.clone(),
+        signals: fixture.signals.clone(),
         documents: link_all("documents", &fixture.documents, &corpus, true)?,
         attachments: link_all(
             "attachments",
@@ -436,7 +457,10 @@ fn run(
         cmd.arg("--documents").arg(d);
     }
     let what = format!("scriptbox run {}", file_name(doc));
-    let (status, out, err) = run_bounded(cmd, &what, "run", work, setup.run_timeout)?;
+    let mut signals = Signaller::new(setup, &dirs.signals);
+    let (status, out, err) = run_bounded(cmd, &what, "run", work, setup.run_timeout, &mut || {
+        signals.tick()
+    })?;
     let last = out
         .lines()
         .rev()
@@ -467,6 +491,74 @@ fn run(
             })
         }
     }
+}
+
+/// Sends a run the fixture's signals: the run's id is the name of the signal socket that
+/// appears in `scriptbox signal`'s runs folder after the run starts (documents run one at a
+/// time); each signal is retried, once a second, until a step takes it.
+struct Signaller<'a> {
+    setup: &'a RunSetup,
+    pending: std::collections::VecDeque<String>,
+    before: Vec<PathBuf>,
+    id: Option<String>,
+    last: Option<Instant>,
+}
+
+impl<'a> Signaller<'a> {
+    fn new(setup: &'a RunSetup, signals: &[String]) -> Signaller<'a> {
+        Signaller {
+            setup,
+            pending: signals.iter().cloned().collect(),
+            before: if signals.is_empty() {
+                vec![]
+            } else {
+                sockets()
+            },
+            id: None,
+            last: None,
+        }
+    }
+
+    fn tick(&mut self) {
+        if self.pending.is_empty()
+            || self
+                .last
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last = Some(Instant::now());
+        if self.id.is_none() {
+            self.id = sockets()
+                .into_iter()
+                .find(|s| !self.before.contains(s))
+                .and_then(|s| s.file_stem().map(|n| n.to_string_lossy().into_owned()));
+        }
+        let (Some(id), Some(kind)) = (&self.id, self.pending.front()) else {
+            return;
+        };
+        let delivered = Command::new(&self.setup.scriptbox)
+            .args(["signal", id, "--type", kind])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if delivered {
+            self.pending.pop_front();
+        }
+    }
+}
+
+/// The signal sockets of running `scriptbox run`s.
+fn sockets() -> Vec<PathBuf> {
+    std::fs::read_dir(crate::cli::signal::runs_dir())
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A failure the message shows as a defect, when the fixture declares the emulator gap it comes
