@@ -1694,7 +1694,7 @@ mod tests {
         assert!(e[2].starts_with("line 16, column 16: mainSteps[1] (step \"s2\"): inputs.Runtime: unknown runtime \"python2.7\""), "{e:?}");
         assert_eq!(
             e[3],
-            "line 20, column 13: mainSteps[2] (step \"s3\"): action aws:executeAwsApi is not supported by scriptbox (supported: aws:executeScript, aws:sleep, aws:branch)"
+            "line 21, column 13: mainSteps[2] (step \"s3\"): inputs: Api is required (a string)"
         );
     }
 
