@@ -26,12 +26,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::actions::StepFailure;
 use super::actions::{Action, ActionSpec, Ran, RunCx};
-use super::document::{OnCancel, OnFailure, Runbook, StepDecl};
 use super::children::ChildRunbooks;
+use super::document::{OnCancel, OnFailure, Runbook, StepDecl};
 use super::interpolate::Scope;
+use super::selector::ValueType;
 use super::signals::SignalInbox;
 use crate::aws::api::{AwsCall, AwsCallError};
-use super::selector::ValueType;
 use crate::context::{AwsContext, context_dict};
 use crate::egress::EgressCounts;
 use crate::execute::ExecuteError;
