@@ -485,6 +485,7 @@ impl Settings {
             ("aws", "endpoint", "string"),
             ("aws", "profile", "string"),
             ("aws", "egress_dir", "string"),
+            ("aws", "api_runtime", "string"),
         ];
         let mut out = Vec::new();
         if let toml::Value::Table(sections) = defaults {

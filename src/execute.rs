@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aws::AwsAccess;
 use crate::aws::credentials::CredentialError;
+use crate::aws::worker::{AwsWorker, MAX_RESPONSE_BYTES};
 use crate::context::{AwsContext, container_env, context_dict};
 use crate::egress::{EgressBudget, EgressError, EgressSession};
 use crate::pool::WarmPool;
@@ -340,6 +341,8 @@ pub struct Runner {
     aws: Option<Arc<AwsAccess>>,
     /// The egress budget of the execution this runner serves ([`Runner::for_execution`]).
     egress_budget: Option<Arc<EgressBudget>>,
+    /// The runtime of the AWS API worker (`None`: AWS actions fail naming the fix).
+    aws_worker: Option<Arc<AwsWorker>>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -367,7 +370,21 @@ impl Runner {
             runbook_limits: JobLimits::default(),
             aws: None,
             egress_budget: None,
+            aws_worker: None,
         }
+    }
+
+    /// The same runner making AWS actions' calls in `worker`'s runtime.
+    pub fn with_aws_worker(self, worker: Option<AwsWorker>) -> Runner {
+        Runner {
+            aws_worker: worker.map(Arc::new),
+            ..self
+        }
+    }
+
+    /// The AWS API worker's runtime, when one is set.
+    pub fn aws_worker(&self) -> Option<&AwsWorker> {
+        self.aws_worker.as_deref()
     }
 
     /// The same runner giving steps AWS access in the operator's mode.
@@ -423,6 +440,27 @@ impl Runner {
         step: &'a ValidatedStep,
         job: StepJob<'a>,
     ) -> Result<(StepResult, Removal), ExecuteError> {
+        self.run_as(step, job, Purpose::Script).await
+    }
+
+    /// Runs the AWS API worker's step ([`crate::aws::worker`]): as any step (hardening,
+    /// egress, header), never in a pooled container, with the action's credentials (the
+    /// role's, else the operator's own) and its reply bounded by the worker's response limit
+    /// rather than executeScript's payload rules.
+    pub async fn run_worker<'a>(
+        &'a self,
+        step: &'a ValidatedStep,
+        job: StepJob<'a>,
+    ) -> Result<(StepResult, Removal), ExecuteError> {
+        self.run_as(step, job, Purpose::AwsWorker).await
+    }
+
+    async fn run_as<'a>(
+        &'a self,
+        step: &'a ValidatedStep,
+        job: StepJob<'a>,
+        purpose: Purpose,
+    ) -> Result<(StepResult, Removal), ExecuteError> {
         let StepJob {
             execution_id,
             automation_execution_id,
@@ -440,7 +478,7 @@ impl Runner {
         let pool = self
             .pool
             .as_ref()
-            .filter(|_| own_sandbox.is_none() && self.aws.is_none());
+            .filter(|_| own_sandbox.is_none() && self.aws.is_none() && purpose == Purpose::Script);
         let lowered;
         let backend: &dyn Backend = match own_sandbox {
             Some(sandbox) => {
@@ -483,7 +521,16 @@ impl Runner {
             }),
         };
         // A cold run (no pooled container ready) is labelled with the caller's own id.
-        run_step(backend, pool, step, options, Some(execution_id), cancel).await
+        run_step(
+            backend,
+            pool,
+            step,
+            options,
+            Some(execution_id),
+            cancel,
+            purpose,
+        )
+        .await
     }
 }
 
@@ -494,7 +541,8 @@ pub async fn execute_step(
     options: ExecuteOptions<'_>,
     cancel: &CancellationToken,
 ) -> Result<StepResult, ExecuteError> {
-    let (result, removal) = run_step(engine, None, step, options, None, cancel).await?;
+    let (result, removal) =
+        run_step(engine, None, step, options, None, cancel, Purpose::Script).await?;
     removal.finish().await?;
     Ok(result)
 }
@@ -510,7 +558,16 @@ pub async fn execute_step_pooled(
     options: ExecuteOptions<'_>,
     cancel: &CancellationToken,
 ) -> Result<(StepResult, Removal), ExecuteError> {
-    run_step(engine, pool, step, options, None, cancel).await
+    run_step(engine, pool, step, options, None, cancel, Purpose::Script).await
+}
+
+/// What a run is for: a user's step, or scriptbox's own AWS API worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// An executeScript step (or `invoke`): executeScript's credentials and payload rules.
+    Script,
+    /// The AWS API worker: the action's credentials, the worker's response bound.
+    AwsWorker,
 }
 
 /// What goes into one container besides the step: its ids, context and limits, and its AWS
@@ -586,12 +643,22 @@ async fn prepare_aws(
     aws: &StepAws<'_>,
     step: &ValidatedStep,
     automation_id: &str,
+    purpose: Purpose,
 ) -> Result<(EgressSession, AwsRequest), AwsPrepareError> {
-    let credentials = aws
-        .access
-        .credentials(aws.role.as_deref(), automation_id, step.timeout)
-        .await
-        .map_err(AwsPrepareError::Credentials)?;
+    let role = aws.role.as_deref();
+    let credentials = match purpose {
+        Purpose::Script => {
+            aws.access
+                .credentials(role, automation_id, step.timeout)
+                .await
+        }
+        Purpose::AwsWorker => {
+            aws.access
+                .action_credentials(role, automation_id, step.timeout)
+                .await
+        }
+    }
+    .map_err(AwsPrepareError::Credentials)?;
     let session = aws
         .access
         .open_egress(Arc::clone(&aws.budget))
@@ -673,6 +740,7 @@ async fn run_step(
     options: ExecuteOptions<'_>,
     cold_id: Option<String>,
     cancel: &CancellationToken,
+    purpose: Purpose,
 ) -> Result<(StepResult, Removal), ExecuteError> {
     let began = Instant::now();
     let ExecuteOptions {
@@ -699,7 +767,7 @@ async fn run_step(
     let automation_id = automation_execution_id.unwrap_or_else(|| execution_id.clone());
     let (session, aws_request) = match &aws {
         None => (None, None),
-        Some(aws) => match prepare_aws(aws, step, &automation_id).await {
+        Some(aws) => match prepare_aws(aws, step, &automation_id, purpose).await {
             Ok((session, request)) => (Some(Arc::new(session)), Some(request)),
             Err(AwsPrepareError::Credentials(e)) => {
                 let mut result = credentials_failure(execution_id, step, &e);
@@ -744,6 +812,7 @@ async fn run_step(
             .map(|m| m.min(config.memory_bytes))
             .unwrap_or(config.memory_bytes),
         output_limit_bytes: config.output_limit_bytes,
+        purpose,
     };
     let mut result = verdict.result(execution_id, &outcome, observer);
     result.duration_ms = millis_since(began);
@@ -757,6 +826,7 @@ struct Verdict<'a> {
     limits: &'a OutputLimits,
     memory_limit: i64,
     output_limit_bytes: u64,
+    purpose: Purpose,
 }
 
 impl Verdict<'_> {
@@ -800,7 +870,10 @@ impl Verdict<'_> {
                     "PayloadTooLarge",
                     payload_too_large_message(usize::try_from(size).unwrap_or(usize::MAX), false),
                 ),
-                (Some(body), None) => returned(&mut result, &body, &mut observer.log),
+                (Some(body), None) => match self.purpose {
+                    Purpose::Script => returned(&mut result, &body, &mut observer.log),
+                    Purpose::AwsWorker => worker_returned(&mut result, &body),
+                },
                 (None, None) => {
                     let why = exited_without_result(outcome, observer.unframed);
                     fail(&mut result, StepStatus::Failed, "ScriptExited", why);
@@ -907,6 +980,39 @@ fn returned(result: &mut StepResult, body: &[u8], log: &mut Vec<LogLine>) {
             StepStatus::Failed,
             "ProtocolError",
             format!("The sandbox's result could not be read: {why}"),
+        ),
+    }
+}
+
+/// Reads the AWS API worker's `R` frame: its reply, bounded by the worker's response limit
+/// (the worker itself refuses a larger response; this holds if it did not).
+fn worker_returned(result: &mut StepResult, body: &[u8]) {
+    // The reply wraps the response: allow for its envelope.
+    if body.len() > MAX_RESPONSE_BYTES + 64 * 1024 {
+        return fail(
+            result,
+            StepStatus::Failed,
+            "ResponseTooLarge",
+            format!(
+                "The AWS API worker's reply is {} bytes, over the limit of {MAX_RESPONSE_BYTES} bytes",
+                body.len()
+            ),
+        );
+    }
+    match parse_result(body) {
+        Ok(BootstrapResult::Returned { payload, .. }) => {
+            result.status = StepStatus::Success;
+            result.payload = payload;
+        }
+        Ok(BootstrapResult::Raised(error)) => {
+            result.failure_message = Some(aws_failure_message(&error));
+            result.error = Some(error_detail(&error));
+        }
+        Err(why) => fail(
+            result,
+            StepStatus::Failed,
+            "ProtocolError",
+            format!("The AWS API worker's result could not be read: {why}"),
         ),
     }
 }

@@ -376,8 +376,12 @@ impl ExecutionRecord {
                         s.failure_message = Some(f.to_string());
                     }
                 }
+                // A step waiting for a signal (aws:pause, aws:approve) shows its execution
+                // `Waiting`, as AWS does.
+                let waiting = steps.iter().any(|s| s.step_status == "Waiting");
                 let aws_status = match status {
                     ExecStatus::Queued => "Pending",
+                    ExecStatus::Running if waiting => "Waiting",
                     ExecStatus::Running => "InProgress",
                     other => other.as_str(),
                 };

@@ -289,6 +289,24 @@ impl CredentialBroker {
             None => Ok(None),
         }
     }
+
+    /// The credentials of an AWS action's call (`aws:executeAwsApi`...): the role's when the
+    /// runbook names one, else the operator's own as session credentials, always (AWS: such
+    /// actions run as whoever started the automation), whatever `pass_operator_credentials`
+    /// says of executeScript steps. `None` only in mode `none`.
+    pub async fn for_action(
+        &self,
+        request: CredentialRequest<'_>,
+    ) -> Result<Option<StepCredentials>, CredentialError> {
+        let ready = match &*self.inner {
+            Inner::Disabled => return Ok(None),
+            Inner::Ready(ready) => ready,
+        };
+        match request.role_arn {
+            Some(role) => ready.assume_role(role, &request).await.map(Some),
+            None => ready.operator_session(request.lifetime).await.map(Some),
+        }
+    }
 }
 
 impl Ready {

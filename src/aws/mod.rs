@@ -19,6 +19,7 @@ use credentials::{
 
 pub mod api;
 pub mod credentials;
+pub mod worker;
 
 /// How steps reach AWS.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +61,12 @@ pub struct AwsConfig {
     /// Parent folder of the per-execution socket folders (default: `/run/scriptbox/egress` as
     /// root, else under `$XDG_RUNTIME_DIR` or `/tmp`).
     pub egress_dir: Option<PathBuf>,
+    /// The Python runtime whose image runs the AWS API worker of the AWS actions (default: the
+    /// newest Python runtime of the catalog whose image is built).
+    pub api_runtime: Option<String>,
+    /// Seconds between two calls of a wait (`aws:waitForAwsResourceProperty`...), 1 to 300
+    /// **(ours: AWS does not document its interval; 2 by default)**.
+    pub poll_interval_seconds: u64,
 }
 
 impl Default for AwsConfig {
@@ -74,6 +81,8 @@ impl Default for AwsConfig {
             allowed_roles: Vec::new(),
             credential_timeout_seconds: 30,
             egress_dir: None,
+            api_runtime: None,
+            poll_interval_seconds: 2,
         }
     }
 }
@@ -153,6 +162,7 @@ fn check_values(aws: &AwsConfig, egress: &EgressLimits) -> Result<(), AwsSetting
             "aws.credential_timeout_seconds",
             aws.credential_timeout_seconds,
         ),
+        ("aws.poll_interval_seconds", aws.poll_interval_seconds),
     ];
     for (key, value) in positive {
         if value == 0 {
@@ -184,6 +194,7 @@ fn check_values(aws: &AwsConfig, egress: &EgressLimits) -> Result<(), AwsSetting
             1024,
         ),
         ("egress.max_connections", egress.max_connections, 1_000_000),
+        ("aws.poll_interval_seconds", aws.poll_interval_seconds, 300),
     ];
     for (key, value, max) in bounded {
         if value > max {
@@ -289,6 +300,8 @@ pub struct AwsAccess {
     egress_dir: PathBuf,
     limits: EgressLimits,
     socket_owner: Option<(u32, u32)>,
+    endpoint: Option<String>,
+    poll_interval: Duration,
 }
 
 impl AwsAccess {
@@ -316,6 +329,8 @@ impl AwsAccess {
             egress_dir: aws.egress_dir.clone().unwrap_or_else(default_egress_dir),
             limits: egress.clone(),
             socket_owner,
+            endpoint: aws.endpoint.clone(),
+            poll_interval: Duration::from_secs(aws.poll_interval_seconds.clamp(1, 300)),
         })))
     }
 
@@ -344,6 +359,42 @@ impl AwsAccess {
                 lifetime,
             })
             .await
+    }
+
+    /// The credentials of one AWS action's call: the role's, else the operator's own (AWS
+    /// actions run as whoever started the automation when the runbook names no role).
+    pub async fn action_credentials(
+        &self,
+        role_arn: Option<&str>,
+        execution_id: &str,
+        lifetime: Duration,
+    ) -> Result<Option<StepCredentials>, CredentialError> {
+        if let Some(role) = role_arn.filter(|r| !role_allowed(&self.allowed_roles, r)) {
+            return Err(CredentialError::RoleNotAllowed {
+                role: role.chars().take(120).collect(),
+            });
+        }
+        let name = session_name(execution_id);
+        self.broker
+            .for_action(CredentialRequest {
+                role_arn,
+                session_name: &name,
+                lifetime,
+            })
+            .await
+    }
+
+    /// The endpoint AWS calls go to: the emulator's URL, or `AWS` for AWS itself.
+    pub fn endpoint_name(&self) -> &str {
+        match self.mode {
+            AwsMode::Emulator => self.endpoint.as_deref().unwrap_or("the emulator"),
+            _ => self.endpoint.as_deref().unwrap_or("AWS"),
+        }
+    }
+
+    /// Seconds between two calls of a wait (`[aws] poll_interval_seconds`).
+    pub fn poll_interval(&self) -> Duration {
+        self.poll_interval
     }
 
     /// Opens the egress socket of one step run, counted against `budget`.

@@ -4,13 +4,13 @@
 //! Exit codes: 0 the step succeeded; 1 it failed, timed out or was cancelled; 2 invalid input
 //! (the message names the field and the rule); 3 the environment is not ready (no Docker engine,
 //! image missing, a build failed). The client verbs of the daemon (`submit`, `get`, `ls`, `logs`,
-//! `cancel`) use the same codes: 1 also when a cancel found the execution already finished; 2 the
+//! `cancel`, `signal`) use the same codes: 1 also when a cancel found the execution already finished; 2 the
 //! daemon's 400 or an unknown id; 3 no daemon answered or it failed; and 4 the daemon refused the
 //! submission for now (429; the message gives Retry-After).
 
 mod aws_flags;
 mod cancel;
-mod conformance;
+pub mod conformance;
 mod connect;
 mod get;
 mod images;
@@ -23,6 +23,7 @@ mod run;
 mod runbook_input;
 mod runtimes;
 mod serve;
+mod signal;
 mod step_flags;
 mod submit;
 mod validate;
@@ -38,7 +39,10 @@ use crate::runtimes::Catalog;
 use crate::sandbox::{Engine, SandboxError};
 
 pub use cancel::CancelArgs;
-pub use conformance::{ConformanceArgs, Verdict, conformance_verdicts};
+pub use conformance::{
+    ConformanceArgs, Expected, HarnessError, Outcome, ReasonKind, RunSetup, Verdict,
+    conformance_verdicts, difference, read_expected, run_document,
+};
 pub use connect::ConnectArgs;
 pub use get::GetArgs;
 pub use invoke::InvokeArgs;
@@ -49,6 +53,7 @@ pub use run::RunArgs;
 pub use runbook_input::{RunbookInput, supplied_parameters};
 pub use runtimes::RuntimesArgs;
 pub use serve::ServeArgs;
+pub use signal::{SignalArgs, runs_dir};
 pub use step_flags::StepFlags;
 pub use submit::SubmitArgs;
 pub use validate::ValidateArgs;
@@ -116,6 +121,9 @@ pub enum Command {
     Logs(LogsArgs),
     /// Cancel an execution: a queued one never runs; a running one's container is killed.
     Cancel(CancelArgs),
+    /// Send a signal (Approve, Reject, Resume) to an execution's waiting aws:approve or
+    /// aws:pause step: a `scriptbox run` of that id on this machine, else the daemon's.
+    Signal(SignalArgs),
 }
 
 /// `scriptbox images ...`
@@ -261,6 +269,7 @@ async fn dispatch(cli: Cli, shutdown: CancellationToken) -> Result<ExitCode, Cli
         Command::Ls(args) => ls::ls(args).await,
         Command::Logs(args) => logs::logs(args).await,
         Command::Cancel(args) => cancel::cancel(args).await,
+        Command::Signal(args) => signal::signal(args).await,
         Command::Config => {
             let text =
                 toml::to_string_pretty(&settings).map_err(|e| CliError::Environment(e.into()))?;

@@ -56,6 +56,20 @@ impl<W: Write> TextProgress<W> {
                     line.text
                 )
             }
+            RunEvent::Waiting {
+                step,
+                execution_id,
+                accepts,
+            } => {
+                let types: Vec<&str> = accepts.iter().map(|k| k.as_str()).collect();
+                writeln!(
+                    out,
+                    "⏸ {} is waiting for {}: scriptbox signal {execution_id} --type {}",
+                    step.name,
+                    types.join(" or "),
+                    types.join("|")
+                )
+            }
             RunEvent::StepFinished { record } => {
                 let ms = (record.end.utc() - record.start.utc())
                     .num_milliseconds()

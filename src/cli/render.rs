@@ -63,7 +63,15 @@ pub(super) fn print_execution(answered: &Answered, format: OutputFormat) -> Resu
         print_result(result, OutputFormat::Text).map_err(CliError::Environment)?;
         return Ok(());
     }
-    let status = record.status.as_str();
+    // The runbook's own status while it runs shows a step waiting for a signal (`Waiting`).
+    let status = match &record.outcome {
+        Outcome::Runbook(r)
+            if !record.status.is_terminal() && r.automation_execution_status == "Waiting" =>
+        {
+            "Waiting"
+        }
+        _ => record.status.as_str(),
+    };
     let what = match record.kind {
         ExecKind::Runbook => format!("runbook {}", record.document_name.as_deref().unwrap_or("")),
         ExecKind::Step => format!("step {}", record.runtime.as_deref().unwrap_or("")),

@@ -59,10 +59,12 @@ pub(super) async fn run_runbook(
             ));
         }
     };
-    let needs_engine = doc
-        .steps
-        .iter()
-        .any(|s| s.action_kind() == crate::runbook::actions::Action::ExecuteScript);
+    // With AWS access on, the AWS actions' calls run in the worker's container too.
+    let needs_engine = aws.is_some()
+        || doc
+            .steps
+            .iter()
+            .any(|s| s.action_kind() == crate::runbook::actions::Action::ExecuteScript);
     let engine = if needs_engine {
         let engine = Engine::connect(settings.sandbox.clone()).await?;
         if let Err(e) = engine.sweep_leftovers().await {
@@ -73,7 +75,17 @@ pub(super) async fn run_runbook(
         None
     };
     let mut progress = TextProgress::new(std::io::stderr(), args.output == OutputFormat::Text);
-    let runner = runner_of(engine.as_ref(), aws, &settings);
+    let worker = match (&aws, &engine) {
+        (Some(_), Some(engine)) => crate::aws::worker::AwsWorker::resolve(
+            &catalog,
+            settings.aws.api_runtime.as_deref(),
+            engine,
+        )
+        .await
+        .map_err(|e| CliError::Invalid(e.to_string()))?,
+        _ => None,
+    };
+    let runner = runner_of(engine.as_ref(), aws, &settings).with_aws_worker(worker);
     let execution = execute(
         &doc,
         params,
@@ -130,18 +142,48 @@ async fn execute(
     progress: &mut TextProgress<impl Write + Send>,
     shutdown: &CancellationToken,
 ) -> rb::executor::Execution {
+    let id = uuid::Uuid::new_v4().to_string();
+    let (sender, inbox) = rb::signals::inbox();
+    // A document that can wait for a signal listens for it on an owner-only socket, for as long
+    // as it runs (`scriptbox signal ID` finds it); without one its waiting steps fail.
+    let _socket = if waits_for_signals(doc) {
+        match super::signal::listen(&super::signal::runs_dir(), &id, sender) {
+            Ok(socket) => {
+                tracing::debug!("listening for signals on {}", socket.path().display());
+                Some(socket)
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for this execution's signals: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let exec_options = rb::executor::ExecOptions {
-        execution_id: None,
+        execution_id: Some(id),
         context: &settings.context,
         catalog,
         max_timeout_secs: settings.limits.max_timeout_seconds,
         max_run_secs: settings.limits.max_runbook_seconds,
         children: None,
-        signals: None,
+        signals: _socket.as_ref().map(|_| &inbox),
         depth: 0,
     };
     let mut observer = |event: rb::executor::RunEvent<'_>| progress.on_event(event);
     rb::executor::execute(doc, params, runner, &exec_options, &mut observer, shutdown).await
+}
+
+/// Whether a step of the document may wait for a signal (aws:pause, aws:approve, or inside an
+/// aws:loop).
+fn waits_for_signals(doc: &rb::document::Runbook) -> bool {
+    use crate::runbook::actions::Action;
+    doc.steps.iter().any(|s| {
+        matches!(
+            s.action_kind(),
+            Action::Pause | Action::Approve | Action::Loop
+        )
+    })
 }
 
 /// Prints the execution: its GetAutomationExecution-shaped JSON, or a summary and its outputs.

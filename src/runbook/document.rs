@@ -11,6 +11,8 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::actions::branch::BranchSpec;
+use super::actions::loop_steps::{self, LoopSpec};
+use super::actions::update_variable;
 use super::actions::{Action, CheckCx, DocFacts, StepHead};
 use super::interpolate::{self, Ref};
 use super::parameters::{self, ParamDecl};
@@ -24,19 +26,24 @@ use crate::step::{self, ValidatedStep};
 /// every attempt's output is kept, so the bound keeps a failing step's log bounded too.
 pub const MAX_ATTEMPTS: u32 = 100;
 
-/// The largest `timeoutSeconds` of any step: aws:sleep's maximum (executeScript steps are held
-/// to the operator's `limits.max_timeout_seconds` besides).
-pub const MAX_STEP_TIMEOUT_SECS: i64 = 604_799;
+/// The largest `timeoutSeconds` of any step: aws:pause's and aws:approve's maximum (AWS: 30
+/// days); executeScript steps are held to the operator's `limits.max_timeout_seconds` besides,
+/// and the whole execution to `limits.max_runbook_seconds`.
+pub const MAX_STEP_TIMEOUT_SECS: i64 = 2_592_000;
 
-const TOP_KEYS: [&str; 7] = [
+const TOP_KEYS: [&str; 8] = [
     "schemaVersion",
     "description",
     "assumeRole",
     "parameters",
+    "variables",
     "mainSteps",
     "outputs",
     "files",
 ];
+
+/// The keys of a variable's declaration under `variables`.
+const VARIABLE_KEYS: [&str; 3] = ["type", "default", "description"];
 
 const STEP_KEYS: [&str; 12] = [
     "name",
@@ -107,6 +114,8 @@ pub enum StepKind {
     Sleep,
     /// `aws:branch`.
     Branch(BranchSpec),
+    /// `aws:loop`: how it repeats, and its inner steps (read by the same step checker).
+    Loop(Box<LoopSpec>),
     /// An action whose load-time check keeps nothing beyond the step's `inputs` (the AWS API
     /// actions, aws:pause...): they read the resolved inputs again at run time.
     Checked(Action),
@@ -150,6 +159,7 @@ impl StepDecl {
             StepKind::ExecuteScript { .. } => Action::ExecuteScript,
             StepKind::Sleep => Action::Sleep,
             StepKind::Branch(_) => Action::Branch,
+            StepKind::Loop(_) => Action::Loop,
             StepKind::Checked(action) => action,
         }
     }
@@ -166,6 +176,26 @@ pub struct FileDecl {
     pub size: Option<u64>,
     /// Where it is declared.
     pub pos: Pos,
+}
+
+/// A runbook variable declared under the top-level `variables` (read with
+/// `{{ variable:NAME }}`, set by aws:updateVariable).
+///
+/// **(ours)**: `type` is required and one of the six output types; `default` is optional and,
+/// when given, a value of the type within aws:updateVariable's limits (a variable without one
+/// has no value until set: reading it fails the step).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VariableDecl {
+    /// Its name.
+    pub name: String,
+    /// Where it is declared.
+    pub pos: Pos,
+    /// `type`.
+    pub ty: ValueType,
+    /// `default`.
+    pub default: Option<Value>,
+    /// `description`.
+    pub description: Option<String>,
 }
 
 /// A document-level output (`step.Output`).
@@ -216,6 +246,8 @@ pub struct Runbook {
     pub assume_role: Option<Value>,
     /// `parameters`.
     pub parameters: Vec<ParamDecl>,
+    /// `variables`.
+    pub variables: Vec<VariableDecl>,
     /// `mainSteps`.
     pub steps: Vec<StepDecl>,
     /// `outputs`.
@@ -323,6 +355,7 @@ pub fn load_str(
         problems,
         notes: Vec::new(),
         all_steps: Vec::new(),
+        variables: HashMap::new(),
         declared_files: Vec::new(),
         format,
         options,
@@ -345,9 +378,12 @@ struct Checker<'o> {
     problems: Vec<Problem>,
     /// What was accepted against a reference page's rule.
     notes: Vec<Note>,
-    /// Every step's name by index, including steps refused (unsupported action...), so that
-    /// references to them are not reported a second time.
+    /// Every step's name in document order, a loop's inner steps right after the loop,
+    /// including steps refused (unsupported action...), so that references to them are not
+    /// reported a second time. A step reads outputs of the steps before it in this order.
     all_steps: Vec<String>,
+    /// The declared variables' types (also of declarations whose default has problems).
+    variables: HashMap<String, ValueType>,
     /// Every name under `files`, including those with problems.
     declared_files: Vec<String>,
     format: Format,
@@ -382,6 +418,7 @@ impl Checker<'_> {
         let assume_role = root.get("assumeRole").map(Node::to_json);
 
         let (params, param_names) = self.parameters(root);
+        let variables = self.variables(root.get("variables"));
 
         let files = self.files(root.get("files"));
         let attachments = self.attachments(&files, dir);
@@ -389,23 +426,25 @@ impl Checker<'_> {
         let (mut steps, step_nodes) = self.main_steps(root);
         self.cross_check(&steps, &step_nodes, &param_names, &files, &attachments);
         self.prevalidate(&mut steps, &step_nodes, &files, &attachments);
+        let flat = flat_steps(&steps);
         if let Some(role) = root.get("assumeRole") {
             self.check_refs(
                 &role.to_json(),
                 role.pos,
                 "assumeRole",
                 &param_names,
-                &steps,
+                &flat,
                 None,
             );
         }
-        let outputs = self.doc_outputs(root.get("outputs"), &steps);
+        let outputs = self.doc_outputs(root.get("outputs"), &flat);
         Some(Runbook {
             name: name.to_string(),
             format: self.format,
             description,
             assume_role,
             parameters: params,
+            variables,
             steps,
             outputs,
             files,
@@ -484,22 +523,14 @@ impl Checker<'_> {
     /// `mainSteps`: the steps read (a refused step is left out), and every item's node.
     fn main_steps<'n>(&mut self, root: &'n Node) -> (Vec<StepDecl>, Vec<&'n Node>) {
         if let Some(Kind::Seq(items)) = root.get("mainSteps").map(|n| &n.kind) {
-            self.all_steps = items
-                .iter()
-                .map(|i| {
-                    i.get("name")
-                        .and_then(Node::as_str)
-                        .unwrap_or("")
-                        .to_string()
-                })
-                .collect();
+            self.all_steps = flat_names(items);
         }
         let mut steps = Vec::new();
         match root.get("mainSteps").map(|n| (n, &n.kind)) {
             None => self.invalid(root.pos, "mainSteps", "is required"),
             Some((_, Kind::Seq(items))) if !items.is_empty() => {
                 for (i, item) in items.iter().enumerate() {
-                    if let Some(s) = self.step(i, item) {
+                    if let Some(s) = self.step(i, item, None) {
                         steps.push(s);
                     }
                 }
@@ -649,11 +680,12 @@ impl Checker<'_> {
         out
     }
 
-    fn step(&mut self, index: usize, node: &Node) -> Option<StepDecl> {
+    /// One step: of `mainSteps`, or (with its loop's context as `parent`) of a loop's `Steps`.
+    fn step(&mut self, index: usize, node: &Node, parent: Option<&str>) -> Option<StepDecl> {
         let Kind::Map(entries) = &node.kind else {
             self.invalid(
                 node.pos,
-                format!("mainSteps[{index}]"),
+                step_ctx(parent, index, ""),
                 format!("a step is a map, not {}", node.type_name()),
             );
             return None;
@@ -663,12 +695,12 @@ impl Checker<'_> {
             .and_then(Node::as_str)
             .unwrap_or("")
             .to_string();
-        let ctx = step_context(index, &name);
+        let ctx = step_ctx(parent, index, &name);
         self.step_keys_and_name(node, entries, &name, &ctx);
         let written = node.get("action").and_then(Node::as_str).unwrap_or("");
         let action = self.step_action(node, written, &ctx)?;
         let inputs_node = node.get("inputs");
-        let inputs = self.step_inputs(node, &ctx);
+        let mut inputs = self.step_inputs(node, &ctx);
         let max_attempts = self
             .prop_int(node, &ctx, "maxAttempts", 1, i64::from(MAX_ATTEMPTS))
             .and_then(|n| u32::try_from(n).ok())
@@ -688,7 +720,14 @@ impl Checker<'_> {
             inputs: &inputs,
             inputs_node,
         };
-        let kind = action.and_then(|a| a.check(&mut self.check_cx(), &head));
+        let mut kind = action.and_then(|a| a.check(&mut self.check_cx(), &head));
+        if let Some(StepKind::Loop(spec)) = &mut kind {
+            spec.steps = self.inner_steps(node, &ctx, parent.is_some());
+            // Read as steps and as a condition: what is substituted at the loop's start is the
+            // rest (Iterators, IteratorDataType, MaxIterations).
+            inputs.remove("Steps");
+            inputs.remove("LoopCondition");
+        }
         let timeout_seconds = self.capped_script_timeout(node, &ctx, action, timeout_seconds);
         // A step with problems in its properties is kept (the document is refused anyway), so
         // that its inputs are checked too and every problem is reported.
@@ -741,6 +780,146 @@ impl Checker<'_> {
             }
             other => other,
         }
+    }
+
+    /// A loop's inner steps (`inputs.Steps`), read as steps; a loop inside a loop is refused
+    /// **(ours)**.
+    fn inner_steps(&mut self, node: &Node, ctx: &str, nested: bool) -> Vec<StepDecl> {
+        let Some(steps) = node.get("inputs").and_then(|n| n.get("Steps")) else {
+            return Vec::new();
+        };
+        let Kind::Seq(items) = &steps.kind else {
+            return Vec::new();
+        };
+        if nested {
+            self.invalid(
+                node.pos,
+                ctx,
+                format!(
+                    "{} cannot stand inside another loop's Steps (scriptbox runs one level of loops)",
+                    Action::Loop.name()
+                ),
+            );
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (j, item) in items.iter().enumerate().take(loop_steps::MAX_INNER_STEPS) {
+            if let Some(s) = self.step(j, item, Some(ctx)) {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    /// `variables`: the declarations with no problem (every declared type is remembered, for
+    /// the checks of references and of aws:updateVariable).
+    fn variables(&mut self, node: Option<&Node>) -> Vec<VariableDecl> {
+        let mut out = Vec::new();
+        match node.map(|n| (n, &n.kind)) {
+            None | Some((_, Kind::Null)) => {}
+            Some((_, Kind::Map(entries))) => {
+                for (k, pos, v) in entries {
+                    if let Some(d) = self.variable(k, *pos, v) {
+                        out.push(d);
+                    }
+                }
+            }
+            Some((n, _)) => self.invalid(
+                n.pos,
+                "variables",
+                "must be a map of variable name → {type, default, description}",
+            ),
+        }
+        out
+    }
+
+    /// One variable's declaration.
+    fn variable(&mut self, name: &str, pos: Pos, node: &Node) -> Option<VariableDecl> {
+        let ctx = format!("variables.{name}");
+        let before = self.problems.len();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            self.invalid(
+                pos,
+                &ctx,
+                "a variable name may hold only letters, digits and underscores",
+            );
+        }
+        let Kind::Map(entries) = &node.kind else {
+            self.invalid(
+                node.pos,
+                &ctx,
+                format!(
+                    "must be a map with at least `type`, not {}",
+                    node.type_name()
+                ),
+            );
+            return None;
+        };
+        for (k, kpos, _) in entries {
+            if !VARIABLE_KEYS.contains(&k.as_str()) {
+                self.invalid(
+                    *kpos,
+                    &ctx,
+                    format!(
+                        "unknown key {k:?}; known keys: {}",
+                        VARIABLE_KEYS.join(", ")
+                    ),
+                );
+            }
+        }
+        let ty = match node.get("type") {
+            None => {
+                self.invalid(node.pos, &ctx, "`type` is required");
+                None
+            }
+            Some(t) => {
+                let ty = t.as_str().and_then(ValueType::parse);
+                if ty.is_none() {
+                    self.invalid(
+                        t.pos,
+                        format!("{ctx}.type"),
+                        format!(
+                            "unknown type {}; known types: {}",
+                            short(&t.to_json()),
+                            ValueType::NAMES.join(", ")
+                        ),
+                    );
+                }
+                ty
+            }
+        };
+        let description = node.get("description").and_then(|d| match &d.kind {
+            Kind::Str(s) => Some(s.clone()),
+            _ => {
+                self.invalid(d.pos, format!("{ctx}.description"), "must be a string");
+                None
+            }
+        });
+        let ty = ty?;
+        self.variables.insert(name.to_string(), ty);
+        let default = node.get("default").map(|d| (d.pos, d.to_json()));
+        if let Some((dpos, v)) = &default {
+            let problem = if interpolate::has_refs(v) {
+                Some("is a value, not a {{ }} reference".to_string())
+            } else {
+                update_variable::check_value(ty, v)
+                    .err()
+                    .map(|e| e.to_string())
+            };
+            if let Some(p) = problem {
+                self.invalid(*dpos, format!("{ctx}.default"), p);
+            }
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(VariableDecl {
+            name: name.to_string(),
+            pos,
+            ty,
+            default: default.map(|(_, v)| v),
+            description,
+        })
     }
 
     /// Checks a step's keys and its `name`.
@@ -936,7 +1115,7 @@ impl Checker<'_> {
         };
         for (i, item) in items.iter().enumerate() {
             let octx = format!("{ctx}: outputs[{i}]");
-            if let Some(o) = self.output_decl(item, &octx, &out) {
+            if let Some(o) = self.output_decl(item, &octx, &out, action) {
                 out.push(o);
             }
         }
@@ -949,6 +1128,7 @@ impl Checker<'_> {
         item: &Node,
         octx: &str,
         earlier: &[OutputDecl],
+        action: Option<Action>,
     ) -> Option<OutputDecl> {
         if let Kind::Map(entries) = &item.kind {
             for (k, kpos, _) in entries {
@@ -971,7 +1151,13 @@ impl Checker<'_> {
         if earlier.iter().any(|o: &OutputDecl| o.name == name) {
             self.invalid(item.pos, octx, format!("output {name:?} is declared twice"));
         }
-        let selector = match selector.map(Selector::parse) {
+        // executeScript selects from `{"Payload": ...}`; the other actions from their response.
+        let parse = if action == Some(Action::ExecuteScript) {
+            Selector::parse
+        } else {
+            Selector::parse_response
+        };
+        let selector = match selector.map(parse) {
             None => {
                 self.invalid(
                     item.pos,
@@ -1027,7 +1213,7 @@ impl Checker<'_> {
         None
     }
 
-    fn doc_outputs(&mut self, node: Option<&Node>, steps: &[StepDecl]) -> Vec<DocOutput> {
+    fn doc_outputs(&mut self, node: Option<&Node>, steps: &[&StepDecl]) -> Vec<DocOutput> {
         let mut out = Vec::new();
         let Some(node) = node else { return out };
         let Kind::Seq(items) = &node.kind else {
@@ -1080,7 +1266,7 @@ impl Checker<'_> {
         pos: Pos,
         ctx: &str,
         params: &HashSet<String>,
-        steps: &[StepDecl],
+        steps: &[&StepDecl],
         this_step: Option<usize>,
     ) {
         for found in interpolate::refs_in(v) {
@@ -1100,6 +1286,11 @@ impl Checker<'_> {
                     }
                 }
                 Ok(Ref::System(_)) => {}
+                Ok(Ref::Variable(name)) => {
+                    if !self.variables.contains_key(&name) {
+                        self.invalid(pos, ctx, format!("{{{{ variable:{name} }}}} refers to variable {name:?}, which is not declared in `variables`"));
+                    }
+                }
                 Ok(Ref::Output { step, output }) => {
                     let earlier = this_step.unwrap_or(usize::MAX);
                     match self.all_steps.iter().position(|n| *n == step) {
@@ -1132,29 +1323,89 @@ impl Checker<'_> {
         files: &[FileDecl],
         attachments: &HashMap<String, Vec<u8>>,
     ) {
-        let mut seen: HashMap<&str, usize> = HashMap::new();
-        for (idx, node) in nodes.iter().enumerate() {
-            if let Some(n) = node.get("name") {
-                if let Some(name) = n.as_str() {
-                    if let Some(first) = seen.get(name) {
-                        self.invalid(
-                            n.pos,
-                            format!("step {name:?}"),
-                            format!("the name is used twice (first by mainSteps[{first}])"),
-                        );
-                    }
-                    seen.entry(name).or_insert(idx);
-                }
+        self.duplicate_names(nodes);
+        let flat = flat_steps(steps);
+        let main_names: Vec<&str> = nodes
+            .iter()
+            .filter_map(|n| n.get("name").and_then(Node::as_str))
+            .collect();
+        let docs = (files, attachments, params);
+        self.check_level(steps, nodes, None, &flat, docs, &main_names);
+        for s in steps {
+            let StepKind::Loop(spec) = &s.kind else {
+                continue;
+            };
+            let ctx = step_context(s.index, &s.name);
+            let inner = inner_nodes(nodes[s.index]);
+            self.check_level(&spec.steps, &inner, Some(&ctx), &flat, docs, &main_names);
+            // The condition is checked after the inner steps: it reads their outputs.
+            let after = spec
+                .steps
+                .iter()
+                .chain(std::iter::once(s))
+                .filter_map(|t| self.all_steps.iter().position(|n| *n == t.name))
+                .max()
+                .map(|p| p + 1);
+            let pos = nodes[s.index]
+                .get("inputs")
+                .and_then(|n| n.get("LoopCondition"))
+                .map(|n| n.pos)
+                .unwrap_or(s.pos);
+            for v in spec.condition_values() {
+                let ctx = format!("{ctx}: inputs.LoopCondition");
+                self.check_refs(v, pos, &ctx, params, &flat, after);
             }
         }
-        let exists = |name: &str| {
+    }
+
+    /// Step names are unique in the whole document, inside loops too.
+    fn duplicate_names(&mut self, nodes: &[&Node]) {
+        let mut seen: HashMap<String, String> = HashMap::new();
+        for (idx, node) in nodes.iter().enumerate() {
+            let mut level: Vec<(String, &Node)> = vec![(format!("mainSteps[{idx}]"), *node)];
+            for (j, inner) in inner_nodes(node).into_iter().enumerate() {
+                level.push((format!("mainSteps[{idx}].inputs.Steps[{j}]"), inner));
+            }
+            for (at, n) in level {
+                let Some(name_node) = n.get("name") else {
+                    continue;
+                };
+                let Some(name) = name_node.as_str() else {
+                    continue;
+                };
+                if let Some(first) = seen.get(name) {
+                    self.invalid(
+                        name_node.pos,
+                        format!("step {name:?}"),
+                        format!("the name is used twice (first by {first})"),
+                    );
+                }
+                seen.entry(name.to_string()).or_insert(at);
+            }
+        }
+    }
+
+    /// Checks one level of steps (`mainSteps`, or one loop's `Steps` with the loop's context as
+    /// `parent`): targets, `{{ }}` references, each action's document checks.
+    fn check_level(
+        &mut self,
+        steps: &[StepDecl],
+        nodes: &[&Node],
+        parent: Option<&str>,
+        flat: &[&StepDecl],
+        (files, attachments, params): (&[FileDecl], &HashMap<String, Vec<u8>>, &HashSet<String>),
+        main_names: &[&str],
+    ) {
+        let here = |name: &str| {
             nodes
                 .iter()
                 .any(|n| n.get("name").and_then(Node::as_str) == Some(name))
         };
         for s in steps {
-            let ctx = step_context(s.index, &s.name);
-            let node = nodes[s.index];
+            let ctx = step_ctx(parent, s.index, &s.name);
+            let Some(node) = nodes.get(s.index).copied() else {
+                continue;
+            };
             let pos = |key: &str| node.get(key).map(|n| n.pos).unwrap_or(s.pos);
             let mut targets: Vec<(String, &str, Pos)> = Vec::new();
             if let Some(n) = &s.next_step {
@@ -1170,34 +1421,38 @@ impl Checker<'_> {
                 targets.push((t, "inputs", p));
             }
             for (t, key, p) in targets {
-                if !exists(&t) {
-                    self.invalid(
-                        p,
-                        format!("{ctx}: {key}"),
-                        format!("there is no step {t:?}"),
-                    );
+                // Inside a loop, onFailure / onCancel may leave the loop; nextStep and
+                // aws:branch stay in it (ours).
+                let leaves = matches!(key, "onFailure" | "onCancel");
+                let in_main = main_names.contains(&t.as_str());
+                if here(&t) || (parent.is_some() && leaves && in_main) {
+                    continue;
                 }
+                let message = if parent.is_some() && in_main {
+                    format!(
+                        "there is no step {t:?} in this loop (inside a loop, nextStep and {} go to the loop's own steps)",
+                        Action::Branch.name()
+                    )
+                } else {
+                    format!("there is no step {t:?}")
+                };
+                self.invalid(p, format!("{ctx}: {key}"), message);
             }
+            let this = self.all_steps.iter().position(|n| *n == s.name);
             let inputs_node = node.get("inputs");
             for (k, v) in &s.inputs {
                 let p = inputs_node
                     .and_then(|n| n.get(k))
                     .map(|n| n.pos)
                     .unwrap_or(s.pos);
-                self.check_refs(
-                    v,
-                    p,
-                    &format!("{ctx}: inputs.{k}"),
-                    params,
-                    steps,
-                    Some(s.index),
-                );
+                self.check_refs(v, p, &format!("{ctx}: inputs.{k}"), params, flat, this);
             }
             let facts = DocFacts {
                 nodes,
                 files,
                 declared_files: &self.declared_files,
                 attachments,
+                variables: &self.variables,
             };
             let mut cx = CheckCx {
                 problems: &mut self.problems,
@@ -1231,12 +1486,6 @@ impl Checker<'_> {
         files: &[FileDecl],
         attachments: &HashMap<String, Vec<u8>>,
     ) {
-        let facts = DocFacts {
-            nodes,
-            files,
-            declared_files: &self.declared_files,
-            attachments,
-        };
         let mut cx = CheckCx {
             problems: &mut self.problems,
             notes: &mut self.notes,
@@ -1244,9 +1493,82 @@ impl Checker<'_> {
             options: self.options,
         };
         for s in steps.iter_mut() {
+            let facts = DocFacts {
+                nodes,
+                files,
+                declared_files: &self.declared_files,
+                attachments,
+                variables: &self.variables,
+            };
             s.action_kind().complete(&mut cx, s, &facts);
+            let Some(node) = nodes.get(s.index).copied() else {
+                continue;
+            };
+            if let StepKind::Loop(spec) = &mut s.kind {
+                let inner = inner_nodes(node);
+                let facts = DocFacts {
+                    nodes: &inner,
+                    ..facts
+                };
+                for t in spec.steps.iter_mut() {
+                    t.action_kind().complete(&mut cx, t, &facts);
+                }
+            }
         }
     }
+}
+
+/// The context of a step: `mainSteps[2] (step "x")`, or inside a loop
+/// `mainSteps[2] (step "loop"): inputs.Steps[0] (step "x")`.
+fn step_ctx(parent: Option<&str>, index: usize, name: &str) -> String {
+    match parent {
+        None => step_context(index, name),
+        Some(p) if name.is_empty() => format!("{p}: inputs.Steps[{index}]"),
+        Some(p) => format!("{p}: inputs.Steps[{index}] (step {name:?})"),
+    }
+}
+
+/// A loop step's inner step nodes (`inputs.Steps`); none for any other step.
+fn inner_nodes(node: &Node) -> Vec<&Node> {
+    if !loop_steps::is_loop(node) {
+        return Vec::new();
+    }
+    match node
+        .get("inputs")
+        .and_then(|n| n.get("Steps"))
+        .map(|n| &n.kind)
+    {
+        Some(Kind::Seq(items)) => items.iter().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Every step name of `mainSteps` items in document order, a loop's inner steps after it.
+fn flat_names(items: &[Node]) -> Vec<String> {
+    let name = |n: &Node| {
+        n.get("name")
+            .and_then(Node::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut out = Vec::new();
+    for item in items {
+        out.push(name(item));
+        out.extend(inner_nodes(item).into_iter().map(name));
+    }
+    out
+}
+
+/// Every read step in document order, a loop's inner steps after it.
+fn flat_steps(steps: &[StepDecl]) -> Vec<&StepDecl> {
+    let mut out = Vec::new();
+    for s in steps {
+        out.push(s);
+        if let StepKind::Loop(spec) = &s.kind {
+            out.extend(spec.steps.iter());
+        }
+    }
+    out
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -1363,7 +1685,7 @@ mod tests {
         assert_eq!(e.len(), 4, "{e:?}");
         assert_eq!(
             e[0],
-            "line 2, column 1: unknown top-level key \"colour\"; known keys: schemaVersion, description, assumeRole, parameters, mainSteps, outputs, files"
+            "line 2, column 1: unknown top-level key \"colour\"; known keys: schemaVersion, description, assumeRole, parameters, variables, mainSteps, outputs, files"
         );
         assert_eq!(
             e[1],
@@ -1614,7 +1936,7 @@ mod tests {
             "{bounds_text}"
         );
         assert!(
-            bounds_text.contains("timeoutSeconds: must be a whole number ≥ 1 and ≤ 604799"),
+            bounds_text.contains("timeoutSeconds: must be a whole number ≥ 1 and ≤ 2592000"),
             "{bounds_text}"
         );
         assert!(
@@ -1630,5 +1952,127 @@ mod tests {
         assert_eq!(bounds.len(), 5, "{bounds_text}");
         let rb = yaml("schemaVersion: '0.3'\nmainSteps:\n  - name: z\n    action: aws:sleep\n    maxAttempts: 100\n    timeoutSeconds: 604799\n    inputs: {Duration: PT604799S}\n").unwrap();
         assert_eq!(rb.steps[0].max_attempts, 100);
+    }
+
+    /// An executeScript step of a loop's `Steps`, indented for them.
+    fn inner_script(name: &str, more: &str) -> String {
+        format!(
+            "        - name: {name}\n          action: aws:executeScript\n          inputs:\n            Runtime: python3.11\n            Handler: h\n            Script: 'def h(e, c): return {{}}'\n{more}"
+        )
+    }
+
+    #[test]
+    fn a_loop_reads_its_inner_steps_with_the_step_checker() {
+        let text = format!(
+            "schemaVersion: '0.3'\nvariables:\n  Seen: {{type: StringList, default: []}}\nmainSteps:\n  - name: each\n    action: aws:loop\n    inputs:\n      Iterators: [a, b]\n      Steps:\n{}{}  - name: poll\n    action: aws:loop\n    inputs:\n      MaxIterations: 5\n      LoopCondition:\n        Variable: '{{{{ check.Retry }}}}'\n        BooleanEquals: true\n      Steps:\n{}  - name: after\n    action: aws:sleep\n    inputs:\n      Duration: PT0S\noutputs: [each.CurrentIteration, check.Retry]\n",
+            inner_script(
+                "work",
+                "            InputPayload: {item: '{{ each.CurrentIteratorValue }}', n: '{{ each.CurrentIteration }}'}\n          nextStep: note\n"
+            ),
+            "        - name: note\n          action: aws:updateVariable\n          inputs:\n            Name: variable:Seen\n            Value: ['{{ each.CurrentIteratorValue }}']\n          isEnd: true\n",
+            inner_script(
+                "check",
+                "          outputs:\n            - {Name: Retry, Selector: $.Payload.retry, Type: Boolean}\n"
+            ),
+        );
+        let rb = yaml(&text).unwrap_or_else(|e| panic!("{}", e.join("\n")));
+        assert_eq!(rb.steps.len(), 3);
+        let StepKind::Loop(each) = &rb.steps[0].kind else {
+            panic!("not a loop: {:?}", rb.steps[0].kind);
+        };
+        assert_eq!(each.steps.len(), 2);
+        assert!(matches!(each.steps[0].kind, StepKind::ExecuteScript { .. }));
+        assert_eq!(each.steps[0].next_step.as_deref(), Some("note"));
+        assert!(each.steps[1].is_end);
+        // What the loop substitutes at its start; Steps and LoopCondition are read apart.
+        assert_eq!(rb.steps[0].inputs.keys().collect::<Vec<_>>(), ["Iterators"]);
+        let StepKind::Loop(poll) = &rb.steps[1].kind else {
+            panic!("not a loop");
+        };
+        assert!(poll.condition.is_some());
+        // An inner script step whose inputs are known at load is validated at load.
+        assert!(matches!(
+            poll.steps[0].kind,
+            StepKind::ExecuteScript { validated: Some(_) }
+        ));
+        assert_eq!(rb.variables.len(), 1);
+        assert_eq!(rb.variables[0].ty, ValueType::StringList);
+        assert_eq!(rb.outputs.len(), 2);
+    }
+
+    #[test]
+    fn loop_rules_are_checked() {
+        let text = format!(
+            "schemaVersion: '0.3'\nmainSteps:\n  - name: both\n    action: aws:loop\n    onCancel: Abort\n    inputs:\n      Iterators: [1, x]\n      IteratorDataType: Integer\n      LoopCondition: {{Variable: '{{{{ a.B }}}}', BooleanEquals: true}}\n      Steps: []\n  - name: neither\n    action: aws:loop\n    inputs:\n      MaxIterations: 101\n      IteratorDataType: Float\n      Bogus: 1\n      Steps:\n{}{}  - name: cond\n    action: aws:loop\n    inputs:\n      IteratorDataType: String\n      LoopCondition:\n        Variable: '{{{{ later.X }}}}'\n        StringEquals: y\n      Steps:\n        - name: nested\n          action: aws:loop\n          inputs:\n            Iterators: [a]\n            Steps:\n              - name: deep\n                action: aws:sleep\n                inputs: {{Duration: PT0S}}\n  - name: outside\n    action: aws:sleep\n    inputs: {{Duration: PT0S}}\n",
+            inner_script(
+                "in1",
+                "          nextStep: outside\n          onFailure: step:outside\n"
+            ),
+            inner_script(
+                "in2",
+                "            InputPayload: {x: '{{ in3.Payload }}', y: '{{ neither.CurrentIteration }}'}\n"
+            ),
+        );
+        let e = yaml(&text).unwrap_err();
+        let all = e.join("\n");
+        for want in [
+            "mainSteps[0] (step \"both\"): onCancel: aws:loop does not take onCancel",
+            "mainSteps[0] (step \"both\"): inputs.Steps: must be a list of 1 to 100 steps",
+            "mainSteps[0] (step \"both\"): inputs: give Iterators or LoopCondition, not both",
+            "mainSteps[1] (step \"neither\"): inputs: unknown input \"Bogus\" of aws:loop",
+            "inputs.IteratorDataType: \"Float\" is not one of Boolean, Integer, String, StringMap",
+            "mainSteps[1] (step \"neither\"): inputs: Iterators (for each) or LoopCondition (do while) is required",
+            "inputs.MaxIterations: must be a whole number from 1 to 100, not 101",
+            "mainSteps[1] (step \"neither\"): inputs.Steps[0] (step \"in1\"): nextStep: there is no step \"outside\" in this loop",
+            "{{ in3.Payload }}: there is no step \"in3\"",
+            "mainSteps[2] (step \"cond\"): inputs.IteratorDataType: goes with Iterators, not with LoopCondition",
+            "{{ later.X }}: there is no step \"later\"",
+            "aws:loop cannot stand inside another loop's Steps",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in\n{all}");
+        }
+        // onFailure may leave the loop (to a main step); nextStep may not.
+        assert!(!all.contains("onFailure: there is no step"), "{all}");
+        assert_eq!(e.len(), 12, "{all}");
+        // A literal Iterators list is typed at load.
+        let e = yaml("schemaVersion: '0.3'\nmainSteps:\n  - name: l\n    action: aws:loop\n    inputs:\n      Iterators: [1, x]\n      IteratorDataType: Integer\n      Steps:\n        - {name: z, action: aws:sleep, inputs: {Duration: PT0S}}\n").unwrap_err();
+        assert!(
+            e.join("\n")
+                .contains("inputs.Iterators: Iterators[1] is not a valid Integer"),
+            "{e:?}"
+        );
+        // Step names are unique in the whole document, inside loops too.
+        let e = yaml("schemaVersion: '0.3'\nmainSteps:\n  - name: z\n    action: aws:sleep\n    inputs: {Duration: PT0S}\n  - name: l\n    action: aws:loop\n    inputs:\n      Iterators: [a]\n      Steps:\n        - {name: z, action: aws:sleep, inputs: {Duration: PT0S}}\n").unwrap_err();
+        assert!(
+            e.join("\n")
+                .contains("the name is used twice (first by mainSteps[0])"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn variables_are_declared_typed_and_referenced() {
+        let e = yaml("schemaVersion: '0.3'\nvariables:\n  N: {type: Integer, default: '3'}\n  S: {type: String, default: ''}\n  T: {type: Float}\n  U: {description: no type}\n  'a b': {type: String}\n  V: {type: Boolean, default: true, bogus: 1}\n  L: {type: StringList}\nmainSteps:\n  - name: set\n    action: aws:updateVariable\n    inputs:\n      Name: variable:L\n      Value: notalist\n  - name: nope\n    action: aws:updateVariable\n    onCancel: Abort\n    inputs:\n      Name: variable:Missing\n      Value: 1\n  - name: bad\n    action: aws:updateVariable\n    inputs:\n      Name: Count\n  - name: read\n    action: aws:sleep\n    inputs:\n      Duration: '{{ variable:Nowhere }}'\n").unwrap_err();
+        let all = e.join("\n");
+        for want in [
+            "variables.N.default: is a string, not of type Integer",
+            "variables.S.default: a string of 0 characters; strings are 1 to 512 characters",
+            "variables.T.type: unknown type \"Float\"",
+            "variables.U: `type` is required",
+            "variables.a b: a variable name may hold only letters, digits and underscores",
+            "variables.V: unknown key \"bogus\"; known keys: type, default, description",
+            "mainSteps[0] (step \"set\"): inputs.Value: for variable \"L\" (StringList): is a string, not of type StringList",
+            "mainSteps[1] (step \"nope\"): onCancel: aws:updateVariable does not take onCancel",
+            "mainSteps[1] (step \"nope\"): inputs.Name: variable \"Missing\" is not declared in the document's `variables` (declared: L, N, S, V, a b)",
+            "mainSteps[2] (step \"bad\"): inputs.Name: \"Count\" is not variable:NAME",
+            "mainSteps[2] (step \"bad\"): inputs: Value is required",
+            "{{ variable:Nowhere }} refers to variable \"Nowhere\", which is not declared in `variables`",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in\n{all}");
+        }
+        assert_eq!(e.len(), 12, "{all}");
+        let rb = yaml("schemaVersion: '0.3'\nvariables:\n  Wait: {type: String, default: PT0S, description: how long}\nmainSteps:\n  - name: set\n    action: aws:updateVariable\n    inputs: {Name: 'variable:Wait', Value: PT1S}\n  - name: nap\n    action: aws:sleep\n    inputs:\n      Duration: '{{ variable:Wait }}'\n").unwrap();
+        assert_eq!(rb.variables[0].default, Some(Value::String("PT0S".into())));
+        assert_eq!(rb.variables[0].description.as_deref(), Some("how long"));
     }
 }

@@ -25,12 +25,14 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::actions::StepFailure;
+use super::actions::branch;
+use super::actions::loop_steps::{self, LoopSpec};
 use super::actions::{Action, ActionSpec, Ran, RunCx};
 use super::children::ChildRunbooks;
-use super::document::{OnCancel, OnFailure, Runbook, StepDecl};
-use super::interpolate::Scope;
+use super::document::{OnCancel, OnFailure, Runbook, StepDecl, StepKind};
+use super::interpolate::{Scope, Variable};
 use super::selector::ValueType;
-use super::signals::SignalInbox;
+use super::signals::{SignalInbox, SignalKind};
 use crate::aws::api::{AwsCall, AwsCallError};
 use crate::context::{AwsContext, context_dict};
 use crate::egress::EgressCounts;
@@ -83,6 +85,12 @@ pub trait StepRunner: Send + Sync {
         let _ = (call, ctx);
         Box::pin(async { Err(AwsCallError::NoAccess) })
     }
+
+    /// How long a wait (`aws:waitForAwsResourceProperty`...) sleeps between two calls
+    /// (`[aws] poll_interval_seconds`).
+    fn poll_interval(&self) -> std::time::Duration {
+        crate::runbook::actions::aws_call::DEFAULT_POLL_INTERVAL
+    }
 }
 
 /// What happens during an execution, as it happens.
@@ -101,6 +109,16 @@ pub enum RunEvent<'a> {
         step: &'a StepDecl,
         /// The line.
         line: &'a LogLine,
+    },
+    /// A step waits for a signal (aws:pause, aws:approve): the execution shows `Waiting` until
+    /// the step's attempt ends.
+    Waiting {
+        /// The step.
+        step: &'a StepDecl,
+        /// The execution's id (what `scriptbox signal` takes).
+        execution_id: &'a str,
+        /// The signal types it waits for.
+        accepts: &'a [SignalKind],
     },
     /// A step finished (after its last attempt).
     StepFinished {
@@ -211,15 +229,42 @@ pub async fn execute(
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let start = Timestamp::now();
-    let mut scope = Scope {
+    // `{{ssm:NAME}}` defaults are read from the endpoint's Parameter Store before any step.
+    let mut params = params;
+    if let Err(e) =
+        super::parameters::resolve_parameter_store(&rb.parameters, &mut params, runner, &id, cancel)
+            .await
+    {
+        return Execution {
+            id,
+            document_name: rb.name.clone(),
+            status: StepStatus::Failed,
+            start,
+            end: Timestamp::now(),
+            parameters: params,
+            steps: Vec::new(),
+            outputs: Vec::new(),
+            failure_message: Some(e.to_string()),
+            engine_error: None,
+        };
+    }
+    let scope = Scope {
         params: params.clone(),
         system: context_dict(options.context, &id, start.utc()),
         outputs: HashMap::new(),
         unsuccessful: HashMap::new(),
+        variables: rb
+            .variables
+            .iter()
+            .map(|v| {
+                let var = Variable {
+                    ty: v.ty,
+                    value: v.default.clone(),
+                };
+                (v.name.clone(), var)
+            })
+            .collect(),
     };
-    let mut state = State::new(cancel);
-    let mut records: Vec<StepRecord> = Vec::new();
-    let mut next = if rb.steps.is_empty() { None } else { Some(0) };
     // No deadline only when it is too far to be represented (it never comes).
     let deadline =
         tokio::time::Instant::now().checked_add(Duration::from_secs(options.max_run_secs));
@@ -227,49 +272,26 @@ pub async fn execute(
         "The execution ran longer than limits.max_runbook_seconds ({} s) and was stopped.",
         options.max_run_secs
     );
-    while let Some(i) = next {
-        if state.stops_before_step(deadline, &out_of_time, records.len()) {
-            break;
-        }
-        let step = &rb.steps[i];
-        // The step gets its own token so that the deadline stops it the way a cancel does
-        // (its container is killed and removed) without cancelling the execution.
-        let step_token = state.token.child_token();
-        let run = run_step(
-            rb,
-            step,
-            &id,
-            runner,
-            options,
-            &mut scope,
-            observer,
-            &step_token,
-        );
-        let (timed_out, (mut record, branch_target, engine_failed)) =
-            within(deadline, &step_token, run).await;
-        if timed_out && !state.token.is_cancelled() {
-            record.status = StepStatus::TimedOut;
-            record.failure_message = Some(out_of_time.clone());
-            record.next_step = None;
-            observer(RunEvent::StepFinished { record: &record });
-            records.push(record);
-            state.status = StepStatus::TimedOut;
-            state.failure_message = Some(out_of_time.clone());
-            break;
-        }
-        next = next_after(
-            rb,
-            i,
-            &record,
-            branch_target,
-            engine_failed,
-            &mut scope,
-            &mut state,
-        );
-        record.next_step = next.map(|n| rb.steps[n].name.clone());
-        observer(RunEvent::StepFinished { record: &record });
-        records.push(record);
-    }
+    let mut run = Run {
+        rb,
+        id: &id,
+        runner,
+        options,
+        observer,
+        scope,
+        state: State::new(cancel),
+        records: Vec::new(),
+        deadline,
+        out_of_time,
+        open_loops: 0,
+    };
+    run.main_steps().await;
+    let Run {
+        mut state,
+        records,
+        scope,
+        ..
+    } = run;
     if state.cancelled {
         state.status = StepStatus::Cancelled;
         state
@@ -288,6 +310,267 @@ pub async fn execute(
         failure_message: state.failure_message,
         engine_error: state.engine_error,
     }
+}
+
+/// Where the execution goes after a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Next {
+    /// The step at this index of the same level (mainSteps, or the loop's steps).
+    Step(usize),
+    /// The end of the level: of the execution, or of the loop's iteration.
+    End,
+    /// The execution stops (an abort, a cancel without onCancel, the deadline, the bound).
+    Stop,
+    /// A step outside the level (an inner step's onFailure / onCancel naming a main step).
+    Outside(String),
+}
+
+/// An execution in progress: what its steps share.
+struct Run<'r> {
+    rb: &'r Runbook,
+    id: &'r str,
+    runner: &'r dyn StepRunner,
+    options: &'r ExecOptions<'r>,
+    observer: &'r mut (dyn FnMut(RunEvent<'_>) + Send),
+    scope: Scope,
+    state: State,
+    /// The ended step executions, in the order they ended.
+    records: Vec<StepRecord>,
+    deadline: Option<tokio::time::Instant>,
+    out_of_time: String,
+    /// Loops running now: counted as step executions before their records exist.
+    open_loops: usize,
+}
+
+impl<'r> Run<'r> {
+    /// Runs `mainSteps` from the first.
+    async fn main_steps(&mut self) {
+        let steps = &self.rb.steps;
+        let mut next = if steps.is_empty() { None } else { Some(0) };
+        while let Some(i) = next {
+            let went = match &steps[i].kind {
+                StepKind::Loop(spec) => self.run_loop(steps, i, spec).await,
+                _ => self.one_step(steps, i).await,
+            };
+            next = match went {
+                Next::Step(n) => Some(n),
+                Next::Outside(t) => self.rb.step_index(&t),
+                Next::End | Next::Stop => None,
+            };
+        }
+    }
+
+    /// Whether the execution stops before its next step.
+    fn stops(&mut self) -> bool {
+        let executed = self.records.len() + self.open_loops;
+        self.state
+            .stops_before_step(self.deadline, &self.out_of_time, executed)
+    }
+
+    /// Tells the observer a step ended and keeps its record.
+    fn finish(&mut self, record: StepRecord) {
+        (self.observer)(RunEvent::StepFinished { record: &record });
+        self.records.push(record);
+    }
+
+    /// Runs step `i` of `level` (all its attempts) within the run deadline; where next.
+    async fn one_step(&mut self, level: &'r [StepDecl], i: usize) -> Next {
+        if self.stops() {
+            return Next::Stop;
+        }
+        let step = &level[i];
+        // The step gets its own token so that the deadline stops it the way a cancel does
+        // (its container is killed and removed) without cancelling the execution.
+        let step_token = self.state.token.child_token();
+        let run = run_step(
+            self.rb,
+            step,
+            self.id,
+            self.runner,
+            self.options,
+            &mut self.scope,
+            &mut *self.observer,
+            &step_token,
+        );
+        let (timed_out, (mut record, branch_target, engine_failed)) =
+            within(self.deadline, &step_token, run).await;
+        if timed_out && !self.state.token.is_cancelled() {
+            record.status = StepStatus::TimedOut;
+            record.failure_message = Some(self.out_of_time.clone());
+            record.next_step = None;
+            self.finish(record);
+            self.state.status = StepStatus::TimedOut;
+            self.state.failure_message = Some(self.out_of_time.clone());
+            return Next::Stop;
+        }
+        let next = next_after(
+            level,
+            i,
+            &record,
+            branch_target,
+            engine_failed,
+            &mut self.scope,
+            &mut self.state,
+        );
+        record.next_step = match &next {
+            Next::Step(n) => Some(level[*n].name.clone()),
+            Next::Outside(t) => Some(t.clone()),
+            Next::End | Next::Stop => None,
+        };
+        self.finish(record);
+        next
+    }
+
+    /// Runs the aws:loop step `i` of `level`: its iterations (each runs the inner steps as
+    /// steps of the execution), then its own record; where next.
+    async fn run_loop(&mut self, level: &'r [StepDecl], i: usize, spec: &'r LoopSpec) -> Next {
+        if self.stops() {
+            return Next::Stop;
+        }
+        let step = &level[i];
+        (self.observer)(RunEvent::StepStarted { step, attempt: 1 });
+        let mut record = base_record(step, step.inputs.clone());
+        let planned = match self.scope.substitute(&Value::Object(step.inputs.clone())) {
+            Ok(Value::Object(inputs)) => {
+                record.inputs = inputs;
+                loop_steps::plan(spec, &record.inputs).map_err(|e| e.to_string())
+            }
+            Ok(_) => loop_steps::plan(spec, &Map::new()).map_err(|e| e.to_string()),
+            Err(e) => Err(format!("The step's inputs could not be resolved: {e}")),
+        };
+        self.scope.unsuccessful.remove(&step.name);
+        self.open_loops += 1;
+        let ended = match planned {
+            Ok(plan) => self.iterations(step, spec, &plan, &mut record).await,
+            Err(e) => LoopEnd::Failed(e),
+        };
+        self.open_loops -= 1;
+        record.end = Timestamp::now();
+        let next = match ended {
+            LoopEnd::Done => {
+                record.status = StepStatus::Success;
+                next_after(
+                    level,
+                    i,
+                    &record,
+                    None,
+                    false,
+                    &mut self.scope,
+                    &mut self.state,
+                )
+            }
+            LoopEnd::Failed(message) => {
+                record.status = StepStatus::Failed;
+                record.failure_message = Some(aws_plain_failure("InvalidInput", &message));
+                next_after(
+                    level,
+                    i,
+                    &record,
+                    None,
+                    false,
+                    &mut self.scope,
+                    &mut self.state,
+                )
+            }
+            // An inner step decided (the loop inherits its onFailure / onCancel).
+            LoopEnd::Inner(next) => {
+                record.status = if self.state.cancelled {
+                    StepStatus::Cancelled
+                } else if self.state.status == StepStatus::TimedOut {
+                    StepStatus::TimedOut
+                } else {
+                    StepStatus::Failed
+                };
+                let inner = self.records.last().map(|r| {
+                    let why = r.failure_message.as_deref().unwrap_or("");
+                    format!("Step {} of the loop ended {}: {why}", r.name, r.status)
+                });
+                record.failure_message = inner;
+                self.scope.outputs.remove(&step.name);
+                self.scope
+                    .unsuccessful
+                    .insert(step.name.clone(), record.status.to_string());
+                next
+            }
+        };
+        record.next_step = match &next {
+            Next::Step(n) => Some(level[*n].name.clone()),
+            Next::Outside(t) => Some(t.clone()),
+            Next::End | Next::Stop => None,
+        };
+        self.finish(record);
+        next
+    }
+
+    /// The iterations of a loop; the loop's outputs are those of the last one.
+    async fn iterations(
+        &mut self,
+        step: &'r StepDecl,
+        spec: &'r LoopSpec,
+        plan: &loop_steps::Plan,
+        record: &mut StepRecord,
+    ) -> LoopEnd {
+        let mut done: u32 = 0;
+        record.outputs = loop_steps::iteration_outputs(spec, plan, 0);
+        loop {
+            match loop_steps::again(spec, plan, done, &self.scope) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => return LoopEnd::Failed(e.to_string()),
+            }
+            done += 1;
+            record.outputs = loop_steps::iteration_outputs(spec, plan, done);
+            let current: Map<String, Value> = record
+                .outputs
+                .iter()
+                .map(|(n, _, v)| (n.clone(), v.clone()))
+                .collect();
+            self.scope.outputs.insert(step.name.clone(), current);
+            self.loop_log(step, record, format!("iteration {done}"));
+            let mut at = if spec.steps.is_empty() { None } else { Some(0) };
+            while let Some(j) = at {
+                at = match self.one_step(&spec.steps, j).await {
+                    Next::Step(k) => Some(k),
+                    Next::End => None,
+                    other => return LoopEnd::Inner(other),
+                };
+            }
+        }
+        let condition_holds = spec.condition.is_some()
+            && done >= plan.max
+            && spec
+                .condition
+                .as_ref()
+                .is_some_and(|c| branch::eval(c, &self.scope).unwrap_or(false));
+        if condition_holds {
+            let line = format!(
+                "MaxIterations ({}) reached while LoopCondition still holds: the loop ends",
+                plan.max
+            );
+            self.loop_log(step, record, line);
+        }
+        LoopEnd::Done
+    }
+
+    /// A line of the loop's own log (its record's, and the observer's).
+    fn loop_log(&mut self, step: &StepDecl, record: &mut StepRecord, text: String) {
+        let line = LogLine {
+            stream: LogStream::Scriptbox,
+            text,
+        };
+        (self.observer)(RunEvent::Log { step, line: &line });
+        record.log.push(line);
+    }
+}
+
+/// How a loop's iterations ended.
+enum LoopEnd {
+    /// Every iteration ran (or the condition stopped the loop, or MaxIterations did).
+    Done,
+    /// The loop itself failed (its inputs or its condition): its own onFailure applies.
+    Failed(String),
+    /// An inner step stopped the execution or went to a step outside the loop.
+    Inner(Next),
 }
 
 /// The document's outputs: each with its value when its step succeeded.
@@ -358,22 +641,26 @@ impl State {
     }
 }
 
-/// The step to run after step `i` ended as `record`, updating the scope and the state.
+/// Where to go after step `i` of `level` ended as `record`, updating the scope and the state.
 fn next_after(
-    rb: &Runbook,
+    level: &[StepDecl],
     i: usize,
     record: &StepRecord,
     branch_target: Option<String>,
     engine_failed: bool,
     scope: &mut Scope,
     state: &mut State,
-) -> Option<usize> {
-    let step = &rb.steps[i];
-    let successor = |target: Option<String>| -> Option<usize> {
+) -> Next {
+    let step = &level[i];
+    let find = |t: &str| match level.iter().position(|s| s.name == t) {
+        Some(n) => Next::Step(n),
+        None => Next::Outside(t.to_string()),
+    };
+    let successor = |target: Option<String>| -> Next {
         match target.or_else(|| step.next_step.clone()) {
-            Some(t) => rb.step_index(&t),
-            None if i + 1 < rb.steps.len() => Some(i + 1),
-            None => None,
+            Some(t) => find(&t),
+            None if i + 1 < level.len() => Next::Step(i + 1),
+            None => Next::End,
         }
     };
     match record.status {
@@ -388,7 +675,7 @@ fn next_after(
             scope.outputs.insert(step.name.clone(), outs);
             scope.unsuccessful.remove(&step.name);
             if step.is_end {
-                None
+                Next::End
             } else {
                 successor(branch_target)
             }
@@ -400,10 +687,10 @@ fn next_after(
                 .unsuccessful
                 .insert(step.name.clone(), "Cancelled".into());
             match &step.on_cancel {
-                OnCancel::Abort => None,
+                OnCancel::Abort => Next::Stop,
                 OnCancel::Step(t) => {
                     state.token = CancellationToken::new();
-                    rb.step_index(t)
+                    find(t)
                 }
             }
         }
@@ -421,9 +708,9 @@ fn next_after(
                 state.engine_error = record.failure_message.clone();
             }
             match &step.on_failure {
-                _ if aborts => None,
-                OnFailure::Step(t) => rb.step_index(t),
-                OnFailure::Continue if step.is_end => None,
+                _ if aborts => Next::Stop,
+                OnFailure::Step(t) => find(t),
+                OnFailure::Continue if step.is_end => Next::End,
                 _ => successor(None),
             }
         }
@@ -664,6 +951,7 @@ mod tests {
     use super::*;
     use crate::runbook::document::{LoadOptions, load_str};
     use crate::runbook::yaml::Format;
+    use serde_json::json;
     use std::sync::Mutex;
 
     /// A fake runner: each handler name maps to a scripted outcome; records what ran.
@@ -836,6 +1124,7 @@ mod tests {
                         format!("start {} {attempt}", step.name)
                     }
                     RunEvent::Log { step, line } => format!("log {} {}", step.name, line.text),
+                    RunEvent::Waiting { step, .. } => format!("waiting {}", step.name),
                     RunEvent::StepFinished { record } => {
                         format!("end {} {}", record.name, record.status)
                     }
@@ -1175,5 +1464,295 @@ mod tests {
                 .iter()
                 .any(|l| l.text.contains("are left out of this record")),
         );
+    }
+
+    /// Loads a whole YAML runbook (for loops, whose inner steps `doc` does not write).
+    fn doc_text(y: &str) -> Runbook {
+        let catalog = Catalog::builtin();
+        let options = LoadOptions {
+            catalog: &catalog,
+            max_timeout_secs: 600,
+            attachments_dir: None,
+        };
+        load_str(y, "test", Format::Yaml, std::path::Path::new("."), &options)
+            .unwrap_or_else(|e| panic!("{e}\n{y}"))
+    }
+
+    /// An executeScript step (handler = name) at the indent of a loop's `Steps`, with `more`.
+    fn inner(name: &str, more: &str) -> String {
+        format!(
+            "        - name: {name}\n          action: aws:executeScript\n          inputs:\n            Runtime: python3.11\n            Handler: {name}\n            Script: 'def {name}(e, c): pass'\n{more}"
+        )
+    }
+
+    fn ok(v: Value) -> (StepStatus, Value) {
+        (StepStatus::Success, v)
+    }
+
+    #[tokio::test]
+    async fn a_loop_runs_its_steps_once_per_iterator() {
+        let rb = doc_text(&format!(
+            "schemaVersion: '0.3'\nmainSteps:\n  - name: each\n    action: aws:loop\n    inputs:\n      Iterators: [a, b, c]\n      Steps:\n{}  - name: after\n    action: aws:executeScript\n    inputs:\n      Runtime: python3.11\n      Handler: after\n      Script: 'def after(e, c): pass'\n      InputPayload: {{last: '{{{{ each.CurrentIteratorValue }}}}', n: '{{{{ each.CurrentIteration }}}}', w: '{{{{ work.Payload }}}}'}}\noutputs: [each.CurrentIteration]\n",
+            inner(
+                "work",
+                "            InputPayload: {item: '{{ each.CurrentIteratorValue }}', n: '{{ each.CurrentIteration }}'}\n"
+            )
+        ));
+        let fake = Fake::new(&[("work", &[ok(json!(1)), ok(json!(2)), ok(json!(3))])]);
+        let (e, events) = run_with(&rb, &fake, &CancellationToken::new()).await;
+        assert_eq!(
+            names(&e),
+            [
+                "work:Success",
+                "work:Success",
+                "work:Success",
+                "each:Success",
+                "after:Success"
+            ]
+        );
+        for (k, item) in ["a", "b", "c"].iter().enumerate() {
+            assert_eq!(
+                e.steps[k].inputs["InputPayload"],
+                json!({"item": item, "n": k + 1})
+            );
+        }
+        // After the loop: the last iteration's values, and the inner step's last outputs.
+        assert_eq!(
+            e.steps[4].inputs["InputPayload"],
+            json!({"last": "c", "n": 3, "w": 3})
+        );
+        assert_eq!(e.outputs[0].1, Some(json!(3)));
+        assert_eq!(e.steps[3].next_step.as_deref(), Some("after"));
+        assert_eq!(events[0], "start each 1");
+        assert!(
+            events.contains(&"log each iteration 3".to_string()),
+            "{events:?}"
+        );
+        assert_eq!(e.status, StepStatus::Success);
+    }
+
+    #[tokio::test]
+    async fn a_do_while_loop_runs_until_its_condition_fails() {
+        let rb = doc_text(&format!(
+            "schemaVersion: '0.3'\nvariables:\n  Count: {{type: Integer, default: 0}}\nmainSteps:\n  - name: poll\n    action: aws:loop\n    inputs:\n      MaxIterations: 10\n      LoopCondition:\n        Variable: '{{{{ check.Retry }}}}'\n        BooleanEquals: true\n      Steps:\n{}        - name: bump\n          action: aws:updateVariable\n          inputs:\n            Name: variable:Count\n            Value: '{{{{ poll.CurrentIteration }}}}'\n          isEnd: true\n        - name: never\n          action: aws:sleep\n          inputs: {{Duration: PT1H}}\n  - name: report\n    action: aws:executeScript\n    inputs:\n      Runtime: python3.11\n      Handler: report\n      Script: 'def report(e, c): pass'\n      InputPayload: {{count: '{{{{ variable:Count }}}}'}}\n",
+            inner(
+                "check",
+                "          outputs:\n            - {Name: Retry, Selector: $.Payload.retry, Type: Boolean}\n"
+            )
+        ));
+        let fake = Fake::new(&[(
+            "check",
+            &[
+                ok(json!({"retry": true})),
+                ok(json!({"retry": true})),
+                ok(json!({"retry": false})),
+            ],
+        )]);
+        let e = run(&rb, &fake).await;
+        assert_eq!(
+            names(&e),
+            [
+                "check:Success",
+                "bump:Success",
+                "check:Success",
+                "bump:Success",
+                "check:Success",
+                "bump:Success",
+                "poll:Success",
+                "report:Success"
+            ]
+        );
+        assert_eq!(e.steps[7].inputs["InputPayload"], json!({"count": 3}));
+        assert_eq!(e.steps[6].outputs[0].2, json!(3));
+        // MaxIterations ends a loop whose condition still holds, and says so.
+        let rb = doc_text(&format!(
+            "schemaVersion: '0.3'\nmainSteps:\n  - name: poll\n    action: aws:loop\n    inputs:\n      MaxIterations: 2\n      LoopCondition: {{Variable: '{{{{ check.Retry }}}}', BooleanEquals: true}}\n      Steps:\n{}",
+            inner(
+                "check",
+                "          outputs:\n            - {Name: Retry, Selector: $.Payload.retry, Type: Boolean}\n"
+            )
+        ));
+        let fake = Fake::new(&[("check", &[ok(json!({"retry": true}))])]);
+        let e = run(&rb, &fake).await;
+        assert_eq!(
+            names(&e),
+            ["check:Success", "check:Success", "poll:Success"]
+        );
+        assert!(
+            e.steps[2].log.iter().any(|l| l
+                .text
+                .contains("MaxIterations (2) reached while LoopCondition still holds")),
+            "{:?}",
+            e.steps[2].log
+        );
+    }
+
+    #[tokio::test]
+    async fn on_failure_inside_a_loop_is_the_loops() {
+        let body = |on_failure: &str| {
+            format!(
+                "schemaVersion: '0.3'\nmainSteps:\n  - name: each\n    action: aws:loop\n    inputs:\n      Iterators: [a, b]\n      Steps:\n{}{}  - name: after\n    action: aws:sleep\n    inputs: {{Duration: PT0S}}\n    isEnd: true\n  - name: rescue\n    action: aws:sleep\n    inputs: {{Duration: PT0S}}\n",
+                inner("flaky", &format!("          {on_failure}\n")),
+                inner("next", "")
+            )
+        };
+        let fails_second = Fake::new(&[(
+            "flaky",
+            &[ok(Value::Null), (StepStatus::Failed, Value::Null)],
+        )]);
+        // Abort (the default): the loop fails and the execution stops.
+        let e = run(&doc_text(&body("onFailure: Abort")), &fails_second).await;
+        assert_eq!(
+            names(&e),
+            [
+                "flaky:Success",
+                "next:Success",
+                "flaky:Failed",
+                "each:Failed"
+            ]
+        );
+        assert_eq!(e.status, StepStatus::Failed);
+        assert_eq!(e.failure_message.as_deref(), Some("flaky Failed"));
+        assert_eq!(
+            e.steps[3].failure_message.as_deref(),
+            Some("Step flaky of the loop ended Failed: flaky Failed")
+        );
+        // Continue: the iteration goes on.
+        let fake = Fake::new(&[("flaky", FAIL)]);
+        let e = run(&doc_text(&body("onFailure: Continue")), &fake).await;
+        assert_eq!(
+            names(&e),
+            [
+                "flaky:Failed",
+                "next:Success",
+                "flaky:Failed",
+                "next:Success",
+                "each:Success",
+                "after:Success"
+            ]
+        );
+        assert_eq!(e.status, StepStatus::Success);
+        // step:X naming a main step: the loop fails there and the execution goes on at X.
+        let fails_second = Fake::new(&[(
+            "flaky",
+            &[ok(Value::Null), (StepStatus::Failed, Value::Null)],
+        )]);
+        let e = run(&doc_text(&body("onFailure: step:rescue")), &fails_second).await;
+        assert_eq!(
+            names(&e),
+            [
+                "flaky:Success",
+                "next:Success",
+                "flaky:Failed",
+                "each:Failed",
+                "rescue:Success"
+            ]
+        );
+        assert_eq!(e.steps[3].next_step.as_deref(), Some("rescue"));
+        assert_eq!(e.status, StepStatus::Failed, "flaky is critical");
+        // step:X naming an inner step: the iteration goes on there.
+        let fake = Fake::new(&[("flaky", FAIL)]);
+        let e = run(
+            &doc_text(&body("onFailure: step:next\n          isCritical: false")),
+            &fake,
+        )
+        .await;
+        assert_eq!(names(&e).len(), 6, "{:?}", names(&e));
+        assert_eq!(e.status, StepStatus::Success);
+    }
+
+    #[tokio::test]
+    async fn a_loop_failing_on_its_own_uses_its_own_on_failure() {
+        let rb = doc_text(&format!(
+            "schemaVersion: '0.3'\nparameters:\n  Items: {{type: String, default: notalist}}\nmainSteps:\n  - name: each\n    action: aws:loop\n    onFailure: Continue\n    inputs:\n      Iterators: '{{{{ Items }}}}'\n      Steps:\n{}  - name: after\n    action: aws:sleep\n    inputs: {{Duration: PT0S}}\n",
+            inner("work", "")
+        ));
+        let e = run(&rb, &Fake::new(&[])).await;
+        assert_eq!(names(&e), ["each:Failed", "after:Success"]);
+        let message = e.steps[0].failure_message.clone().unwrap_or_default();
+        assert!(
+            message.contains("Iterators must be a list (a StringList), not a string"),
+            "{message}"
+        );
+        assert_eq!(e.status, StepStatus::Success);
+    }
+
+    #[tokio::test]
+    async fn inner_steps_count_against_the_bound_and_obey_cancel_and_the_deadline() {
+        // 100 iterations of 10 steps pass MAX_STEP_EXECUTIONS: the execution stops there.
+        let mut steps = String::new();
+        for k in 0..10 {
+            steps.push_str(&format!(
+                "        - {{name: set{k}, action: aws:updateVariable, inputs: {{Name: 'variable:Go', Value: true}}}}\n"
+            ));
+        }
+        let rb = doc_text(&format!(
+            "schemaVersion: '0.3'\nvariables:\n  Go: {{type: Boolean, default: true}}\nmainSteps:\n  - name: spin\n    action: aws:loop\n    inputs:\n      LoopCondition: {{Variable: '{{{{ variable:Go }}}}', BooleanEquals: true}}\n      Steps:\n{steps}"
+        ));
+        let e = run(&rb, &Fake::new(&[])).await;
+        assert_eq!(e.steps.len(), MAX_STEP_EXECUTIONS);
+        assert_eq!(e.steps.last().map(|s| s.name.as_str()), Some("spin"));
+        assert_eq!(e.status, StepStatus::Failed);
+        assert!(
+            e.failure_message
+                .as_deref()
+                .unwrap_or("")
+                .contains("ran 1000 steps"),
+            "{:?}",
+            e.failure_message
+        );
+        // A cancel during an inner step: it and the loop end Cancelled, onCancel of the inner
+        // step runs (a main step).
+        let rb = doc_text(&format!(
+            "schemaVersion: '0.3'\nmainSteps:\n  - name: each\n    action: aws:loop\n    inputs:\n      Iterators: [a, b]\n      Steps:\n{}  - name: after\n    action: aws:sleep\n    inputs: {{Duration: PT0S}}\n    isEnd: true\n  - name: cleanup\n    action: aws:sleep\n    inputs: {{Duration: PT0S}}\n",
+            inner("slow", "          onCancel: step:cleanup\n")
+        ));
+        let mut fake = Fake::new(&[]);
+        fake.blocking = vec!["slow".into()];
+        let cancel = CancellationToken::new();
+        let c2 = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c2.cancel();
+        });
+        let (e, _) = run_with(&rb, &fake, &cancel).await;
+        assert_eq!(
+            names(&e),
+            ["slow:Cancelled", "each:Cancelled", "cleanup:Success"]
+        );
+        assert_eq!(e.status, StepStatus::Cancelled);
+        // The run deadline stops an inner step, and the loop with it.
+        let rb = doc_text(
+            "schemaVersion: '0.3'\nmainSteps:\n  - name: each\n    action: aws:loop\n    inputs:\n      Iterators: [a]\n      Steps:\n        - {name: nap, action: aws:sleep, inputs: {Duration: PT30S}}\n",
+        );
+        let began = std::time::Instant::now();
+        let (e, _) = run_limited(&rb, &Fake::new(&[]), &CancellationToken::new(), 1).await;
+        assert!(began.elapsed() < Duration::from_secs(10));
+        assert_eq!(names(&e), ["nap:TimedOut", "each:TimedOut"]);
+        assert_eq!(e.status, StepStatus::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn update_variable_sets_a_typed_value() {
+        let rb = doc_text(
+            "schemaVersion: '0.3'\nparameters:\n  N: {type: String, default: '7'}\nvariables:\n  Count: {type: Integer}\nmainSteps:\n  - name: early\n    action: aws:sleep\n    onFailure: Continue\n    inputs: {Duration: 'PT{{ variable:Count }}S'}\n  - name: set\n    action: aws:updateVariable\n    onFailure: Continue\n    inputs: {Name: 'variable:Count', Value: '{{ N }}'}\n  - name: set2\n    action: aws:updateVariable\n    inputs: {Name: 'variable:Count', Value: 0}\n  - name: late\n    action: aws:sleep\n    inputs: {Duration: 'PT{{ variable:Count }}S'}\n",
+        );
+        let e = run(&rb, &Fake::new(&[])).await;
+        assert_eq!(
+            names(&e),
+            ["early:Failed", "set:Failed", "set2:Success", "late:Success"]
+        );
+        let early = e.steps[0].failure_message.clone().unwrap_or_default();
+        assert!(
+            early.contains("variable \"Count\" has no value yet"),
+            "{early}"
+        );
+        // A String parameter is not converted to the Integer variable.
+        let set = e.steps[1].failure_message.clone().unwrap_or_default();
+        assert!(
+            set.contains("Value for variable \"Count\" (Integer) is a string, not of type Integer"),
+            "{set}"
+        );
+        assert_eq!(e.steps[3].inputs["Duration"], json!("PT0S"));
     }
 }

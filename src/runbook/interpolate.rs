@@ -1,4 +1,5 @@
-//! `{{ }}` references: parameters, system variables and earlier steps' outputs.
+//! `{{ }}` references: parameters, system variables, runbook variables (`{{ variable:NAME }}`)
+//! and earlier steps' outputs.
 //!
 //! A reference that is the whole string keeps the referenced value's type (a StringMap stays a
 //! map); inside a longer string it is replaced by text: strings as they are, numbers and
@@ -9,6 +10,8 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use serde_json::{Map, Value};
+
+use super::selector::ValueType;
 
 /// The system variables a runbook may read.
 pub const SYSTEM_VARIABLES: [&str; 6] = [
@@ -27,6 +30,8 @@ pub enum Ref {
     Param(String),
     /// `{{ global:REGION }}`: a system variable.
     System(String),
+    /// `{{ variable:NAME }}`: a runbook variable (top-level `variables`).
+    Variable(String),
     /// `{{ step.Output }}`: an output of an earlier step.
     Output {
         /// The step's name.
@@ -115,6 +120,11 @@ fn parse(text: &str, inner: &str) -> Result<Ref, RefError> {
                     ))
                 }
             }
+            "variable" if is_name(rest) => Ok(Ref::Variable(rest.to_string())),
+            "variable" => Err(err(
+                format!("{rest:?} is not a variable name (letters, digits, `_` and `-`)"),
+                None,
+            )),
             "ssm" | "ssm-secure" | "secretsmanager" | "resolve" => Err(err(
                 format!(
                     "reads {prefix}:{rest}, which scriptbox cannot reach locally (no AWS account); pass the value as a parameter instead"
@@ -176,6 +186,17 @@ pub struct Scope {
     pub outputs: HashMap<String, Map<String, Value>>,
     /// Steps that ran but did not succeed (their outputs are not available).
     pub unsuccessful: HashMap<String, String>,
+    /// Runbook variables: declared type and current value (aws:updateVariable sets them).
+    pub variables: HashMap<String, Variable>,
+}
+
+/// A runbook variable at run time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variable {
+    /// Its declared type: aws:updateVariable's value must be of it (no conversion, as AWS).
+    pub ty: ValueType,
+    /// Its value; `None` until set when declared without a default.
+    pub value: Option<Value>,
 }
 
 /// The most bytes one substitution may produce (a step's inputs, a branch's operand): room
@@ -199,6 +220,14 @@ pub enum SubstituteError {
     /// A system variable without a value.
     #[error("system variable {0:?} has no value")]
     NoSystemValue(String),
+    /// An undeclared runbook variable.
+    #[error("variable {0:?} is not declared in `variables`")]
+    NoVariable(String),
+    /// A variable declared without a default and not set yet **(ours)**.
+    #[error(
+        "variable {0:?} has no value yet: it has no default and no aws:updateVariable step has set it"
+    )]
+    VariableUnset(String),
     /// A step that ran but has no such output.
     #[error("step {step:?} has no output {output:?}")]
     NoOutput {
@@ -300,6 +329,13 @@ impl Scope {
                 .system
                 .get(name)
                 .ok_or_else(|| SubstituteError::NoSystemValue(name.clone())),
+            Ref::Variable(name) => match self.variables.get(name) {
+                Some(Variable { value: Some(v), .. }) => Ok(v),
+                Some(Variable { value: None, .. }) => {
+                    Err(SubstituteError::VariableUnset(name.clone()))
+                }
+                None => Err(SubstituteError::NoVariable(name.clone())),
+            },
             Ref::Output { step, output } => match self.outputs.get(step) {
                 Some(outputs) => outputs
                     .get(output)

@@ -135,6 +135,9 @@ pub struct Selector {
     /// As written.
     pub text: String,
     segs: Vec<Seg>,
+    /// `$` is `{"Payload": payload}` (executeScript); else `$` is the value itself (an AWS
+    /// API action's response).
+    payload_rooted: bool,
 }
 
 impl fmt::Display for Selector {
@@ -146,6 +149,29 @@ impl fmt::Display for Selector {
 impl Selector {
     /// Parses `$.Payload...`.
     pub fn parse(text: &str) -> Result<Selector, SelectorError> {
+        let segs = Self::segments(text)?;
+        // `$` alone is the step's whole output object, `{"Payload": ...}` (ours).
+        if !segs.is_empty() && segs.first() != Some(&Seg::Child("Payload".into())) {
+            return Err(SelectorError::NotPayload(text.to_string()));
+        }
+        Ok(Selector {
+            text: text.into(),
+            segs,
+            payload_rooted: true,
+        })
+    }
+
+    /// Parses a selector of an AWS API action's response (`$.Reservations..InstanceId`):
+    /// `$` is the response itself.
+    pub fn parse_response(text: &str) -> Result<Selector, SelectorError> {
+        Ok(Selector {
+            text: text.into(),
+            segs: Self::segments(text)?,
+            payload_rooted: false,
+        })
+    }
+
+    fn segments(text: &str) -> Result<Vec<Seg>, SelectorError> {
         let rest = text
             .strip_prefix('$')
             .ok_or_else(|| SelectorError::NoDollar(text.to_string()))?;
@@ -214,14 +240,7 @@ impl Selector {
                 });
             }
         }
-        // `$` alone is the step's whole output object, `{"Payload": ...}` (ours).
-        if !segs.is_empty() && segs.first() != Some(&Seg::Child("Payload".into())) {
-            return Err(SelectorError::NotPayload(text.to_string()));
-        }
-        Ok(Selector {
-            text: text.into(),
-            segs,
-        })
+        Ok(segs)
     }
 
     /// True when the selector can match several values (`..`, `*`): the result is a list.
@@ -234,10 +253,16 @@ impl Selector {
     /// Evaluates against a step's payload. `None`: nothing matched (never for a multi selector,
     /// which gives a list, possibly empty).
     pub fn select(&self, payload: &Value) -> Option<Value> {
-        let mut root = Map::new();
-        root.insert("Payload".into(), payload.clone());
-        let root = Value::Object(root);
-        let mut current: Vec<&Value> = vec![&root];
+        let wrapped;
+        let root = if self.payload_rooted {
+            let mut root = Map::new();
+            root.insert("Payload".into(), payload.clone());
+            wrapped = Value::Object(root);
+            &wrapped
+        } else {
+            payload
+        };
+        let mut current: Vec<&Value> = vec![root];
         for seg in &self.segs {
             let mut next = Vec::new();
             for v in current {

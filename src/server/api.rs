@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth::Token;
 use super::metrics::Metrics;
-use super::scheduler::{CancelOutcome, Scheduler, SubmitError};
+use super::scheduler::{CancelOutcome, Scheduler, SignalOutcome, SubmitError};
 use super::types::{self, parse_submit};
 use crate::report::{self, RuntimeRow, problems_json};
 use crate::runtimes::Catalog;
@@ -109,6 +109,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/executions", post(submit).get(list))
         .route("/v1/executions/{id}", get(get_one))
         .route("/v1/executions/{id}/cancel", post(cancel))
+        .route("/v1/executions/{id}/signal", post(signal))
         .route("/v1/executions/{id}/log", get(log))
         .route("/v1/runtimes", get(runtimes))
         .route("/v1/health", get(health))
@@ -345,6 +346,77 @@ async fn cancel(State(st): State<AppState>, Path(id): Path<String>) -> Result<Re
             Json(json!({"Id": id, "Status": "Running", "Cancelling": true})),
         )
             .into_response()),
+    }
+}
+
+/// `POST /v1/executions/{id}/signal`: `{"SignalType": "Resume", "Payload": {"Comment": ["…"]}}`.
+/// The sender is the daemon's own OS user **(ours)**: the native API's callers are its owner (the
+/// Unix socket is owner-only; TCP needs the operator's token).
+async fn signal(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    use crate::runbook::signals::{Signal, SignalKind, check_payload, local_user};
+    let bad = |field: &str, message: String| {
+        let mut e = ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequest", message);
+        e.field = Some(field.to_string());
+        e
+    };
+    let body =
+        body.map_err(|rej| ApiError::new(rej.status(), "InvalidRequest", rej.body_text()))?;
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| bad("body", format!("the body is not JSON: {e}")))?;
+    let Some(obj) = v.as_object() else {
+        return Err(bad("body", "the body must be a JSON object".into()));
+    };
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !["SignalType", "Payload"].contains(&k.as_str()))
+    {
+        return Err(bad(
+            k,
+            format!("unknown field {k:?} (known: SignalType, Payload)"),
+        ));
+    }
+    let names: Vec<&str> = SignalKind::ALL.iter().map(|k| k.as_str()).collect();
+    let kind = obj
+        .get("SignalType")
+        .and_then(Value::as_str)
+        .and_then(SignalKind::parse)
+        .ok_or_else(|| {
+            bad(
+                "SignalType",
+                format!("SignalType is required: one of {}", names.join(", ")),
+            )
+        })?;
+    let payload = check_payload(obj.get("Payload")).map_err(|e| bad("Payload", e.to_string()))?;
+    let outcome = st
+        .scheduler
+        .signal(&id, Signal::new(kind, payload, local_user()))
+        .await;
+    match outcome {
+        SignalOutcome::Delivered(step) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"Id": id, "SignalType": kind.as_str(), "StepName": step})),
+        )
+            .into_response()),
+        SignalOutcome::NotFound => Err(ApiError::not_found(&id)),
+        SignalOutcome::AlreadyFinished(status) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "InvalidSignal",
+            format!("the execution already ended: {}", status.as_str()),
+        )),
+        SignalOutcome::Queued => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "InvalidSignal",
+            format!("the execution is queued: no step waits for {kind} yet"),
+        )),
+        SignalOutcome::Refused(e) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "InvalidSignal",
+            e.to_string(),
+        )),
     }
 }
 

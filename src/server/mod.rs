@@ -248,10 +248,21 @@ pub async fn services(
     )
     .await
     .map_err(|e| ServeError::Config(format!("AWS access: {e}")))?;
+    // The runtime of the AWS actions' worker, checked now (its image must be built).
+    let worker = match &aws {
+        Some(_) => crate::aws::worker::AwsWorker::resolve(
+            &catalog,
+            settings.aws.api_runtime.as_deref(),
+            &engine,
+        )
+        .await
+        .map_err(|e| ServeError::Config(e.to_string()))?,
+        None => None,
+    };
     let settings = Arc::new(settings);
     let catalog = Arc::new(catalog);
     let metrics = Arc::new(metrics::Metrics::default());
-    let runner = step_runner(engine.clone(), &settings, aws, &data_dir);
+    let runner = step_runner(engine.clone(), &settings, (aws, worker), &data_dir);
     let scheduler = scheduler_of(&settings, &catalog, &store, &metrics, runner);
     let queued = store
         .with_status(ExecStatus::Queued)
@@ -427,7 +438,10 @@ pub fn default_socket() -> PathBuf {
 fn step_runner(
     engine: Engine,
     settings: &Arc<Settings>,
-    aws: Option<Arc<crate::aws::AwsAccess>>,
+    (aws, worker): (
+        Option<Arc<crate::aws::AwsAccess>>,
+        Option<crate::aws::worker::AwsWorker>,
+    ),
     data_dir: &Path,
 ) -> DaemonRunner {
     let scratch = data_dir.join("scratch");
@@ -456,7 +470,8 @@ fn step_runner(
         settings.context.clone(),
         settings.output.clone(),
     )
-    .with_aws(aws);
+    .with_aws(aws)
+    .with_aws_worker(worker);
     DaemonRunner {
         runner: Arc::new(runner),
         permits,

@@ -42,6 +42,7 @@ use crate::execute::{JobLimits, Runner, StepJob};
 use crate::pool::WarmPool;
 use crate::record::RunbookOutcome;
 use crate::result::{LogLine, LogStream};
+use crate::runbook::signals::{Signal, SignalError, SignalSender};
 use crate::runbook::{self as rb, executor::RunEvent};
 use crate::runtimes::Catalog;
 use crate::sandbox::Removal;
@@ -111,6 +112,23 @@ enum Phase {
 struct Entry {
     token: CancellationToken,
     phase: Phase,
+    /// The running runbook's signal sender (`aws:pause`, `aws:approve` wait on its inbox).
+    signals: Option<SignalSender>,
+}
+
+/// What signalling an execution found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SignalOutcome {
+    /// Delivered to the waiting step (its name).
+    Delivered(String),
+    /// The execution runs but does not take the signal now (the reason).
+    Refused(SignalError),
+    /// It is queued: no step waits yet.
+    Queued,
+    /// It had already ended.
+    AlreadyFinished(ExecStatus),
+    /// No such execution.
+    NotFound,
 }
 
 struct Job {
@@ -281,6 +299,7 @@ impl Scheduler {
                 Entry {
                     token: CancellationToken::new(),
                     phase: Phase::Admitting,
+                    signals: None,
                 },
             );
         }
@@ -338,6 +357,7 @@ impl Scheduler {
                             Entry {
                                 token: CancellationToken::new(),
                                 phase: Phase::Admitting,
+                                signals: None,
                             },
                         );
                     }
@@ -663,6 +683,16 @@ impl Scheduler {
         token: &CancellationToken,
     ) -> (ExecStatus, Outcome, Option<String>) {
         let steps = self.runner.with_runbook_limits(self.job_limits(limits));
+        let (sender, inbox) = rb::signals::inbox();
+        if let Some(e) = self
+            .state
+            .lock()
+            .expect("scheduler lock")
+            .entries
+            .get_mut(id)
+        {
+            e.signals = Some(sender);
+        }
         let options = rb::executor::ExecOptions {
             execution_id: Some(id.to_string()),
             context: &self.settings.context,
@@ -670,7 +700,7 @@ impl Scheduler {
             max_timeout_secs: self.settings.limits.max_timeout_seconds,
             max_run_secs: self.settings.limits.max_runbook_seconds,
             children: None,
-            signals: None,
+            signals: Some(&inbox),
             depth: 0,
         };
         let store = self.store.clone();
@@ -680,6 +710,8 @@ impl Scheduler {
         // a failing step retried maxAttempts times does not grow the database past it.
         let log_cap = usize::try_from(limits.output_limit_bytes).unwrap_or(usize::MAX);
         let mut logged: usize = 0;
+        // The running step's record, shown `Waiting` while it waits for a signal.
+        let mut current: Option<StepExecution> = None;
         let mut observer = move |event: RunEvent<'_>| match event {
             RunEvent::StepStarted { step, attempt } => {
                 if attempt == 1 {
@@ -687,6 +719,15 @@ impl Scheduler {
                 }
                 let record = StepExecution::started(&step.name, step.action_kind().name(), attempt);
                 store.step(&exec_id, index, &record);
+                current = Some(record);
+            }
+            RunEvent::Waiting { step, .. } => {
+                let mut record = current.take().unwrap_or_else(|| {
+                    StepExecution::started(&step.name, step.action_kind().name(), 1)
+                });
+                record.step_status = "Waiting".into();
+                store.step(&exec_id, index, &record);
+                current = Some(record);
             }
             RunEvent::Log { step, line } => {
                 let before = logged;
@@ -706,6 +747,7 @@ impl Scheduler {
             }
             RunEvent::StepFinished { record } => {
                 store.step(&exec_id, index, &StepExecution::finished(record));
+                current = None;
                 index += 1;
             }
         };
@@ -792,6 +834,33 @@ impl Scheduler {
             None => match self.store.get(id).await {
                 Ok(Some(row)) => CancelOutcome::AlreadyFinished(row.status),
                 _ => CancelOutcome::NotFound,
+            },
+        }
+    }
+
+    /// Sends `signal` to execution `id`'s waiting step (see `runbook::signals` for what is taken).
+    pub async fn signal(&self, id: &str, signal: Signal) -> SignalOutcome {
+        let found = {
+            let st = self.state.lock().expect("scheduler lock");
+            st.entries.get(id).map(|e| (e.phase, e.signals.clone()))
+        };
+        match found {
+            Some((_, Some(sender))) => match sender.send(signal) {
+                Ok(step) => SignalOutcome::Delivered(step),
+                Err(e) => SignalOutcome::Refused(e),
+            },
+            // Admitted or queued, or a single step (which never waits).
+            Some((Phase::Running, None)) => {
+                SignalOutcome::Refused(SignalError::NotWaiting(signal.kind))
+            }
+            Some(_) => SignalOutcome::Queued,
+            None => match self.store.get(id).await {
+                Ok(Some(row)) if row.status.is_terminal() => {
+                    SignalOutcome::AlreadyFinished(row.status)
+                }
+                // Stored but not this daemon's to run (another owner's lease): nobody here waits.
+                Ok(Some(_)) => SignalOutcome::Refused(SignalError::NotWaiting(signal.kind)),
+                _ => SignalOutcome::NotFound,
             },
         }
     }

@@ -16,7 +16,7 @@ use super::errors::SsmError;
 use super::sigv4::Caller;
 use crate::record::RunbookOutcome;
 use crate::server::api::execution_record;
-use crate::server::scheduler::{CancelOutcome, SubmitError};
+use crate::server::scheduler::{CancelOutcome, SignalOutcome, SubmitError};
 use crate::server::types::{AttachmentRequest, RunbookRequest, SubmitRequest, base64_of};
 use crate::store::{ExecKind, ExecStatus, ExecutionRecord, ListFilter, Outcome, Timestamp};
 
@@ -147,6 +147,23 @@ fn aws_status(row: &ExecutionRecord) -> &'static str {
     }
 }
 
+/// The AWS status with what the running step shows: `Waiting` while an aws:pause or aws:approve
+/// step waits for a signal (`current`: the running step's status).
+fn aws_status_with(row: &ExecutionRecord, current: Option<&str>) -> &'static str {
+    match aws_status(row) {
+        "InProgress" if current == Some(WAITING) => WAITING,
+        other => other,
+    }
+}
+
+/// A step's (and its execution's) status while it waits for a signal.
+const WAITING: &str = "Waiting";
+
+/// Whether a stored step status is a running one (`InProgress`, or `Waiting` for a signal).
+fn is_running_step(status: &str) -> bool {
+    status == "InProgress" || status == WAITING
+}
+
 const STEP_FIELDS: [&str; 16] = [
     "StepName",
     "Action",
@@ -237,7 +254,15 @@ pub async fn execution(st: &SsmState, caller: &Caller, id: &str) -> Result<Value
         "AutomationExecutionId": row.id,
         "DocumentName": row.document_name.clone().unwrap_or_default(),
         "ExecutionStartTime": start.epoch_secs(),
-        "AutomationExecutionStatus": aws_status(&row),
+        "AutomationExecutionStatus": aws_status_with(
+            &row,
+            outcome
+                .step_executions
+                .iter()
+                .rev()
+                .find(|s| is_running_step(&s.step_status))
+                .map(|s| s.step_status.as_str()),
+        ),
         "StepExecutionsTruncated": false,
         "Parameters": parameters_of(&row, &outcome),
         "Outputs": outcome.outputs,
@@ -256,7 +281,7 @@ pub async fn execution(st: &SsmState, caller: &Caller, id: &str) -> Result<Value
         .step_executions
         .iter()
         .rev()
-        .find(|s| s.step_status == "InProgress")
+        .find(|s| is_running_step(&s.step_status))
     {
         m["CurrentStepName"] = json!(cur.step_name);
         m["CurrentAction"] = json!(cur.action);
@@ -440,7 +465,6 @@ async fn metadata_if(
     else {
         return Ok(None);
     };
-    let status = aws_status(row);
     let name = row.document_name.clone().unwrap_or_default();
     let start = row.started.unwrap_or(row.submitted).epoch_secs();
     let outputs = match &row.outcome {
@@ -457,8 +481,9 @@ async fn metadata_if(
             .map_err(SsmError::internal)?
             .into_iter()
             .rev()
-            .find(|s| s.step_status == "InProgress")
+            .find(|s| is_running_step(&s.step_status))
     };
+    let status = aws_status_with(row, current.as_ref().map(|c| c.step_status.as_str()));
     for (k, vals) in fs {
         let ok = match k.as_str() {
             "DocumentNamePrefix" => vals.iter().any(|v| name.starts_with(v.as_str())),
@@ -598,6 +623,46 @@ pub async fn stop(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value, 
         )),
         CancelOutcome::CancelledQueued => Ok(json!({})),
         CancelOutcome::Cancelling => Ok(json!({})),
+    }
+}
+
+/// SendAutomationSignal: delivers a signal to the caller's tenant's execution when a step waits
+/// for it (`runbook::signals` says what is taken); else `InvalidAutomationSignalException`. The
+/// sender is the caller's access key id (the tenant's name without one) **(ours)**.
+pub async fn send_signal(st: &SsmState, caller: &Caller, req: &Value) -> Result<Value, SsmError> {
+    use crate::runbook::signals::{Signal, SignalKind, check_payload};
+    let id = req_str(req, "AutomationExecutionId")?.to_string();
+    let kind_text = req_str(req, "SignalType")?;
+    let Some(kind) = SignalKind::parse(kind_text) else {
+        let names: Vec<&str> = SignalKind::ALL.iter().map(|k| k.as_str()).collect();
+        return Err(SsmError::validation(format!(
+            "1 validation error detected: Value '{kind_text}' at 'signalType' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
+            names.join(", ")
+        )));
+    };
+    let payload =
+        check_payload(req.get("Payload")).map_err(|e| SsmError::validation(e.to_string()))?;
+    runbook_row(st, caller, &id).await?;
+    let sender = caller
+        .access_key
+        .clone()
+        .unwrap_or_else(|| caller.tenant.clone());
+    let invalid = |m: String| SsmError::client("InvalidAutomationSignalException", m);
+    match st
+        .scheduler
+        .signal(&id, Signal::new(kind, payload, sender))
+        .await
+    {
+        SignalOutcome::Delivered(_) => Ok(json!({})),
+        SignalOutcome::NotFound => Err(SsmError::no_execution(&id)),
+        SignalOutcome::AlreadyFinished(status) => Err(invalid(format!(
+            "Automation execution {id} has already ended: {}",
+            status.as_str()
+        ))),
+        SignalOutcome::Queued => Err(invalid(format!(
+            "Automation execution {id} is Pending: no step waits for {kind} yet"
+        ))),
+        SignalOutcome::Refused(e) => Err(invalid(e.to_string())),
     }
 }
 

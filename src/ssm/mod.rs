@@ -85,7 +85,7 @@ impl SsmState {
 }
 
 /// The operations served.
-pub const OPERATIONS: [&str; 12] = [
+pub const OPERATIONS: [&str; 13] = [
     "CreateDocument",
     "UpdateDocument",
     "UpdateDocumentDefaultVersion",
@@ -98,6 +98,7 @@ pub const OPERATIONS: [&str; 12] = [
     "DescribeAutomationExecutions",
     "DescribeAutomationStepExecutions",
     "StopAutomationExecution",
+    "SendAutomationSignal",
 ];
 
 /// Checks the settings for the SSM API: the access keys, or a loopback listener.
@@ -226,6 +227,7 @@ async fn answer(
         "DescribeAutomationExecutions" => automation::describe_executions(st, caller, &req).await,
         "DescribeAutomationStepExecutions" => automation::describe_steps(st, caller, &req).await,
         "StopAutomationExecution" => automation::stop(st, caller, &req).await,
+        "SendAutomationSignal" => automation::send_signal(st, caller, &req).await,
         other => Err(SsmError::client(
             "UnknownOperationException",
             format!(

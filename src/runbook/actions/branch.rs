@@ -216,7 +216,9 @@ pub fn parse(inputs: &Node, ctx: &str, problems: &mut Vec<Problem>) -> Option<Br
     Some(BranchSpec { choices, default })
 }
 
-fn condition(node: &Node, ctx: &str, top: bool, problems: &mut Vec<Problem>) -> Option<Cond> {
+/// Reads one condition (`top`: a choice, which also holds `NextStep`); aws:loop's `LoopCondition`
+/// is one too.
+pub fn condition(node: &Node, ctx: &str, top: bool, problems: &mut Vec<Problem>) -> Option<Cond> {
     let Kind::Map(entries) = &node.kind else {
         problems.push(Problem::invalid(node.pos, ctx, "a condition must be a map"));
         return None;

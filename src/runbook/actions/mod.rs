@@ -85,6 +85,9 @@ pub mod execute_script;
 pub mod invoke_lambda;
 pub mod loop_steps;
 pub mod pause;
+pub(crate) mod resources;
+#[cfg(test)]
+mod resources_tests;
 pub mod run_command;
 pub mod run_instances;
 pub mod sleep;
@@ -443,6 +446,8 @@ pub(crate) struct DocFacts<'d> {
     pub declared_files: &'d [String],
     /// The attachments' verified bytes.
     pub attachments: &'d HashMap<String, Vec<u8>>,
+    /// The declared runbook variables (top-level `variables`) and their types.
+    pub variables: &'d HashMap<String, ValueType>,
 }
 
 /// What a step's run uses: the runner, the options, the scope, the observer, cancellation.
