@@ -561,13 +561,13 @@ fn sockets() -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// A failure the message shows as a defect, when the fixture declares the emulator gap it comes
-/// from, is reported as that gap, saying it is declared.
+/// A failed run, when the fixture declares the emulator gap it comes from, is reported as that
+/// gap, saying it is declared (a harness or environment failure is left as it is).
 fn with_declared_gap(outcome: Outcome, gap: &Option<String>) -> Outcome {
     match (outcome, gap) {
         (
             Outcome::Failed {
-                kind: ReasonKind::Defect,
+                kind: ReasonKind::Defect | ReasonKind::Emulator,
                 reason,
             },
             Some(gap),
