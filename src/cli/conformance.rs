@@ -556,7 +556,9 @@ pub fn outcome_of_execution(execution: &Value) -> Outcome {
 
 /// The kind of a run's failure from its message: an emulator gap when the endpoint answered
 /// that it lacks the operation (moto: HTTP 500 with HTML, or 404; scriptbox's own
-/// `EmulatorLacksOperation`), an attachment when one is missing, else a defect of the document.
+/// `EmulatorLacksOperation`; an answer botocore cannot parse), an attachment when one (or a
+/// child runbook) is missing, an environment gap when a runtime's image is not built, else a
+/// defect of the document.
 pub fn classify(text: &str) -> ReasonKind {
     let lower = text.to_ascii_lowercase();
     let emulator = [
@@ -572,7 +574,10 @@ pub fn classify(text: &str) -> ReasonKind {
         ReasonKind::Emulator
     } else if lower.contains("enginefailure") && lower.contains("is not present") {
         ReasonKind::Environment
-    } else if lower.contains("attachment") && lower.contains("not found") {
+    } else if lower.contains("attachment") && lower.contains("not found")
+        || lower.contains("automationdefinitionnotfound")
+    {
+        // A child runbook that was never published is missing as an attachment is.
         ReasonKind::Attachment
     } else {
         ReasonKind::Defect

@@ -476,6 +476,15 @@ fn run(
                 &dirs.emulator_gap,
             ))
         }
+        // Refused at the start (its parameters): a declared gap says why (moto's ids cannot
+        // match the document's pattern...); otherwise the fixture is wrong.
+        _ if status.code() == Some(2) && dirs.emulator_gap.is_some() => Ok(with_declared_gap(
+            Outcome::Failed {
+                kind: ReasonKind::Defect,
+                reason: super::one_line(&format!("refused: {last}"), 300),
+            },
+            &dirs.emulator_gap,
+        )),
         _ => {
             let tail: Vec<&str> = err.lines().rev().take(3).collect();
             Ok(Outcome::Failed {
