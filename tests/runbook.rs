@@ -585,8 +585,7 @@ fn every_conformance_runbook_validates_or_is_refused_naming_what_is_unsupported(
         );
     };
     refused_for("grolston", "unsupported: !GetAtt");
-    refused_for("MGNRehostAutomation", "aws:loop");
-    refused_for("templates-main.yaml", "unsupported: aws:executeAutomation");
+    refused_for("MGNRehostAutomation", "attachment not found");
     refused_for(
         "EnableCloudTrailEncryption.yaml",
         "%%SCRIPT=...%% build placeholder",
