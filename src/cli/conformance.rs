@@ -548,10 +548,23 @@ pub fn outcome_of_execution(execution: &Value) -> Outcome {
         ));
     }
     let text = messages.join(" | ");
+    let kind = classify(&text);
+    // The operation first, so that a long traceback cut to one line still names it.
+    let reason = match (kind, failed_operation(&text)) {
+        (ReasonKind::Emulator, Some(op)) => format!("{op}: {text}"),
+        _ => text,
+    };
     Outcome::Failed {
-        kind: classify(&text),
-        reason: one_line(&text, 400),
+        kind,
+        reason: one_line(&reason, 400),
     }
+}
+
+/// `X` of botocore's "... when calling the X operation".
+fn failed_operation(text: &str) -> Option<&str> {
+    let rest = &text[text.find("when calling the ")? + "when calling the ".len()..];
+    let op = rest.split(' ').next()?;
+    (!op.is_empty() && op.chars().all(|c| c.is_ascii_alphanumeric())).then_some(op)
 }
 
 /// The kind of a run's failure from its message: an emulator gap when the endpoint answered
@@ -610,7 +623,8 @@ mod tests {
         };
         assert_eq!(kind, ReasonKind::Emulator);
         assert!(
-            reason.starts_with("step a Failed: An error occurred (500)"),
+            reason
+                .starts_with("DescribeInstanceInformation: step a Failed: An error occurred (500)"),
             "{reason}"
         );
         assert_eq!(
