@@ -91,11 +91,14 @@ bench-daemon: engine
 	target/release/scriptbox images build python3.11
 	$(CARGO) run --release --example bench_daemon
 
-## make conformance: validate every real runbook in ../shared/conformance/runbooks and print the
-## tally (file, valid / refused, the reason naming what is unsupported).
+## make conformance: validate every real runbook in ../shared/conformance/runbooks, then run each
+## valid one against a fresh moto server (reset before each document) after its fixture
+## (tests/conformance/fixtures/<stem>.py); print per document valid/refused, Success or Failed with
+## its reason, the tally, and every difference from tests/conformance/expected.tsv (exit 1 if any).
 CONFORMANCE_DIR ?= ../shared/conformance/runbooks
-conformance: build
-	$(BIN) conformance $(CONFORMANCE_DIR)
+CONFORMANCE_ATTACHMENTS ?= ../shared/conformance/attachments
+conformance: images moto
+	scripts/conformance.sh $(CONFORMANCE_DIR) $(CONFORMANCE_ATTACHMENTS)
 
 clean:
 	$(CARGO) clean

@@ -568,6 +568,8 @@ fn every_conformance_runbook_validates_or_is_refused_naming_what_is_unsupported(
         "docs.aws.amazon.com__systems-manager-userguide__automation-action-executeScript__example-python3.11.yaml",
         "adhorn__chaos-ssm-documents__automation-deny-traffic-nacl-ssma-nacl-faults.yml",
         "thomasvincent__aws-ssm-automation-scripts__create_and_tag_resources.yaml",
+        // Script in a JSON runbook is accepted (with a note), as AWS's own documents use it.
+        "ceshihao__ssm-public-documents__documents-AWS-HelloWorld.json",
     ] {
         assert!(
             valid.contains(&f.to_string()),
@@ -582,17 +584,8 @@ fn every_conformance_runbook_validates_or_is_refused_naming_what_is_unsupported(
             v.reason()
         );
     };
-    refused_for(
-        "AWS-HelloWorld.json",
-        "unsupported: Script in a JSON runbook",
-    );
     refused_for("grolston", "unsupported: !GetAtt");
-    // Its aws:loop steps are read (tests/runbook_flow.rs); what is left is JSON's Script.
-    refused_for(
-        "MGNRehostAutomation",
-        "unsupported: Script in a JSON runbook",
-    );
-    refused_for("templates-main.yaml", "unsupported: aws:executeAutomation");
+    refused_for("MGNRehostAutomation", "attachment not found");
     refused_for(
         "EnableCloudTrailEncryption.yaml",
         "%%SCRIPT=...%% build placeholder",

@@ -10,7 +10,7 @@
 
 mod aws_flags;
 mod cancel;
-mod conformance;
+pub mod conformance;
 mod connect;
 mod get;
 mod images;
@@ -40,7 +40,10 @@ use crate::runtimes::Catalog;
 use crate::sandbox::{Engine, SandboxError};
 
 pub use cancel::CancelArgs;
-pub use conformance::{ConformanceArgs, Verdict, conformance_verdicts};
+pub use conformance::{
+    ConformanceArgs, Expected, HarnessError, Outcome, ReasonKind, RunSetup, Verdict,
+    conformance_verdicts, difference, read_expected, run_document,
+};
 pub use connect::ConnectArgs;
 pub use get::GetArgs;
 pub use invoke::InvokeArgs;

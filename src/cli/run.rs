@@ -50,6 +50,9 @@ pub(super) async fn run_runbook(
         Ok(loaded) => loaded,
         Err(refused) => return Ok(refused),
     };
+    for note in &doc.notes {
+        eprintln!("note: {note}");
+    }
     let params = match rb::parameters::resolve(&doc.parameters, &supplied) {
         Ok(p) => p,
         Err(problems) => {

@@ -90,7 +90,9 @@ pub(super) async fn validate_runbook(
             }
         }
     }
-    let notes = image_notes(&doc, &settings, &catalog).await;
+    // The document's own notes (what is accepted against a reference page's rule) first.
+    let mut notes: Vec<String> = doc.notes.iter().map(ToString::to_string).collect();
+    notes.extend(image_notes(&doc, &settings, &catalog).await);
     if args.output == OutputFormat::Json {
         println!(
             "{}",

@@ -209,6 +209,30 @@ pub struct DocOutput {
     pub output: String,
 }
 
+/// Something the document does that AWS's reference pages forbid or limit, accepted because
+/// real documents (AWS's own among them) do it: `validate` and `run` show it, it refuses nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    /// Where in the text.
+    pub pos: Pos,
+    /// Which part: `mainSteps[2] (step "copyImage"): inputs.Script`.
+    pub context: String,
+    /// What was accepted, the rule it departs from, and what scriptbox does instead.
+    pub message: String,
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.pos.known() {
+            write!(f, "{}: ", self.pos)?;
+        }
+        if !self.context.is_empty() {
+            write!(f, "{}: ", self.context)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
 /// A checked runbook, ready to run.
 #[derive(Debug, Clone)]
 pub struct Runbook {
@@ -232,6 +256,8 @@ pub struct Runbook {
     pub files: Vec<FileDecl>,
     /// The attachments' bytes, verified against `files`.
     pub attachments: HashMap<String, Vec<u8>>,
+    /// What was accepted against a reference page's rule (see [`Note`]), in document order.
+    pub notes: Vec<Note>,
 }
 
 impl Runbook {
@@ -327,6 +353,7 @@ pub fn load_str(
     };
     let mut checker = Checker {
         problems,
+        notes: Vec::new(),
         all_steps: Vec::new(),
         variables: HashMap::new(),
         declared_files: Vec::new(),
@@ -336,14 +363,21 @@ pub fn load_str(
     let runbook = checker.document(&root, name, attachments_dir);
     let mut problems = checker.problems;
     problems.sort_by_key(|p| (p.pos.line == 0, p.pos));
+    let mut notes = checker.notes;
+    notes.sort_by_key(|n| (n.pos.line == 0, n.pos));
     match runbook {
-        Some(r) if problems.is_empty() => Ok(r),
+        Some(mut r) if problems.is_empty() => {
+            r.notes = notes;
+            Ok(r)
+        }
         _ => Err(Refused { problems }),
     }
 }
 
 struct Checker<'o> {
     problems: Vec<Problem>,
+    /// What was accepted against a reference page's rule.
+    notes: Vec<Note>,
     /// Every step's name in document order, a loop's inner steps right after the loop,
     /// including steps refused (unsupported action...), so that references to them are not
     /// reported a second time. A step reads outputs of the steps before it in this order.
@@ -415,6 +449,7 @@ impl Checker<'_> {
             outputs,
             files,
             attachments,
+            notes: Vec::new(),
         })
     }
 
@@ -693,6 +728,7 @@ impl Checker<'_> {
             inputs.remove("Steps");
             inputs.remove("LoopCondition");
         }
+        let timeout_seconds = self.capped_script_timeout(node, &ctx, action, timeout_seconds);
         // A step with problems in its properties is kept (the document is refused anyway), so
         // that its inputs are checked too and every problem is reported.
         Some(StepDecl {
@@ -710,6 +746,40 @@ impl Checker<'_> {
             next_step,
             is_critical,
         })
+    }
+
+    /// executeScript runs at most 600 s (AWS's reference page), yet AWS-owned documents declare
+    /// 1200: a larger `timeoutSeconds` is accepted, capped at the operator's ceiling
+    /// (`limits.max_timeout_seconds`, 600 unless raised) and noted **(ours)**.
+    fn capped_script_timeout(
+        &mut self,
+        node: &Node,
+        ctx: &str,
+        action: Option<Action>,
+        timeout: Option<i64>,
+    ) -> Option<i64> {
+        let ceiling = i64::try_from(self.options.max_timeout_secs).unwrap_or(i64::MAX);
+        let aws_max = i64::try_from(step::DEFAULT_TIMEOUT_SECS).unwrap_or(i64::MAX);
+        match timeout {
+            Some(t) if action == Some(Action::ExecuteScript) && t > aws_max => {
+                let capped = t.min(ceiling);
+                let what = if capped < t {
+                    format!("accepted and capped at {capped} s (limits.max_timeout_seconds)")
+                } else {
+                    format!("accepted: the operator's limits.max_timeout_seconds is {ceiling}")
+                };
+                self.notes.push(Note {
+                    pos: node.get("timeoutSeconds").map_or(node.pos, |n| n.pos),
+                    context: format!("{ctx}: timeoutSeconds"),
+                    message: format!(
+                        "{t} is more than {} may run (at most {aws_max} s, says AWS's reference page); {what}",
+                        Action::ExecuteScript.name(),
+                    ),
+                });
+                Some(capped)
+            }
+            other => other,
+        }
     }
 
     /// A loop's inner steps (`inputs.Steps`), read as steps; a loop inside a loop is refused
@@ -1386,6 +1456,7 @@ impl Checker<'_> {
             };
             let mut cx = CheckCx {
                 problems: &mut self.problems,
+                notes: &mut self.notes,
                 format: self.format,
                 options: self.options,
             };
@@ -1399,6 +1470,7 @@ impl Checker<'_> {
     fn check_cx(&mut self) -> CheckCx<'_> {
         CheckCx {
             problems: &mut self.problems,
+            notes: &mut self.notes,
             format: self.format,
             options: self.options,
         }
@@ -1416,6 +1488,7 @@ impl Checker<'_> {
     ) {
         let mut cx = CheckCx {
             problems: &mut self.problems,
+            notes: &mut self.notes,
             format: self.format,
             options: self.options,
         };
@@ -1665,12 +1738,62 @@ mod tests {
     }
 
     #[test]
-    fn a_json_runbook_with_script_is_refused() {
+    fn a_json_runbook_with_script_is_accepted_with_a_note() {
         let j = r#"{"schemaVersion": "0.3", "mainSteps": [{"name": "s", "action": "aws:executeScript",
   "inputs": {"Runtime": "python3.11", "Handler": "h", "Script": "def h(e, c): pass"}}]}"#;
-        let e = load(j, Format::Json, Path::new(".")).unwrap_err();
-        assert_eq!(e.len(), 1, "{e:?}");
-        assert!(e[0].starts_with("line 2, column 65: mainSteps[0] (step \"s\"): inputs.Script: a JSON runbook cannot use Script"), "{e:?}");
+        let catalog = Catalog::builtin();
+        let options = LoadOptions {
+            catalog: &catalog,
+            max_timeout_secs: 600,
+            attachments_dir: None,
+        };
+        let rb = load_str(j, "d", Format::Json, Path::new("."), &options).unwrap();
+        assert_eq!(rb.notes.len(), 1, "{:?}", rb.notes);
+        let note = rb.notes[0].to_string();
+        assert!(
+            note.starts_with("line 2, column 65: mainSteps[0] (step \"s\"): inputs.Script: Script in a JSON runbook: the aws:executeScript reference page says a JSON runbook must provide the script as an Attachment"),
+            "{note}"
+        );
+        // The same step in YAML has nothing to note.
+        let y = yaml(&format!("schemaVersion: '0.3'\nmainSteps:\n{STEP}")).unwrap();
+        assert!(y.notes.is_empty(), "{:?}", y.notes);
+    }
+
+    #[test]
+    fn an_execute_script_timeout_above_600_is_capped_and_noted() {
+        let doc = |t: u32| {
+            format!(
+                "schemaVersion: '0.3'\nmainSteps:\n  - name: s\n    action: aws:executeScript\n    timeoutSeconds: {t}\n    inputs:\n      Runtime: python3.11\n      Handler: h\n      Script: 'def h(e, c): pass'\n  - name: z\n    action: aws:sleep\n    timeoutSeconds: 1200\n    inputs: {{Duration: PT1S}}\n"
+            )
+        };
+        let rb = yaml(&doc(1200)).unwrap();
+        assert_eq!(rb.steps[0].timeout_seconds, Some(600));
+        let StepKind::ExecuteScript { validated: Some(v) } = &rb.steps[0].kind else {
+            panic!("validated at load: {:?}", rb.steps[0].kind);
+        };
+        assert_eq!(v.timeout, std::time::Duration::from_secs(600));
+        // Only executeScript is capped: aws:sleep may declare more.
+        assert_eq!(rb.steps[1].timeout_seconds, Some(1200));
+        assert_eq!(rb.notes.len(), 1, "{:?}", rb.notes);
+        assert_eq!(
+            rb.notes[0].to_string(),
+            "line 5, column 21: mainSteps[0] (step \"s\"): timeoutSeconds: 1200 is more than aws:executeScript may run (at most 600 s, says AWS's reference page); accepted and capped at 600 s (limits.max_timeout_seconds)"
+        );
+        assert!(yaml(&doc(600)).unwrap().notes.is_empty());
+        // An operator who raised the ceiling gets the value, still noted.
+        let catalog = Catalog::builtin();
+        let raised = LoadOptions {
+            catalog: &catalog,
+            max_timeout_secs: 3600,
+            attachments_dir: None,
+        };
+        let rb = load_str(&doc(1200), "d", Format::Yaml, Path::new("."), &raised).unwrap();
+        assert_eq!(rb.steps[0].timeout_seconds, Some(1200));
+        assert!(
+            rb.notes[0]
+                .message
+                .contains("limits.max_timeout_seconds is 3600")
+        );
     }
 
     #[test]

@@ -233,6 +233,25 @@ pub async fn execute(
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let start = Timestamp::now();
+    // `{{ssm:NAME}}` defaults are read from the endpoint's Parameter Store before any step.
+    let mut params = params;
+    if let Err(e) =
+        super::parameters::resolve_parameter_store(&rb.parameters, &mut params, runner, &id, cancel)
+            .await
+    {
+        return Execution {
+            id,
+            document_name: rb.name.clone(),
+            status: StepStatus::Failed,
+            start,
+            end: Timestamp::now(),
+            parameters: params,
+            steps: Vec::new(),
+            outputs: Vec::new(),
+            failure_message: Some(e.to_string()),
+            engine_error: None,
+        };
+    }
     let scope = Scope {
         params: params.clone(),
         system: context_dict(options.context, &id, start.utc()),

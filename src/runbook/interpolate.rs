@@ -379,6 +379,19 @@ impl Scope {
             Value::String(s) => self.substitute_str_within(s, budget)?,
             Value::Array(items) => {
                 budget.take(2 + items.len(), "a list")?;
+                // `- "{{ ids }}"` where ids is a list is that list, not a list in a list: AWS's
+                // own documents write a StringList / MapList reference so (`InstanceIds:
+                // ["{{ listInstances.InstanceIds }}"]`) and their scripts index the items
+                // **(ours: AWS documents no rule; a one-item list is spliced, nothing else)**.
+                if let [Value::String(only)] = items.as_slice() {
+                    if let [f] = find(only).as_slice() {
+                        if f.range == (0..only.len()) {
+                            if let v @ Value::Array(_) = self.substitute_str_within(only, budget)? {
+                                return Ok(v);
+                            }
+                        }
+                    }
+                }
                 Value::Array(
                     items
                         .iter()
@@ -569,6 +582,28 @@ mod tests {
             s.substitute(&json!({"k": ["{{Ids}}", " {{Name}}"], "n": 1}))
                 .unwrap(),
             json!({"k": [["i-1", "i-2"], " web"], "n": 1})
+        );
+    }
+
+    #[test]
+    fn a_list_holding_only_a_list_reference_is_that_list() {
+        let s = scope();
+        assert_eq!(
+            s.substitute(&json!(["{{ Ids }}"])).unwrap(),
+            json!(["i-1", "i-2"])
+        );
+        assert_eq!(
+            s.substitute(&json!({"InstanceIds": ["{{Ids}}"]})).unwrap(),
+            json!({"InstanceIds": ["i-1", "i-2"]})
+        );
+        // A scalar stays an item; text around the reference, or a second item, keeps the list.
+        assert_eq!(
+            s.substitute(&json!(["{{ Name }}"])).unwrap(),
+            json!(["web"])
+        );
+        assert_eq!(
+            s.substitute(&json!(["x{{Ids}}"])).unwrap(),
+            json!(["x[\"i-1\",\"i-2\"]"])
         );
     }
 

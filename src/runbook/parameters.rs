@@ -21,10 +21,13 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
 
+use super::executor::{RunContext, StepRunner};
 use super::selector::{ValueType, short};
 use super::yaml::{Kind, Node, Pos};
 use super::{Problem, interpolate};
+use crate::aws::api::{AwsCall, AwsCallError};
 use crate::step::json_type_name;
 
 /// The largest parameter value, bytes (as text, or as JSON when typed) **(ours)**: as large as
@@ -413,6 +416,155 @@ pub fn is_external_reference(v: &Value) -> bool {
         .any(|f| matches!(&f.parsed, Err(e) if e.unsupported.is_some()))
 }
 
+/// The longest Parameter Store name read for a default, bytes (AWS's own limit is 2048 with
+/// its path).
+pub const MAX_PARAMETER_NAME_BYTES: usize = 2048;
+
+/// How long reading one `{{ssm:NAME}}` default may take, the AWS call included **(ours)**.
+pub const PARAMETER_STORE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The Parameter Store name of a default written `{{ssm:NAME}}` (spaces inside the braces
+/// allowed), when that is the whole value; `None` for anything else (`{{ssm-secure:...}}`, a
+/// reference inside other text, a name longer than [`MAX_PARAMETER_NAME_BYTES`]).
+pub fn parameter_store_name(v: &Value) -> Option<&str> {
+    let s = v.as_str()?;
+    if s.len() > MAX_PARAMETER_NAME_BYTES + 16 {
+        return None;
+    }
+    let inner = s.trim().strip_prefix("{{")?.strip_suffix("}}")?.trim();
+    let name = inner.strip_prefix("ssm:")?.trim();
+    let ok = !name.is_empty()
+        && name.len() <= MAX_PARAMETER_NAME_BYTES
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/_.-:".contains(c));
+    ok.then_some(name)
+}
+
+/// Why a `{{ssm:NAME}}` default could not be given its value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParameterStoreError {
+    /// The GetParameter call failed (AWS access off, the parameter missing, the endpoint...).
+    #[error(
+        "parameter {param}: its default {{{{ssm:{name}}}}} reads Parameter Store, and ssm GetParameter {name:?} failed: {source}"
+    )]
+    Call {
+        /// The runbook parameter.
+        param: String,
+        /// The Parameter Store name.
+        name: String,
+        /// The call's failure.
+        source: AwsCallError,
+    },
+    /// The call did not answer in time.
+    #[error("parameter {param}: its default {{{{ssm:{name}}}}} reads Parameter Store, and ssm GetParameter {name:?} did not answer within {} s", PARAMETER_STORE_DEADLINE.as_secs())]
+    TimedOut {
+        /// The runbook parameter.
+        param: String,
+        /// The Parameter Store name.
+        name: String,
+    },
+    /// The response holds no `Parameter.Value` string.
+    #[error(
+        "parameter {param}: ssm GetParameter {name:?} answered without a Parameter.Value string"
+    )]
+    NoValue {
+        /// The runbook parameter.
+        param: String,
+        /// The Parameter Store name.
+        name: String,
+    },
+    /// The value read breaks the parameter's type or rules.
+    #[error("parameter {param}: the value of Parameter Store {name:?} (its default) {rule}")]
+    Invalid {
+        /// The runbook parameter.
+        param: String,
+        /// The Parameter Store name.
+        name: String,
+        /// What is wrong with it.
+        rule: String,
+    },
+}
+
+/// Gives each parameter whose value is still a `{{ssm:NAME}}` default (see [`resolve`]) the
+/// value of Parameter Store's `NAME`, read through the runner's AWS call (ssm GetParameter, as
+/// the operator's identity: AWS resolves parameters when the execution starts, before any
+/// role is assumed), then converts and checks it as a given value. A StringList parameter
+/// splits the stored text at commas, as Parameter Store's StringList is stored.
+pub async fn resolve_parameter_store(
+    decls: &[ParamDecl],
+    values: &mut Map<String, Value>,
+    runner: &dyn StepRunner,
+    execution_id: &str,
+    cancel: &CancellationToken,
+) -> Result<(), ParameterStoreError> {
+    for d in decls {
+        let Some(name) = values.get(&d.name).and_then(parameter_store_name) else {
+            continue;
+        };
+        let name = name.to_string();
+        let text = read_parameter(runner, &d.name, &name, execution_id, cancel).await?;
+        let invalid = |rule: String| ParameterStoreError::Invalid {
+            param: d.name.clone(),
+            name: name.clone(),
+            rule,
+        };
+        let value = coerce_text(d.ty, &text)
+            .map_err(|e| invalid(format!("is not a valid {}: {e}", d.ty)))?;
+        // The pattern budget starts after the call: the wait for AWS is not the pattern's time.
+        if let Some(rule) = check_rules(d, &value).into_iter().next() {
+            return Err(invalid(rule));
+        }
+        values.insert(d.name.clone(), value);
+    }
+    Ok(())
+}
+
+/// One GetParameter call, within [`PARAMETER_STORE_DEADLINE`].
+async fn read_parameter(
+    runner: &dyn StepRunner,
+    param: &str,
+    name: &str,
+    execution_id: &str,
+    cancel: &CancellationToken,
+) -> Result<String, ParameterStoreError> {
+    let mut parameters = Map::new();
+    parameters.insert("Name".into(), Value::String(name.to_string()));
+    let call = AwsCall {
+        service: "ssm".into(),
+        api: "GetParameter".into(),
+        parameters,
+    };
+    let mut on_log = |_: &crate::result::LogLine| {};
+    let ctx = RunContext {
+        automation_execution_id: execution_id,
+        step_execution_id: uuid::Uuid::new_v4().to_string(),
+        on_log: &mut on_log,
+        cancel,
+        assume_role: None,
+    };
+    let response = tokio::time::timeout(PARAMETER_STORE_DEADLINE, runner.call_aws(&call, ctx))
+        .await
+        .map_err(|_| ParameterStoreError::TimedOut {
+            param: param.to_string(),
+            name: name.to_string(),
+        })?
+        .map_err(|source| ParameterStoreError::Call {
+            param: param.to_string(),
+            name: name.to_string(),
+            source,
+        })?;
+    response
+        .pointer("/Parameter/Value")
+        .and_then(Value::as_str)
+        .filter(|v| v.len() <= MAX_VALUE_BYTES)
+        .map(str::to_string)
+        .ok_or_else(|| ParameterStoreError::NoValue {
+            param: param.to_string(),
+            name: name.to_string(),
+        })
+}
+
 /// A value given for a run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Supplied {
@@ -727,13 +879,19 @@ pub fn resolve(
                     ));
                     continue;
                 }
+                // Read from the endpoint's Parameter Store when the execution starts
+                // (`resolve_parameter_store`); kept as written until then.
+                Some(v) if parameter_store_name(v).is_some() => {
+                    values.insert(d.name.clone(), v.clone());
+                    continue;
+                }
                 Some(v) if is_external_reference(v) => {
                     problems.push(Problem::unsupported(
                         d.pos,
                         &ctx,
                         "{{ssm:...}}",
                         format!(
-                            "its default {} reads Parameter Store, which scriptbox cannot reach locally; give the value with -p {}=VALUE",
+                            "its default {} reads a secret store scriptbox does not read (only {{{{ssm:NAME}}}} is read, from Parameter Store); give the value with -p {}=VALUE",
                             short(v),
                             d.name
                         ),
@@ -933,11 +1091,126 @@ mod tests {
     }
 
     #[test]
-    fn ssm_defaults_need_a_value() {
+    fn ssm_defaults_wait_for_the_parameter_store() {
         let y = "P: {type: String, default: '{{ssm:/a/b}}'}";
-        let e = one(y, None).unwrap_err();
-        assert!(e[0].contains("reads Parameter Store"), "{e:?}");
+        // Kept as written until the execution reads it; a value given wins.
+        assert_eq!(one(y, None).unwrap(), json!("{{ssm:/a/b}}"));
         assert_eq!(one(y, text("given")).unwrap(), json!("given"));
+        assert_eq!(parameter_store_name(&json!("{{ ssm:/a/b }}")), Some("/a/b"));
+        for other in [
+            "{{ssm-secure:/a}}",
+            "x {{ssm:/a}}",
+            "{{ssm:}}",
+            "{{ssm:/a b}}",
+            "/a",
+        ] {
+            assert_eq!(parameter_store_name(&json!(other)), None, "{other}");
+        }
+        let long = format!("{{{{ssm:/{}}}}}", "a".repeat(MAX_PARAMETER_NAME_BYTES));
+        assert_eq!(parameter_store_name(&json!(long)), None);
+        // Other secret stores are still refused, naming the parameter.
+        let e = one("P: {type: String, default: '{{ssm-secure:/a}}'}", None).unwrap_err();
+        assert!(e[0].contains("-p P=VALUE"), "{e:?}");
+    }
+
+    /// A runner whose only AWS answer is `answer` (or NoAccess), recording the calls.
+    struct Store {
+        answer: Option<Value>,
+        calls: std::sync::Mutex<Vec<AwsCall>>,
+    }
+
+    impl StepRunner for Store {
+        fn run<'a>(
+            &'a self,
+            _: &'a crate::step::ValidatedStep,
+            _: RunContext<'a>,
+        ) -> futures::future::BoxFuture<
+            'a,
+            Result<crate::result::StepResult, crate::execute::ExecuteError>,
+        > {
+            unreachable!("no step runs while parameters are resolved")
+        }
+
+        fn call_aws<'a>(
+            &'a self,
+            call: &'a AwsCall,
+            _: RunContext<'a>,
+        ) -> futures::future::BoxFuture<'a, Result<Value, AwsCallError>> {
+            self.calls.lock().unwrap().push(call.clone());
+            let answer = self.answer.clone().ok_or(AwsCallError::NoAccess);
+            Box::pin(async move { answer })
+        }
+    }
+
+    fn from_store(yaml: &str, answer: Option<Value>) -> (Result<Value, String>, Vec<AwsCall>) {
+        let (d, p) = decls(yaml);
+        assert!(p.is_empty(), "{p:?}");
+        let mut values = resolve(&d, &[]).unwrap();
+        let store = Store {
+            answer,
+            calls: Default::default(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let cancel = CancellationToken::new();
+        let r = rt.block_on(resolve_parameter_store(
+            &d,
+            &mut values,
+            &store,
+            "exec",
+            &cancel,
+        ));
+        let calls = store.calls.into_inner().unwrap();
+        (
+            r.map(|()| values["P"].clone()).map_err(|e| e.to_string()),
+            calls,
+        )
+    }
+
+    #[test]
+    fn ssm_defaults_are_read_through_get_parameter() {
+        let answer = json!({"Parameter": {"Name": "/a/b", "Type": "String", "Value": "a, b"}});
+        let (v, calls) = from_store(
+            "P: {type: StringList, default: '{{ssm:/a/b}}'}",
+            Some(answer.clone()),
+        );
+        assert_eq!(v.unwrap(), json!(["a", "b"]));
+        assert_eq!(calls.len(), 1);
+        assert_eq!(
+            (calls[0].service.as_str(), calls[0].api.as_str()),
+            ("ssm", "GetParameter")
+        );
+        assert_eq!(
+            calls[0].parameters,
+            json!({"Name": "/a/b"}).as_object().unwrap().clone()
+        );
+        // The value read obeys the parameter's rules, named.
+        let (v, _) = from_store(
+            "P: {type: String, default: '{{ssm:/a/b}}', allowedPattern: '^arn:'}",
+            Some(answer),
+        );
+        let e = v.unwrap_err();
+        assert!(
+            e.starts_with("parameter P: the value of Parameter Store \"/a/b\" (its default) "),
+            "{e}"
+        );
+        assert!(e.contains("does not match the allowedPattern"), "{e}");
+        // No AWS access: a clear error naming the parameter and how to get access.
+        let (v, _) = from_store("P: {type: String, default: '{{ssm:/a/b}}'}", None);
+        let e = v.unwrap_err();
+        assert!(e.starts_with("parameter P: its default {{ssm:/a/b}} reads Parameter Store, and ssm GetParameter \"/a/b\" failed: AWS access is off: run with --aws-endpoint URL"), "{e}");
+        // An answer without a value.
+        let (v, _) = from_store(
+            "P: {type: String, default: '{{ssm:/a/b}}'}",
+            Some(json!({})),
+        );
+        assert!(v.unwrap_err().contains("without a Parameter.Value string"));
+        // A plain default makes no call.
+        let (v, calls) = from_store("P: {type: String, default: x}", None);
+        assert_eq!(v.unwrap(), json!("x"));
+        assert!(calls.is_empty());
     }
 
     #[test]

@@ -712,10 +712,6 @@ impl Scheduler {
         depth: u32,
     ) -> rb::executor::Execution {
         let steps = self.runner.with_runbook_limits(self.job_limits(limits));
-        let children = ExecChildren {
-            scheduler: self,
-            limits,
-        };
         let (sender, inbox) = rb::signals::inbox();
         if let Some(e) = self
             .state
@@ -726,6 +722,10 @@ impl Scheduler {
         {
             e.signals = Some(sender);
         }
+        let children = ExecChildren {
+            scheduler: self,
+            limits,
+        };
         let options = rb::executor::ExecOptions {
             execution_id: Some(id.to_string()),
             context: &self.settings.context,

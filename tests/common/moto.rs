@@ -58,6 +58,12 @@ impl Moto {
     /// Picks a free 127.0.0.1 port, starts `moto_server -H 127.0.0.1 -p PORT` and waits (30 s at
     /// most) until it answers HTTP.
     pub fn start() -> Option<Moto> {
+        Moto::start_with_env(&[])
+    }
+
+    /// [`Moto::start`] with these variables in the server's environment (moto's own settings,
+    /// such as `MOTO_IAM_LOAD_MANAGED_POLICIES=true`).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Option<Moto> {
         let server = venv().join("moto_server");
         if !server.is_file() {
             let why = format!("{} does not exist", server.display());
@@ -72,6 +78,7 @@ impl Moto {
         let port = free_port();
         let child = Command::new(&server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use super::{Action, ActionSpec, Attempt, CheckCx, DocFacts, RunCx, StepFailure, StepHead};
 use crate::result::{StepStatus, aws_plain_failure};
 use crate::runbook::Problem;
-use crate::runbook::document::{StepDecl, StepKind};
+use crate::runbook::document::{Note, StepDecl, StepKind};
 use crate::runbook::executor::RunContext;
 use crate::runbook::interpolate;
 use crate::runbook::selector::output_value;
@@ -63,13 +63,17 @@ impl ActionSpec for ExecuteScript {
                 }
             }
         }
+        // AWS's reference page forbids Script in JSON, yet AWS's own published JSON documents
+        // use it: accepted, and the rule noted **(ours)**.
         if cx.format == Format::Json && inputs.contains_key("Script") {
-            cx.problems.push(Problem::unsupported(
-                pos_of("Script"),
-                format!("{ctx}: inputs.Script"),
-                "Script in a JSON runbook",
-                "a JSON runbook cannot use Script (AWS: JSON runbooks must provide the script as an Attachment); write the runbook in YAML, or move the script to an attachment",
-            ));
+            cx.notes.push(Note {
+                pos: pos_of("Script"),
+                context: format!("{ctx}: inputs.Script"),
+                message: format!(
+                    "Script in a JSON runbook: the {} reference page says a JSON runbook must provide the script as an Attachment; AWS's own JSON documents use Script all the same, so it is accepted",
+                    Self::ACTION.name()
+                ),
+            });
         }
         if let Some(Value::String(s)) = inputs.get("Script") {
             if let Some(start) = s.find("%%SCRIPT=") {

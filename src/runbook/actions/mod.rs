@@ -361,7 +361,9 @@ pub(crate) trait ActionSpec {
 pub(crate) struct CheckCx<'c> {
     /// Where problems go.
     pub problems: &'c mut Vec<Problem>,
-    /// YAML or JSON (a JSON runbook cannot use executeScript's `Script`).
+    /// Where notes go: what is accepted against a reference page's rule (refuses nothing).
+    pub notes: &'c mut Vec<crate::runbook::document::Note>,
+    /// YAML or JSON (AWS's rule: a JSON runbook cannot use executeScript's `Script`; noted).
     pub format: Format,
     /// The catalog and the operator's timeout ceiling.
     pub options: &'c LoadOptions<'c>,
