@@ -96,7 +96,11 @@ impl ActionSpec for RunCommand {
         inputs: &Map<String, Value>,
     ) -> Result<Map<String, Value>, StepFailure> {
         targets(inputs).map_err(|e| e.failure())?;
-        resources::read(inputs, SPEC).map_err(|e| e.failure())
+        let mut params = resources::read(inputs, SPEC).map_err(|e| e.failure())?;
+        if let Some(Value::Object(p)) = params.get_mut("Parameters") {
+            as_string_lists(p);
+        }
+        Ok(params)
     }
 
     /// SendCommand, ListCommands until it ends, GetCommandInvocation.
@@ -113,6 +117,33 @@ impl ActionSpec for RunCommand {
                 .run(parent, "the command ended", run(&mut sub, step, params))
                 .await
         })
+    }
+}
+
+/// SendCommand's `Parameters` are lists of strings; AWS's own runbooks write scalars
+/// (`Operation: Install`, `timeoutSeconds: 600`), which the service takes as one-item lists
+/// **(ours: AWS's user guide writes both forms)**. A list's scalar items become strings.
+fn as_string_lists(parameters: &mut Map<String, Value>) {
+    let text = |v: &Value| match v {
+        Value::String(s) => Value::String(s.clone()),
+        Value::Null => Value::String(String::new()),
+        other => Value::String(other.to_string()),
+    };
+    for value in parameters.values_mut() {
+        let wrapped = match &*value {
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| match i {
+                        Value::Object(_) | Value::Array(_) => i.clone(),
+                        scalar => text(scalar),
+                    })
+                    .collect(),
+            ),
+            Value::Object(_) => continue,
+            scalar => Value::Array(vec![text(scalar)]),
+        };
+        *value = wrapped;
     }
 }
 
@@ -211,6 +242,19 @@ async fn run(cx: &mut RunCx<'_>, step: &StepDecl, params: &Map<String, Value>) -
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn scalar_command_parameters_become_one_item_string_lists() {
+        let mut p = serde_json::json!({"Operation": "Install", "timeout": 600, "List": ["a", 1], "Keep": {"k": "v"}})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        super::as_string_lists(&mut p);
+        assert_eq!(
+            serde_json::Value::Object(p),
+            serde_json::json!({"Operation": ["Install"], "timeout": ["600"], "List": ["a", "1"], "Keep": {"k": "v"}})
+        );
+    }
+
     use super::*;
 
     #[test]
